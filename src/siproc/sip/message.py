@@ -1,0 +1,404 @@
+"""SIP messages: parse and serialize requests and responses (RFC 3261 sections 7 and 25).
+
+Theory of operation: a message is a start line, an ordered list of raw headers and a body.
+Headers stay raw text (with compact names expanded and folded lines joined) so that what we do
+not understand is relayed byte for byte; typed views (Via, CSeq, From ...) live in `headers.py`
+and are parsed when asked for. Framing differs by transport (RFC 3261 section 18.3): a datagram
+holds one message and Content-Length may be absent; on a stream Content-Length is mandatory and
+`StreamFramer` cuts messages out of the byte stream.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from siproc.sip.errors import ParseError
+from siproc.sip.uri import TOKEN_CHARS, split_list
+
+SIP_VERSION = "SIP/2.0"
+MAX_MESSAGE_SIZE = 65_535  # larger than any UDP datagram; a TCP peer that sends more is wrong
+
+# RFC 3261 section 7.3.3 and the IANA registry: compact forms.
+COMPACT_FORMS = {
+    "a": "Accept-Contact",
+    "b": "Referred-By",
+    "c": "Content-Type",
+    "d": "Request-Disposition",
+    "e": "Content-Encoding",
+    "f": "From",
+    "i": "Call-ID",
+    "j": "Reject-Contact",
+    "k": "Supported",
+    "l": "Content-Length",
+    "m": "Contact",
+    "o": "Event",
+    "r": "Refer-To",
+    "s": "Subject",
+    "t": "To",
+    "u": "Allow-Events",
+    "v": "Via",
+    "x": "Session-Expires",
+}
+_CANONICAL = {
+    name.lower(): name
+    for name in (
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Alert-Info",
+        "Allow",
+        "Allow-Events",
+        "Authentication-Info",
+        "Authorization",
+        "Call-ID",
+        "Call-Info",
+        "Contact",
+        "Content-Disposition",
+        "Content-Encoding",
+        "Content-Language",
+        "Content-Length",
+        "Content-Type",
+        "CSeq",
+        "Date",
+        "Error-Info",
+        "Event",
+        "Expires",
+        "From",
+        "In-Reply-To",
+        "Max-Forwards",
+        "Min-Expires",
+        "MIME-Version",
+        "Organization",
+        "P-Asserted-Identity",
+        "Priority",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Require",
+        "Record-Route",
+        "Refer-To",
+        "Referred-By",
+        "Reply-To",
+        "Require",
+        "Retry-After",
+        "Route",
+        "RSeq",
+        "RAck",
+        "Server",
+        "Session-Expires",
+        "Subject",
+        "Subscription-State",
+        "Supported",
+        "Timestamp",
+        "To",
+        "Unsupported",
+        "User-Agent",
+        "Via",
+        "Warning",
+        "WWW-Authenticate",
+    )
+}
+# Headers whose value is a comma-separated list (RFC 3261 section 7.3.1). The auth headers are
+# not: a challenge contains commas.
+LIST_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "allow",
+        "allow-events",
+        "contact",
+        "content-encoding",
+        "proxy-require",
+        "record-route",
+        "require",
+        "route",
+        "supported",
+        "unsupported",
+        "via",
+    }
+)
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_VERSION_RE = re.compile(r"SIP/\d+\.\d+")
+
+
+def canonical_name(name: str) -> str:
+    """The conventional spelling of a header name; compact forms expanded."""
+    lower = name.lower()
+    if len(lower) == 1 and lower in COMPACT_FORMS:
+        return COMPACT_FORMS[lower]
+    return _CANONICAL.get(lower, name)
+
+
+class Headers:
+    """An ordered, case-insensitive list of raw SIP headers."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
+        self._items: list[tuple[str, str]] = []
+        for name, value in items or ():
+            self.add(name, value)
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append((canonical_name(name), value))
+
+    def prepend(self, name: str, value: str) -> None:
+        self._items.insert(0, (canonical_name(name), value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every `name` header by one with `value` (at the first one's place)."""
+        name = canonical_name(name)
+        lower = name.lower()
+        for i, (n, _) in enumerate(self._items):
+            if n.lower() == lower:
+                self._items[i] = (name, value)
+                self._items[i + 1 :] = [it for it in self._items[i + 1 :] if it[0].lower() != lower]
+                return
+        self._items.append((name, value))
+
+    def remove(self, name: str) -> None:
+        lower = canonical_name(name).lower()
+        self._items = [it for it in self._items if it[0].lower() != lower]
+
+    def get(self, name: str) -> str | None:
+        """The first `name` header's whole value, or None."""
+        lower = canonical_name(name).lower()
+        return next((v for n, v in self._items if n.lower() == lower), None)
+
+    def get_raw(self, name: str) -> list[str]:
+        """Every `name` header line's value, unsplit."""
+        lower = canonical_name(name).lower()
+        return [v for n, v in self._items if n.lower() == lower]
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of `name`; list headers split at their top-level commas."""
+        lower = canonical_name(name).lower()
+        values = self.get_raw(name)
+        if lower in LIST_HEADERS:
+            return [item for v in values for item in split_list(v)]
+        return values
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def copy(self) -> Headers:
+        new = Headers()
+        new._items = list(self._items)
+        return new
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    uri: str
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    version: str = SIP_VERSION
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} {self.version}"
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    reason: str
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    version: str = SIP_VERSION
+
+    def start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+
+Message = Request | Response
+
+
+def serialize(message: Message) -> bytes:
+    """The wire form; Content-Length is always written, as the last header."""
+    lines = [message.start_line()]
+    lines += [f"{name}: {value}" for name, value in message.headers if name != "Content-Length"]
+    lines.append(f"Content-Length: {len(message.body)}")
+    head = "\r\n".join(lines) + "\r\n\r\n"
+    return head.encode("utf-8") + message.body
+
+
+def _split_head(head: str) -> tuple[str, Headers]:
+    """Start line and headers of a header section (unfolding continuation lines)."""
+    lines = head.split("\r\n") if "\r\n" in head else head.split("\n")
+    start, header_lines = lines[0], lines[1:]
+    headers = Headers()
+    name: str | None = None
+    value = ""
+    for line in header_lines:
+        if line[:1] in (" ", "\t"):  # RFC 3261 section 7.3.1: folded continuation
+            if name is None:
+                raise ParseError("continuation line before the first header")
+            value += " " + line.strip()
+            continue
+        if name is not None:
+            headers.add(name, value)
+        raw_name, colon, raw_value = line.partition(":")
+        raw_name = raw_name.rstrip(" \t")
+        if not colon or not raw_name or not _TOKEN_RE.fullmatch(raw_name):
+            raise ParseError(f"malformed header line {line[:60]!r}", headers=headers)
+        name, value = raw_name, raw_value.strip()
+    if name is not None:
+        headers.add(name, value)
+    return start, headers
+
+
+def _parse_start(start: str, headers: Headers) -> Message:
+    if start.startswith("SIP/"):
+        version, _, rest = start.partition(" ")
+        code, _, reason = rest.partition(" ")
+        if not _VERSION_RE.fullmatch(version) or len(code) != 3 or not code.isdigit():
+            raise ParseError(f"malformed status line {start[:80]!r}", headers=headers)
+        status = int(code)
+        if not 100 <= status <= 699:
+            raise ParseError(f"status code {status} out of range", headers=headers)
+        return Response(status, reason, headers, version=version)
+    parts = start.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise ParseError(
+            f"request line must be 'METHOD SP URI SP SIP/2.0': {start[:80]!r}", headers=headers
+        )
+    method, uri, version = parts
+    if not all(c in TOKEN_CHARS for c in method):
+        raise ParseError(f"invalid method {method[:40]!r}", headers=headers)
+    if not _VERSION_RE.fullmatch(version):
+        raise ParseError(f"invalid SIP version {version[:20]!r}", headers=headers)
+    if uri.startswith("<") or ":" not in uri:
+        raise ParseError(f"invalid Request-URI {uri[:80]!r}", headers=headers)
+    return Request(method, uri, headers, version=version)
+
+
+def _content_length(headers: Headers) -> int | None:
+    values = headers.get_raw("Content-Length")
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ParseError("more than one Content-Length header", headers=headers)
+    text = values[0].strip()
+    if not text.isdigit() or len(text) > 9:
+        raise ParseError(f"invalid Content-Length {text[:20]!r}", headers=headers)
+    return int(text)
+
+
+def _find_head_end(data: bytes) -> tuple[int, int]:
+    """Offsets of the end of the header section and the start of the body."""
+    end = data.find(b"\r\n\r\n")
+    lf_end = data.find(b"\n\n")
+    if end >= 0 and (lf_end < 0 or end <= lf_end):
+        return end, end + 4
+    if lf_end >= 0:
+        return lf_end, lf_end + 2
+    return -1, -1
+
+
+def parse_message(data: bytes) -> Message:
+    """Parse one message from a datagram (RFC 3261 section 18.3).
+
+    Octets beyond Content-Length are ignored (RFC 4475 section 3.1.1.8); a Content-Length larger
+    than what arrived is an error (section 3.1.2.2). Without Content-Length the body runs to the
+    end of the datagram.
+    """
+    head_end, body_start = _find_head_end(data)
+    if head_end < 0:
+        # A message with no body and no blank line at all is malformed.
+        raise ParseError("no empty line after the headers")
+    message = _parse_head(data[:head_end])
+    length = _content_length(message.headers)
+    available = len(data) - body_start
+    if length is None:
+        message.body = data[body_start:]
+    elif length > available:
+        raise ParseError(
+            f"Content-Length {length} is larger than the {available} body octets received",
+            headers=message.headers,
+        )
+    else:
+        message.body = data[body_start : body_start + length]
+    return message
+
+
+def _parse_head(head: bytes) -> Message:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = head.decode("latin-1")  # keep going: only the reason phrase may be non-UTF-8
+    text = text.lstrip("\r\n")
+    if not text:
+        raise ParseError("empty message")
+    start, headers = _split_head(text)
+    return _parse_start(start, headers)
+
+
+class StreamFramer:
+    """Cut SIP messages out of a byte stream (TCP, TLS): RFC 3261 section 18.3.
+
+    `feed()` returns the complete messages, and `ParseError`s for what could not be parsed; a
+    framing error (no or bad Content-Length) makes the rest of the stream unusable, which
+    `broken` then says: the edge closes the connection. Leading CRLFs between messages are
+    keep-alives (RFC 5626 section 3.5.1) and are counted in `keepalives`, so that the edge can
+    answer a double-CRLF ping with a single CRLF pong.
+    """
+
+    def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
+        self._buffer = bytearray()
+        self._max_size = max_size
+        self.broken: str | None = None
+        self.keepalives = 0
+
+    def feed(self, data: bytes) -> list[Message | ParseError]:
+        if self.broken:
+            return []
+        self._buffer += data
+        out: list[Message | ParseError] = []
+        while True:
+            stripped = self._buffer.lstrip(b"\r\n")
+            if len(stripped) != len(self._buffer):
+                self.keepalives += (len(self._buffer) - len(stripped)) // 4
+                self._buffer = bytearray(stripped)
+            head_end, body_start = _find_head_end(self._buffer)
+            if head_end < 0:
+                if len(self._buffer) > self._max_size:
+                    self._break(out, "header section larger than the maximum message size")
+                return out
+            try:
+                message = _parse_head(bytes(self._buffer[:head_end]))
+                length = _content_length(message.headers)
+            except ParseError as exc:
+                self._break(out, f"unframeable message: {exc}", exc.headers)
+                return out
+            if length is None:
+                self._break(
+                    out, "Content-Length is mandatory on stream transports", message.headers
+                )
+                return out
+            if length > self._max_size:
+                self._break(out, f"Content-Length {length} too large", message.headers)
+                return out
+            if len(self._buffer) < body_start + length:
+                return out
+            message.body = bytes(self._buffer[body_start : body_start + length])
+            del self._buffer[: body_start + length]
+            out.append(message)
+
+    def _break(
+        self, out: list[Message | ParseError], reason: str, headers: Headers | None = None
+    ) -> None:
+        self.broken = reason
+        self._buffer.clear()
+        out.append(ParseError(reason, headers=headers))

@@ -296,7 +296,7 @@ def _content_length(headers: Headers) -> int | None:
     return int(text)
 
 
-def _find_head_end(data: bytes) -> tuple[int, int]:
+def _find_head_end(data: bytes | bytearray) -> tuple[int, int]:
     """Offsets of the end of the header section and the start of the body."""
     end = data.find(b"\r\n\r\n")
     lf_end = data.find(b"\n\n")

@@ -1,0 +1,620 @@
+"""The phone: one SIP user agent with its account, registration, call table and main stdin.
+
+Theory of operation: the phone is the asyncio side of the sans-I/O `Endpoint`. Bytes from the
+`SipTransport` go into the endpoint; what comes out is sent (`Send`) or dispatched: responses and
+timeouts to whoever started the client transaction (a call, the registration), new requests to
+the call they belong to (by dialog id) or to the out-of-dialog handling here (INVITE starts a
+call, OPTIONS is answered, MESSAGE is logged). After each batch the one endpoint timer is re-armed
+at `endpoint.next_deadline()`.
+
+Main stdin takes `CALL <uri>` and `QUIT`; its end is not QUIT (a daemon started with stdin on
+/dev/null keeps serving). QUIT, SIGINT and SIGTERM shut down gracefully: every call gets its
+BYE/CANCEL/480, every handler its SIGTERM, the account its un-REGISTER, then exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+
+from siproc import __version__
+from siproc.calls.call import ALLOW, Call, CallState
+from siproc.calls.handler import HandlerSpawnError
+from siproc.config import SIP_TRACE_LEVEL, Config
+from siproc.media.codecs.catalog import enabled_codecs, telephone_event_spec
+from siproc.net.clock import MediaClock
+from siproc.net.rtp_socket import RtpStream
+from siproc.net.sip_transport import SipTransport
+from siproc.sdp.model import SdpError
+from siproc.sdp.offer_answer import CodecSpec, OfferAnswerError
+from siproc.sip.auth import DigestSession
+from siproc.sip.endpoint import (
+    AckFor2xx,
+    Endpoint,
+    Output,
+    RequestReceived,
+    StrayResponse,
+)
+from siproc.sip.errors import ParseError, RemoteProtocolError
+from siproc.sip.headers import make_response
+from siproc.sip.message import Message, Request, Response
+from siproc.sip.registration import (
+    Failed,
+    Registered,
+    Registration,
+    RegistrationResult,
+    SendAgain,
+    Unregistered,
+)
+from siproc.sip.transaction import (
+    ClientTransaction,
+    Destination,
+    ResponseReceived,
+    Send,
+    ServerTransaction,
+    Timers,
+    TransactionTerminated,
+    TransactionTimeout,
+)
+from siproc.sip.uri import NameAddr, SipUri, format_host, parse_name_addr, parse_uri
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"siproc/{__version__}"
+SHUTDOWN_TIMEOUT = 5.0  # seconds to wait for BYEs, CANCELs and the un-REGISTER on QUIT
+TxCallback = Callable[[ResponseReceived | TransactionTimeout], None]
+
+
+class Phone:
+    """The user agent; see the module docstring."""
+
+    def __init__(
+        self, config: Config, handler_argv: list[str], *, env: dict[str, str] | None = None
+    ) -> None:
+        self.config = config
+        self.handler_argv = handler_argv
+        self.base_env = dict(os.environ if env is None else env)
+        self.base_env.pop("SIPROC_PASSWORD", None)  # never handed to handlers
+        self.loop = asyncio.get_running_loop()
+        self.rng = random.SystemRandom()
+        self.timers = Timers()
+        self.endpoint = Endpoint(
+            allow=[m.strip() for m in ALLOW.split(",")], timers=self.timers, user_agent=USER_AGENT
+        )
+        self.endpoint.trace = config.log_level >= SIP_TRACE_LEVEL
+        self.transport = SipTransport(self.loop, self._on_datagram, self._on_stream_message, log)
+        self.transport.on_transport_error = self._on_transport_error
+        self.clock = MediaClock(self.loop)
+        self._codecs = enabled_codecs(list(config.codecs))
+        self._telephone_event = telephone_event_spec(list(config.codecs))
+        self._owners: dict[ClientTransaction, TxCallback] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.calls: set[Call] = set()
+        self._by_dialog: dict[tuple[str, str, str], Call] = {}
+        self._by_call_id: dict[str, Call] = {}
+        self._by_invite_tx: dict[object, Call] = {}
+        self.registration: Registration | None = None
+        self._register_timer: asyncio.TimerHandle | None = None
+        self._register_tx: ClientTransaction | None = None
+        self._last_register_error: str | None = None
+        self._stopping = False
+        self._done = asyncio.Event()
+        self._unregistered = asyncio.Event()
+        self._all_calls_gone = asyncio.Event()
+        self._all_calls_gone.set()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self, stdin: int | None = 0) -> int:
+        await self.transport.start(self.config.bind_address, self.config.sip_port)
+        log.info("siproc %s ready on SIP port %d", __version__, self.transport.port)
+        if self.config.registrar is not None:
+            self._start_registration()
+        else:
+            self._unregistered.set()
+            log.info("no SIPROC_REGISTRAR_URI: not registering; direct calls are taken")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(sig, self.request_shutdown, sig.name)
+        if stdin is not None:
+            self._start_stdin_reader(stdin)
+        await self._done.wait()
+        await self._shutdown()
+        return 0
+
+    def request_shutdown(self, why: str = "QUIT") -> None:
+        if not self._done.is_set():
+            log.info("shutting down (%s)", why)
+            self._done.set()
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        for call in list(self.calls):
+            call.shutdown()
+        if self.registration is not None and self.registration.stop():
+            self._send_register()
+        else:
+            self._unregistered.set()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(self._all_calls_gone.wait(), self._unregistered.wait()),
+                SHUTDOWN_TIMEOUT,
+            )
+        except TimeoutError:
+            log.warning("shutdown: gave up waiting for %d call(s) to end", len(self.calls))
+            for call in list(self.calls):
+                if call.handler is not None and not call.handler_done:
+                    call.handler.kill()
+        self.clock.close()
+        await self.transport.close()
+
+    # -- main stdin -----------------------------------------------------------------------------
+
+    def _start_stdin_reader(self, fd: int) -> None:
+        """Read main stdin in a thread: works for pipes, files, /dev/null and terminals alike."""
+
+        def reader() -> None:
+            try:
+                with open(fd, "rb", buffering=0, closefd=False) as raw:
+                    buffered = open(raw.fileno(), "rb", closefd=False)  # noqa: SIM115
+                    for line in buffered:
+                        self.loop.call_soon_threadsafe(self.on_stdin_line, line)
+            except (OSError, ValueError) as exc:
+                log.debug("stdin unusable: %s", exc)
+            self.loop.call_soon_threadsafe(self._on_stdin_eof)
+
+        threading.Thread(target=reader, name="siproc-stdin", daemon=True).start()
+
+    def _on_stdin_eof(self) -> None:
+        log.info("end of standard input: still serving incoming calls (send QUIT or SIGTERM to stop)")
+
+    def on_stdin_line(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace").strip()
+        if not line:
+            return
+        verb, _, rest = line.partition(" ")
+        verb = verb.upper()
+        if verb == "QUIT" and not rest.strip():
+            self.request_shutdown("QUIT")
+        elif verb == "CALL" and rest.strip():
+            self.place_call(rest.strip())
+        else:
+            print(
+                f"siproc: ignoring input line {line[:80]!r}: expected 'CALL <sip-uri>' or 'QUIT'",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    # -- SIP plumbing ---------------------------------------------------------------------------
+
+    def _on_datagram(self, data: bytes, source: Destination, local_host: str) -> None:
+        self._process(self.endpoint.receive(data, source, local_host, self.loop.time()))
+
+    def _on_stream_message(
+        self, message: Message | ParseError, source: Destination, local_host: str
+    ) -> None:
+        self._process(self.endpoint.receive_message(message, source, local_host, self.loop.time()))
+
+    def _on_transport_error(self, destination: Destination, reason: str) -> None:
+        log.warning("cannot send to %s:%d (%s): %s", destination.host, destination.port,
+                    destination.transport, reason)
+
+    def _process(self, outputs: list[Output]) -> None:
+        for item in outputs:
+            try:
+                self._dispatch(item)
+            except Exception:
+                log.exception("internal error handling %s", type(item).__name__)
+        self._rearm()
+
+    def _dispatch(self, item: Output) -> None:
+        match item:
+            case Send(data=data, destination=destination):
+                self.transport.send(data, destination)
+            case ResponseReceived(transaction=tx) | TransactionTimeout(transaction=tx) if (
+                isinstance(tx, ClientTransaction)
+            ):
+                callback = self._owners.get(tx)
+                if callback is not None:
+                    callback(item)  # type: ignore[arg-type]
+            case TransactionTerminated(transaction=tx):
+                if isinstance(tx, ClientTransaction):
+                    self._owners.pop(tx, None)
+                else:
+                    self._by_invite_tx.pop(tx, None)
+            case RequestReceived():
+                self._on_request(item)
+            case AckFor2xx(request=request, info=info):
+                call = self._by_dialog.get((info.call_id, info.to.tag or "", info.from_.tag or ""))
+                if call is not None:
+                    call.on_ack(request)
+            case StrayResponse(response=response, info=info):
+                call = self._by_call_id.get(info.call_id)
+                if call is not None and call.outgoing:
+                    call.on_stray_ok(response)
+            case _:
+                pass
+
+    def _rearm(self) -> None:
+        deadline = self.endpoint.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._process(self.endpoint.handle_timer(self.loop.time()))
+
+    # -- services for calls and the registration -----------------------------------------------
+
+    def send_request(
+        self, request: Request, destination: Destination, on_event: TxCallback
+    ) -> ClientTransaction:
+        local_host = self.local_host_for(destination)
+        self.endpoint.add_via(request, destination, local_host, self.transport.port)
+        tx, outputs = self.endpoint.send_request(request, destination, self.loop.time())
+        self._owners[tx] = on_event
+        self._process(outputs)
+        return tx
+
+    def send_ack(self, request: Request, destination: Destination) -> bytes:
+        local_host = self.local_host_for(destination)
+        self.endpoint.add_via(request, destination, local_host, self.transport.port)
+        send = self.endpoint.send_stateless(request, destination)
+        self.transport.send(send.data, destination)
+        return send.data
+
+    def send_raw(self, data: bytes, destination: Destination) -> None:
+        self.transport.send(data, destination)
+
+    def respond(self, tx: ServerTransaction, response: Response) -> None:
+        self._process(self.endpoint.respond(tx, response, self.loop.time()))
+
+    def destination_for(self, uri: SipUri) -> Destination:
+        """Where to send a request for `uri` (RFC 3263 in part: IP literals, A/AAAA, no SRV)."""
+        transport = uri.transport if uri.transport in ("udp", "tcp") else "udp"
+        host = uri.param("maddr") or uri.host
+        port = uri.port or (5061 if transport == "tls" else 5060)
+        return Destination(transport, _resolve(host), port)
+
+    def outbound_destination(self, uri: SipUri) -> Destination:
+        """Out-of-dialog requests go to the registrar when there is one (an outbound proxy)."""
+        if self.config.registrar is not None:
+            return self.destination_for(self.config.registrar)
+        return self.destination_for(uri)
+
+    def local_host_for(self, destination: Destination) -> str:
+        if self.config.public_address:
+            return self.config.public_address
+        return self.transport.local_address_for(destination.host)
+
+    def contact_for(self, destination: Destination) -> SipUri:
+        reg = self.registration
+        if reg is not None and reg.state.value == "registered" and not self.config.public_address:
+            if reg.contact.transport == destination.transport:
+                return reg.contact
+        user = self._identity().uri.user if isinstance(self._identity().uri, SipUri) else None
+        uri = SipUri("sip", self.local_host_for(destination), user or "siproc", None,
+                     self.transport.port)
+        if destination.transport != "udp":
+            uri = uri.with_params(transport=destination.transport)
+        return uri
+
+    def new_token(self) -> str:
+        return self.endpoint.new_token()
+
+    @property
+    def codecs(self) -> list[CodecSpec]:
+        return self._codecs
+
+    @property
+    def telephone_event(self) -> CodecSpec | None:
+        return self._telephone_event
+
+    @property
+    def timer_t1(self) -> float:
+        return self.timers.t1
+
+    @property
+    def timer_t2(self) -> float:
+        return self.timers.t2
+
+    def auth_session(self) -> DigestSession | None:
+        if self.config.username is None or self.config.password is None:
+            return None
+        return DigestSession(self.config.username, self.config.password)
+
+    def handler_env(self, call: Call) -> dict[str, str]:
+        env = dict(self.base_env)
+        remote = call.remote.with_params(tag=None)
+        env.update(
+            SIPROC_REMOTE_URI=str(remote.uri),
+            SIPROC_REMOTE_ID=str(remote),
+            SIPROC_REMOTE_CONTACT=call.remote_contact,
+            SIPROC_OUTGOING="y" if call.outgoing else "n",
+            SIPROC_CALL_ID=call.call_id,
+            SIPROC_LOCAL_URI=str(call.local.uri),
+            SIPROC_REQUEST_URI=call.request_uri,
+        )
+        return env
+
+    def call_changed(self, call: Call) -> None:
+        if call.dialog is not None and call.state is not CallState.ENDED:
+            self._by_dialog[call.dialog.id] = call
+
+    def call_finished(self, call: Call) -> None:
+        if call not in self.calls:
+            return
+        self.calls.discard(call)
+        if call.dialog is not None:
+            self._by_dialog.pop(call.dialog.id, None)
+        if self._by_call_id.get(call.call_id) is call:
+            del self._by_call_id[call.call_id]
+        for tx, owner in list(self._by_invite_tx.items()):
+            if owner is call:
+                del self._by_invite_tx[tx]
+        if not self.calls:
+            self._all_calls_gone.set()
+
+    def _add_call(self, call: Call) -> None:
+        self.calls.add(call)
+        self._by_call_id[call.call_id] = call
+        self._all_calls_gone.clear()
+
+    def _identity(self) -> NameAddr:
+        if self.config.identity is not None:
+            return self.config.identity
+        return NameAddr(SipUri("sip", "localhost", "siproc"))
+
+    def _open_stream(self, local_host: str) -> RtpStream:
+        family_any = "::" if ":" in local_host else "0.0.0.0"
+        bind = self.config.bind_address or family_any
+        return RtpStream.open(self.loop, self.clock, bind, self.config.rtp_ports, self.rng)
+
+    # -- outgoing calls -------------------------------------------------------------------------
+
+    def place_call(self, text: str) -> None:
+        """`CALL <uri>`: a SIP URI, or a bare user name at the registrar's domain."""
+        try:
+            if ":" not in text and self.config.registrar is not None:
+                registrar = self.config.registrar
+                text = f"sip:{text}@{format_host(registrar.host)}" + (
+                    f":{registrar.port}" if registrar.port else ""
+                )
+            target = parse_name_addr(text)
+            if not isinstance(target.uri, SipUri):
+                raise ParseError(f"only sip: URIs can be called, not {target.uri.scheme}:")
+        except ParseError as exc:
+            print(f"siproc: CALL {text[:80]!r}: not a SIP URI ({exc})", file=sys.stderr, flush=True)
+            return
+        if self._stopping:
+            return
+        if len(self.calls) >= self.config.max_calls:
+            print(f"siproc: CALL {text}: refused, SIPROC_MAX_CALLS={self.config.max_calls} calls "
+                  "are up", file=sys.stderr, flush=True)
+            return
+        uri = target.uri
+        try:
+            destination = self.outbound_destination(uri)
+            local_host = self.local_host_for(destination)
+            stream = self._open_stream(local_host)
+        except OSError as exc:
+            print(f"siproc: CALL {text}: {exc}", file=sys.stderr, flush=True)
+            return
+        identity = self._identity()
+        if self.config.identity is None:
+            identity = NameAddr(replace(_as_sip(identity.uri), host=local_host,
+                                        port=self.transport.port))
+        call = Call(
+            self,
+            outgoing=True,
+            call_id=f"{self.new_token()}@{format_host(local_host)}",
+            local=identity,
+            remote=NameAddr(uri, target.display_name),
+            local_tag=self.new_token(),
+            stream=stream,
+        )
+        call.request_uri = str(uri)
+        self._add_call(call)
+        self.loop.create_task(self._start_outgoing(call, uri, destination))
+
+    async def _start_outgoing(self, call: Call, uri: SipUri, destination: Destination) -> None:
+        try:
+            await call.spawn_handler()
+        except HandlerSpawnError as exc:
+            log.error("cannot start the handler: %s", exc)
+            call.stream.close()
+            call.handler_done = True
+            call._set_state(CallState.ENDED)  # noqa: SLF001 - nothing was sent yet
+            self.call_finished(call)
+            return
+        call.log.info("calling %s", uri)
+        call.start_outgoing(uri, destination)
+
+    # -- incoming requests ----------------------------------------------------------------------
+
+    def _on_request(self, event: RequestReceived) -> None:
+        request, info, tx = event.request, event.info, event.transaction
+        if request.method == "CANCEL":
+            call = self._by_invite_tx.get(event.cancelled) if event.cancelled else None
+            if call is not None:
+                call.on_cancel(tx, request)
+            else:
+                self.respond(tx, make_response(request, 481, "Call/Transaction Does Not Exist"))
+            return
+        if info.to.tag:  # in-dialog (RFC 3261 section 12.2.2)
+            call = self._by_dialog.get((info.call_id, info.to.tag, info.from_.tag or ""))
+            if call is None:
+                self.respond(tx, make_response(request, 481, "Call/Transaction Does Not Exist"))
+            else:
+                call.on_request(request, tx, event.local_host)
+            return
+        match request.method:
+            case "INVITE":
+                self._on_invite(event)
+            case "OPTIONS":
+                self.respond(tx, make_response(
+                    request, 200, "OK", to_tag=self.new_token(),
+                    headers=[("Allow", ALLOW), ("Accept", "application/sdp"),
+                             ("Accept-Language", "en")],
+                ))
+            case "MESSAGE":
+                text = request.body.decode("utf-8", "replace")
+                log.info("MESSAGE from %s outside any call: %r", info.from_.uri, text[:200])
+                self.respond(tx, make_response(request, 200, "OK", to_tag=self.new_token()))
+            case "BYE" | "INFO":
+                self.respond(tx, make_response(request, 481, "Call/Transaction Does Not Exist"))
+            case _:
+                self.respond(tx, make_response(request, 405, "Method Not Allowed",
+                                               to_tag=self.new_token(), headers=[("Allow", ALLOW)]))
+
+    def _on_invite(self, event: RequestReceived) -> None:
+        request, info, tx = event.request, event.info, event.transaction
+        tag = self.new_token()
+        if self._stopping or len(self.calls) >= self.config.max_calls:
+            status, reason = (503, "Service Unavailable") if self._stopping else (486, "Busy Here")
+            log.warning("refusing call from %s: %d %s", info.from_.uri, status, reason)
+            self.respond(tx, make_response(request, status, reason, to_tag=tag))
+            return
+        try:
+            stream = self._open_stream(event.local_host)
+        except OSError as exc:
+            log.error("refusing call: no RTP port: %s", exc)
+            self.respond(tx, make_response(request, 503, "Service Unavailable", to_tag=tag))
+            return
+        call = Call(self, outgoing=False, call_id=info.call_id, local=info.to, remote=info.from_,
+                    local_tag=tag, stream=stream)
+        try:
+            call.start_incoming(request, tx, event.local_host)
+        except (SdpError, OfferAnswerError, RemoteProtocolError, ParseError) as exc:
+            status = getattr(exc, "status", 488 if not isinstance(exc, ParseError) else 400)
+            if isinstance(exc, SdpError):
+                status = 400
+            log.warning("refusing call from %s: %s", info.from_.uri, exc)
+            stream.close()
+            self.respond(tx, make_response(request, status, _short_reason(status, exc), to_tag=tag))
+            return
+        self._add_call(call)
+        self._by_invite_tx[tx] = call
+        self.call_changed(call)
+        call.log.info("incoming call from %s", info.from_)
+        self.loop.create_task(self._start_incoming_handler(call))
+
+    async def _start_incoming_handler(self, call: Call) -> None:
+        try:
+            await call.spawn_handler()
+        except HandlerSpawnError as exc:
+            log.error("cannot start the handler: %s", exc)
+            call.handler_done = True
+            if call.state is CallState.INCOMING:
+                call._respond_invite(500, "Server Internal Error (handler failed to start)")  # noqa: SLF001
+            call._finish(500, "handler failed to start")  # noqa: SLF001
+
+    # -- registration ---------------------------------------------------------------------------
+
+    def _start_registration(self) -> None:
+        registrar = self.config.registrar
+        assert registrar is not None
+        destination = self.destination_for(registrar)
+        identity = self._identity()
+        contact = self.contact_for(destination)
+        self.registration = Registration(
+            registrar=registrar,
+            aor=identity,
+            contact=contact,
+            expires=self.config.register_expires,
+            call_id=f"{self.new_token()}@{format_host(self.local_host_for(destination))}",
+            from_tag=self.new_token(),
+            auth=self.auth_session(),
+            rewrite_contact=self.config.public_address is None,
+        )
+        self.registration.start()
+        self._send_register()
+
+    def _send_register(self) -> None:
+        reg = self.registration
+        assert reg is not None and self.config.registrar is not None
+        if self._register_timer is not None:
+            self._register_timer.cancel()
+            self._register_timer = None
+        destination = self.destination_for(self.config.registrar)
+        request = reg.build_request()
+        self._register_tx = self.send_request(request, destination, self._on_register_event)
+
+    def _on_register_event(self, event: ResponseReceived | TransactionTimeout) -> None:
+        reg = self.registration
+        assert reg is not None
+        now = self.loop.time()
+        if isinstance(event, TransactionTimeout):
+            self._on_register_result(reg.on_timeout(now))
+        elif event.response.status >= 200:
+            self._on_register_result(reg.on_response(event.response, now))
+
+    def _on_register_result(self, result: RegistrationResult) -> None:
+        reg = self.registration
+        assert reg is not None
+        match result:
+            case SendAgain(reason=reason):
+                log.debug("REGISTER again: %s", reason)
+                self._send_register()
+            case Registered(expires=expires, refresh_at=refresh_at):
+                if self._last_register_error is not None or reg.failures == 0:
+                    log.info("registered as %s at %s for %d s", reg.aor.uri, reg.registrar, expires)
+                self._last_register_error = None
+                self._schedule_register(refresh_at)
+            case Failed(reason=reason, retry_at=retry_at):
+                delay = (retry_at - self.loop.time()) if retry_at else 0
+                log.error("registration failed: %s (next try in %d s)", reason, round(delay))
+                self._last_register_error = reason
+                if retry_at is not None and not self._stopping:
+                    self._schedule_register(retry_at)
+            case Unregistered(status=status):
+                log.info("unregistered (%d)", status)
+                self._unregistered.set()
+
+    def _schedule_register(self, at: float) -> None:
+        if self._register_timer is not None:
+            self._register_timer.cancel()
+        self._register_timer = self.loop.call_at(at, self._send_register)
+
+
+def _as_sip(uri: object) -> SipUri:
+    assert isinstance(uri, SipUri)
+    return uri
+
+
+def _resolve(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot resolve {host!r}: {exc.strerror}") from None
+    return str(infos[0][4][0])
+
+
+def _short_reason(status: int, exc: Exception) -> str:
+    base = {400: "Bad Request", 415: "Unsupported Media Type", 488: "Not Acceptable Here"}.get(
+        status, "Error"
+    )
+    return f"{base} ({str(exc)[:80]})"
+
+
+__all__ = ["Phone", "parse_uri"]

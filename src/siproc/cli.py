@@ -1,0 +1,114 @@
+"""Command line entry points: `siproc` and `siproc-parameters` (see siproc(1))."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import sys
+
+from siproc import __version__
+from siproc.config import LOG_LEVELS, Config, ConfigError, load_config
+
+log = logging.getLogger("siproc")
+
+DESCRIPTION = """\
+A scriptable SIP softphone: for every incoming or outgoing call it runs HANDLER [ARGS...],
+which drives the call with commands on its stdout and reads events on its stdin.
+Standard input takes 'CALL <sip-uri>' and 'QUIT'. The account and settings come from
+SIPROC_* environment variables; see siproc(1)."""
+
+
+def _setup_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("siproc %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(LOG_LEVELS[level])
+    if level < 5:  # state machine chatter only from level 5 up
+        for name in ("siproc.sip.transaction", "siproc.sip.dialog", "siproc.sip.registration"):
+            logging.getLogger(name).setLevel(max(LOG_LEVELS[level], logging.INFO))
+
+
+def _find_handler(path: str) -> str | None:
+    """The handler as it will be run, or None; a bare name is looked up in PATH like execvp."""
+    if os.sep in path:
+        return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+    return shutil.which(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="siproc", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"siproc {__version__}")
+    parser.add_argument("handler", metavar="HANDLER", help="program to run for every call")
+    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="its arguments")
+    ns = parser.parse_args(argv)
+    try:
+        config = load_config(os.environ)
+    except ConfigError as exc:
+        print(f"siproc: {exc}", file=sys.stderr)
+        return 1
+    handler = _find_handler(ns.handler)
+    if handler is None:
+        print(
+            f"siproc: handler {ns.handler!r} is not an executable file (check the path and chmod +x)",
+            file=sys.stderr,
+        )
+        return 1
+    _setup_logging(config.log_level)
+    try:
+        return _run(config, [handler, *ns.args])
+    except OSError as exc:
+        print(f"siproc: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+def _run(config: Config, argv: list[str]) -> int:
+    from siproc.calls.phone import Phone
+
+    async def run() -> int:
+        phone = Phone(config, argv)
+        return await phone.run()
+
+    try:
+        import uvloop  # optional: `pip install siproc[fast]`
+    except ImportError:
+        uvloop = None
+    if uvloop is None:
+        return asyncio.run(run())
+    return uvloop.run(run())  # type: ignore[no-any-return]
+
+
+def parameters_main(argv: list[str] | None = None) -> int:
+    """`siproc-parameters`: the codecs with their priorities, and what this build can do."""
+    parser = argparse.ArgumentParser(
+        prog="siproc-parameters",
+        description="Print the codecs siproc knows, their priorities (after "
+        "SIPROC_CODEC_PRIORITIES) and whether they are usable here.",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--version", action="version", version=f"siproc {__version__}")
+    ns = parser.parse_args(argv)
+    try:
+        config = load_config(os.environ)
+    except ConfigError as exc:
+        print(f"siproc-parameters: {exc}", file=sys.stderr)
+        return 1
+    codecs = [
+        {"name": c.full_name, "priority": c.priority, "usable": c.usable, "note": c.reason}
+        for c in config.codecs
+    ]
+    if ns.json:
+        print(json.dumps({"version": __version__, "codecs": codecs, "sound_devices": []}, indent=2))
+        return 0
+    print(f"siproc {__version__}\n\nCodecs (name, priority, usable):")
+    for c in codecs:
+        usable = "yes" if c["usable"] else f"no ({c['note']})"
+        print(f"  {c['name']:<24} {c['priority']:>3}  {usable}")
+    print("\nSound devices: ALSA bridging is not available in this version.")
+    return 0

@@ -1,0 +1,168 @@
+"""Configuration from the environment, validated once into a frozen `Config`.
+
+The variables are those of the original manual page (its ENVIRONMENT section; note its typo:
+the password variable is SIPROC_PASSWORD) plus the ones this version adds, all documented in
+siproc(1). A missing or malformed value raises `ConfigError` naming the variable, and the CLI
+exits 1 with that one line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from siproc.media.codecs.catalog import CodecEntry, CodecPriorityError, apply_priorities
+from siproc.sip.errors import ParseError
+from siproc.sip.uri import NameAddr, SipUri, parse_name_addr, parse_sip_uri
+
+DEFAULT_SIP_PORT = 5060
+DEFAULT_RTP_PORTS = (10000, 20000)
+DEFAULT_MAX_CALLS = 1000
+DEFAULT_REGISTER_EXPIRES = 600
+DEFAULT_LOG_LEVEL = 3
+
+# SIPROC_LOG_LEVEL 0-6 (0 quietest) onto Python logging levels. 5 adds the transaction and
+# dialog state machines; 6 adds every SIP message in and out (see `SIP_TRACE`).
+LOG_LEVELS = {
+    0: logging.CRITICAL,
+    1: logging.ERROR,
+    2: logging.WARNING,
+    3: logging.INFO,
+    4: logging.DEBUG,
+    5: logging.DEBUG,
+    6: logging.DEBUG,
+}
+SIP_TRACE_LEVEL = 6
+
+
+class ConfigError(Exception):
+    """A configuration value the user must fix; the message names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    registrar: SipUri | None
+    identity: NameAddr | None  # None: built from the local address at run time
+    username: str | None
+    password: str | None
+    sip_port: int
+    bind_address: str | None
+    public_address: str | None
+    rtp_ports: tuple[int, int]
+    max_calls: int
+    register_expires: int
+    log_level: int
+    codecs: tuple[CodecEntry, ...]
+
+    @property
+    def transport(self) -> str:
+        """The transport used towards the registrar (udp without one)."""
+        return self.registrar.transport if self.registrar else "udp"
+
+    def __repr__(self) -> str:  # never show the password
+        return f"Config(registrar={self.registrar}, identity={self.identity}, port={self.sip_port})"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < low or int(text) > high:
+        raise ConfigError(name, f"must be a whole number from {low} to {high}, not {text!r}")
+    return int(text)
+
+
+def _ip(env: Mapping[str, str], name: str) -> str | None:
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        raise ConfigError(
+            name, f"must be an IP address such as 127.0.0.1 or ::1, not {text!r}"
+        ) from None
+
+
+def load_config(env: Mapping[str, str]) -> Config:
+    """Read and check every SIPROC_ variable of `env`."""
+    registrar: SipUri | None = None
+    text = env.get("SIPROC_REGISTRAR_URI", "").strip()
+    if text:
+        try:
+            registrar = parse_sip_uri(text)
+        except ParseError as exc:
+            raise ConfigError(
+                "SIPROC_REGISTRAR_URI", f"not a SIP URI like sip:pbx.example.com ({exc})"
+            ) from None
+        if registrar.transport not in ("udp", "tcp"):
+            raise ConfigError(
+                "SIPROC_REGISTRAR_URI",
+                f"transport={registrar.transport} is not supported; use udp or tcp",
+            )
+    identity: NameAddr | None = None
+    text = env.get("SIPROC_ID_URI", "").strip()
+    if text:
+        try:
+            identity = parse_name_addr(text)
+        except ParseError as exc:
+            raise ConfigError(
+                "SIPROC_ID_URI", f"not a SIP identity like 'Name <sip:user@host>' ({exc})"
+            ) from None
+        if not isinstance(identity.uri, SipUri):
+            raise ConfigError("SIPROC_ID_URI", f"must be a sip: or sips: URI, not {identity.uri}")
+    username = env.get("SIPROC_USERNAME", "").strip() or None
+    password = env.get("SIPROC_PASSWORD")
+    if registrar and identity is None:
+        if username is None:
+            raise ConfigError(
+                "SIPROC_ID_URI", "is needed with SIPROC_REGISTRAR_URI (or set SIPROC_USERNAME)"
+            )
+        identity = NameAddr(SipUri("sip", registrar.host, user=username, port=registrar.port))
+    if username is None and identity is not None and isinstance(identity.uri, SipUri):
+        username = identity.uri.user
+    rtp_text = env.get("SIPROC_RTP_PORTS", "").strip()
+    rtp_ports = DEFAULT_RTP_PORTS
+    if rtp_text:
+        low, dash, high = rtp_text.partition("-")
+        if not (dash and low.strip().isdigit() and high.strip().isdigit()):
+            raise ConfigError(
+                "SIPROC_RTP_PORTS", f"must be a range like 10000-20000, not {rtp_text!r}"
+            )
+        rtp_ports = (int(low), int(high))
+        if not 1024 <= rtp_ports[0] < rtp_ports[1] <= 65535 or rtp_ports[1] - rtp_ports[0] < 3:
+            raise ConfigError(
+                "SIPROC_RTP_PORTS",
+                f"must be a range of at least 4 ports within 1024-65535, not {rtp_text!r}",
+            )
+    try:
+        codecs = tuple(apply_priorities(env.get("SIPROC_CODEC_PRIORITIES", "")))
+    except CodecPriorityError as exc:
+        raise ConfigError("SIPROC_CODEC_PRIORITIES", str(exc)) from None
+    if not any(
+        c.usable and c.priority > 0 and not c.full_name.startswith("telephone-event")
+        for c in codecs
+    ):
+        raise ConfigError("SIPROC_CODEC_PRIORITIES", "disables every usable audio codec")
+    public = env.get("SIPROC_PUBLIC_ADDRESS", "").strip() or None
+    return Config(
+        registrar=registrar,
+        identity=identity,
+        username=username,
+        password=password,
+        sip_port=_int(env, "SIPROC_TRANSPORT_PORT", DEFAULT_SIP_PORT, 0, 65535),
+        bind_address=_ip(env, "SIPROC_BIND_ADDRESS"),
+        public_address=public.strip("[]") if public else None,
+        rtp_ports=rtp_ports,
+        max_calls=_int(env, "SIPROC_MAX_CALLS", DEFAULT_MAX_CALLS, 1, 1_000_000),
+        register_expires=_int(env, "SIPROC_REGISTER_EXPIRES", DEFAULT_REGISTER_EXPIRES, 60, 86400),
+        log_level=_int(env, "SIPROC_LOG_LEVEL", DEFAULT_LOG_LEVEL, 0, 6),
+        codecs=codecs,
+    )

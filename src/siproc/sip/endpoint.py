@@ -1,0 +1,402 @@
+"""The SIP endpoint: the sans-I/O facade that the network edge drives (DESIGN.md section 1).
+
+Theory of operation: bytes come in with their source; `receive()` parses them, applies the UAS
+checks of RFC 3261 section 8.2 (answering 400, 405, 415, 416, 420, 505 itself), matches
+retransmissions and responses to transactions (section 17) and returns what to send and what
+happened. Requests that start something new come out as `RequestReceived` with their server
+transaction; the layer above answers through `respond()`. Timers of all transactions sit in one
+heap, so `next_deadline()` is cheap with thousands of calls.
+
+Nothing a peer sends escapes as an exception: it is parsed, or answered, or dropped and counted.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from siproc.sip.errors import ParseError, RemoteProtocolError
+from siproc.sip.headers import (
+    BRANCH_MAGIC_COOKIE,
+    MessageInfo,
+    Via,
+    content_type,
+    make_response,
+    media_types,
+    message_info,
+    option_tags,
+    parse_via,
+)
+from siproc.sip.message import Headers, Message, Request, Response, parse_message, serialize
+from siproc.sip.transaction import (
+    AckReceived,
+    ClientTransaction,
+    Destination,
+    ResponseReceived,
+    Send,
+    ServerTransaction,
+    Timers,
+    TransactionTerminated,
+    TransactionTimeout,
+    client_key,
+    create_client_transaction,
+    create_server_transaction,
+    server_key,
+)
+from siproc.sip.uri import SipUri, format_host, parse_uri
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_EXTENSIONS = frozenset({"replaces", "norefersub"})  # what Require may name
+ACCEPTED_BODIES = ("application/sdp",)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """A new request (not a retransmission), with the server transaction to answer through."""
+
+    request: Request
+    info: MessageInfo
+    transaction: ServerTransaction
+    source: Destination
+    local_host: str
+    cancelled: ServerTransaction | None = None  # for CANCEL: the INVITE transaction it matches
+
+
+@dataclass(frozen=True, slots=True)
+class AckFor2xx:
+    """An ACK that matches no transaction: the ACK to a 2xx, for the dialog (section 13.3.1.4)."""
+
+    request: Request
+    info: MessageInfo
+    source: Destination
+
+
+@dataclass(frozen=True, slots=True)
+class StrayResponse:
+    """A response no transaction wants; a 2xx to INVITE here is a retransmission to re-ACK."""
+
+    response: Response
+    info: MessageInfo
+    source: Destination
+
+
+Output = (
+    Send
+    | RequestReceived
+    | AckFor2xx
+    | StrayResponse
+    | ResponseReceived
+    | TransactionTimeout
+    | TransactionTerminated
+    | AckReceived
+)
+
+
+def reply_destination(via: Via, source: Destination) -> Destination:
+    """Where responses go (RFC 3261 section 18.2.2, RFC 3581 section 4).
+
+    Stream transports answer on the connection the request came on; for UDP the host is the
+    packet's source (the `received` rule) and the port is the source port when rport was asked
+    for, else the sent-by port.
+    """
+    if source.reliable:
+        return source
+    port = source.port if via.rport is not None else (via.port or 5060)
+    return Destination(source.transport, source.host, port)
+
+
+class Endpoint:
+    """Transaction tables, UAS request checks, and Via handling for one user agent."""
+
+    def __init__(
+        self,
+        *,
+        allow: Iterable[str],
+        timers: Timers = Timers(),
+        rng: random.Random | None = None,
+        user_agent: str = "siproc",
+    ) -> None:
+        self.allow = tuple(allow)
+        self.timers = timers
+        self.rng = rng or random.SystemRandom()
+        self.user_agent = user_agent
+        self._clients: dict[tuple[str, str], ClientTransaction] = {}
+        self._servers: dict[tuple[str, ...], ServerTransaction] = {}
+        self._heap: list[tuple[float, int, ClientTransaction | ServerTransaction]] = []
+        self._seq = 0
+        self.dropped = 0  # messages dropped as unparseable or unwanted
+        self.trace: bool = False  # log every message in and out (SIPROC_LOG_LEVEL 6)
+
+    # -- identifiers ----------------------------------------------------------------------------
+
+    def new_token(self, nbytes: int = 8) -> str:
+        return "%0*x" % (nbytes * 2, self.rng.getrandbits(nbytes * 8))
+
+    def new_branch(self) -> str:
+        return BRANCH_MAGIC_COOKIE + self.new_token(10)
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    def receive(
+        self, data: bytes, source: Destination, local_host: str, now: float
+    ) -> list[Output]:
+        """Take one datagram (or one framed stream message's bytes) from `source`."""
+        try:
+            message = parse_message(data)
+        except ParseError as exc:
+            return self._reject_unparseable(data, exc, source)
+        return self.receive_message(message, source, local_host, now)
+
+    def receive_message(
+        self, message: Message | ParseError, source: Destination, local_host: str, now: float
+    ) -> list[Output]:
+        """Take one message already framed (stream transports deliver these)."""
+        if isinstance(message, ParseError):
+            return self._reject_unparseable(b"", message, source)
+        if self.trace:
+            log.debug("recv from %s:%s\n%s", source.host, source.port, _trace(message))
+        if isinstance(message, Response):
+            return self._receive_response(message, source, now)
+        try:
+            info = message_info(message)
+        except ParseError as exc:
+            return self._answer_broken(message.headers, exc, source)
+        try:
+            return self._receive_request(message, info, source, local_host, now)
+        except RemoteProtocolError as exc:
+            if message.method == "ACK":
+                self.dropped += 1
+                return []
+            response = make_response(
+                message, exc.status, exc.reason, to_tag=self.new_token(), headers=exc.headers
+            )
+            return [self._send_stateless_response(response, info.top_via, source)]
+
+    def _reject_unparseable(
+        self, data: bytes, exc: ParseError, source: Destination
+    ) -> list[Output]:
+        log.info("bad SIP message from %s:%s: %s", source.host, source.port, exc)
+        if exc.headers is None or data.startswith(b"SIP/"):
+            self.dropped += 1
+            return []
+        return self._answer_broken(exc.headers, exc, source)
+
+    def _answer_broken(
+        self, headers: Headers, exc: ParseError, source: Destination
+    ) -> list[Output]:
+        """400 to a request we cannot parse fully, if its headers allow a response at all."""
+        vias = headers.get_all("Via")
+        needed = all(n in headers for n in ("From", "To", "Call-ID", "CSeq"))
+        cseq = headers.get("CSeq") or ""
+        if not vias or not needed or cseq.split()[-1:] == ["ACK"]:
+            self.dropped += 1
+            return []
+        try:
+            via = parse_via(vias[0])
+        except ParseError:
+            self.dropped += 1
+            return []
+        request = Request("UNKNOWN", "sip:invalid", headers)
+        reason = "Bad Request (" + str(exc).replace("\r", " ").replace("\n", " ")[:120] + ")"
+        response = make_response(request, 400, reason, to_tag=self.new_token())
+        return [self._send_stateless_response(response, via, source)]
+
+    def _send_stateless_response(self, response: Response, via: Via, source: Destination) -> Send:
+        response.headers.add("Server", self.user_agent)
+        return Send(self._bytes(response), reply_destination(via, source))
+
+    def _receive_response(
+        self, response: Response, source: Destination, now: float
+    ) -> list[Output]:
+        try:
+            info = message_info(response)
+            key = client_key(response)
+        except ParseError as exc:
+            log.info("dropping bad response from %s:%s: %s", source.host, source.port, exc)
+            self.dropped += 1
+            return []
+        tx = self._clients.get(key)
+        if tx is None:
+            if info.cseq.method == "INVITE" and 200 <= response.status < 300:
+                return [StrayResponse(response, info, source)]
+            self.dropped += 1
+            return []
+        return self._track(tx, tx.on_response(response, now))
+
+    def _receive_request(
+        self, request: Request, info: MessageInfo, source: Destination, local_host: str, now: float
+    ) -> list[Output]:
+        key = server_key(request)
+        existing = self._servers.get(key)
+        if request.method == "ACK":
+            if existing is not None:
+                return self._track(existing, existing.on_request(request, now))
+            return [AckFor2xx(request, info, source)]
+        if existing is not None:  # a retransmission
+            return self._track(existing, existing.on_request(request, now))
+        self._check_request(request, info)
+        reply_to = reply_destination(info.top_via, source)
+        tx, outputs = create_server_transaction(request, reply_to, now, self.timers)
+        self._servers[tx.key] = tx
+        out = self._track(tx, outputs)
+        cancelled = None
+        if request.method == "CANCEL":
+            invite_key = server_key(_as_invite(request))
+            cancelled = self._servers.get(invite_key)
+            if cancelled is None or cancelled.method != "INVITE":
+                response = make_response(
+                    request, 481, "Call/Transaction Does Not Exist", to_tag=self.new_token()
+                )
+                return out + self.respond(tx, response, now)
+        elif request.method == "INVITE":
+            trying = make_response(request, 100, "Trying")
+            out += self.respond(tx, trying, now)
+        out.append(RequestReceived(request, info, tx, source, local_host, cancelled))
+        return out
+
+    def _check_request(self, request: Request, info: MessageInfo) -> None:
+        """The UAS checks of RFC 3261 section 8.2, in the order the RFC gives them."""
+        if request.version != "SIP/2.0":
+            raise RemoteProtocolError(505, "Version Not Supported")
+        if request.method not in self.allow:
+            raise RemoteProtocolError(
+                405, "Method Not Allowed", headers=(("Allow", ", ".join(self.allow)),)
+            )
+        try:
+            uri = parse_uri(request.uri)
+        except ParseError:
+            raise RemoteProtocolError(400, "Bad Request (malformed Request-URI)") from None
+        if not isinstance(uri, SipUri):
+            raise RemoteProtocolError(416, "Unsupported URI Scheme")
+        if request.method != "CANCEL":
+            unknown = [
+                t for t in option_tags(request.headers, "Require") if t not in SUPPORTED_EXTENSIONS
+            ]
+            if unknown:
+                raise RemoteProtocolError(
+                    420, "Bad Extension", headers=(("Unsupported", ", ".join(unknown)),)
+                )
+        if request.method == "INVITE":
+            kind = content_type(request.headers)
+            if request.body and kind not in ACCEPTED_BODIES:
+                raise RemoteProtocolError(
+                    415, "Unsupported Media Type", headers=(("Accept", ", ".join(ACCEPTED_BODIES)),)
+                )
+            accept = media_types(request.headers, "Accept")
+            if accept and not any(a in ("application/sdp", "application/*", "*/*") for a in accept):
+                raise RemoteProtocolError(
+                    406, "Not Acceptable", headers=(("Accept", ", ".join(ACCEPTED_BODIES)),)
+                )
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def add_via(
+        self, request: Request, destination: Destination, local_host: str, local_port: int
+    ) -> str:
+        """Stamp our Via (with a new branch and rport, RFC 3581) on top; return the branch."""
+        branch = self.new_branch()
+        via = f"SIP/2.0/{destination.transport.upper()} {format_host(local_host)}:{local_port};branch={branch};rport"
+        request.headers.prepend("Via", via)
+        return branch
+
+    def send_request(
+        self, request: Request, destination: Destination, now: float
+    ) -> tuple[ClientTransaction, list[Output]]:
+        """Start a client transaction for `request` (which must already carry our Via)."""
+        if "User-Agent" not in request.headers:
+            request.headers.add("User-Agent", self.user_agent)
+        tx = create_client_transaction(request, destination, self.timers)
+        self._clients[tx.key] = tx
+        if self.trace:
+            log.debug("send to %s:%s\n%s", destination.host, destination.port, _trace(request))
+        return tx, self._track(tx, tx.start(now))
+
+    def send_stateless(self, request: Request, destination: Destination) -> Send:
+        """Send a request outside any transaction: the ACK to a 2xx (section 13.2.2.4)."""
+        return Send(self._bytes(request), destination)
+
+    def respond(self, tx: ServerTransaction, response: Response, now: float) -> list[Output]:
+        if "Server" not in response.headers:
+            response.headers.add("Server", self.user_agent)
+        if self.trace:
+            log.debug("send to %s:%s\n%s", tx.reply_to.host, tx.reply_to.port, _trace(response))
+        return self._track(tx, tx.respond(response, now))
+
+    def _bytes(self, message: Message) -> bytes:
+        if self.trace:
+            log.debug("send\n%s", _trace(message))
+        return serialize(message)
+
+    # -- timers ---------------------------------------------------------------------------------
+
+    def _track(
+        self, tx: ClientTransaction | ServerTransaction, outputs: list[Output] | list
+    ) -> list[Output]:  # type: ignore[type-arg]
+        deadline = tx.next_deadline()
+        if deadline is not None:
+            self._seq += 1
+            heapq.heappush(self._heap, (deadline, self._seq, tx))
+        for item in outputs:
+            if isinstance(item, TransactionTerminated):
+                self._forget(item.transaction)
+        return list(outputs)
+
+    def _forget(self, tx: ClientTransaction | ServerTransaction) -> None:
+        if isinstance(tx, ServerTransaction):
+            if self._servers.get(tx.key) is tx:
+                del self._servers[tx.key]
+        elif self._clients.get(tx.key) is tx:
+            del self._clients[tx.key]
+
+    def next_deadline(self) -> float | None:
+        while self._heap:
+            deadline, _, tx = self._heap[0]
+            current = tx.next_deadline()
+            if current is None or current != deadline:
+                heapq.heappop(self._heap)  # stale entry; a fresh one was pushed if needed
+                if current is not None and current != deadline and not self._has_entry(tx, current):
+                    self._seq += 1
+                    heapq.heappush(self._heap, (current, self._seq, tx))
+                continue
+            return deadline
+        return None
+
+    def _has_entry(self, tx: ClientTransaction | ServerTransaction, deadline: float) -> bool:
+        return any(t is tx and d == deadline for d, _, t in self._heap)
+
+    def handle_timer(self, now: float) -> list[Output]:
+        out: list[Output] = []
+        while True:
+            deadline = self.next_deadline()
+            if deadline is None or deadline > now:
+                return out
+            _, _, tx = heapq.heappop(self._heap)
+            out += self._track(tx, tx.handle_timer(now))
+
+    @property
+    def transaction_count(self) -> int:
+        return len(self._clients) + len(self._servers)
+
+
+def _as_invite(cancel: Request) -> Request:
+    """The INVITE a CANCEL refers to, for transaction matching (section 9.2)."""
+    headers = cancel.headers.copy()
+    cseq = (headers.get("CSeq") or "").split()
+    headers.set("CSeq", f"{cseq[0] if cseq else 0} INVITE")
+    return Request("INVITE", cancel.uri, headers)
+
+
+def _trace(message: Message) -> str:
+    text = serialize(message).decode("utf-8", "replace")
+    # Never log credentials (DESIGN.md section 1, rule 5).
+    lines = [
+        line.split(":", 1)[0] + ": <hidden>"
+        if line.lower().startswith(("authorization:", "proxy-authorization:"))
+        else line
+        for line in text.split("\r\n")
+    ]
+    return "\n".join(lines)

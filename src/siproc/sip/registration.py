@@ -1,0 +1,256 @@
+"""Registration as a client (RFC 3261 section 10), sans-I/O.
+
+Theory of operation: `Registration` builds each REGISTER (same Call-ID, CSeq counting up,
+section 10.2) and digests each final response into one `RegistrationResult`:
+
+- `SendAgain`: resend at once (a digest challenge answered, 423 Interval Too Brief raised our
+  expiry to Min-Expires (section 10.2.8), or the registrar saw us behind a NAT and the Contact
+  must carry the address it saw (RFC 3581 `received`/`rport` in the top Via of the 200)).
+- `Registered`: when to refresh (well before expiry).
+- `Failed`: a one-line reason and when to try again: the backoff doubles from 30 s to 15 min,
+  and a rejected password is not retried faster than that, so a wrong password is one clear
+  error line per attempt, not a loop of noise.
+
+The caller (the phone) sends what `build_request()` returns and feeds back responses, timeouts
+and transport errors; it owns the clock and the timer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from siproc.sip.auth import DigestSession
+from siproc.sip.errors import LocalProtocolError, ParseError
+from siproc.sip.headers import message_info, parse_delta_seconds
+from siproc.sip.message import Headers, Request, Response
+from siproc.sip.uri import NameAddr, SipUri, parse_name_addr_list
+
+log = logging.getLogger(__name__)
+
+RETRY_MIN = 30.0  # seconds before the first retry after a failure
+RETRY_MAX = 900.0
+REFRESH_MARGIN = 60.0  # refresh this long before expiry, or at half the expiry if shorter
+
+
+class RegistrationState(Enum):
+    IDLE = "idle"
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    FAILED = "failed"
+    UNREGISTERING = "unregistering"
+    UNREGISTERED = "unregistered"
+
+
+_TRANSITIONS: dict[RegistrationState, frozenset[RegistrationState]] = {
+    RegistrationState.IDLE: frozenset({RegistrationState.REGISTERING}),
+    RegistrationState.REGISTERING: frozenset(
+        {RegistrationState.REGISTERED, RegistrationState.FAILED, RegistrationState.UNREGISTERING}
+    ),
+    RegistrationState.REGISTERED: frozenset(
+        {RegistrationState.REGISTERING, RegistrationState.UNREGISTERING}
+    ),
+    RegistrationState.FAILED: frozenset(
+        {RegistrationState.REGISTERING, RegistrationState.UNREGISTERING}
+    ),
+    RegistrationState.UNREGISTERING: frozenset({RegistrationState.UNREGISTERED}),
+    RegistrationState.UNREGISTERED: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SendAgain:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    expires: int
+    refresh_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    reason: str
+    retry_at: float | None  # None: unregistering ended (or gave up for good)
+
+
+@dataclass(frozen=True, slots=True)
+class Unregistered:
+    status: int
+
+
+RegistrationResult = SendAgain | Registered | Failed | Unregistered
+
+
+class Registration:
+    """One account's binding at its registrar."""
+
+    def __init__(
+        self,
+        *,
+        registrar: SipUri,
+        aor: NameAddr,
+        contact: SipUri,
+        expires: int,
+        call_id: str,
+        from_tag: str,
+        auth: DigestSession | None,
+        rewrite_contact: bool = True,
+    ) -> None:
+        self.registrar = registrar
+        self.aor = aor.with_params(tag=None)
+        self.contact = contact
+        self.expires = expires
+        self.call_id = call_id
+        self.from_tag = from_tag
+        self.auth = auth
+        self.rewrite_contact = rewrite_contact
+        self.cseq = 0
+        self.state = RegistrationState.IDLE
+        self.failures = 0
+        self._auth_retries = 0
+
+    def _set_state(self, new: RegistrationState) -> None:
+        if new is self.state:
+            return
+        if new not in _TRANSITIONS[self.state]:
+            raise LocalProtocolError(f"registration: illegal {self.state.value} -> {new.value}")
+        log.debug("registration %s: %s -> %s", self.aor.uri, self.state.value, new.value)
+        self.state = new
+
+    def start(self) -> None:
+        self._set_state(RegistrationState.REGISTERING)
+
+    def stop(self) -> bool:
+        """Begin un-registering (Expires: 0); False if there is nothing to remove."""
+        was_bound = self.state in (RegistrationState.REGISTERED, RegistrationState.REGISTERING)
+        if self.state in (RegistrationState.UNREGISTERING, RegistrationState.UNREGISTERED):
+            return False
+        if self.state is RegistrationState.IDLE:
+            self.state = RegistrationState.UNREGISTERED
+            return False
+        self._set_state(RegistrationState.UNREGISTERING)
+        return was_bound
+
+    def build_request(self) -> Request:
+        """The next REGISTER, without Via (the endpoint adds it)."""
+        if self.state not in (RegistrationState.REGISTERING, RegistrationState.UNREGISTERING):
+            self._set_state(RegistrationState.REGISTERING)
+        self.cseq += 1
+        expires = 0 if self.state is RegistrationState.UNREGISTERING else self.expires
+        uri = (
+            str(self.registrar.without_params("transport"))
+            if self.registrar.transport == "udp"
+            else str(self.registrar)
+        )
+        headers = Headers()
+        headers.add("Max-Forwards", "70")
+        headers.add("From", str(self.aor.with_params(tag=self.from_tag)))
+        headers.add("To", str(self.aor))
+        headers.add("Call-ID", self.call_id)
+        headers.add("CSeq", f"{self.cseq} REGISTER")
+        headers.add("Contact", f"<{self.contact}>;expires={expires}")
+        headers.add("Expires", str(expires))
+        headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, NOTIFY")
+        if self.auth is not None:
+            for name, value in self.auth.headers("REGISTER", uri):
+                headers.add(name, value)
+        return Request("REGISTER", uri, headers)
+
+    def on_response(self, response: Response, now: float) -> RegistrationResult:
+        """Digest a final response to our last REGISTER."""
+        status = response.status
+        if self.state is RegistrationState.UNREGISTERING:
+            if status in (401, 407) and self._answer_challenge(response):
+                return SendAgain(f"{status} challenge answered")
+            self._set_state(RegistrationState.UNREGISTERED)
+            return Unregistered(status)
+        if status in (401, 407):
+            if self._answer_challenge(response):
+                return SendAgain(f"{status} challenge answered")
+            reason = self.auth.failure if self.auth and self.auth.failure else None
+            if self.auth is None:
+                reason = f"{status}: the registrar asks for a password; set SIPROC_PASSWORD"
+            return self._fail(reason or f"{status} {response.reason}", now)
+        if status == 423:
+            try:
+                minimum = parse_delta_seconds(
+                    response.headers.get("Min-Expires") or "", "Min-Expires"
+                )
+            except ParseError:
+                return self._fail("423 Interval Too Brief without a usable Min-Expires", now)
+            if minimum <= self.expires:
+                return self._fail(
+                    f"423 Interval Too Brief although {self.expires} >= {minimum}", now
+                )
+            self.expires = minimum
+            return SendAgain(f"423: expiry raised to Min-Expires {minimum}")
+        if 200 <= status < 300:
+            if self.auth is not None:
+                self.auth.accepted()
+            if self.rewrite_contact:
+                rewritten = self._nat_contact(response)
+                if rewritten is not None:
+                    self.contact = rewritten
+                    return SendAgain(f"registrar sees us at {rewritten.host}:{rewritten.port}")
+            granted = self._granted_expires(response)
+            self._set_state(RegistrationState.REGISTERED)
+            self.failures = 0
+            margin = min(REFRESH_MARGIN, granted / 2)
+            return Registered(granted, now + max(granted - margin, 1.0))
+        return self._fail(f"{status} {response.reason}".strip(), now)
+
+    def on_timeout(self, now: float) -> RegistrationResult:
+        if self.state is RegistrationState.UNREGISTERING:
+            self._set_state(RegistrationState.UNREGISTERED)
+            return Unregistered(408)
+        return self._fail("no answer from the registrar (timeout)", now)
+
+    def on_transport_error(self, reason: str, now: float) -> RegistrationResult:
+        if self.state is RegistrationState.UNREGISTERING:
+            self._set_state(RegistrationState.UNREGISTERED)
+            return Unregistered(503)
+        return self._fail(f"cannot reach the registrar: {reason}", now)
+
+    def _answer_challenge(self, response: Response) -> bool:
+        if self.auth is None:
+            return False
+        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+        return self.auth.authorize(response.status, response.headers.get_raw(header))
+
+    def _fail(self, reason: str, now: float) -> Failed:
+        self._set_state(RegistrationState.FAILED)
+        self.failures += 1
+        delay = min(RETRY_MIN * 2 ** (self.failures - 1), RETRY_MAX)
+        return Failed(reason, now + delay)
+
+    def _granted_expires(self, response: Response) -> int:
+        for value in response.headers.get_raw("Contact"):
+            try:
+                contacts = parse_name_addr_list(value)
+            except ParseError:
+                continue
+            for contact in contacts:
+                if isinstance(contact.uri, SipUri) and contact.uri.matches(self.contact):
+                    text = contact.param("expires")
+                    if text and text.isdigit():
+                        return int(text)
+        text = response.headers.get("Expires")
+        if text and text.strip().isdigit():
+            return int(text.strip())
+        return self.expires
+
+    def _nat_contact(self, response: Response) -> SipUri | None:
+        """The Contact the registrar can reach, if it differs from ours (RFC 3581 section 4)."""
+        try:
+            via = message_info(response).top_via
+        except ParseError:
+            return None
+        host = via.received or self.contact.host
+        rport = via.rport
+        port = int(rport) if rport and rport.isdigit() else self.contact.port
+        if host == self.contact.host and port == self.contact.port:
+            return None
+        return replace(self.contact, host=host, port=port)

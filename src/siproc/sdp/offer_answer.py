@@ -1,0 +1,474 @@
+"""RFC 3264 offer/answer for one audio stream.
+
+Theory of operation. Each side's SDP says what that side wants to *receive*: its address and
+port, and the payload type numbers it expects (RFC 3264 section 5.1). So:
+
+- We send to the remote's ``c=``/``m=`` address, with the remote's payload type numbers:
+  :class:`NegotiatedMedia` carries the codec as the remote numbers it.
+- As answerer we reuse the offerer's payload type numbers (RFC 3264 section 6.1), pick one
+  codec in *our* priority order among those offered, add telephone-event (RFC 4733 section
+  7.1.1) if offered, answer every m-line in order and reject the ones we do not take with port
+  0 (RFC 3264 section 6), and derive our direction from the offered one (section 6.1).
+- As offerer we accept the first codec the answerer lists that we offered (section 6.1: the
+  answerer lists formats in its preference order).
+- Hold (RFC 3264 section 8.4): a side that does not want to receive marks the stream
+  ``sendonly`` (or ``inactive``); RFC 2543 peers set ``c=0.0.0.0`` instead (RFC 3264 section
+  8.4 asks to understand it).
+
+Only ``RTP/AVP`` audio is negotiated (no SRTP yet); other streams are rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from siproc.sdp.model import (
+    DIRECTIONS,
+    Connection,
+    MediaDescription,
+    Origin,
+    SessionDescription,
+    connection_address,
+    direction,
+    fmtp,
+    rtpmap,
+)
+
+__all__ = [
+    "DEFAULT_PTIME",
+    "STATIC_AUDIO_PAYLOAD_TYPES",
+    "SUPPORTED_PROTOS",
+    "CodecSpec",
+    "NegotiatedMedia",
+    "OfferAnswerError",
+    "accept_answer",
+    "answer_offer",
+    "build_offer",
+]
+
+#: RFC 3551 section 6, table 4: static audio payload types (encoding, clock rate, channels).
+#: G722 is listed at 8000 Hz although it samples at 16 kHz (RFC 3551 section 4.5.2).
+STATIC_AUDIO_PAYLOAD_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("PCMU", 8000, 1),
+    3: ("GSM", 8000, 1),
+    4: ("G723", 8000, 1),
+    5: ("DVI4", 8000, 1),
+    6: ("DVI4", 16000, 1),
+    7: ("LPC", 8000, 1),
+    8: ("PCMA", 8000, 1),
+    9: ("G722", 8000, 1),
+    10: ("L16", 44100, 2),
+    11: ("L16", 44100, 1),
+    12: ("QCELP", 8000, 1),
+    13: ("CN", 8000, 1),
+    14: ("MPA", 90000, 1),
+    15: ("G728", 8000, 1),
+    16: ("DVI4", 11025, 1),
+    17: ("DVI4", 22050, 1),
+    18: ("G729", 8000, 1),
+}
+
+#: Transport protocols we answer (RFC 3551 section 1). No SRTP (RTP/SAVP) yet.
+SUPPORTED_PROTOS = ("RTP/AVP",)
+#: RFC 3551 section 4.5: 20 ms packets unless the receiver asks otherwise (a=ptime).
+DEFAULT_PTIME = 20
+_TELEPHONE_EVENT = "telephone-event"
+_UNSPECIFIED = frozenset({"0.0.0.0", "::"})
+
+
+class OfferAnswerError(ValueError):
+    """No acceptable media (``status`` is the SIP status to answer an offer with: 488)."""
+
+    def __init__(self, message: str, *, status: int = 488) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class CodecSpec:
+    """An RTP payload format: ``a=rtpmap:<payload_type> <name>/<clock_rate>[/<channels>]``.
+
+    ``clock_rate`` is the RTP clock as written in SDP (G722: 8000, RFC 3551 section 4.5.2;
+    opus: 48000/2, RFC 7587 section 7). ``fmtp`` is the ``a=fmtp`` parameter string.
+    """
+
+    name: str
+    clock_rate: int
+    channels: int
+    payload_type: int
+    fmtp: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c.isspace() or c == "/" for c in self.name):
+            raise ValueError(f"bad codec name {self.name!r}")
+        if self.clock_rate <= 0 or self.channels <= 0:
+            raise ValueError(f"bad clock rate or channels for {self.name}")
+        if not 0 <= self.payload_type <= 127:
+            raise ValueError(f"payload type {self.payload_type} out of range 0-127")
+        if self.fmtp is not None and any(c in self.fmtp for c in "\r\n"):
+            raise ValueError("fmtp must not contain CR or LF")
+
+    @property
+    def rtpmap(self) -> str:
+        """The ``a=rtpmap`` value (channels written only when not 1, RFC 8866 section 6.6)."""
+        suffix = f"/{self.channels}" if self.channels != 1 else ""
+        return f"{self.payload_type} {self.name}/{self.clock_rate}{suffix}"
+
+    def matches(self, encoding: str, clock_rate: int, channels: int) -> bool:
+        """Same encoding (case-insensitive, RFC 4855 section 3), clock rate and channels."""
+        return (
+            encoding.lower() == self.name.lower()
+            and clock_rate == self.clock_rate
+            and channels == self.channels
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NegotiatedMedia:
+    """The outcome of one offer/answer exchange for the audio stream.
+
+    ``remote_address`` port 0 means the stream was rejected. ``codec`` and
+    ``telephone_event_pt`` use the remote's payload type numbers (what we send);
+    ``local_payload_type`` and ``local_telephone_event_pt`` are the numbers in our own SDP
+    (what the remote sends to us). ``direction`` is OUR direction; ``remote_hold`` is True when
+    the remote does not want to receive (sendonly/inactive, or c=0.0.0.0).
+    """
+
+    remote_address: tuple[str, int]
+    codec: CodecSpec
+    telephone_event_pt: int | None
+    direction: str
+    remote_hold: bool
+    rtcp_mux: bool
+    ptime: int = DEFAULT_PTIME
+    local_payload_type: int | None = None
+    local_telephone_event_pt: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"bad direction {self.direction!r}")
+        if not 0 <= self.remote_address[1] <= 65535:
+            raise ValueError(f"bad port {self.remote_address[1]}")
+        if self.ptime <= 0:
+            raise ValueError(f"bad ptime {self.ptime}")
+
+    @property
+    def rejected(self) -> bool:
+        return self.remote_address[1] == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Offers
+
+
+def build_offer(
+    *,
+    address: str,
+    port: int,
+    codecs: Sequence[CodecSpec],
+    session_id: int,
+    session_version: int,
+    direction: str = "sendrecv",
+    telephone_event: CodecSpec | None = None,
+    ptime: int = DEFAULT_PTIME,
+    rtcp_mux: bool = True,
+) -> SessionDescription:
+    """An offer with one ``RTP/AVP`` audio stream listing ``codecs`` in priority order.
+
+    Every format gets an ``a=rtpmap`` (static ones too, RFC 8866 section 6.6 recommends it),
+    then ``a=fmtp`` where set, ``a=ptime``, ``a=rtcp-mux`` (RFC 5761 section 5.1.1) and the
+    direction. An IPv6 ``address`` gives ``IN IP6`` lines.
+    """
+    if not codecs:
+        raise ValueError("an offer needs at least one codec")
+    if not 0 < port <= 65535:
+        raise ValueError(f"bad RTP port {port}")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"bad direction {direction!r}")
+    if ptime <= 0:
+        raise ValueError(f"bad ptime {ptime}")
+    formats = [*codecs, *([telephone_event] if telephone_event is not None else [])]
+    numbers = [c.payload_type for c in formats]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"duplicate payload types in offer: {numbers}")
+    media = MediaDescription("audio", port, "RTP/AVP", [str(n) for n in numbers])
+    _describe_formats(media, formats)
+    media.attributes.append(("ptime", str(ptime)))
+    if rtcp_mux:
+        media.attributes.append(("rtcp-mux", None))
+    media.attributes.append((direction, None))
+    return _session(address, session_id, session_version, [media])
+
+
+def _session(
+    address: str, session_id: int, session_version: int, media: list[MediaDescription]
+) -> SessionDescription:
+    conn = Connection.for_address(address)
+    origin = Origin("-", session_id, session_version, "IN", conn.addrtype, address)
+    return SessionDescription(origin=origin, session_name="-", connection=conn, media=media)
+
+
+def _describe_formats(media: MediaDescription, formats: Sequence[CodecSpec]) -> None:
+    for codec in formats:
+        media.attributes.append(("rtpmap", codec.rtpmap))
+        if codec.fmtp is not None:
+            media.attributes.append(("fmtp", f"{codec.payload_type} {codec.fmtp}"))
+
+
+# --------------------------------------------------------------------------------------------
+# Answers
+
+
+def answer_offer(
+    offer: SessionDescription,
+    *,
+    address: str,
+    port: int,
+    codecs: Sequence[CodecSpec],
+    session_id: int,
+    session_version: int,
+    telephone_event: CodecSpec | None = None,
+    hold: bool = False,
+    ptime: int = DEFAULT_PTIME,
+    rtcp_mux: bool = True,
+) -> tuple[SessionDescription, NegotiatedMedia]:
+    """Answer ``offer`` (RFC 3264 section 6): one audio stream, one codec.
+
+    ``codecs`` is our priority order. The first acceptable audio m-line is taken; every other
+    m-line is answered with port 0 in the same position. ``hold`` puts the remote on hold (we
+    stop receiving: sendonly or inactive, RFC 3264 section 8.4). Raises
+    :class:`OfferAnswerError` (status 488) when no audio stream has a common codec.
+    """
+    if not 0 < port <= 65535:
+        raise ValueError(f"bad RTP port {port}")
+    chosen: tuple[int, CodecSpec, CodecSpec, int | None] | None = None
+    problems: list[str] = []
+    for index, media in enumerate(offer.media):
+        if media.media != "audio" or media.port == 0:
+            continue
+        if media.proto not in SUPPORTED_PROTOS:
+            problems.append(f"m-line {index + 1}: unsupported transport {media.proto}")
+            continue
+        common = _first_common(media, codecs)
+        if common is None:
+            problems.append(f"m-line {index + 1}: no common codec in {_offered(media)}")
+            continue
+        event_pt = _telephone_event_pt(media, telephone_event, common[1].clock_rate)
+        chosen = (index, *common, event_pt)
+        break
+    if chosen is None:
+        detail = "; ".join(problems) if problems else "no audio stream offered"
+        raise OfferAnswerError(f"not acceptable here: {detail}", status=488)
+
+    index, local_codec, codec, event_pt = chosen
+    offered = offer.media[index]
+    remote_ip = connection_address(offer, offered)
+    if remote_ip is None:
+        raise OfferAnswerError(f"m-line {index + 1} has no c= address", status=400)
+    offer_dir = direction(offer, offered)
+    remote_sends = offer_dir in ("sendrecv", "sendonly")
+    remote_receives = offer_dir in ("sendrecv", "recvonly") and remote_ip not in _UNSPECIFIED
+    our_dir = _direction_from(send=remote_receives, receive=remote_sends and not hold)
+    mux = rtcp_mux and offered.has_attribute("rtcp-mux")
+
+    answer_media: list[MediaDescription] = []
+    for i, media in enumerate(offer.media):
+        if i != index:
+            answer_media.append(MediaDescription(media.media, 0, media.proto, media.formats[:]))
+            continue
+        formats = [local_codec]
+        if event_pt is not None and telephone_event is not None:
+            formats.append(replace(telephone_event, payload_type=event_pt))
+        numbers = [str(c.payload_type) for c in formats]
+        answered = MediaDescription("audio", port, media.proto, numbers)
+        _describe_formats(answered, formats)
+        answered.attributes.append(("ptime", str(ptime)))
+        if mux:
+            answered.attributes.append(("rtcp-mux", None))
+        answered.attributes.append((our_dir, None))
+        answer_media.append(answered)
+
+    negotiated = NegotiatedMedia(
+        remote_address=(remote_ip, offered.port),
+        codec=codec,
+        telephone_event_pt=event_pt,
+        direction=our_dir,
+        remote_hold=not remote_receives,
+        rtcp_mux=mux,
+        ptime=_ptime(offered),
+        local_payload_type=codec.payload_type,
+        local_telephone_event_pt=event_pt,
+    )
+    return _session(address, session_id, session_version, answer_media), negotiated
+
+
+def _first_common(
+    media: MediaDescription, codecs: Sequence[CodecSpec]
+) -> tuple[CodecSpec, CodecSpec] | None:
+    """Our first codec (our order) that ``media`` offers, as (for our SDP, for sending).
+
+    Both use the offer's payload type number and spelling (RFC 3264 section 6.1); the first
+    keeps our fmtp (what we want to receive), the second takes the offer's (what the remote
+    wants to receive).
+    """
+    offered = _formats(media)
+    params = fmtp(media)
+    for ours in codecs:
+        if ours.name.lower() == _TELEPHONE_EVENT:
+            continue
+        for pt, (encoding, clock, channels) in offered:
+            if ours.matches(encoding, clock, channels):
+                local = replace(ours, name=encoding, payload_type=pt)
+                return local, replace(local, fmtp=params.get(pt))
+    return None
+
+
+def _formats(media: MediaDescription) -> list[tuple[int, tuple[str, int, int]]]:
+    """The m-line's formats in order with their encodings (rtpmap, else the static table)."""
+    maps = rtpmap(media)
+    result: list[tuple[int, tuple[str, int, int]]] = []
+    for fmt in media.formats:
+        if not (fmt.isascii() and fmt.isdigit()):
+            continue
+        pt = int(fmt)
+        encoding = maps.get(pt) or STATIC_AUDIO_PAYLOAD_TYPES.get(pt)
+        if encoding is not None:
+            result.append((pt, encoding))
+    return result
+
+
+def _offered(media: MediaDescription) -> str:
+    names = [f"{e}/{c}" + (f"/{n}" if n != 1 else "") for _, (e, c, n) in _formats(media)]
+    return ", ".join(names) if names else "(nothing recognisable)"
+
+
+def _telephone_event_pt(
+    media: MediaDescription, ours: CodecSpec | None, codec_clock: int
+) -> int | None:
+    """The payload type of the remote's telephone-event (RFC 4733 section 7.1.1).
+
+    Prefer the one at the audio codec's clock rate (RFC 4733 section 2.1), then the one at
+    our telephone-event clock rate; None when not offered or we do not do telephone-event.
+    """
+    if ours is None:
+        return None
+    events = {
+        clock: pt
+        for pt, (encoding, clock, _) in reversed(_formats(media))
+        if encoding.lower() == _TELEPHONE_EVENT
+    }
+    return events.get(codec_clock, events.get(ours.clock_rate))
+
+
+def _direction_from(*, send: bool, receive: bool) -> str:
+    if send and receive:
+        return "sendrecv"
+    if send:
+        return "sendonly"
+    if receive:
+        return "recvonly"
+    return "inactive"
+
+
+def _ptime(media: MediaDescription) -> int:
+    """The remote's a=ptime (RFC 4566 section 6 / RFC 8866 section 6.4), else 20 ms."""
+    value = media.attribute("ptime")
+    if value is None:
+        return DEFAULT_PTIME
+    try:
+        ptime = round(float(value))
+    except (ValueError, OverflowError):  # "abc", "nan", "inf"
+        return DEFAULT_PTIME
+    return ptime if 1 <= ptime <= 1000 else DEFAULT_PTIME
+
+
+# --------------------------------------------------------------------------------------------
+# Accepting an answer to our offer
+
+
+def accept_answer(
+    offer: SessionDescription, answer: SessionDescription, codecs: Sequence[CodecSpec]
+) -> NegotiatedMedia:
+    """Negotiate from the answer to our ``offer`` (RFC 3264 section 7).
+
+    The answer must have as many m-lines as the offer (section 6). Our audio stream is the
+    first audio m-line we offered with a port; if the answerer rejected it (port 0) the result
+    has port 0 and direction "inactive". Otherwise the codec is the first format the answer
+    lists that we offered and that is in ``codecs``; none raises :class:`OfferAnswerError`.
+    """
+    if len(answer.media) != len(offer.media):
+        raise OfferAnswerError(
+            f"answer has {len(answer.media)} m-lines, the offer had {len(offer.media)}"
+        )
+    index = next((i for i, m in enumerate(offer.media) if m.media == "audio" and m.port != 0), None)
+    if index is None:
+        raise OfferAnswerError("our offer has no active audio stream")
+    ours, theirs = offer.media[index], answer.media[index]
+    if theirs.media != ours.media:
+        raise OfferAnswerError(
+            f"m-line {index + 1}: answer has {theirs.media!r} where we offered {ours.media!r}"
+        )
+    offered = _formats(ours)
+    usable = [
+        spec
+        for spec in codecs
+        if spec.name.lower() != _TELEPHONE_EVENT and any(spec.matches(*enc) for _, enc in offered)
+    ]
+    answer_formats = _formats(theirs)
+    codec: CodecSpec | None = None
+    local_pt: int | None = None
+    for pt, (encoding, clock, channels) in answer_formats:
+        spec = next((s for s in usable if s.matches(encoding, clock, channels)), None)
+        if spec is not None:
+            codec = replace(spec, name=encoding, payload_type=pt, fmtp=fmtp(theirs).get(pt))
+            local_pt = next(p for p, e in offered if spec.matches(*e))
+            break
+    remote_ip = connection_address(answer, theirs) or "0.0.0.0"
+    if theirs.port == 0:
+        fallback = codec or (usable[0] if usable else _first_offered(offered))
+        return NegotiatedMedia(
+            remote_address=(remote_ip, 0),
+            codec=fallback,
+            telephone_event_pt=None,
+            direction="inactive",
+            remote_hold=False,
+            rtcp_mux=False,
+            local_payload_type=local_pt,
+        )
+    if codec is None:
+        raise OfferAnswerError(
+            f"answer lists no codec we offered (answer: {_offered(theirs)}; "
+            f"offer: {_offered(ours)})"
+        )
+    answer_dir = direction(answer, theirs)
+    offer_dir = direction(offer, ours)
+    remote_receives = answer_dir in ("sendrecv", "recvonly") and remote_ip not in _UNSPECIFIED
+    remote_sends = answer_dir in ("sendrecv", "sendonly")
+    our_send = offer_dir in ("sendrecv", "sendonly") and remote_receives
+    our_receive = offer_dir in ("sendrecv", "recvonly") and remote_sends
+    event_pt: int | None = None
+    local_event_pt: int | None = None
+    offered_events = {e[1]: p for p, e in reversed(offered) if e[0].lower() == _TELEPHONE_EVENT}
+    for pt, (encoding, clock, _) in answer_formats:
+        if encoding.lower() == _TELEPHONE_EVENT and clock in offered_events:
+            event_pt, local_event_pt = pt, offered_events[clock]
+            break
+    return NegotiatedMedia(
+        remote_address=(remote_ip, theirs.port),
+        codec=codec,
+        telephone_event_pt=event_pt,
+        direction=_direction_from(send=our_send, receive=our_receive),
+        remote_hold=not remote_receives and offer_dir in ("sendrecv", "sendonly"),
+        rtcp_mux=ours.has_attribute("rtcp-mux") and theirs.has_attribute("rtcp-mux"),
+        ptime=_ptime(theirs),
+        local_payload_type=local_pt,
+        local_telephone_event_pt=local_event_pt,
+    )
+
+
+def _first_offered(offered: list[tuple[int, tuple[str, int, int]]]) -> CodecSpec:
+    if not offered:
+        raise OfferAnswerError("our offer has no recognisable audio format")
+    pt, (encoding, clock, channels) = offered[0]
+    return CodecSpec(encoding, clock, channels, pt)

@@ -1,0 +1,621 @@
+"""The SIP transport edge: UDP and TCP over IPv4 and IPv6 (RFC 3261 section 18).
+
+Theory of operation: one `SipTransport` owns a UDP socket and a TCP listener per address family,
+all on the same port number, so that the port in Via and Contact is right for either transport.
+
+- UDP is received with `loop.add_reader` and drained with `recvfrom` in bounded batches
+  (DESIGN.md section 2: asyncio datagram endpoints cost about 4x the CPU per packet). Each
+  datagram goes up whole to `on_datagram`; the sans-I/O core parses it. Sending uses the
+  listening socket of the destination's family, so the source port is our SIP port and symmetric
+  responses (RFC 3581) come back to it.
+- TCP runs one `_StreamConnection` protocol per connection, cutting messages with `StreamFramer`
+  and handing them to `on_stream_message`. Connections live in one pool keyed by the peer's
+  address, whoever opened them, so that responses and in-dialog requests reuse the connection a
+  request came on (RFC 3261 section 18.2.2). Idle connections are closed after `idle_timeout`.
+- `local_address_for(host)` answers "which of our addresses does the kernel use to reach host",
+  the address to advertise in Via, Contact and SDP (DESIGN.md section 5).
+
+Nothing here raises towards the caller once started: send failures are logged and reported
+through `on_transport_error`, which is always called from the event loop, never from inside
+`send()`, so the caller is not re-entered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import ipaddress
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import cast
+
+from siproc.sip.errors import ParseError
+from siproc.sip.message import MAX_MESSAGE_SIZE, Message, StreamFramer
+from siproc.sip.transaction import Destination
+
+DatagramCallback = Callable[[bytes, Destination, str], None]
+StreamMessageCallback = Callable[[Message | ParseError, Destination, str], None]
+TransportErrorCallback = Callable[[Destination, str], None]
+
+UDP_RECV_SIZE = 65_535  # the largest datagram IPv4 or IPv6 (without jumbograms) can carry
+MAX_DATAGRAMS_PER_WAKEUP = 256  # bounded batch: a flood cannot starve the loop
+MAX_CONNECTIONS = 4096
+TCP_IDLE_TIMEOUT = 600.0  # seconds without traffic before a connection is closed
+TCP_CONNECT_TIMEOUT = 10.0
+MAX_WRITE_BUFFER = 1 << 20  # bytes queued for a peer that does not read; then we give up on it
+PORT_RETRIES = 20  # port 0: attempts at a port free for UDP and TCP in every family
+KEEPALIVE_PONG = b"\r\n"  # RFC 5626 section 3.5.1: a CRLF answers a double-CRLF ping
+LOCAL_ADDRESS_CACHE_SIZE = 1024
+_DISCARD_PORT = 9  # any port will do: connect() on UDP only asks for a route
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_ip(host: str) -> str | None:
+    """The canonical text of an IP literal (brackets allowed), or None if it is not one."""
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+def _family(ip: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+def _ipv6_available() -> bool:
+    """Whether this kernel can open IPv6 sockets at all (it may be disabled at boot)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _describe(exc: OSError) -> str:
+    """The system's words for an error (asyncio's own texts hide ECONNREFUSED and friends)."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+class _PortTaken(Exception):
+    """Port 0 only: the port picked for the first socket is taken for another one."""
+
+
+class _StreamConnection(asyncio.Protocol):
+    """One TCP connection: framing, keep-alive pongs, the idle timer, a queue while connecting."""
+
+    def __init__(self, owner: SipTransport, outbound: Destination | None) -> None:
+        self._owner = owner
+        self._loop = owner._loop
+        self.outbound = outbound  # the destination we connect to; None if the peer connected
+        self.key: tuple[str, int] | None = None  # the peer's address, the pool key
+        self.source: Destination | None = None
+        self.local_host = ""
+        self.transport: asyncio.Transport | None = None
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.framer = StreamFramer(MAX_MESSAGE_SIZE)
+        self.last_activity = self._loop.time()
+        self.closed = False
+        self.lost: asyncio.Future[None] = self._loop.create_future()
+        self.connect_task: asyncio.Task[None] | None = None
+        self._idle_handle: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"TCP {self.peer_text()}"
+
+    def peer_text(self) -> str:
+        if self.key is None:
+            return "(unconnected)"
+        host, port = self.key
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        host = _canonical_ip(peer[0]) or peer[0]
+        if self.key is None:  # an outbound connection keeps the key it was pooled under
+            self.key = (host, int(peer[1]))
+        self.source = Destination("tcp", self.key[0], self.key[1])
+        self.local_host = (_canonical_ip(local[0]) or local[0]) if local else ""
+        if self.outbound is None and not self._owner._accept(self):
+            transport.close()
+            return
+        self.last_activity = self._loop.time()
+        self._arm_idle()
+        if self.pending:
+            data = b"".join(self.pending)
+            self.pending.clear()
+            self.pending_size = 0
+            self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed or self.source is None or self.transport is None:
+            return
+        self.last_activity = self._loop.time()
+        before = self.framer.keepalives
+        items = self.framer.feed(data)
+        pings = self.framer.keepalives - before
+        if pings > 0 and not self.transport.is_closing():
+            self.transport.write(KEEPALIVE_PONG * pings)
+        for item in items:
+            self._owner._deliver_stream(item, self.source, self.local_host)
+        if self.framer.broken:
+            self._owner.log.warning(
+                "closing TCP connection from %s: %s", self.peer_text(), self.framer.broken
+            )
+            self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too: SIP has no use for half-open connections
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self._owner.log.info("TCP connection %s lost: %s", self.peer_text(), exc)
+        else:
+            self._owner.log.debug("TCP connection %s closed", self.peer_text())
+        self._finish()
+
+    # used by SipTransport
+
+    def send(self, data: bytes, destination: Destination) -> None:
+        self.last_activity = self._loop.time()
+        limit = self._owner.max_write_buffer
+        if self.transport is None:
+            if self.pending_size + len(data) > limit:
+                self._owner._report_error(destination, "TCP connect queue full")
+                return
+            self.pending.append(data)
+            self.pending_size += len(data)
+            return
+        if self.transport.get_write_buffer_size() + len(data) > limit:
+            self._owner._report_error(
+                destination, f"peer {self.peer_text()} does not read: {limit} bytes queued"
+            )
+            self.transport.abort()
+            return
+        self.transport.write(data)
+
+    @property
+    def usable(self) -> bool:
+        return not self.closed and (self.transport is None or not self.transport.is_closing())
+
+    def close(self) -> None:
+        if self.connect_task is not None and not self.connect_task.done():
+            self.connect_task.cancel()  # it may not have started: finish here, not there
+        if self.transport is not None:
+            self.transport.close()
+        else:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        self.pending.clear()
+        self._owner._forget(self)
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def _arm_idle(self) -> None:
+        deadline = self.last_activity + self._owner.idle_timeout
+        self._idle_handle = self._loop.call_at(deadline, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle_handle = None
+        if self.closed or self.transport is None:
+            return
+        if self._loop.time() >= self.last_activity + self._owner.idle_timeout:
+            self._owner.log.info("closing idle TCP connection %s", self.peer_text())
+            self.transport.close()
+        else:
+            self._arm_idle()
+
+
+class SipTransport:
+    """UDP + TCP listeners on one port, a pool of TCP connections, and the local-address oracle.
+
+    `on_datagram(data, source, local_host)` gets each UDP datagram whole;
+    `on_stream_message(message, source, local_host)` gets each message framed from a TCP stream
+    (or the `ParseError` of one that could not be framed or parsed). `source` is where it came
+    from (the peer's address; for TCP the pool key responses reuse), `local_host` our address it
+    arrived on. `on_transport_error(destination, reason)`, when set, hears of sends that failed.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_datagram: DatagramCallback,
+        on_stream_message: StreamMessageCallback,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+    ) -> None:
+        self._loop = loop
+        self.on_datagram = on_datagram
+        self.on_stream_message = on_stream_message
+        self.on_transport_error: TransportErrorCallback | None = None
+        self.log = log if log is not None else logging.getLogger(__name__)
+        self.port = 0
+        self.bind_host: str | None = None  # the specific address bound, None for all addresses
+        self.idle_timeout = TCP_IDLE_TIMEOUT
+        self.connect_timeout = TCP_CONNECT_TIMEOUT
+        self.max_connections = MAX_CONNECTIONS
+        self.max_datagrams_per_wakeup = MAX_DATAGRAMS_PER_WAKEUP
+        self.max_write_buffer = MAX_WRITE_BUFFER
+        self.datagrams_received = 0
+        self.datagrams_ignored = 0  # empty, keep-alive, STUN or other non-SIP datagrams
+        self._udp: dict[socket.AddressFamily, socket.socket] = {}
+        self._servers: list[asyncio.Server] = []
+        self._pool: dict[tuple[str, int], _StreamConnection] = {}
+        self._connections: set[_StreamConnection] = set()
+        self._local_addresses: dict[str, str] = {}
+        self._limit_warned = False
+        self._started = False
+        self._closed = False
+
+    # lifecycle
+
+    async def start(self, bind_host: str | None, port: int) -> None:
+        """Bind UDP and TCP on `port` (0: a free one, the same for all) on `bind_host` or on all.
+
+        With `bind_host` None both 0.0.0.0 and :: (IPV6_V6ONLY) are bound, the latter only where
+        the kernel has IPv6. A port in use raises OSError(EADDRINUSE) saying what to change.
+        """
+        if self._started:
+            raise RuntimeError("SipTransport.start() called twice")
+        if not 0 <= port <= 65_535:
+            raise ValueError(f"invalid SIP port {port}")
+        hosts = await self._hosts_to_bind(bind_host)
+        if port != 0:
+            sockets = self._bind_all(hosts, port)
+        else:
+            for _ in range(PORT_RETRIES):
+                try:
+                    sockets = self._bind_all(hosts, 0)
+                    break
+                except _PortTaken:
+                    continue
+            else:
+                where = ", ".join(hosts)
+                raise OSError(
+                    errno.EADDRINUSE,
+                    f"found no port free for both UDP and TCP on {where} in {PORT_RETRIES} tries",
+                )
+        self.port = sockets[0].getsockname()[1]
+        try:
+            for sock in sockets:
+                if sock.type == socket.SOCK_DGRAM:
+                    self._udp[sock.family] = sock
+                    self._loop.add_reader(sock.fileno(), self._on_udp_readable, sock)
+                else:
+                    server = await self._loop.create_server(
+                        self._accepted_connection, sock=sock, backlog=socket.SOMAXCONN
+                    )
+                    self._servers.append(server)
+        except BaseException:
+            for server in self._servers:
+                server.close()
+            self._servers.clear()
+            for sock in self._udp.values():
+                self._loop.remove_reader(sock.fileno())
+            self._udp.clear()
+            for sock in sockets:
+                sock.close()
+            raise
+        self._started = True
+        self.log.info(
+            "SIP transport listening on %s port %d (UDP, TCP)", " and ".join(hosts), self.port
+        )
+
+    async def close(self) -> None:
+        """Close the listeners and every connection (queued TCP data is flushed if it can be)."""
+        if self._closed:
+            return
+        self._closed = True
+        for sock in self._udp.values():
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+        self._udp.clear()
+        for server in self._servers:
+            server.close()
+        connections = list(self._connections)
+        for conn in connections:
+            conn.close()
+        waiting = [conn.lost for conn in connections if not conn.lost.done()]
+        if waiting:
+            _, still_open = await asyncio.wait(waiting, timeout=1.0)
+            for conn in connections:
+                if not conn.closed and conn.transport is not None:
+                    conn.transport.abort()
+            if still_open:
+                await asyncio.wait(still_open, timeout=1.0)
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    # sending
+
+    def send(self, data: bytes, destination: Destination) -> None:
+        """Send one message; never blocks and never raises (failures go to on_transport_error)."""
+        if self._closed or not self._started:
+            self.log.warning("SIP transport not running: dropped a message to %s", destination)
+            return
+        transport = destination.transport.lower()
+        if transport == "udp":
+            self._send_udp(data, destination)
+        elif transport == "tcp":
+            self._send_tcp(data, destination)
+        elif transport == "tls":
+            self._report_error(destination, "SIP over TLS is not supported yet")
+        else:
+            self._report_error(destination, f"unknown transport {destination.transport!r}")
+
+    def _send_udp(self, data: bytes, destination: Destination) -> None:
+        ip = _canonical_ip(destination.host)
+        if ip is None:
+            self._report_error(destination, f"not an IP address: {destination.host!r}")
+            return
+        family = _family(ip)
+        sock = self._udp.get(family)
+        if sock is None:
+            version = 6 if family == socket.AF_INET6 else 4
+            self._report_error(
+                destination, f"no IPv{version} UDP socket (bound to {self.bind_host})"
+            )
+            return
+        try:
+            sock.sendto(data, (ip, destination.port))
+        except (BlockingIOError, InterruptedError):
+            # A full socket buffer: UDP is lossy anyway and transactions retransmit.
+            self.log.warning("UDP send buffer full: dropped %d bytes to %s", len(data), destination)
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:
+                self.log.warning("UDP: no buffer space, dropped a message to %s", destination)
+                return
+            self._report_error(destination, f"UDP send failed: {_describe(exc)}")
+
+    def _send_tcp(self, data: bytes, destination: Destination) -> None:
+        ip = _canonical_ip(destination.host)
+        if ip is None:
+            self._report_error(destination, f"not an IP address: {destination.host!r}")
+            return
+        key = (ip, destination.port)
+        conn = self._pool.get(key)
+        if conn is not None and conn.usable:
+            conn.send(data, destination)
+            return
+        if len(self._connections) >= self.max_connections:
+            self._warn_limit()
+            self._report_error(destination, f"too many TCP connections ({self.max_connections})")
+            return
+        conn = _StreamConnection(self, destination)
+        conn.key = key
+        self._pool[key] = conn
+        self._connections.add(conn)
+        conn.send(data, destination)
+        conn.connect_task = self._loop.create_task(self._connect(conn, destination))
+
+    async def _connect(self, conn: _StreamConnection, destination: Destination) -> None:
+        assert conn.key is not None
+        ip, port = conn.key
+        local_addr = (self.bind_host, 0) if self.bind_host is not None else None
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await self._loop.create_connection(lambda: conn, ip, port, local_addr=local_addr)
+        except asyncio.CancelledError:
+            conn._finish()
+            raise
+        except TimeoutError:
+            conn._finish()
+            self._report_error(destination, f"TCP connect timed out after {self.connect_timeout}s")
+        except OSError as exc:
+            conn._finish()
+            self._report_error(destination, f"TCP connect failed: {_describe(exc)}")
+        finally:
+            conn.connect_task = None
+
+    def _report_error(self, destination: Destination, reason: str) -> None:
+        self.log.warning("cannot send to %s: %s", destination, reason)
+        if self.on_transport_error is not None:
+            self._loop.call_soon(self._call_error_callback, destination, reason)
+
+    def _call_error_callback(self, destination: Destination, reason: str) -> None:
+        callback = self.on_transport_error
+        if callback is None:
+            return
+        try:
+            callback(destination, reason)
+        except Exception:
+            self._log_callback_error("on_transport_error", destination)
+
+    # receiving
+
+    def _on_udp_readable(self, sock: socket.socket) -> None:
+        """Drain up to `max_datagrams_per_wakeup` datagrams; the loop calls again if more wait."""
+        recvfrom = sock.recvfrom
+        bound = self.bind_host
+        for _ in range(self.max_datagrams_per_wakeup):
+            try:
+                data, address = recvfrom(UDP_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. a queued ICMP error; the socket stays usable
+                if sock.fileno() < 0:  # closed by a callback
+                    return
+                self.log.debug("UDP receive error on port %d: %s", self.port, exc)
+                continue
+            # SIP starts with a method or "SIP/": CRLF keep-alives, STUN (RFC 5626 section 4.4.2)
+            # and stray bytes start otherwise.
+            if not data[:1].isalpha() or not address[1]:  # source port 0 cannot be answered
+                self.datagrams_ignored += 1
+                continue
+            self.datagrams_received += 1
+            source = Destination("udp", address[0], address[1])
+            try:
+                local_host = bound if bound is not None else self.local_address_for(address[0])
+                self.on_datagram(data, source, local_host)
+            except Exception:
+                self._log_callback_error("on_datagram", source)
+
+    def _deliver_stream(
+        self, item: Message | ParseError, source: Destination, local_host: str
+    ) -> None:
+        try:
+            self.on_stream_message(item, source, local_host)
+        except Exception:
+            self._log_callback_error("on_stream_message", source)
+
+    def _log_callback_error(self, name: str, destination: Destination) -> None:
+        self.log.error("%s raised for %s (traceback at debug level)", name, destination)
+        self.log.debug("%s traceback", name, exc_info=True)
+
+    # the connection pool
+
+    def _accepted_connection(self) -> _StreamConnection:
+        return _StreamConnection(self, None)
+
+    def _accept(self, conn: _StreamConnection) -> bool:
+        """Register a connection a peer opened; False if it must be refused."""
+        if self._closed:
+            return False
+        if len(self._connections) >= self.max_connections:
+            self._warn_limit()
+            return False
+        assert conn.key is not None
+        self._connections.add(conn)
+        old = self._pool.get(conn.key)
+        if old is None or not old.usable or old.transport is None:
+            self._pool[conn.key] = conn
+        self.log.debug("accepted TCP connection from %s", conn.peer_text())
+        return True
+
+    def _forget(self, conn: _StreamConnection) -> None:
+        self._connections.discard(conn)
+        if conn.key is not None and self._pool.get(conn.key) is conn:
+            del self._pool[conn.key]
+        if len(self._connections) < self.max_connections:
+            self._limit_warned = False
+
+    def _warn_limit(self) -> None:
+        if not self._limit_warned:
+            self._limit_warned = True
+            self.log.warning(
+                "TCP connection limit (%d) reached: refusing new connections", self.max_connections
+            )
+
+    @property
+    def connection_count(self) -> int:
+        """TCP connections open or being opened."""
+        return len(self._connections)
+
+    # addresses
+
+    def local_address_for(self, host: str) -> str:
+        """Our address the kernel would use to reach `host` (for Via, Contact and SDP).
+
+        Bound to one address, that address. Otherwise the routing table is asked by connecting
+        a throwaway UDP socket (no packet is sent); the answer is cached per host. With no route,
+        the wildcard address of the host's family is returned (and not cached).
+        """
+        if self.bind_host is not None:
+            return self.bind_host
+        cached = self._local_addresses.get(host)
+        if cached is not None:
+            return cached
+        ip = _canonical_ip(host)
+        if ip is None:
+            self.log.debug("local_address_for: %r is not an IP address", host)
+            return "0.0.0.0"
+        family = _family(ip)
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.connect((ip, _DISCARD_PORT))
+                local = str(sock.getsockname()[0])
+        except OSError as exc:
+            self.log.debug("no route to %s: %s", host, exc)
+            return "::" if family == socket.AF_INET6 else "0.0.0.0"
+        local = local.partition("%")[0]  # a zone index is not advertisable
+        if len(self._local_addresses) >= LOCAL_ADDRESS_CACHE_SIZE:
+            self._local_addresses.clear()
+        self._local_addresses[host] = local
+        return local
+
+    # binding
+
+    async def _hosts_to_bind(self, bind_host: str | None) -> list[str]:
+        if bind_host is None:
+            return ["0.0.0.0", "::"] if _ipv6_available() else ["0.0.0.0"]
+        ip = _canonical_ip(bind_host)
+        if ip is None:
+            infos = await self._loop.getaddrinfo(bind_host, None, type=socket.SOCK_DGRAM)
+            if not infos:
+                raise OSError(errno.EADDRNOTAVAIL, f"cannot resolve bind address {bind_host!r}")
+            ip = str(infos[0][4][0])
+        if ip not in ("0.0.0.0", "::"):
+            self.bind_host = ip
+        return [ip]
+
+    def _bind_all(self, hosts: list[str], port: int) -> list[socket.socket]:
+        """UDP and TCP sockets on every host, on `port` or (port 0) on one port picked for all."""
+        sockets: list[socket.socket] = []
+        pick = port == 0
+        try:
+            for host in hosts:
+                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                    try:
+                        sockets.append(_listening_socket(host, kind, port))
+                    except OSError as exc:
+                        if exc.errno == errno.EADDRINUSE and sockets and pick:
+                            raise _PortTaken from exc
+                        raise _bind_error(exc, host, kind, port) from exc
+                    if pick:
+                        port = sockets[0].getsockname()[1]
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        return sockets
+
+
+def _listening_socket(host: str, kind: socket.SocketKind, port: int) -> socket.socket:
+    sock = socket.socket(_family(host), kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            # Not on UDP: there SO_REUSEADDR would let two processes share the port silently.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setblocking(False)
+        sock.bind((host, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(socket.SOMAXCONN)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_error(exc: OSError, host: str, kind: socket.SocketKind, port: int) -> OSError:
+    proto = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
+    where = f"[{host}]" if ":" in host else host
+    if exc.errno == errno.EADDRINUSE:
+        message = f"SIP port {port} is in use on {where} ({proto}): set SIPROC_TRANSPORT_PORT"
+    elif exc.errno == errno.EACCES:
+        message = f"no permission to bind SIP port {port} on {where} ({proto}): use a port >= 1024"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        message = f"{host} is not an address of this machine (binding SIP port {port}, {proto})"
+    else:
+        message = f"cannot bind SIP port {port} on {where} ({proto}): {exc.strerror or exc}"
+    return OSError(exc.errno, message)

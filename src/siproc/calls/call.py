@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, MESSAGE"
 SUPPORTED = ""  # no extensions yet; the header is left out while empty
 HANDLER_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
+# DISCONNECTED and end of file reach the handler this long before SIGTERM, so that a handler in
+# a read loop sees why the call ended even if it does not trap SIGTERM.
+TERM_DELAY = 0.2
 
 
 class CallState(Enum):
@@ -317,8 +320,13 @@ class Call:
         self.log.info("call ended: %d %s", status, reason)
         if self.handler is not None and not self.handler_done:
             self.event(protocol.Disconnected(status, reason))
-            self.handler.terminate(HANDLER_GRACE)
+            self.handler.close_stdin()
+            self.phone.loop.call_later(TERM_DELAY, self._terminate_handler)
         self._maybe_finished()
+
+    def _terminate_handler(self) -> None:
+        if self.handler is not None and not self.handler_done:
+            self.handler.terminate(HANDLER_GRACE)
 
     def shutdown(self) -> None:
         """siproc is quitting: end the SIP side as fits, stop the handler."""

@@ -265,8 +265,10 @@ class Phone:
     def send_request(
         self, request: Request, destination: Destination, on_event: TxCallback
     ) -> ClientTransaction:
-        local_host = self.local_host_for(destination)
-        self.endpoint.add_via(request, destination, local_host, self.transport.port)
+        """Start a client transaction; a CANCEL keeps the INVITE's Via (RFC 3261 section 9.1)."""
+        if request.method != "CANCEL":
+            local_host = self.local_host_for(destination)
+            self.endpoint.add_via(request, destination, local_host, self.transport.port)
         tx, outputs = self.endpoint.send_request(request, destination, self.loop.time())
         self._owners[tx] = on_event
         self._process(outputs)
@@ -341,7 +343,7 @@ class Phone:
 
     def handler_env(self, call: Call) -> dict[str, str]:
         env = dict(self.base_env)
-        remote = call.remote.with_params(tag=None)
+        remote = call.remote.without_params("tag")
         env.update(
             SIPROC_REMOTE_URI=str(remote.uri),
             SIPROC_REMOTE_ID=str(remote),

@@ -94,8 +94,8 @@ class Dialog:
             call_id=req_info.call_id,
             local_tag=req_info.from_.tag,
             remote_tag=info.to.tag,
-            local=req_info.from_.with_params(tag=None),
-            remote=info.to.with_params(tag=None),
+            local=req_info.from_.without_params("tag"),
+            remote=info.to.without_params("tag"),
             remote_target=target,
             route_set=routes,
             local_cseq=req_info.cseq.number,
@@ -116,8 +116,8 @@ class Dialog:
             call_id=info.call_id,
             local_tag=local_tag,
             remote_tag=info.from_.tag or "",
-            local=info.to.with_params(tag=None),
-            remote=info.from_.with_params(tag=None),
+            local=info.to.without_params("tag"),
+            remote=info.from_.without_params("tag"),
             remote_target=target,
             route_set=_route_set(request.headers),
             local_cseq=0,
@@ -150,7 +150,8 @@ class Dialog:
             headers.add("Route", str(route))
         headers.add("Max-Forwards", "70")
         headers.add("From", str(self.local.with_params(tag=self.local_tag)))
-        headers.add("To", str(self.remote.with_params(tag=self.remote_tag or None)))
+        remote = self.remote.with_params(tag=self.remote_tag) if self.remote_tag else self.remote
+        headers.add("To", str(remote))
         headers.add("Call-ID", self.call_id)
         headers.add("CSeq", f"{number} {method}")
         return Request(method, str(uri), headers)

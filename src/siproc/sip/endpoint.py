@@ -32,7 +32,9 @@ from siproc.sip.headers import (
 )
 from siproc.sip.message import Headers, Message, Request, Response, parse_message, serialize
 from siproc.sip.transaction import (
+    DEFAULT_TIMERS,
     AckReceived,
+    AckToTU,
     ClientTransaction,
     Destination,
     ResponseReceived,
@@ -116,7 +118,7 @@ class Endpoint:
         self,
         *,
         allow: Iterable[str],
-        timers: Timers = Timers(),
+        timers: Timers = DEFAULT_TIMERS,
         rng: random.Random | None = None,
         user_agent: str = "siproc",
     ) -> None:
@@ -233,9 +235,14 @@ class Endpoint:
         key = server_key(request)
         existing = self._servers.get(key)
         if request.method == "ACK":
-            if existing is not None:
-                return self._track(existing, existing.on_request(request, now))
-            return [AckFor2xx(request, info, source)]
+            if existing is None:
+                return [AckFor2xx(request, info, source)]
+            # An ACK that reuses the INVITE's branch reaches the transaction; in Accepted it is
+            # the ACK to our 2xx and goes to the dialog (RFC 6026 section 8.7).
+            return [
+                AckFor2xx(request, info, source) if isinstance(item, AckToTU) else item
+                for item in self._track(existing, existing.on_request(request, now))
+            ]
         if existing is not None:  # a retransmission
             return self._track(existing, existing.on_request(request, now))
         self._check_request(request, info)

@@ -84,10 +84,9 @@ def parse_via(value: str) -> Via:
     sent_by, semi, params_text = rest.partition(";")
     host, port = parse_host_port(sent_by.strip())
     params = parse_header_params(params_text) if semi else ()
-    for name in ("ttl", "maddr", "received", "branch"):
-        got = get_param(params, name)
-        if got == "":
-            raise ParseError(f"Via parameter {name} without a value in {value!r}")
+    for param in ("ttl", "maddr", "received", "branch"):
+        if get_param(params, param) == "":
+            raise ParseError(f"Via parameter {param} without a value in {value!r}")
     return Via(transport.upper(), host, port, params, f"{name}/{version}")
 
 

@@ -100,7 +100,7 @@ class Registration:
         rewrite_contact: bool = True,
     ) -> None:
         self.registrar = registrar
-        self.aor = aor.with_params(tag=None)
+        self.aor = aor.without_params("tag")
         self.contact = contact
         self.expires = expires
         self.call_id = call_id

@@ -272,6 +272,9 @@ class NameAddr:
             params = set_param(params, name, value)
         return replace(self, params=params)
 
+    def without_params(self, *names: str) -> NameAddr:
+        return replace(self, params=tuple((n, v) for n, v in self.params if n not in names))
+
     def __str__(self) -> str:
         name = ""
         if self.display_name:

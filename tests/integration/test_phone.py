@@ -1,0 +1,240 @@
+"""Two real siproc processes on loopback, real handler scripts, real pipes (DESIGN.md 4.4)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.audio import make_tone
+from tests.siproc_proc import Siproc, wait_file, write_handler
+
+# A handler in the style of the manual page's example, logging what it sees to <role>.log.
+LOGGING_HANDLER = r"""
+role=$1; mode=$2
+log="$role.log"
+# On SIGTERM, read what is left on stdin (the DISCONNECTED line) before leaving.
+trap 'while read -r -t 1 line; do echo "EVENT $line" >> "$log"; done; echo SIGTERM >> "$log"; exit 0' TERM
+echo "START outgoing=$SIPROC_OUTGOING uri=$SIPROC_REMOTE_URI id=$SIPROC_REMOTE_ID" \
+     "contact=$SIPROC_REMOTE_CONTACT ruri=$SIPROC_REQUEST_URI pw=${SIPROC_PASSWORD-unset}" >> "$log"
+case "$mode" in
+  answer) echo RINGING; echo ANSWER ;;
+  ring) echo RINGING ;;
+  exit) exit 0 ;;
+  hangup486) echo "HANGUP 486" ;;
+esac
+while read -r line; do
+  echo "EVENT $line" >> "$log"
+  case "$line" in
+    CONNECTED) [ "$mode" = play ] && echo "PLAY tone.wav" ;;
+    STOPPED*) [ "$mode" = play ] && echo HANGUP ;;
+  esac
+done
+echo "EOF" >> "$log"
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    write_handler(tmp_path / "h.sh", LOGGING_HANDLER)
+    make_tone(tmp_path / "tone.wav", 440.0, 1.0)
+    return tmp_path
+
+
+@pytest.fixture
+def phones(workdir: Path):  # type: ignore[no-untyped-def]
+    started: list[Siproc] = []
+
+    def start(*args: str, **kwargs: object) -> Siproc:
+        proc = Siproc(workdir / "h.sh", *args, cwd=workdir, **kwargs)  # type: ignore[arg-type]
+        started.append(proc)
+        return proc.wait_ready()
+
+    yield start
+    for proc in started:
+        proc.stop()
+        print(f"--- siproc on port {proc.port} ---\n{proc.stderr()}")
+
+
+def test_manual_page_example_between_two_phones(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+    bob = phones("bob", "answer")
+    alice = phones("alice", "play")
+    alice.call(bob.uri("bob"))
+    alice_log = wait_file(workdir / "alice.log", r"^(SIGTERM|EOF)$")
+    assert "START outgoing=y" in alice_log
+    assert f"uri={bob.uri('bob')}" in alice_log
+    assert "pw=unset" in alice_log
+    lines = alice_log.splitlines()
+    events = [line for line in lines if line.startswith("EVENT")]
+    assert events[:2] == ["EVENT CONNECTED", "EVENT STOPPED tone.wav"]
+    bob_log = wait_file(workdir / "bob.log", r"^(SIGTERM|EOF)$")
+    assert "START outgoing=n" in bob_log
+    assert f"ruri={bob.uri('bob')}" in bob_log
+    assert "EVENT CONNECTED" in bob_log
+    assert "EVENT DISCONNECTED 200" in bob_log
+    alice.wait_for(r"call ended: 200")
+    bob.wait_for(r"call ended: 200 remote hangup")
+
+
+def test_handler_exit_before_answer_gives_480(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+    bob = phones("bob", "exit")
+    alice = phones("alice", "wait")
+    alice.call(bob.uri("bob"))
+    text = wait_file(workdir / "alice.log", r"DISCONNECTED 480")
+    assert "EVENT CONNECTED" not in text
+    wait_file(workdir / "alice.log", r"^(SIGTERM|EOF)$")
+
+
+def test_hangup_with_status_before_answer(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+    bob = phones("bob", "hangup486")
+    alice = phones("alice", "wait")
+    alice.call(bob.uri("bob"))
+    wait_file(workdir / "alice.log", r"DISCONNECTED 486")
+
+
+def test_caller_cancels_before_answer(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+    cancel_handler = write_handler(
+        workdir / "cancel.sh",
+        "trap 'while read -r -t 1 l; do echo \"EVENT $l\" >> caller.log; done; exit 0' TERM\n"
+        "sleep 1; echo HANGUP\n"
+        'while read -r line; do echo "EVENT $line" >> caller.log; done\n',
+    )
+    bob = phones("bob", "ring")
+    caller = Siproc(cancel_handler, cwd=workdir).wait_ready()
+    try:
+        caller.call(bob.uri("bob"))
+        bob_log = wait_file(workdir / "bob.log", r"^(SIGTERM|EOF)$")
+        assert "EVENT DISCONNECTED 487" in bob_log
+        assert "EVENT CONNECTED" not in bob_log
+        caller_log = wait_file(workdir / "caller.log", r"DISCONNECTED 487")
+        assert "CONNECTED\n" not in caller_log
+        bob.wait_for(r"call ended: 487 cancelled by the caller")
+    finally:
+        caller.stop()
+        print(f"--- caller ---\n{caller.stderr()}")
+
+
+def test_remote_failure_of_unreachable_callee_ends_call(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+    alice = phones("alice", "wait")
+    bob = phones("bob", "answer")
+    bob_uri = bob.uri("bob")
+    bob.quit()
+    alice.call(bob_uri)
+    # Nothing answers on that port any more: ICMP makes UDP sends fail, Timer B gives up at 32 s
+    # at the latest; the handler must hear of it either way.
+    wait_file(workdir / "alice.log", r"DISCONNECTED (408|503)", timeout=40)
+
+
+def test_quit_hangs_up_every_call_and_exits_zero(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+    bob = phones("bob", "answer")
+    alice = phones("alice", "wait")
+    alice.call(bob.uri("bob"))
+    wait_file(workdir / "bob.log", r"EVENT CONNECTED")
+    wait_file(workdir / "alice.log", r"EVENT CONNECTED")
+    assert alice.quit() == 0
+    wait_file(workdir / "alice.log", r"^(SIGTERM|EOF)$")
+    bob_log = wait_file(workdir / "bob.log", r"^(SIGTERM|EOF)$")
+    assert "DISCONNECTED 200" in bob_log
+
+
+def test_sigterm_is_a_graceful_shutdown(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+    bob = phones("bob", "answer")
+    alice = phones("alice", "wait")
+    alice.call(bob.uri("bob"))
+    wait_file(workdir / "bob.log", r"EVENT CONNECTED")
+    bob.signal(signal.SIGTERM)
+    assert bob.proc.wait(15) == 0
+    wait_file(workdir / "alice.log", r"DISCONNECTED 200")
+
+
+def test_bad_stdin_line_is_reported_and_ignored(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+    alice = phones("alice", "wait")
+    alice.send("DIAL sip:x@127.0.0.1")
+    alice.wait_for(r"ignoring input line 'DIAL sip:x@127.0.0.1': expected 'CALL <sip-uri>'")
+    alice.send("CALL not a uri")
+    alice.wait_for(r"CALL 'not a uri': not a SIP URI")
+    assert alice.proc.poll() is None
+    assert alice.quit() == 0
+
+
+def test_end_of_stdin_is_not_quit(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+    bob = phones("bob", "answer")
+    assert bob.proc.stdin is not None
+    bob.proc.stdin.close()
+    bob.wait_for(r"end of standard input: still serving")
+    alice = phones("alice", "wait")
+    alice.call(bob.uri("bob"))
+    wait_file(workdir / "bob.log", r"EVENT CONNECTED")
+
+
+def test_options_is_answered(phones) -> None:  # type: ignore[no-untyped-def]
+    bob = phones("bob", "answer")
+    response = options_ping("127.0.0.1", bob.port)
+    assert response.startswith("SIP/2.0 200 OK\r\n")
+    assert "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS" in response
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SIPROC_TRANSPORT_PORT", "70000", "SIPROC_TRANSPORT_PORT: must be a whole number"),
+        ("SIPROC_LOG_LEVEL", "9", "SIPROC_LOG_LEVEL: must be a whole number from 0 to 6"),
+        ("SIPROC_REGISTRAR_URI", "http://x", "SIPROC_REGISTRAR_URI: not a SIP URI"),
+        ("SIPROC_CODEC_PRIORITIES", "FOO:10", "SIPROC_CODEC_PRIORITIES:"),
+        ("SIPROC_RTP_PORTS", "20000", "SIPROC_RTP_PORTS: must be a range"),
+        ("SIPROC_BIND_ADDRESS", "localhost", "SIPROC_BIND_ADDRESS: must be an IP address"),
+    ],
+)
+def test_bad_environment_exits_1_naming_the_variable(
+    workdir: Path, variable: str, value: str, message: str
+) -> None:
+    env = {"PATH": "/usr/bin:/bin", variable: value}
+    result = subprocess.run(
+        [sys.executable, "-m", "siproc", str(workdir / "h.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+
+
+def test_missing_handler_exits_1(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "siproc", str(tmp_path / "nope.sh")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "is not an executable file" in result.stderr
+
+
+def options_ping(host: str, port: int, timeout: float = 5.0) -> str:
+    """Send one OPTIONS over UDP from a fresh loopback socket and return the response text."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        sock.settimeout(timeout)
+        local_port = sock.getsockname()[1]
+        h = f"[{host}]" if ":" in host else host
+        message = (
+            f"OPTIONS sip:siproc@{h}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {h}:{local_port};branch=z9hG4bK{time.time_ns()};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:tester@{h}>;tag=t1\r\n"
+            f"To: <sip:siproc@{h}:{port}>\r\n"
+            f"Call-ID: ping{time.time_ns()}@test\r\n"
+            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        sock.sendto(message.encode(), (host, port))
+        data, _ = sock.recvfrom(65535)
+        return data.decode("utf-8", "replace")

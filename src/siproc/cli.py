@@ -24,7 +24,8 @@ SIPROC_* environment variables; see siproc(1)."""
 
 def _setup_logging(level: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("siproc %(levelname)s %(name)s: %(message)s"))
+    detail = " %(name)s" if level >= 4 else ""
+    handler.setFormatter(logging.Formatter(f"siproc[%(process)d] %(levelname)s{detail}: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LOG_LEVELS[level])

@@ -317,7 +317,11 @@ class Call:
         if self.dialog is not None and self.dialog.state is not DialogState.TERMINATED:
             self.dialog.set_state(DialogState.TERMINATED)
         self._set_state(CallState.ENDED)
-        self.log.info("call ended: %d %s", status, reason)
+        stats = self.stream.stats
+        self.log.info(
+            "call ended: %d %s (RTP: %d packets sent, %d received)",
+            status, reason, stats.packets_sent, stats.packets_received,
+        )
         if self.handler is not None and not self.handler_done:
             self.event(protocol.Disconnected(status, reason))
             self.handler.close_stdin()

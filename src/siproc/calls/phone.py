@@ -175,6 +175,8 @@ class Phone:
         threading.Thread(target=reader, name="siproc-stdin", daemon=True).start()
 
     def _on_stdin_eof(self) -> None:
+        if self._done.is_set():
+            return
         log.info("end of standard input: still serving incoming calls (send QUIT or SIGTERM to stop)")
 
     def on_stdin_line(self, raw: bytes) -> None:

@@ -7,6 +7,7 @@ Everything binds to loopback: tests pass SIPROC_BIND_ADDRESS=127.0.0.1 (or ::1).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -79,7 +80,9 @@ class Siproc:
         self.port = int(match.group(1))
         return self
 
-    def wait_for(self, pattern: str | re.Pattern[str], timeout: float = 10.0, start: int = 0) -> re.Match[str]:
+    def wait_for(
+        self, pattern: str | re.Pattern[str], timeout: float = 10.0, start: int = 0
+    ) -> re.Match[str]:
         """The first stderr line at index >= start that matches; fails after `timeout`."""
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         deadline = time.monotonic() + timeout
@@ -117,10 +120,8 @@ class Siproc:
 
     def quit(self, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(BrokenPipeError, OSError):
                 self.send("QUIT")
-            except (BrokenPipeError, OSError):
-                pass
         return self.proc.wait(timeout)
 
     def signal(self, sig: int) -> None:

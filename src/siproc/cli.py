@@ -25,7 +25,9 @@ SIPROC_* environment variables; see siproc(1)."""
 def _setup_logging(level: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     detail = " %(name)s" if level >= 4 else ""
-    handler.setFormatter(logging.Formatter(f"siproc[%(process)d] %(levelname)s{detail}: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter(f"siproc[%(process)d] %(levelname)s{detail}: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LOG_LEVELS[level])
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = _find_handler(ns.handler)
     if handler is None:
         print(
-            f"siproc: handler {ns.handler!r} is not an executable file (check the path and chmod +x)",
+            f"siproc: handler {ns.handler!r} is not an executable file "
+            "(check the path and chmod +x)",
             file=sys.stderr,
         )
         return 1

@@ -19,7 +19,11 @@ LOGGING_HANDLER = r"""
 role=$1; mode=$2
 log="$role.log"
 # On SIGTERM, read what is left on stdin (the DISCONNECTED line) before leaving.
-trap 'while read -r -t 1 line; do echo "EVENT $line" >> "$log"; done; echo SIGTERM >> "$log"; exit 0' TERM
+on_term() {
+  while read -r -t 1 line; do echo "EVENT $line" >> "$log"; done
+  echo SIGTERM >> "$log"; exit 0
+}
+trap on_term TERM
 echo "START outgoing=$SIPROC_OUTGOING uri=$SIPROC_REMOTE_URI id=$SIPROC_REMOTE_ID" \
      "contact=$SIPROC_REMOTE_CONTACT ruri=$SIPROC_REQUEST_URI pw=${SIPROC_PASSWORD-unset}" >> "$log"
 case "$mode" in

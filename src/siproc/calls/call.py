@@ -27,7 +27,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from siproc.calls import protocol
-from siproc.calls.handler import HandlerProcess, HandlerSpawnError
+from siproc.calls.handler import HandlerProcess
 from siproc.media.codecs import get_codec
 from siproc.media.player import MediaFileError
 from siproc.sdp.model import SdpError, SessionDescription, parse_sdp
@@ -216,6 +216,11 @@ class Call:
             on_overlong_line=self._on_overlong_line,
         )
         self.log.info("handler started (pid %d)", self.handler.pid)
+        if self.ended:  # the call ended while the handler was starting (an early CANCEL)
+            assert self.end_status is not None
+            self.event(protocol.Disconnected(self.end_status, self.end_reason))
+            self.handler.close_stdin()
+            self.phone.loop.call_later(TERM_DELAY, self._terminate_handler)
 
     def event(self, event: protocol.Event) -> None:
         if self.handler is not None and not self.handler_done:
@@ -320,7 +325,10 @@ class Call:
         stats = self.stream.stats
         self.log.info(
             "call ended: %d %s (RTP: %d packets sent, %d received)",
-            status, reason, stats.packets_sent, stats.packets_received,
+            status,
+            reason,
+            stats.packets_sent,
+            stats.packets_received,
         )
         if self.handler is not None and not self.handler_done:
             self.event(protocol.Disconnected(status, reason))
@@ -345,6 +353,8 @@ class Call:
         return sdp.serialize()
 
     def _configure_media(self, negotiated: NegotiatedMedia) -> None:
+        if negotiated.rejected:
+            raise OfferAnswerError("the remote end rejected the audio stream (port 0)")
         self.negotiated = negotiated
         codec = get_codec(negotiated.codec.name)
         self.stream.configure(
@@ -567,7 +577,9 @@ class Call:
         if not self._server_tx.reply_to.reliable:
             self._ok_timer = self.phone.loop.call_later(self._ok_interval, self._retransmit_ok)
         else:
-            self._ok_timer = self.phone.loop.call_later(64 * self.phone.timer_t1, self._retransmit_ok)
+            self._ok_timer = self.phone.loop.call_later(
+                64 * self.phone.timer_t1, self._retransmit_ok
+            )
 
     def _retransmit_ok(self) -> None:
         assert self._server_tx is not None
@@ -616,9 +628,7 @@ class Call:
     def on_cancel(self, cancel_tx: ServerTransaction, request: Request) -> None:
         """CANCEL for our INVITE (RFC 3261 section 9.2): 200 to it, 487 to the INVITE."""
         assert self._incoming_invite is not None
-        self.phone.respond(
-            cancel_tx, make_response(request, 200, "OK", to_tag=self.local_tag)
-        )
+        self.phone.respond(cancel_tx, make_response(request, 200, "OK", to_tag=self.local_tag))
         if self.state is CallState.INCOMING:
             self._respond_invite(487, "Request Terminated")
             self._finish(487, "cancelled by the caller")
@@ -666,7 +676,10 @@ class Call:
             self.phone.respond(tx, make_response(request, 488, f"Not Acceptable Here ({exc})"))
             return
         response = make_response(
-            request, 200, "OK", headers=[self._contact_header_for(tx), ("Allow", ALLOW)],
+            request,
+            200,
+            "OK",
+            headers=[self._contact_header_for(tx), ("Allow", ALLOW)],
             body=sdp.serialize(),
         )
         self.phone.respond(tx, response)

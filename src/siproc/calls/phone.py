@@ -52,6 +52,7 @@ from siproc.sip.registration import (
     Registered,
     Registration,
     RegistrationResult,
+    RegistrationState,
     SendAgain,
     Unregistered,
 )
@@ -177,7 +178,9 @@ class Phone:
     def _on_stdin_eof(self) -> None:
         if self._done.is_set():
             return
-        log.info("end of standard input: still serving incoming calls (send QUIT or SIGTERM to stop)")
+        log.info(
+            "end of standard input: still serving incoming calls (send QUIT or SIGTERM to stop)"
+        )
 
     def on_stdin_line(self, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").strip()
@@ -207,8 +210,13 @@ class Phone:
         self._process(self.endpoint.receive_message(message, source, local_host, self.loop.time()))
 
     def _on_transport_error(self, destination: Destination, reason: str) -> None:
-        log.warning("cannot send to %s:%d (%s): %s", destination.host, destination.port,
-                    destination.transport, reason)
+        log.warning(
+            "cannot send to %s:%d (%s): %s",
+            destination.host,
+            destination.port,
+            destination.transport,
+            reason,
+        )
 
     def _process(self, outputs: list[Output]) -> None:
         for item in outputs:
@@ -227,7 +235,7 @@ class Phone:
             ):
                 callback = self._owners.get(tx)
                 if callback is not None:
-                    callback(item)  # type: ignore[arg-type]
+                    callback(item)
             case TransactionTerminated(transaction=tx):
                 if isinstance(tx, ClientTransaction):
                     self._owners.pop(tx, None)
@@ -308,13 +316,19 @@ class Phone:
         return self.transport.local_address_for(destination.host)
 
     def contact_for(self, destination: Destination) -> SipUri:
+        """Our Contact for `destination`: the registered one (NAT-corrected) when it fits."""
         reg = self.registration
-        if reg is not None and reg.state.value == "registered" and not self.config.public_address:
-            if reg.contact.transport == destination.transport:
-                return reg.contact
-        user = self._identity().uri.user if isinstance(self._identity().uri, SipUri) else None
-        uri = SipUri("sip", self.local_host_for(destination), user or "siproc", None,
-                     self.transport.port)
+        if (
+            reg is not None
+            and reg.state is RegistrationState.REGISTERED
+            and reg.contact.transport == destination.transport
+        ):
+            return reg.contact
+        identity = self._identity().uri
+        user = identity.user if isinstance(identity, SipUri) else None
+        uri = SipUri(
+            "sip", self.local_host_for(destination), user or "siproc", None, self.transport.port
+        )
         if destination.transport != "udp":
             uri = uri.with_params(transport=destination.transport)
         return uri
@@ -409,8 +423,12 @@ class Phone:
         if self._stopping:
             return
         if len(self.calls) >= self.config.max_calls:
-            print(f"siproc: CALL {text}: refused, SIPROC_MAX_CALLS={self.config.max_calls} calls "
-                  "are up", file=sys.stderr, flush=True)
+            print(
+                f"siproc: CALL {text}: refused, SIPROC_MAX_CALLS={self.config.max_calls} calls "
+                "are up",
+                file=sys.stderr,
+                flush=True,
+            )
             return
         uri = target.uri
         try:
@@ -422,8 +440,9 @@ class Phone:
             return
         identity = self._identity()
         if self.config.identity is None:
-            identity = NameAddr(replace(_as_sip(identity.uri), host=local_host,
-                                        port=self.transport.port))
+            identity = NameAddr(
+                replace(_as_sip(identity.uri), host=local_host, port=self.transport.port)
+            )
         call = Call(
             self,
             outgoing=True,
@@ -444,7 +463,7 @@ class Phone:
             log.error("cannot start the handler: %s", exc)
             call.stream.close()
             call.handler_done = True
-            call._set_state(CallState.ENDED)  # noqa: SLF001 - nothing was sent yet
+            call._set_state(CallState.ENDED)
             self.call_finished(call)
             return
         call.log.info("calling %s", uri)
@@ -472,11 +491,20 @@ class Phone:
             case "INVITE":
                 self._on_invite(event)
             case "OPTIONS":
-                self.respond(tx, make_response(
-                    request, 200, "OK", to_tag=self.new_token(),
-                    headers=[("Allow", ALLOW), ("Accept", "application/sdp"),
-                             ("Accept-Language", "en")],
-                ))
+                self.respond(
+                    tx,
+                    make_response(
+                        request,
+                        200,
+                        "OK",
+                        to_tag=self.new_token(),
+                        headers=[
+                            ("Allow", ALLOW),
+                            ("Accept", "application/sdp"),
+                            ("Accept-Language", "en"),
+                        ],
+                    ),
+                )
             case "MESSAGE":
                 text = request.body.decode("utf-8", "replace")
                 log.info("MESSAGE from %s outside any call: %r", info.from_.uri, text[:200])
@@ -484,8 +512,16 @@ class Phone:
             case "BYE" | "INFO":
                 self.respond(tx, make_response(request, 481, "Call/Transaction Does Not Exist"))
             case _:
-                self.respond(tx, make_response(request, 405, "Method Not Allowed",
-                                               to_tag=self.new_token(), headers=[("Allow", ALLOW)]))
+                self.respond(
+                    tx,
+                    make_response(
+                        request,
+                        405,
+                        "Method Not Allowed",
+                        to_tag=self.new_token(),
+                        headers=[("Allow", ALLOW)],
+                    ),
+                )
 
     def _on_invite(self, event: RequestReceived) -> None:
         request, info, tx = event.request, event.info, event.transaction
@@ -501,8 +537,15 @@ class Phone:
             log.error("refusing call: no RTP port: %s", exc)
             self.respond(tx, make_response(request, 503, "Service Unavailable", to_tag=tag))
             return
-        call = Call(self, outgoing=False, call_id=info.call_id, local=info.to, remote=info.from_,
-                    local_tag=tag, stream=stream)
+        call = Call(
+            self,
+            outgoing=False,
+            call_id=info.call_id,
+            local=info.to,
+            remote=info.from_,
+            local_tag=tag,
+            stream=stream,
+        )
         try:
             call.start_incoming(request, tx, event.local_host)
         except (SdpError, OfferAnswerError, RemoteProtocolError, ParseError) as exc:
@@ -526,8 +569,8 @@ class Phone:
             log.error("cannot start the handler: %s", exc)
             call.handler_done = True
             if call.state is CallState.INCOMING:
-                call._respond_invite(500, "Server Internal Error (handler failed to start)")  # noqa: SLF001
-            call._finish(500, "handler failed to start")  # noqa: SLF001
+                call._respond_invite(500, "Server Internal Error (handler failed to start)")
+            call._finish(500, "handler failed to start")
 
     # -- registration ---------------------------------------------------------------------------
 

@@ -242,3 +242,38 @@ def options_ping(host: str, port: int, timeout: float = 5.0) -> str:
         sock.sendto(message.encode(), (host, port))
         data, _ = sock.recvfrom(65535)
         return data.decode("utf-8", "replace")
+
+
+def test_call_over_tcp(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+    bob = phones("bob", "answer", log_level=6)
+    alice = phones("alice", "play")
+    alice.call(bob.uri("bob") + ";transport=tcp")
+    alice_log = wait_file(workdir / "alice.log", r"EVENT DISCONNECTED 200")
+    assert "EVENT CONNECTED" in alice_log and "EVENT STOPPED tone.wav" in alice_log
+    wait_file(workdir / "bob.log", r"EVENT DISCONNECTED 200")
+    assert bob.count(r"^Via: SIP/2.0/TCP ") >= 3  # INVITE, ACK, BYE (and their responses)
+    assert bob.count(r"^Via: SIP/2.0/UDP ") == 0
+    ended = alice.wait_for(r"call ended: 200 hung up \(RTP: (\d+) packets sent, (\d+) received\)")
+    assert int(ended.group(1)) >= 45 and int(ended.group(2)) >= 45
+
+
+def test_call_over_ipv6(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+    bob = phones("bob", "answer", bind="::1")
+    alice = phones("alice", "play", bind="::1")
+    alice.call(bob.uri("bob"))
+    alice_log = wait_file(workdir / "alice.log", r"EVENT DISCONNECTED 200")
+    assert "EVENT STOPPED tone.wav" in alice_log
+    bob_log = wait_file(workdir / "bob.log", r"EVENT DISCONNECTED 200")
+    assert "contact=sip:siproc@[::1]:" in bob_log
+    ended = alice.wait_for(r"call ended: 200 hung up \(RTP: (\d+) packets sent, (\d+) received\)")
+    assert int(ended.group(2)) >= 45
+
+
+def test_max_calls_refuses_with_486(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+    bob = phones("bob", "answer", env={"SIPROC_MAX_CALLS": "1"})
+    alice = phones("alice", "wait")
+    alice.call(bob.uri("bob"))
+    wait_file(workdir / "bob.log", r"EVENT CONNECTED")
+    alice.call(bob.uri("bob"))
+    wait_file(workdir / "alice.log", r"EVENT DISCONNECTED 486")
+    bob.wait_for(r"refusing call from .*: 486 Busy Here")

@@ -414,7 +414,8 @@ class Phone:
                 text = f"sip:{text}@{format_host(registrar.host)}" + (
                     f":{registrar.port}" if registrar.port else ""
                 )
-            target = parse_name_addr(text)
+            # A bare URI keeps its ;params (transport=tcp); only <...> makes a name-addr.
+            target = parse_name_addr(text) if "<" in text else NameAddr(parse_uri(text))
             if not isinstance(target.uri, SipUri):
                 raise ParseError(f"only sip: URIs can be called, not {target.uri.scheme}:")
         except ParseError as exc:

@@ -557,6 +557,13 @@ class Call:
     def _respond_invite(self, status: int, reason: str, body: bytes = b"") -> Response | None:
         assert self._server_tx is not None and self._incoming_invite is not None
         extra = [self._contact_header()] if status < 300 else []
+        if 100 < status < 300:
+            # A response that creates a dialog copies the request's Record-Route values, in
+            # order (RFC 3261 section 12.1.1), so the caller's in-dialog requests take the route.
+            extra += [
+                ("Record-Route", value)
+                for value in self._incoming_invite.headers.get_raw("Record-Route")
+            ]
         if status == 200:
             extra.append(("Allow", ALLOW))
         response = make_response(

@@ -10,6 +10,10 @@ delivery, delivers, fires due timers, and stops when the predicate holds or at `
 Nodes send with `link.send(send, source, now)`, where `send` is a transaction layer `Send`
 output and `source` the node's own address; the receiving node gets `(data, source, now)`,
 as the edge would hand it the datagram and the address it came from.
+
+`EndpointNode` puts a whole sans-I/O `Endpoint` on the link, as the network edge would drive
+it: its `Send`s go onto the link, every other output is recorded and handed to a scripted TU
+callback, and the TU can arm timers of its own with `call_at()`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from siproc.sip.transaction import Destination, Send
+from siproc.sip.endpoint import Endpoint, Output
+from siproc.sip.message import Request, Response
+from siproc.sip.transaction import ClientTransaction, Destination, Send, ServerTransaction
 
 
 class Node(Protocol):
@@ -199,3 +205,85 @@ class Simulation:
     def run_for(self, seconds: float) -> None:
         """Let `seconds` of virtual time pass, processing everything due."""
         self.run_until(lambda: False, self.clock.now + seconds)
+
+
+TuCallback = Callable[["EndpointNode", Output, float], None]
+
+
+class EndpointNode:
+    """A sans-I/O `Endpoint` attached to a `LossyLink` at `address`, driven like the edge does.
+
+    `Send` outputs go onto the link from `address`; every other output is appended to `events`
+    as (time, output) and passed to `on_event(node, output, now)`, the test's scripted TU, which
+    answers through `respond()`, starts transactions with `send_request()` and may arm its own
+    timers with `call_at()` (fired in time order before the endpoint's own timers).
+    """
+
+    def __init__(
+        self,
+        link: LossyLink,
+        address: Destination,
+        endpoint: Endpoint,
+        on_event: TuCallback | None = None,
+    ) -> None:
+        self.link = link
+        self.address = address
+        self.endpoint = endpoint
+        self.on_event = on_event
+        self.events: list[tuple[float, Output]] = []
+        self._tu_timers: list[tuple[float, int, Callable[[float], None]]] = []
+        self._seq = 0
+
+    # -- the Node protocol ----------------------------------------------------------------------
+
+    def receive(self, data: bytes, source: Destination, now: float) -> None:
+        self.process(self.endpoint.receive(data, source, self.address.host, now), now)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for d in (self.endpoint.next_deadline(),) if d is not None]
+        if self._tu_timers:
+            deadlines.append(self._tu_timers[0][0])
+        return min(deadlines, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        while self._tu_timers and self._tu_timers[0][0] <= now:
+            _, _, action = heapq.heappop(self._tu_timers)
+            action(now)
+        self.process(self.endpoint.handle_timer(now), now)
+
+    # -- what the TU uses -----------------------------------------------------------------------
+
+    def send_request(
+        self, request: Request, destination: Destination, now: float
+    ) -> ClientTransaction:
+        """Stamp our Via (`add_via`) and start a client transaction (`send_request`)."""
+        self.endpoint.add_via(request, destination, self.address.host, self.address.port)
+        tx, outputs = self.endpoint.send_request(request, destination, now)
+        self.process(outputs, now)
+        return tx
+
+    def send_ack(self, ack: Request, destination: Destination, now: float) -> None:
+        """The ACK of a 2xx, outside any transaction (RFC 3261 section 13.2.2.4)."""
+        self.endpoint.add_via(ack, destination, self.address.host, self.address.port)
+        self.link.send(self.endpoint.send_stateless(ack, destination), self.address, now)
+
+    def respond(self, tx: ServerTransaction, response: Response, now: float) -> None:
+        self.process(self.endpoint.respond(tx, response, now), now)
+
+    def call_at(self, at: float, action: Callable[[float], None]) -> None:
+        """Run `action(now)` at virtual time `at` (a TU timer)."""
+        self._seq += 1
+        heapq.heappush(self._tu_timers, (at, self._seq, action))
+
+    def process(self, outputs: list[Output], now: float) -> None:
+        for item in outputs:
+            if isinstance(item, Send):
+                self.link.send(item, self.address, now)
+                continue
+            self.events.append((now, item))
+            if self.on_event is not None:
+                self.on_event(self, item, now)
+
+    def of_type(self, kind: type[object]) -> list[tuple[float, Output]]:
+        """The recorded (time, event) pairs whose event is a `kind`."""
+        return [(t, e) for t, e in self.events if isinstance(e, kind)]

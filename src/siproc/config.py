@@ -12,10 +12,11 @@ import ipaddress
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 from siproc.media.codecs.catalog import CodecEntry, CodecPriorityError, apply_priorities
 from siproc.sip.errors import ParseError
-from siproc.sip.uri import NameAddr, SipUri, parse_name_addr, parse_sip_uri
+from siproc.sip.uri import NameAddr, SipUri, parse_host_port, parse_name_addr, parse_sip_uri
 
 DEFAULT_SIP_PORT = 5060
 DEFAULT_RTP_PORTS = (10000, 20000)
@@ -35,6 +36,8 @@ LOG_LEVELS = {
     6: logging.DEBUG,
 }
 SIP_TRACE_LEVEL = 6
+# RFC 3261 section 25.1: characters a URI user part carries unescaped, besides alphanumerics.
+_USER_UNRESERVED = "-_.!~*'()&=+$,;?/"
 
 
 class ConfigError(Exception):
@@ -70,11 +73,16 @@ class Config:
         return f"Config(registrar={self.registrar}, identity={self.identity}, port={self.sip_port})"
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts '²', which int() then refuses."""
+    return text.isascii() and text.isdigit() and len(text) <= 10
+
+
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     text = env.get(name, "").strip()
     if not text:
         return default
-    if not text.isdigit() or int(text) < low or int(text) > high:
+    if not _is_number(text) or int(text) < low or int(text) > high:
         raise ConfigError(name, f"must be a whole number from {low} to {high}, not {text!r}")
     return int(text)
 
@@ -89,6 +97,26 @@ def _ip(env: Mapping[str, str], name: str) -> str | None:
         raise ConfigError(
             name, f"must be an IP address such as 127.0.0.1 or ::1, not {text!r}"
         ) from None
+
+
+def _public_address(env: Mapping[str, str]) -> str | None:
+    """An IP address or a host name: it goes into Via, Contact and SDP as it is."""
+    text = env.get("SIPROC_PUBLIC_ADDRESS", "").strip()
+    if not text:
+        return None
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        pass
+    try:
+        host, port = parse_host_port(text)
+        if port is None:
+            return host
+    except ParseError:
+        pass
+    raise ConfigError(
+        "SIPROC_PUBLIC_ADDRESS", f"must be an IP address or a host name (no port), not {text!r}"
+    )
 
 
 def load_config(env: Mapping[str, str]) -> Config:
@@ -125,14 +153,17 @@ def load_config(env: Mapping[str, str]) -> Config:
             raise ConfigError(
                 "SIPROC_ID_URI", "is needed with SIPROC_REGISTRAR_URI (or set SIPROC_USERNAME)"
             )
-        identity = NameAddr(SipUri("sip", registrar.host, user=username, port=registrar.port))
+        # The user part is escaped (RFC 3261 section 25.1): "alice@example.com" is a common
+        # auth name and becomes sip:alice%40example.com@registrar.
+        user = quote(username, safe=_USER_UNRESERVED)
+        identity = NameAddr(SipUri("sip", registrar.host, user=user, port=registrar.port))
     if username is None and identity is not None and isinstance(identity.uri, SipUri):
-        username = identity.uri.user
+        username = unquote(identity.uri.user) if identity.uri.user is not None else None
     rtp_text = env.get("SIPROC_RTP_PORTS", "").strip()
     rtp_ports = DEFAULT_RTP_PORTS
     if rtp_text:
         low, dash, high = rtp_text.partition("-")
-        if not (dash and low.strip().isdigit() and high.strip().isdigit()):
+        if not (dash and _is_number(low.strip()) and _is_number(high.strip())):
             raise ConfigError(
                 "SIPROC_RTP_PORTS", f"must be a range like 10000-20000, not {rtp_text!r}"
             )
@@ -145,13 +176,14 @@ def load_config(env: Mapping[str, str]) -> Config:
     try:
         codecs = tuple(apply_priorities(env.get("SIPROC_CODEC_PRIORITIES", "")))
     except CodecPriorityError as exc:
-        raise ConfigError("SIPROC_CODEC_PRIORITIES", str(exc)) from None
+        problem = str(exc).removeprefix("SIPROC_CODEC_PRIORITIES ")  # ConfigError names it
+        raise ConfigError("SIPROC_CODEC_PRIORITIES", problem) from None
     if not any(
         c.usable and c.priority > 0 and not c.full_name.startswith("telephone-event")
         for c in codecs
     ):
         raise ConfigError("SIPROC_CODEC_PRIORITIES", "disables every usable audio codec")
-    public = env.get("SIPROC_PUBLIC_ADDRESS", "").strip() or None
+    public = _public_address(env)
     return Config(
         registrar=registrar,
         identity=identity,
@@ -159,7 +191,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         password=password,
         sip_port=_int(env, "SIPROC_TRANSPORT_PORT", DEFAULT_SIP_PORT, 0, 65535),
         bind_address=_ip(env, "SIPROC_BIND_ADDRESS"),
-        public_address=public.strip("[]") if public else None,
+        public_address=public,
         rtp_ports=rtp_ports,
         max_calls=_int(env, "SIPROC_MAX_CALLS", DEFAULT_MAX_CALLS, 1, 1_000_000),
         register_expires=_int(env, "SIPROC_REGISTER_EXPIRES", DEFAULT_REGISTER_EXPIRES, 60, 86400),

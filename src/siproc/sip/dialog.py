@@ -11,7 +11,7 @@ in-dialog request per section 12.2.1.1, including the loose/strict routing rules
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from siproc.sip.errors import LocalProtocolError, ParseError, RemoteProtocolError
@@ -141,10 +141,11 @@ class Dialog:
         routes = list(self.route_set)
         if routes and isinstance(routes[0].uri, SipUri) and routes[0].uri.param("lr") is None:
             # Strict router (section 12.2.1.1): it goes into the Request-URI, the remote target
-            # becomes the last Route.
+            # becomes the last Route. Only "method" and URI headers are not allowed in a
+            # Request-URI (section 19.1.1, table 1): transport, maddr and the rest stay.
             first = routes.pop(0)
             assert isinstance(first.uri, SipUri)
-            uri = first.uri.without_params("method", "maddr", "ttl", "transport", "lr")
+            uri = replace(first.uri.without_params("method"), headers=())
             routes.append(NameAddr(self.remote_target))
         for route in routes:
             headers.add("Route", str(route))
@@ -157,7 +158,7 @@ class Dialog:
         return Request(method, str(uri), headers)
 
     def next_hop(self) -> SipUri:
-        """Where an in-dialog request goes: the first route, or the remote target (section 8.1.2)."""
+        """Where an in-dialog request goes: the first route, else the remote target (8.1.2)."""
         if self.route_set and isinstance(self.route_set[0].uri, SipUri):
             return self.route_set[0].uri
         return self.remote_target

@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from siproc.sip.errors import ParseError, RemoteProtocolError
@@ -48,7 +48,8 @@ from siproc.sip.transaction import (
     create_server_transaction,
     server_key,
 )
-from siproc.sip.uri import SipUri, format_host, parse_uri
+from siproc.sip.transaction import Output as TransactionOutput
+from siproc.sip.uri import SipUri, format_host, parse_uri, split_list
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class Endpoint:
     # -- identifiers ----------------------------------------------------------------------------
 
     def new_token(self, nbytes: int = 8) -> str:
-        return "%0*x" % (nbytes * 2, self.rng.getrandbits(nbytes * 8))
+        return f"{self.rng.getrandbits(nbytes * 8):0{nbytes * 2}x}"
 
     def new_branch(self) -> str:
         return BRANCH_MAGIC_COOKIE + self.new_token(10)
@@ -190,11 +191,14 @@ class Endpoint:
     def _answer_broken(
         self, headers: Headers, exc: ParseError, source: Destination
     ) -> list[Output]:
-        """400 to a request we cannot parse fully, if its headers allow a response at all."""
+        """400 to a request we cannot parse fully, if its headers allow a response at all.
+
+        Via (where to) and CSeq (the client matches on branch and CSeq method, section 17.1.3)
+        suffice: RFC 4475 section 3.3.1 wants a 400 even without Call-ID, From and To.
+        """
         vias = headers.get_all("Via")
-        needed = all(n in headers for n in ("From", "To", "Call-ID", "CSeq"))
         cseq = headers.get("CSeq") or ""
-        if not vias or not needed or cseq.split()[-1:] == ["ACK"]:
+        if not vias or not cseq.strip() or cseq.split()[-1:] == ["ACK"]:
             self.dropped += 1
             return []
         try:
@@ -232,6 +236,7 @@ class Endpoint:
     def _receive_request(
         self, request: Request, info: MessageInfo, source: Destination, local_host: str, now: float
     ) -> list[Output]:
+        _stamp_via(request, info.top_via, source)
         key = server_key(request)
         existing = self._servers.get(key)
         if request.method == "ACK":
@@ -239,10 +244,11 @@ class Endpoint:
                 return [AckFor2xx(request, info, source)]
             # An ACK that reuses the INVITE's branch reaches the transaction; in Accepted it is
             # the ACK to our 2xx and goes to the dialog (RFC 6026 section 8.7).
-            return [
+            to_dialog: list[TransactionOutput | Output] = [
                 AckFor2xx(request, info, source) if isinstance(item, AckToTU) else item
-                for item in self._track(existing, existing.on_request(request, now))
+                for item in existing.on_request(request, now)
             ]
+            return self._track(existing, to_dialog)
         if existing is not None:  # a retransmission
             return self._track(existing, existing.on_request(request, now))
         self._check_request(request, info)
@@ -306,7 +312,8 @@ class Endpoint:
     ) -> str:
         """Stamp our Via (with a new branch and rport, RFC 3581) on top; return the branch."""
         branch = self.new_branch()
-        via = f"SIP/2.0/{destination.transport.upper()} {format_host(local_host)}:{local_port};branch={branch};rport"
+        sent_by = f"{format_host(local_host)}:{local_port}"
+        via = f"SIP/2.0/{destination.transport.upper()} {sent_by};branch={branch};rport"
         request.headers.prepend("Via", via)
         return branch
 
@@ -341,8 +348,11 @@ class Endpoint:
     # -- timers ---------------------------------------------------------------------------------
 
     def _track(
-        self, tx: ClientTransaction | ServerTransaction, outputs: list[Output] | list
-    ) -> list[Output]:  # type: ignore[type-arg]
+        self,
+        tx: ClientTransaction | ServerTransaction,
+        outputs: Sequence[TransactionOutput | Output],
+    ) -> list[Output]:
+        """Push `tx`'s current deadline (after every state change) and forget it when done."""
         deadline = tx.next_deadline()
         if deadline is not None:
             self._seq += 1
@@ -350,7 +360,8 @@ class Endpoint:
         for item in outputs:
             if isinstance(item, TransactionTerminated):
                 self._forget(item.transaction)
-        return list(outputs)
+        # AckToTU comes only from an ACK, which _receive_request turns into AckFor2xx first.
+        return [item for item in outputs if not isinstance(item, AckToTU)]
 
     def _forget(self, tx: ClientTransaction | ServerTransaction) -> None:
         if isinstance(tx, ServerTransaction):
@@ -360,20 +371,18 @@ class Endpoint:
             del self._clients[tx.key]
 
     def next_deadline(self) -> float | None:
+        """The earliest transaction deadline; stale heap entries are dropped on the way.
+
+        Every state change goes through `_track`, which pushes the transaction's current
+        deadline, so an entry that no longer matches its transaction's deadline is stale and
+        can simply be popped: amortised O(log n) per entry.
+        """
         while self._heap:
             deadline, _, tx = self._heap[0]
-            current = tx.next_deadline()
-            if current is None or current != deadline:
-                heapq.heappop(self._heap)  # stale entry; a fresh one was pushed if needed
-                if current is not None and current != deadline and not self._has_entry(tx, current):
-                    self._seq += 1
-                    heapq.heappush(self._heap, (current, self._seq, tx))
-                continue
-            return deadline
+            if tx.next_deadline() == deadline:
+                return deadline
+            heapq.heappop(self._heap)
         return None
-
-    def _has_entry(self, tx: ClientTransaction | ServerTransaction, deadline: float) -> bool:
-        return any(t is tx and d == deadline for d, _, t in self._heap)
 
     def handle_timer(self, now: float) -> list[Output]:
         out: list[Output] = []
@@ -387,6 +396,27 @@ class Endpoint:
     @property
     def transaction_count(self) -> int:
         return len(self._clients) + len(self._servers)
+
+
+def _stamp_via(request: Request, via: Via, source: Destination) -> None:
+    """Add `received` and `rport` to the top Via (RFC 3261 section 18.2.1, RFC 3581 section 4).
+
+    Responses copy the Via, so the client learns the address it was seen from (the registrar
+    side of NAT discovery). The stamp depends only on the Via and the source, so a
+    retransmission gets the same one and RFC 2543 keys (built from the top Via) still match.
+    """
+    stamped = via
+    if via.host.lower() != source.host.lower():
+        stamped = stamped.with_param("received", source.host)
+    if via.rport is not None:
+        stamped = stamped.with_param("rport", str(source.port))
+    if stamped is via:
+        return
+    items = list(request.headers)
+    index = next(i for i, (name, _) in enumerate(items) if name == "Via")
+    rest = split_list(items[index][1])[1:]
+    items[index] = ("Via", ", ".join([str(stamped), *rest]))
+    request.headers = Headers(items)
 
 
 def _as_invite(cancel: Request) -> Request:

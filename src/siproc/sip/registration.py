@@ -140,10 +140,13 @@ class Registration:
             self._set_state(RegistrationState.REGISTERING)
         self.cseq += 1
         expires = 0 if self.state is RegistrationState.UNREGISTERING else self.expires
+        # Section 10.2: the Request-URI names the registrar's domain; "the userinfo and '@'
+        # components of the SIP URI MUST NOT be present".
+        registrar = replace(self.registrar, user=None, password=None, headers=())
         uri = (
-            str(self.registrar.without_params("transport"))
-            if self.registrar.transport == "udp"
-            else str(self.registrar)
+            str(registrar.without_params("transport"))
+            if registrar.transport == "udp"
+            else str(registrar)
         )
         headers = Headers()
         headers.add("Max-Forwards", "70")
@@ -162,6 +165,10 @@ class Registration:
     def on_response(self, response: Response, now: float) -> RegistrationResult:
         """Digest a final response to our last REGISTER."""
         status = response.status
+        if self.state is RegistrationState.UNREGISTERED:
+            # A late answer to a REGISTER sent before the un-REGISTER completed (e.g. stop()
+            # while the first REGISTER was in flight): nothing is left to change.
+            return Unregistered(status)
         if self.state is RegistrationState.UNREGISTERING:
             if status in (401, 407) and self._answer_challenge(response):
                 return SendAgain(f"{status} challenge answered")
@@ -250,7 +257,9 @@ class Registration:
             return None
         host = via.received or self.contact.host
         rport = via.rport
-        port = int(rport) if rport and rport.isdigit() else self.contact.port
-        if host == self.contact.host and port == self.contact.port:
+        # A Contact without a port means the transport's default (RFC 3261 section 19.1.2).
+        ours = self.contact.port or (5061 if self.contact.transport == "tls" else 5060)
+        port = int(rport) if rport and rport.isdigit() and 0 < int(rport) < 65536 else ours
+        if host == self.contact.host and port == ours:
             return None
         return replace(self.contact, host=host, port=port)

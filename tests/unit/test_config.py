@@ -1,0 +1,343 @@
+"""Configuration from the environment: every SIPROC_ variable, its default and its errors."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from siproc.config import (
+    DEFAULT_LOG_LEVEL,
+    DEFAULT_MAX_CALLS,
+    DEFAULT_REGISTER_EXPIRES,
+    DEFAULT_RTP_PORTS,
+    DEFAULT_SIP_PORT,
+    LOG_LEVELS,
+    Config,
+    ConfigError,
+    load_config,
+)
+from siproc.sip.uri import NameAddr, SipUri, parse_name_addr, parse_sip_uri
+
+REGISTRAR = {"SIPROC_REGISTRAR_URI": "sip:pbx.example.com", "SIPROC_USERNAME": "alice"}
+
+
+def error(env: dict[str, str]) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config(env)
+    return info.value
+
+
+def assert_error(env: dict[str, str], variable: str, *fragments: str) -> None:
+    """One line that starts with the variable's name and says what is wrong."""
+    exc = error(env)
+    assert exc.variable == variable
+    text = str(exc)
+    assert text == f"{variable}: {exc.problem}"
+    assert "\n" not in text
+    assert text.count(variable) == 1, text  # named once, not "VAR: VAR ..."
+    for fragment in fragments:
+        assert fragment in text, text
+
+
+# -- defaults --------------------------------------------------------------------------------
+
+
+def test_empty_environment_gives_the_defaults() -> None:
+    config = load_config({})
+    assert config.registrar is None and config.identity is None
+    assert config.username is None and config.password is None
+    assert config.sip_port == DEFAULT_SIP_PORT == 5060
+    assert config.bind_address is None and config.public_address is None
+    assert config.rtp_ports == DEFAULT_RTP_PORTS == (10000, 20000)
+    assert config.max_calls == DEFAULT_MAX_CALLS == 1000
+    assert config.register_expires == DEFAULT_REGISTER_EXPIRES == 600
+    assert config.log_level == DEFAULT_LOG_LEVEL == 3
+    assert config.transport == "udp"
+    priorities = {c.full_name: c.priority for c in config.codecs}
+    assert priorities["PCMU/8000/1"] == 130 and priorities["PCMA/8000/1"] == 120
+
+
+def test_blank_values_count_as_unset() -> None:
+    blank = {
+        name: "  "
+        for name in (
+            "SIPROC_REGISTRAR_URI",
+            "SIPROC_ID_URI",
+            "SIPROC_USERNAME",
+            "SIPROC_TRANSPORT_PORT",
+            "SIPROC_BIND_ADDRESS",
+            "SIPROC_PUBLIC_ADDRESS",
+            "SIPROC_RTP_PORTS",
+            "SIPROC_MAX_CALLS",
+            "SIPROC_REGISTER_EXPIRES",
+            "SIPROC_LOG_LEVEL",
+            "SIPROC_CODEC_PRIORITIES",
+        )
+    }
+    assert load_config(blank) == load_config({})
+
+
+def test_other_variables_are_ignored() -> None:
+    assert load_config({"PATH": "/bin", "SIPROC_REMOTE_URI": "x"}) == load_config({})
+
+
+# -- SIPROC_REGISTRAR_URI ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "transport"),
+    [
+        ("sip:pbx.example.com", "udp"),
+        (" sip:10.0.0.1:5080 ", "udp"),
+        ("sip:[::1]:5062;transport=tcp", "tcp"),
+        ("sip:pbx.example.com;transport=UDP", "udp"),
+    ],
+)
+def test_registrar_uri_valid(text: str, transport: str) -> None:
+    config = load_config({**REGISTRAR, "SIPROC_REGISTRAR_URI": text})
+    assert config.registrar == parse_sip_uri(text.strip())
+    assert config.transport == transport
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("pbx.example.com", "not a SIP URI"),
+        ("http://pbx.example.com", "not a SIP URI"),
+        ("sip:", "not a SIP URI"),
+        ("sip:pbx example.com", "not a SIP URI"),
+        ("sips:pbx.example.com", "transport=tls is not supported"),
+        ("sip:pbx.example.com;transport=sctp", "transport=sctp is not supported"),
+    ],
+)
+def test_registrar_uri_invalid(text: str, fragment: str) -> None:
+    assert_error({**REGISTRAR, "SIPROC_REGISTRAR_URI": text}, "SIPROC_REGISTRAR_URI", fragment)
+
+
+# -- SIPROC_ID_URI, SIPROC_USERNAME and the derived identity --------------------------------------
+
+
+def test_identity_uri_valid_forms() -> None:
+    config = load_config({"SIPROC_ID_URI": "Full Name <sip:Account@myserver.lan>"})
+    assert config.identity == parse_name_addr("Full Name <sip:Account@myserver.lan>")
+    assert config.username == "Account"  # the user of SIPROC_ID_URI
+    config = load_config({"SIPROC_ID_URI": "sip:bob@example.com"})
+    assert config.identity == NameAddr(SipUri("sip", "example.com", "bob"))
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("<sip:broken", "not a SIP identity"),
+        ('"unterminated <sip:a@b>', "not a SIP identity"),
+        ("tel:+15551234", "must be a sip: or sips: URI"),
+        ("Name <mailto:a@example.com>", "must be a sip: or sips: URI"),
+    ],
+)
+def test_identity_uri_invalid(text: str, fragment: str) -> None:
+    assert_error({"SIPROC_ID_URI": text}, "SIPROC_ID_URI", fragment)
+
+
+def test_identity_is_derived_from_registrar_and_username() -> None:
+    config = load_config(REGISTRAR)
+    assert config.identity == NameAddr(SipUri("sip", "pbx.example.com", "alice"))
+    assert str(config.identity) == "<sip:alice@pbx.example.com>"
+    assert config.username == "alice"
+    config = load_config({**REGISTRAR, "SIPROC_REGISTRAR_URI": "sip:10.0.0.1:5080;transport=tcp"})
+    assert str(config.identity) == "<sip:alice@10.0.0.1:5080>"
+
+
+def test_derived_identity_escapes_the_username() -> None:
+    # RFC 3261 section 25.1: '@' and spaces cannot stand in a user part unescaped.
+    config = load_config({**REGISTRAR, "SIPROC_USERNAME": "alice@example.com"})
+    assert str(config.identity) == "<sip:alice%40example.com@pbx.example.com>"
+    assert config.username == "alice@example.com"  # the digest name stays as given
+    assert isinstance(config.identity, NameAddr)
+    assert parse_name_addr(str(config.identity)) == config.identity  # and it parses back
+
+
+def test_username_from_an_escaped_identity_is_unescaped() -> None:
+    config = load_config({"SIPROC_ID_URI": "<sip:alice%40corp@pbx.example.com>"})
+    assert config.username == "alice@corp"
+
+
+def test_username_overrides_the_identity_user() -> None:
+    config = load_config({"SIPROC_ID_URI": "<sip:100@pbx.example.com>", "SIPROC_USERNAME": "x9"})
+    assert config.username == "x9"
+    assert str(config.identity) == "<sip:100@pbx.example.com>"
+
+
+def test_registrar_needs_an_identity_or_a_username() -> None:
+    assert_error(
+        {"SIPROC_REGISTRAR_URI": "sip:pbx.example.com"}, "SIPROC_ID_URI", "SIPROC_USERNAME"
+    )
+
+
+# -- SIPROC_PASSWORD -------------------------------------------------------------------------
+
+
+def test_password_is_kept_but_never_shown() -> None:
+    config = load_config({**REGISTRAR, "SIPROC_PASSWORD": "hunter2-secret"})
+    assert config.password == "hunter2-secret"
+    assert "hunter2" not in repr(config) and "hunter2" not in str(config)
+    assert "pbx.example.com" in repr(config)  # the repr is still useful
+    assert "hunter2" not in repr([config]) and "hunter2" not in f"{config!r}"
+
+
+def test_password_is_taken_as_is() -> None:
+    config = load_config({**REGISTRAR, "SIPROC_PASSWORD": " spaced pass "})
+    assert config.password == " spaced pass "  # a password may begin or end with blanks
+
+
+def test_a_bad_value_error_never_contains_the_password() -> None:
+    exc = error({**REGISTRAR, "SIPROC_PASSWORD": "hunter2", "SIPROC_MAX_CALLS": "x"})
+    assert "hunter2" not in str(exc)
+
+
+def test_config_is_frozen() -> None:
+    config = load_config({})
+    with pytest.raises(AttributeError):
+        config.sip_port = 1  # type: ignore[misc]
+    assert isinstance(config, Config)
+
+
+# -- numbers ---------------------------------------------------------------------------------
+
+NUMBERS = [
+    # variable, attribute, low, high
+    ("SIPROC_TRANSPORT_PORT", "sip_port", 0, 65535),
+    ("SIPROC_MAX_CALLS", "max_calls", 1, 1_000_000),
+    ("SIPROC_REGISTER_EXPIRES", "register_expires", 60, 86400),
+    ("SIPROC_LOG_LEVEL", "log_level", 0, 6),
+]
+
+
+@pytest.mark.parametrize(("variable", "attribute", "low", "high"), NUMBERS)
+def test_numbers_accept_their_range(variable: str, attribute: str, low: int, high: int) -> None:
+    for value in (low, high, (low + high) // 2):
+        assert getattr(load_config({variable: str(value)}), attribute) == value
+    assert getattr(load_config({variable: f" {low} "}), attribute) == low
+
+
+@pytest.mark.parametrize(("variable", "attribute", "low", "high"), NUMBERS)
+@pytest.mark.parametrize(
+    "bad", ["below", "above", "-1", "abc", "5 0", "1.5", "0x10", "²", "\uff15", "9" * 5000]
+)
+def test_numbers_reject_the_rest(
+    variable: str, attribute: str, low: int, high: int, bad: str
+) -> None:
+    value = {"below": str(low - 1), "above": str(high + 1)}.get(bad, bad)
+    if value == "-1" and low > 0:
+        value = "-5"
+    assert_error({variable: value}, variable, f"from {low} to {high}")
+
+
+def test_log_levels_map_to_logging() -> None:
+    assert LOG_LEVELS[0] == logging.CRITICAL and LOG_LEVELS[3] == logging.INFO
+    assert LOG_LEVELS[6] == logging.DEBUG and sorted(LOG_LEVELS) == list(range(7))
+
+
+# -- addresses -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("127.0.0.1", "127.0.0.1"), ("::1", "::1"), ("[::1]", "::1"), ("0:0::1", "::1")],
+)
+def test_bind_address_valid(text: str, expected: str) -> None:
+    assert load_config({"SIPROC_BIND_ADDRESS": text}).bind_address == expected
+
+
+@pytest.mark.parametrize("text", ["localhost", "1.2.3.4.5", "127.0.0.1:5060", "256.0.0.1"])
+def test_bind_address_invalid(text: str) -> None:
+    assert_error({"SIPROC_BIND_ADDRESS": text}, "SIPROC_BIND_ADDRESS", "IP address", repr(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("[2001:db8::1]", "2001:db8::1"),
+        ("2001:db8::1", "2001:db8::1"),
+        ("sip.example.com", "sip.example.com"),
+    ],
+)
+def test_public_address_valid(text: str, expected: str) -> None:
+    assert load_config({"SIPROC_PUBLIC_ADDRESS": text}).public_address == expected
+
+
+@pytest.mark.parametrize("text", ["203.0.113.7:5060", "bad host", "a_b.example.com", "x;y"])
+def test_public_address_invalid(text: str) -> None:
+    # It goes into Via, Contact and SDP: something that cannot stand there is refused now.
+    assert_error({"SIPROC_PUBLIC_ADDRESS": text}, "SIPROC_PUBLIC_ADDRESS", repr(text))
+
+
+# -- SIPROC_RTP_PORTS ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("20000-30000", (20000, 30000)),
+        (" 1024 - 1027 ", (1024, 1027)),
+        ("60000-65535", (60000, 65535)),
+    ],
+)
+def test_rtp_ports_valid(text: str, expected: tuple[int, int]) -> None:
+    assert load_config({"SIPROC_RTP_PORTS": text}).rtp_ports == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("10000", "range like 10000-20000"),
+        ("a-b", "range like 10000-20000"),
+        ("10000-", "range like 10000-20000"),
+        ("-10000", "range like 10000-20000"),
+        ("10000:20000", "range like 10000-20000"),
+        ("²-³", "range like 10000-20000"),
+        ("20000-10000", "at least 4 ports"),
+        ("1000-2000", "at least 4 ports"),  # below 1024
+        ("10000-70000", "at least 4 ports"),
+        ("10000-10002", "at least 4 ports"),  # RTP/RTCP pairs need room
+    ],
+)
+def test_rtp_ports_invalid(text: str, fragment: str) -> None:
+    assert_error({"SIPROC_RTP_PORTS": text}, "SIPROC_RTP_PORTS", fragment)
+
+
+# -- SIPROC_CODEC_PRIORITIES -----------------------------------------------------------------
+
+
+def test_codec_priorities_apply() -> None:
+    config = load_config({"SIPROC_CODEC_PRIORITIES": "PCMA:200, pcmu:0"})
+    priorities = {c.full_name: c.priority for c in config.codecs}
+    assert priorities["PCMA/8000/1"] == 200 and priorities["PCMU/8000/1"] == 0
+    enabled = [c.full_name for c in config.codecs if c.enabled]
+    assert "PCMU/8000/1" not in enabled and "PCMA/8000/1" in enabled
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("pcmu", "is not <name>:<priority>"),
+        (":5", "is not <name>:<priority>"),
+        ("PCMU:300", "not an integer 0-255"),
+        ("PCMU:high", "not an integer 0-255"),
+        ("PCMU:-1", "not an integer 0-255"),
+        ("foo:1", "matches no codec"),
+        ("PCMU:0,PCMA:0", "disables every usable audio codec"),
+        ("PCM:0", "disables every usable audio codec"),  # a prefix matches both
+    ],
+)
+def test_codec_priority_errors_become_config_errors(text: str, fragment: str) -> None:
+    assert_error({"SIPROC_CODEC_PRIORITIES": text}, "SIPROC_CODEC_PRIORITIES", fragment)
+
+
+def test_telephone_event_alone_is_not_enough() -> None:
+    assert_error(
+        {"SIPROC_CODEC_PRIORITIES": "PCMU:0,PCMA:0,telephone-event:200"},
+        "SIPROC_CODEC_PRIORITIES",
+        "disables every usable audio codec",
+    )

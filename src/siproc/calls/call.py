@@ -64,6 +64,7 @@ HANDLER_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 # DISCONNECTED and end of file reach the handler this long before SIGTERM, so that a handler in
 # a read loop sees why the call ended even if it does not trap SIGTERM.
 TERM_DELAY = 0.2
+WARN_REFUSED = 5  # refused handler commands logged one by one; after that at 10, 100, 1000...
 
 
 class CallState(Enum):
@@ -158,6 +159,7 @@ class Call:
         self.remote_contact: str = ""
         self.log = CallLog(log, {"call": call_id[:12]})
         self.end_status: int | None = None
+        self._refused = 0
         self.end_reason = ""
         # outgoing
         self._invite: Request | None = None
@@ -227,7 +229,13 @@ class Call:
             self.handler.send(protocol.format_event(event))
 
     def _error(self, command: str, reason: str) -> None:
-        self.log.warning("handler command %s refused: %s", command, reason)
+        """Answer a refused command with ERROR; warn in the log, but not once per line of a
+        handler that floods garbage: the first few, then at each power of ten."""
+        self._refused += 1
+        count = self._refused
+        if count <= WARN_REFUSED or str(count).rstrip("0") == "1":
+            more = f" ({count} refused commands so far)" if count > WARN_REFUSED else ""
+            self.log.warning("handler command %s refused: %s%s", command, reason, more)
         self.event(protocol.ErrorEvent(command, reason))
 
     def _on_overlong_line(self, head: str) -> None:

@@ -167,7 +167,7 @@ class Endpoint:
         try:
             info = message_info(message)
         except ParseError as exc:
-            return self._answer_broken(message.headers, exc, source)
+            return self._answer_broken(message.headers, exc, source, message.method)
         try:
             return self._receive_request(message, info, source, local_host, now)
         except RemoteProtocolError as exc:
@@ -186,27 +186,32 @@ class Endpoint:
         if exc.headers is None or data.startswith(b"SIP/"):
             self.dropped += 1
             return []
-        return self._answer_broken(exc.headers, exc, source)
+        method = data.split(b" ", 1)[0].decode("latin-1") if data else None
+        return self._answer_broken(exc.headers, exc, source, method)
 
     def _answer_broken(
-        self, headers: Headers, exc: ParseError, source: Destination
+        self, headers: Headers, exc: ParseError, source: Destination, method: str | None = None
     ) -> list[Output]:
         """400 to a request we cannot parse fully, if its headers allow a response at all.
 
         Via (where to) and CSeq (the client matches on branch and CSeq method, section 17.1.3)
         suffice: RFC 4475 section 3.3.1 wants a 400 even without Call-ID, From and To.
         """
-        vias = headers.get_all("Via")
         cseq = headers.get("CSeq") or ""
-        if not vias or not cseq.strip() or cseq.split()[-1:] == ["ACK"]:
+        # An ACK is never answered (RFC 3261 section 17.2.1), whatever its CSeq says.
+        if not cseq.strip() or "ACK" in (method, *cseq.split()[-1:]):
             self.dropped += 1
             return []
         try:
-            via = parse_via(vias[0])
+            vias = headers.get_all("Via")  # splitting raises on an unterminated quote
+            via = parse_via(vias[0]) if vias else None
         except ParseError:
+            via = None
+        if via is None:
             self.dropped += 1
             return []
         request = Request("UNKNOWN", "sip:invalid", headers)
+        _stamp_via(request, via, source)  # RFC 3261 section 18.2.1 holds for broken ones too
         reason = "Bad Request (" + str(exc).replace("\r", " ").replace("\n", " ")[:120] + ")"
         response = make_response(request, 400, reason, to_tag=self.new_token())
         return [self._send_stateless_response(response, via, source)]
@@ -285,10 +290,13 @@ class Endpoint:
             raise RemoteProtocolError(400, "Bad Request (malformed Request-URI)") from None
         if not isinstance(uri, SipUri):
             raise RemoteProtocolError(416, "Unsupported URI Scheme")
+        try:  # list headers are split only now: a broken one is the peer's fault
+            required = option_tags(request.headers, "Require")
+            accept = media_types(request.headers, "Accept")
+        except ParseError as exc:
+            raise RemoteProtocolError(400, f"Bad Request ({str(exc)[:120]})") from None
         if request.method != "CANCEL":
-            unknown = [
-                t for t in option_tags(request.headers, "Require") if t not in SUPPORTED_EXTENSIONS
-            ]
+            unknown = [t for t in required if t not in SUPPORTED_EXTENSIONS]
             if unknown:
                 raise RemoteProtocolError(
                     420, "Bad Extension", headers=(("Unsupported", ", ".join(unknown)),)
@@ -299,7 +307,6 @@ class Endpoint:
                 raise RemoteProtocolError(
                     415, "Unsupported Media Type", headers=(("Accept", ", ".join(ACCEPTED_BODIES)),)
                 )
-            accept = media_types(request.headers, "Accept")
             if accept and not any(a in ("application/sdp", "application/*", "*/*") for a in accept):
                 raise RemoteProtocolError(
                     406, "Not Acceptable", headers=(("Accept", ", ".join(ACCEPTED_BODIES)),)
@@ -406,7 +413,8 @@ def _stamp_via(request: Request, via: Via, source: Destination) -> None:
     retransmission gets the same one and RFC 2543 keys (built from the top Via) still match.
     """
     stamped = via
-    if via.host.lower() != source.host.lower():
+    # RFC 3581 section 4: with rport, received is added "even if it is identical" to sent-by.
+    if via.rport is not None or via.host.lower() != source.host.lower():
         stamped = stamped.with_param("received", source.host)
     if via.rport is not None:
         stamped = stamped.with_param("rport", str(source.port))

@@ -32,9 +32,11 @@ MAX_CSEQ = 2**31 - 1  # RFC 3261 section 8.1.1.5: "MUST be less than 2**31"
 MAX_EXPIRES = 2**32 - 1  # RFC 3261 section 20.19
 # Headers that may appear only once (RFC 3261 section 7.3.1: not list headers).
 SINGLE_HEADERS = ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Type", "Expires")
-# sent-protocol with the LWS RFC 3261 section 25.1 allows around each SLASH.
+# sent-protocol with the LWS RFC 3261 section 25.1 allows around each SLASH; re.ASCII keeps \w
+# to the ASCII alphanumerics and "_" of token.
 _VIA_RE = re.compile(
-    r"\s*([\w\-.!%*+`'~]+)\s*/\s*([\w\-.!%*+`'~]+)\s*/\s*([\w\-.!%*+`'~]+)\s+(.*)$", re.S
+    r"\s*([\w\-.!%*+`'~]+)\s*/\s*([\w\-.!%*+`'~]+)\s*/\s*([\w\-.!%*+`'~]+)\s+(.*)$",
+    re.S | re.ASCII,
 )
 _TAG_RE = re.compile(r";\s*tag\s*=", re.IGNORECASE)
 
@@ -75,6 +77,11 @@ class Via:
         return f"{self.protocol}/{self.transport} {sent_by}{format_params(self.params)}"
 
 
+def _is_digits(text: str) -> bool:
+    """1*DIGIT with ASCII digits only (RFC 5234 appendix B.1); str.isdigit() also takes "²"."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_via(value: str) -> Via:
     """Parse one Via entry: `SIP/2.0/UDP host:port;branch=...`."""
     match = _VIA_RE.match(value)
@@ -101,7 +108,7 @@ class CSeq:
 
 def parse_cseq(value: str) -> CSeq:
     parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit():
+    if len(parts) != 2 or not _is_digits(parts[0]):
         raise ParseError(f"invalid CSeq {value[:60]!r}")
     if len(parts[0]) > 10 or int(parts[0]) > MAX_CSEQ:
         raise ParseError(f"CSeq number {parts[0][:20]} is not below 2**31")
@@ -113,7 +120,7 @@ def parse_cseq(value: str) -> CSeq:
 def parse_delta_seconds(value: str, header: str) -> int:
     """A non-negative integer of at most 2**32-1 (RFC 3261 section 25.1 delta-seconds)."""
     text = value.strip()
-    if not text.isdigit() or len(text) > 10 or int(text) > MAX_EXPIRES:
+    if not _is_digits(text) or len(text) > 10 or int(text) > MAX_EXPIRES:
         raise ParseError(f"invalid {header} value {text[:20]!r}")
     return int(text)
 
@@ -147,7 +154,10 @@ def message_info(message: Message) -> MessageInfo:
     if not call_id or any(c.isspace() for c in call_id):
         raise ParseError(f"invalid Call-ID {call_id[:60]!r}")
     cseq = parse_cseq(headers.get("CSeq") or "")
-    vias = tuple(parse_via(v) for v in headers.get_all("Via"))
+    try:
+        vias = tuple(parse_via(v) for v in headers.get_all("Via"))
+    except ParseError as exc:
+        raise ParseError(f"invalid Via header: {exc}") from None
     if not vias:
         raise ParseError("empty Via header")
     try:
@@ -161,7 +171,7 @@ def message_info(message: Message) -> MessageInfo:
     max_forwards = None
     mf = headers.get("Max-Forwards")
     if mf is not None:
-        if not mf.strip().isdigit() or len(mf.strip()) > 10 or int(mf) > 255:
+        if not _is_digits(mf.strip()) or len(mf.strip()) > 10 or int(mf) > 255:
             raise ParseError(f"invalid Max-Forwards {mf[:20]!r}")
         max_forwards = int(mf)
     expires = headers.get("Expires")
@@ -194,7 +204,15 @@ def content_type(headers: Headers) -> str | None:
 
 
 def has_tag(name_addr_text: str) -> bool:
-    return bool(_TAG_RE.search(name_addr_text))
+    """True when a From/To value has a tag header parameter (RFC 3261 section 8.2.6.2).
+
+    A `;tag=` inside <URI> or a quoted display name is no tag; a value too broken to parse
+    falls back to a plain search.
+    """
+    try:
+        return parse_name_addr(name_addr_text).tag is not None
+    except ParseError:
+        return bool(_TAG_RE.search(name_addr_text))
 
 
 def make_response(

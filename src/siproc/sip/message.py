@@ -120,7 +120,10 @@ LIST_HEADERS = frozenset(
     }
 )
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-_VERSION_RE = re.compile(r"SIP/\d+\.\d+")
+# RFC 3261 section 7.1: "The SIP-Version string is case-insensitive, but implementations MUST
+# send upper-case"; DIGIT is ASCII only (RFC 5234 appendix B.1).
+_VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
+_STATUS_CODE_RE = re.compile(r"[0-9]{3}")
 
 
 def canonical_name(name: str) -> str:
@@ -245,30 +248,50 @@ def _split_head(head: str) -> tuple[str, Headers]:
         if line[:1] in (" ", "\t"):  # RFC 3261 section 7.3.1: folded continuation
             if name is None:
                 raise ParseError("continuation line before the first header")
-            value += " " + line.strip()
+            # The fold and the whitespace around it count as one SP (RFC 3261 section 7.3.1);
+            # leading and trailing whitespace is not part of the value.
+            part = line.strip(" \t")
+            if part:
+                value = f"{value} {part}" if value else part
             continue
         if name is not None:
             headers.add(name, value)
         raw_name, colon, raw_value = line.partition(":")
         raw_name = raw_name.rstrip(" \t")
         if not colon or not raw_name or not _TOKEN_RE.fullmatch(raw_name):
-            raise ParseError(f"malformed header line {line[:60]!r}", headers=headers)
+            raise ParseError(
+                f"malformed header line {line[:60]!r}",
+                headers=None if _is_status_line(start) else headers,
+            )
         name, value = raw_name, raw_value.strip()
     if name is not None:
         headers.add(name, value)
     return start, headers
 
 
+def _is_status_line(start: str) -> bool:
+    return start[:4].upper() == "SIP/"
+
+
+def _salvaged(message: Message) -> Headers | None:
+    """The headers a `ParseError` carries: a request's, so that it can be answered with 400.
+
+    A response is never answered; a broken one is dropped (RFC 4475 sections 3.1.2.5 and
+    3.1.2.19), so its errors carry no headers and the endpoint cannot mistake it for a request.
+    """
+    return message.headers if isinstance(message, Request) else None
+
+
 def _parse_start(start: str, headers: Headers) -> Message:
-    if start.startswith("SIP/"):
+    if _is_status_line(start):
         version, _, rest = start.partition(" ")
         code, _, reason = rest.partition(" ")
-        if not _VERSION_RE.fullmatch(version) or len(code) != 3 or not code.isdigit():
-            raise ParseError(f"malformed status line {start[:80]!r}", headers=headers)
+        if not _VERSION_RE.fullmatch(version) or not _STATUS_CODE_RE.fullmatch(code):
+            raise ParseError(f"malformed status line {start[:80]!r}")
         status = int(code)
         if not 100 <= status <= 699:
-            raise ParseError(f"status code {status} out of range", headers=headers)
-        return Response(status, reason, headers, version=version)
+            raise ParseError(f"status code {status} out of range")
+        return Response(status, reason, headers, version=version.upper())
     parts = start.split(" ")
     if len(parts) != 3 or not all(parts):
         raise ParseError(
@@ -281,18 +304,19 @@ def _parse_start(start: str, headers: Headers) -> Message:
         raise ParseError(f"invalid SIP version {version[:20]!r}", headers=headers)
     if uri.startswith("<") or ":" not in uri:
         raise ParseError(f"invalid Request-URI {uri[:80]!r}", headers=headers)
-    return Request(method, uri, headers, version=version)
+    return Request(method, uri, headers, version=version.upper())
 
 
-def _content_length(headers: Headers) -> int | None:
-    values = headers.get_raw("Content-Length")
+def _content_length(message: Message) -> int | None:
+    values = message.headers.get_raw("Content-Length")
     if not values:
         return None
     if len(values) > 1:
-        raise ParseError("more than one Content-Length header", headers=headers)
+        raise ParseError("more than one Content-Length header", headers=_salvaged(message))
     text = values[0].strip()
-    if not text.isdigit() or len(text) > 9:
-        raise ParseError(f"invalid Content-Length {text[:20]!r}", headers=headers)
+    # Content-Length = 1*DIGIT, ASCII digits only (RFC 3261 section 25.1, RFC 5234).
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        raise ParseError(f"invalid Content-Length {text[:20]!r}", headers=_salvaged(message))
     return int(text)
 
 
@@ -319,14 +343,14 @@ def parse_message(data: bytes) -> Message:
         # A message with no body and no blank line at all is malformed.
         raise ParseError("no empty line after the headers")
     message = _parse_head(data[:head_end])
-    length = _content_length(message.headers)
+    length = _content_length(message)
     available = len(data) - body_start
     if length is None:
         message.body = data[body_start:]
     elif length > available:
         raise ParseError(
             f"Content-Length {length} is larger than the {available} body octets received",
-            headers=message.headers,
+            headers=_salvaged(message),
         )
     else:
         message.body = data[body_start : body_start + length]
@@ -360,6 +384,7 @@ class StreamFramer:
         self._max_size = max_size
         self.broken: str | None = None
         self.keepalives = 0
+        self._crlf_run = 0  # CR/LF octets seen since the last message, across feed() calls
 
     def feed(self, data: bytes) -> list[Message | ParseError]:
         if self.broken:
@@ -369,8 +394,14 @@ class StreamFramer:
         while True:
             stripped = self._buffer.lstrip(b"\r\n")
             if len(stripped) != len(self._buffer):
-                self.keepalives += (len(self._buffer) - len(stripped)) // 4
+                # A CRLFCRLF ping may arrive split over several segments: count it however
+                # the stream was cut (RFC 5626 section 3.5.1).
+                run = self._crlf_run + len(self._buffer) - len(stripped)
+                self.keepalives += run // 4 - self._crlf_run // 4
+                self._crlf_run = run
                 self._buffer = bytearray(stripped)
+            if self._buffer:
+                self._crlf_run = 0
             head_end, body_start = _find_head_end(self._buffer)
             if head_end < 0:
                 if len(self._buffer) > self._max_size:
@@ -378,17 +409,17 @@ class StreamFramer:
                 return out
             try:
                 message = _parse_head(bytes(self._buffer[:head_end]))
-                length = _content_length(message.headers)
+                length = _content_length(message)
             except ParseError as exc:
                 self._break(out, f"unframeable message: {exc}", exc.headers)
                 return out
             if length is None:
                 self._break(
-                    out, "Content-Length is mandatory on stream transports", message.headers
+                    out, "Content-Length is mandatory on stream transports", _salvaged(message)
                 )
                 return out
             if length > self._max_size:
-                self._break(out, f"Content-Length {length} too large", message.headers)
+                self._break(out, f"Content-Length {length} too large", _salvaged(message))
                 return out
             if len(self._buffer) < body_start + length:
                 return out

@@ -57,9 +57,11 @@ def parse_host_port(text: str) -> tuple[str, int | None]:
             raise ParseError(f"invalid host {host!r}")
     if not rest:
         return host, None
-    if not rest.startswith(":") or not rest[1:].isdigit() or len(rest) > 6:
+    # port = 1*DIGIT, ASCII digits only (RFC 3261 section 25.1, RFC 5234 appendix B.1).
+    digits = rest[1:]
+    if not rest.startswith(":") or not (digits.isascii() and digits.isdigit()) or len(rest) > 6:
         raise ParseError(f"invalid port in {text!r}")
-    port = int(rest[1:])
+    port = int(digits)
     if not 0 < port < 65536:
         raise ParseError(f"port {port} out of range in {text!r}")
     return host, port

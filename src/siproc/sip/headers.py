@@ -142,7 +142,20 @@ class MessageInfo:
 
 
 def message_info(message: Message) -> MessageInfo:
-    """Parse the mandatory headers or raise `ParseError` naming the first wrong one."""
+    """Parse the mandatory headers or raise `ParseError` naming the first wrong one.
+
+    The result is kept on the message until its headers change, since every layer asks.
+    """
+    cached = message.parsed
+    if cached is not None and cached[0] is message.headers and cached[1] == message.headers.version:
+        assert isinstance(cached[2], MessageInfo)
+        return cached[2]
+    info = _message_info(message)
+    message.parsed = (message.headers, message.headers.version, info)
+    return info
+
+
+def _message_info(message: Message) -> MessageInfo:
     headers = message.headers
     for name in SINGLE_HEADERS:
         if len(headers.get_raw(name)) > 1:

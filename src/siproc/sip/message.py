@@ -10,6 +10,7 @@ holds one message and Content-Length may be absent; on a stream Content-Length i
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -126,6 +127,13 @@ _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
 _STATUS_CODE_RE = re.compile(r"[0-9]{3}")
 
 
+@functools.lru_cache(maxsize=1024)
+def header_key(name: str) -> str:
+    """The lookup key of a header name: its canonical spelling, lower-cased."""
+    return canonical_name(name).lower()
+
+
+@functools.lru_cache(maxsize=1024)
 def canonical_name(name: str) -> str:
     """The conventional spelling of a header name; compact forms expanded."""
     lower = name.lower()
@@ -135,51 +143,60 @@ def canonical_name(name: str) -> str:
 
 
 class Headers:
-    """An ordered, case-insensitive list of raw SIP headers."""
+    """An ordered, case-insensitive list of raw SIP headers.
 
-    __slots__ = ("_items",)
+    Each entry keeps its lower-case canonical name as the lookup key, computed once.
+    """
+
+    __slots__ = ("_items", "version")
 
     def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
-        self._items: list[tuple[str, str]] = []
+        self._items: list[tuple[str, str, str]] = []  # (name, value, key)
+        self.version = 0  # counts changes, so views parsed from the headers know when to renew
         for name, value in items or ():
             self.add(name, value)
 
     def add(self, name: str, value: str) -> None:
-        self._items.append((canonical_name(name), value))
+        self.version += 1
+        name = canonical_name(name)
+        self._items.append((name, value, name.lower()))
 
     def prepend(self, name: str, value: str) -> None:
-        self._items.insert(0, (canonical_name(name), value))
+        self.version += 1
+        name = canonical_name(name)
+        self._items.insert(0, (name, value, name.lower()))
 
     def set(self, name: str, value: str) -> None:
         """Replace every `name` header by one with `value` (at the first one's place)."""
+        self.version += 1
         name = canonical_name(name)
-        lower = name.lower()
-        for i, (n, _) in enumerate(self._items):
-            if n.lower() == lower:
-                self._items[i] = (name, value)
-                self._items[i + 1 :] = [it for it in self._items[i + 1 :] if it[0].lower() != lower]
+        key = name.lower()
+        for i, item in enumerate(self._items):
+            if item[2] == key:
+                self._items[i] = (name, value, key)
+                self._items[i + 1 :] = [it for it in self._items[i + 1 :] if it[2] != key]
                 return
-        self._items.append((name, value))
+        self._items.append((name, value, key))
 
     def remove(self, name: str) -> None:
-        lower = canonical_name(name).lower()
-        self._items = [it for it in self._items if it[0].lower() != lower]
+        self.version += 1
+        key = header_key(name)
+        self._items = [it for it in self._items if it[2] != key]
 
     def get(self, name: str) -> str | None:
         """The first `name` header's whole value, or None."""
-        lower = canonical_name(name).lower()
-        return next((v for n, v in self._items if n.lower() == lower), None)
+        key = header_key(name)
+        return next((v for _, v, k in self._items if k == key), None)
 
     def get_raw(self, name: str) -> list[str]:
         """Every `name` header line's value, unsplit."""
-        lower = canonical_name(name).lower()
-        return [v for n, v in self._items if n.lower() == lower]
+        key = header_key(name)
+        return [v for _, v, k in self._items if k == key]
 
     def get_all(self, name: str) -> list[str]:
         """Every value of `name`; list headers split at their top-level commas."""
-        lower = canonical_name(name).lower()
         values = self.get_raw(name)
-        if lower in LIST_HEADERS:
+        if header_key(name) in LIST_HEADERS:
             return [item for v in values for item in split_list(v)]
         return values
 
@@ -187,7 +204,7 @@ class Headers:
         return isinstance(name, str) and self.get(name) is not None
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._items)
+        return ((name, value) for name, value, _ in self._items)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -198,7 +215,7 @@ class Headers:
         return new
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({[(n, v) for n, v, _ in self._items]!r})"
 
 
 @dataclass(slots=True)
@@ -208,6 +225,8 @@ class Request:
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
     version: str = SIP_VERSION
+    # (headers, headers.version, parsed view): message_info() parses once per change.
+    parsed: tuple[Headers, int, object] | None = field(default=None, repr=False, compare=False)
 
     def start_line(self) -> str:
         return f"{self.method} {self.uri} {self.version}"
@@ -220,6 +239,8 @@ class Response:
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
     version: str = SIP_VERSION
+    # (headers, headers.version, parsed view): message_info() parses once per change.
+    parsed: tuple[Headers, int, object] | None = field(default=None, repr=False, compare=False)
 
     def start_line(self) -> str:
         return f"{self.version} {self.status} {self.reason}"

@@ -367,6 +367,8 @@ def _read_quoted(text: str) -> tuple[str, str]:
 
 
 def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    if '"' not in text and "<" not in text:  # the common case: nothing to step over
+        return text.split(sep)
     parts: list[str] = []
     depth_quote = False
     angle = False

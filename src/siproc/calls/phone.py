@@ -659,6 +659,8 @@ def _resolve(host: str) -> str:
 
 
 def _short_reason(status: int, exc: Exception) -> str:
+    if isinstance(exc, RemoteProtocolError):  # its str() is "<status> <reason>" already
+        return exc.reason
     base = {400: "Bad Request", 415: "Unsupported Media Type", 488: "Not Acceptable Here"}.get(
         status, "Error"
     )

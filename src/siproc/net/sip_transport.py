@@ -49,6 +49,11 @@ MAX_WRITE_BUFFER = 1 << 20  # bytes queued for a peer that does not read; then w
 PORT_RETRIES = 20  # port 0: attempts at a port free for UDP and TCP in every family
 KEEPALIVE_PONG = b"\r\n"  # RFC 5626 section 3.5.1: a CRLF answers a double-CRLF ping
 LOCAL_ADDRESS_CACHE_SIZE = 1024
+# The bytes a SIP message can start with: a token character (RFC 3261 section 25.1: alphanum and
+# -.!%*_+`'~) opens a request's method, "S" a response. Not CR, LF or STUN's 0x00/0x01.
+_SIP_FIRST_BYTES = frozenset(
+    bytes([c]) for c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~"
+)
 _DISCARD_PORT = 9  # any port will do: connect() on UDP only asks for a route
 
 
@@ -456,9 +461,9 @@ class SipTransport:
                     return
                 self.log.debug("UDP receive error on port %d: %s", self.port, exc)
                 continue
-            # SIP starts with a method or "SIP/": CRLF keep-alives, STUN (RFC 5626 section 4.4.2)
-            # and stray bytes start otherwise.
-            if not data[:1].isalpha() or not address[1]:  # source port 0 cannot be answered
+            # SIP starts with a method (a token, RFC 3261 section 25.1) or "SIP/": CRLF
+            # keep-alives, STUN (RFC 5626 section 4.4.2) and stray bytes start otherwise.
+            if data[:1] not in _SIP_FIRST_BYTES or not address[1]:  # port 0 cannot be answered
                 self.datagrams_ignored += 1
                 continue
             self.datagrams_received += 1

@@ -181,6 +181,20 @@ def test_options_is_answered(phones) -> None:  # type: ignore[no-untyped-def]
     response = options_ping("127.0.0.1", bob.port)
     assert response.startswith("SIP/2.0 200 OK\r\n")
     assert "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS" in response
+    assert "\r\nAccept: application/sdp\r\n" in response
+    assert "\r\nSupported:" in response
+
+
+def test_public_address_is_advertised(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+    """SIPROC_PUBLIC_ADDRESS replaces the local address in Via, Contact and SDP."""
+    bob = phones("bob", "answer")
+    alice = phones("alice", "wait", env={"SIPROC_PUBLIC_ADDRESS": "127.0.0.2"}, log_level=6)
+    alice.call(bob.uri("bob"))
+    bob_log = wait_file(workdir / "bob.log", r"EVENT CONNECTED")
+    assert "contact=sip:siproc@127.0.0.2:" in bob_log
+    assert alice.count(r"^Via: SIP/2.0/UDP 127\.0\.0\.2:") >= 1
+    assert alice.count(r"^c=IN IP4 127\.0\.0\.2") >= 1
+    assert alice.count(r"^Contact: <sip:siproc@127\.0\.0\.2:") >= 1
 
 
 @pytest.mark.parametrize(

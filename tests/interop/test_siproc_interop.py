@@ -459,3 +459,43 @@ def test_siproc_over_tcp_registers_and_calls_baresip(
     assert re.search(r"REQ INVITE sip:bob@\S+ from 127\.0\.0\.1:\d+/tcp", log), log
     assert re.search(r"REQ BYE \S+ from 127\.0\.0\.1:\d+/tcp", log), log
     assert_heard(bob, 550.0)
+
+
+def test_reinvite_is_answered_with_the_current_session(
+    workdir: Path, make_sipp: MakeSipp, make_siproc: Callable[..., Siproc]
+) -> None:
+    """A re-INVITE mid-call gets a 200 whose SDP answers the new offer (sendonly -> recvonly)."""
+    alice = make_siproc("alice.log", "answer")
+    uac = make_sipp(
+        SIPP_DIR / "uac_reinvite.xml",
+        f"127.0.0.1:{alice.port}",
+        timeout=15,
+        extra_args=["-s", "alice"],
+    )
+    result = uac.wait(timeout=20)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert _sipp_successful_calls(uac) == 1
+    events = handler_events(wait_file(workdir / "alice.log", ENDED))
+    assert events[0] == "CONNECTED"
+    assert events.count("CONNECTED") == 1  # the re-INVITE is no new call for the handler
+    assert events[-1].startswith("DISCONNECTED 200"), events
+
+
+def test_quit_removes_the_registration(
+    workdir: Path,
+    kamailio: Kamailio,
+    make_baresip: MakeBaresip,
+    make_siproc: Callable[..., Siproc],
+) -> None:
+    """QUIT un-REGISTERs (Expires: 0): calls to the account then fail at the registrar."""
+    kamailio.add_user("alice", "alice-secret")
+    kamailio.add_user("bob", "bob-secret")
+    alice = make_siproc("alice.log", "answer", env=account_env(kamailio, "alice", "alice-secret"))
+    alice.wait_for(r"registered as", timeout=10)
+    assert alice.quit() == 0
+    alice.wait_for(r"unregistered \(200\)")
+    bob = make_baresip("bob", registrar=kamailio, password="bob-secret")
+    bob.wait_registered()
+    bob.dial(kamailio.aor("alice"))
+    closed = bob.wait_event("CALL_CLOSED", timeout=10)
+    assert "480" in str(closed.get("param", "")) or "404" in str(closed.get("param", "")), closed

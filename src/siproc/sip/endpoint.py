@@ -53,7 +53,7 @@ from siproc.sip.uri import SipUri, format_host, parse_uri, split_list
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_EXTENSIONS = frozenset({"replaces", "norefersub"})  # what Require may name
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()  # option tags Require may name (none yet)
 ACCEPTED_BODIES = ("application/sdp",)
 
 

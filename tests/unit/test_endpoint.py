@@ -161,7 +161,8 @@ def test_416_for_a_tel_request_uri() -> None:
 
 
 def test_420_with_unsupported_for_an_unknown_require() -> None:
-    response = only_response(feed(endpoint(), raw(extra="Require: foo, replaces\r\n")), 420)
+    supporting = Endpoint(allow=ALLOW, supported=["replaces"])
+    response = only_response(feed(supporting, raw(extra="Require: foo, replaces\r\n")), 420)
     assert response.headers.get("Unsupported") == "foo"  # section 8.2.2.3: only the unknown
 
 

@@ -353,10 +353,11 @@ def test_request_uri_checks(uri: str, status: int) -> None:
 
 
 def test_require_unknown_extension_gets_420_with_unsupported() -> None:
-    answer = _one_response(feed(_request(extra="Require: Foo, replaces, bar\r\n")))
+    supporting = Endpoint(allow=ALLOW, rng=random.Random(4475), supported=["replaces"])
+    answer = _one_response(feed(_request(extra="Require: Foo, replaces, bar\r\n"), supporting))
     assert answer.status == 420
     assert answer.headers.get("Unsupported") == "foo, bar"
-    ok = feed(_request(extra="Require: replaces\r\n"))
+    ok = feed(_request(extra="Require: replaces\r\n"), supporting)
     assert [r.request.method for r in received(ok)] == ["OPTIONS"]
 
 

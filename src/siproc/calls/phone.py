@@ -38,7 +38,6 @@ from siproc.sdp.model import SdpError
 from siproc.sdp.offer_answer import CodecSpec, OfferAnswerError
 from siproc.sip.auth import DigestSession
 from siproc.sip.endpoint import (
-    SUPPORTED_EXTENSIONS,
     AckFor2xx,
     Endpoint,
     Output,
@@ -504,7 +503,7 @@ class Phone:
                             ("Allow", ALLOW),
                             ("Accept", "application/sdp"),
                             ("Accept-Language", "en"),
-                            ("Supported", ", ".join(sorted(SUPPORTED_EXTENSIONS))),
+                            ("Supported", ", ".join(sorted(self.endpoint.supported))),
                         ],
                     ),
                 )

@@ -53,7 +53,6 @@ from siproc.sip.uri import SipUri, format_host, parse_uri, split_list
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()  # option tags Require may name (none yet)
 ACCEPTED_BODIES = ("application/sdp",)
 
 
@@ -122,8 +121,10 @@ class Endpoint:
         timers: Timers = DEFAULT_TIMERS,
         rng: random.Random | None = None,
         user_agent: str = "siproc",
+        supported: Iterable[str] = (),
     ) -> None:
         self.allow = tuple(allow)
+        self.supported = frozenset(tag.lower() for tag in supported)  # option tags (19.2)
         self.timers = timers
         self.rng = rng or random.SystemRandom()
         self.user_agent = user_agent
@@ -296,7 +297,7 @@ class Endpoint:
         except ParseError as exc:
             raise RemoteProtocolError(400, f"Bad Request ({str(exc)[:120]})") from None
         if request.method != "CANCEL":
-            unknown = [t for t in required if t not in SUPPORTED_EXTENSIONS]
+            unknown = [t for t in required if t not in self.supported]
             if unknown:
                 raise RemoteProtocolError(
                     420, "Bad Extension", headers=(("Unsupported", ", ".join(unknown)),)

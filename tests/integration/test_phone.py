@@ -159,9 +159,11 @@ def test_sigterm_is_a_graceful_shutdown(workdir: Path, phones) -> None:  # type:
 def test_bad_stdin_line_is_reported_and_ignored(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
     alice = phones("alice", "wait")
     alice.send("DIAL sip:x@127.0.0.1")
-    alice.wait_for(r"ignoring input line 'DIAL sip:x@127.0.0.1': expected 'CALL <sip-uri>'")
-    alice.send("CALL not a uri")
-    alice.wait_for(r"CALL 'not a uri': not a SIP URI")
+    alice.wait_for(r"ignoring input line: expected 'CALL <sip-uri>' or 'QUIT', not 'DIAL sip:x@")
+    alice.send("CALL not-a-uri")
+    alice.wait_for(r"CALL 'not-a-uri': not a SIP URI")
+    alice.send("CALL sip:bob@127.0.0.1 Via: x")
+    alice.wait_for(r"ignoring input line: CALL: siproc writes the Via header itself")
     assert alice.proc.poll() is None
     assert alice.quit() == 0
 
@@ -291,3 +293,37 @@ def test_max_calls_refuses_with_486(workdir: Path, phones) -> None:  # type: ign
     alice.call(bob.uri("bob"))
     wait_file(workdir / "alice.log", r"EVENT DISCONNECTED 486")
     bob.wait_for(r"refusing call from .*: 486 Busy Here")
+
+
+def test_call_headers_reach_the_callee_handler_environment(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+    """CALL <uri> Header: value ... puts headers in the INVITE; the callee's handler sees every
+    X- header as SIPROC_HEADER_X_..., and the caller's display name and user."""
+    write_handler(
+        workdir / "env.sh", "env | grep '^SIPROC_' | sort > env.log\necho ANSWER\ncat >/dev/null\n"
+    )
+    bob = Siproc(
+        workdir / "env.sh", cwd=workdir, env={"SIPROC_ID_URI": '"Alice A." <sip:al%69ce@127.0.0.1>'}
+    )
+    caller = Siproc(
+        workdir / "h.sh",
+        "alice",
+        "wait",
+        cwd=workdir,
+        env={"SIPROC_ID_URI": '"Alice A." <sip:al%69ce@127.0.0.1>'},
+    )
+    try:
+        bob.wait_ready()
+        caller.wait_ready()
+        caller.send(f"CALL {bob.uri('bob')} X-Alert: disk full on /var X-Ticket.Id: 42 Subject: hi")
+        text = wait_file(workdir / "env.log", r"SIPROC_REQUEST_URI")
+        env = dict(line.split("=", 1) for line in text.splitlines())
+        assert env["SIPROC_HEADER_X_ALERT"] == "disk full on /var"
+        assert env["SIPROC_HEADER_X_TICKET_ID"] == "42"
+        assert "SIPROC_HEADER_SUBJECT" not in env  # only X- headers
+        assert env["SIPROC_REMOTE_DISPLAY_NAME"] == "Alice A."
+        assert env["SIPROC_REMOTE_USER"] == "alice"
+        assert env["SIPROC_OUTGOING"] == "n"
+        assert "SIPROC_PASSWORD" not in env
+    finally:
+        caller.stop()
+        bob.stop()

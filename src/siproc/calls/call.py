@@ -404,7 +404,14 @@ class Call:
 
     # -- outgoing -------------------------------------------------------------------------------
 
-    def start_outgoing(self, target: SipUri, destination: Destination) -> None:
+    @property
+    def invite(self) -> Request | None:
+        """The INVITE that started the call (ours or the peer's)."""
+        return self._invite if self.outgoing else self._incoming_invite
+
+    def start_outgoing(
+        self, target: SipUri, destination: Destination, extra: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         self._destination = destination
         self.request_uri = str(target)
         self._auth = self.phone.auth_session()
@@ -418,6 +425,8 @@ class Call:
         headers.add("CSeq", "1 INVITE")
         headers.add("Contact", f"<{self.phone.contact_for(destination)}>")
         headers.add("Allow", ALLOW)
+        for name, value in extra:  # CALL <uri> Header: value (calls/control.py)
+            headers.add(name, value)
         headers.add("Content-Type", "application/sdp")
         self._invite = Request("INVITE", str(target), headers, self._sdp_bytes(self._offer))
         self._send_invite()

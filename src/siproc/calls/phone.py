@@ -19,15 +19,18 @@ import ipaddress
 import logging
 import os
 import random
+import re
 import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
+from urllib.parse import unquote
 
 from siproc import __version__
 from siproc.calls.call import ALLOW, Call, CallState
+from siproc.calls.control import ControlError, Dial, Quit, parse_control_line
 from siproc.calls.handler import HandlerSpawnError
 from siproc.config import SIP_TRACE_LEVEL, Config
 from siproc.media.codecs.catalog import enabled_codecs, telephone_event_spec
@@ -183,21 +186,19 @@ class Phone:
         )
 
     def on_stdin_line(self, raw: bytes) -> None:
-        line = raw.decode("utf-8", "replace").strip()
-        if not line:
+        line = raw.decode("utf-8", "replace")
+        try:
+            command = parse_control_line(line)
+        except ControlError as exc:
+            print(f"siproc: ignoring input line: {exc}", file=sys.stderr, flush=True)
             return
-        verb, _, rest = line.partition(" ")
-        verb = verb.upper()
-        if verb == "QUIT" and not rest.strip():
-            self.request_shutdown("QUIT")
-        elif verb == "CALL" and rest.strip():
-            self.place_call(rest.strip())
-        else:
-            print(
-                f"siproc: ignoring input line {line[:80]!r}: expected 'CALL <sip-uri>' or 'QUIT'",
-                file=sys.stderr,
-                flush=True,
-            )
+        match command:
+            case Quit():
+                self.request_shutdown("QUIT")
+            case Dial(target=target, headers=headers):
+                self.place_call(target, headers)
+            case None:
+                pass
 
     # -- SIP plumbing ---------------------------------------------------------------------------
 
@@ -360,6 +361,7 @@ class Phone:
     def handler_env(self, call: Call) -> dict[str, str]:
         env = dict(self.base_env)
         remote = call.remote.without_params("tag")
+        user = remote.uri.user if isinstance(remote.uri, SipUri) else None
         env.update(
             SIPROC_REMOTE_URI=str(remote.uri),
             SIPROC_REMOTE_ID=str(remote),
@@ -368,7 +370,13 @@ class Phone:
             SIPROC_CALL_ID=call.call_id,
             SIPROC_LOCAL_URI=str(call.local.uri),
             SIPROC_REQUEST_URI=call.request_uri,
+            SIPROC_REMOTE_DISPLAY_NAME=remote.display_name or "",
+            SIPROC_REMOTE_USER=unquote(user or ""),
         )
+        if call.invite is not None and not call.outgoing:
+            for name, value in call.invite.headers:
+                if name.lower().startswith("x-"):
+                    env[header_variable(name)] = value
         return env
 
     def call_changed(self, call: Call) -> None:
@@ -406,8 +414,9 @@ class Phone:
 
     # -- outgoing calls -------------------------------------------------------------------------
 
-    def place_call(self, text: str) -> None:
-        """`CALL <uri>`: a SIP URI, or a bare user name at the registrar's domain."""
+    def place_call(self, text: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """`CALL <uri> [Header: value ...]`: a SIP URI or name-addr, or a bare user name at the
+        registrar's domain; `headers` go into the INVITE."""
         try:
             if ":" not in text and self.config.registrar is not None:
                 registrar = self.config.registrar
@@ -455,9 +464,15 @@ class Phone:
         )
         call.request_uri = str(uri)
         self._add_call(call)
-        self.loop.create_task(self._start_outgoing(call, uri, destination))
+        self.loop.create_task(self._start_outgoing(call, uri, destination, headers))
 
-    async def _start_outgoing(self, call: Call, uri: SipUri, destination: Destination) -> None:
+    async def _start_outgoing(
+        self,
+        call: Call,
+        uri: SipUri,
+        destination: Destination,
+        headers: tuple[tuple[str, str], ...],
+    ) -> None:
         try:
             await call.spawn_handler()
         except HandlerSpawnError as exc:
@@ -468,7 +483,7 @@ class Phone:
             self.call_finished(call)
             return
         call.log.info("calling %s", uri)
-        call.start_outgoing(uri, destination)
+        call.start_outgoing(uri, destination, headers)
 
     # -- incoming requests ----------------------------------------------------------------------
 
@@ -640,6 +655,11 @@ class Phone:
         if self._register_timer is not None:
             self._register_timer.cancel()
         self._register_timer = self.loop.call_at(at, self._send_register)
+
+
+def header_variable(name: str) -> str:
+    """SIPROC_HEADER_X_FOO_BAR for a header X-Foo.Bar: upper case, other characters as _."""
+    return "SIPROC_HEADER_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
 
 
 def _as_sip(uri: object) -> SipUri:

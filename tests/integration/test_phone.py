@@ -327,3 +327,39 @@ def test_call_headers_reach_the_callee_handler_environment(workdir: Path, phones
     finally:
         caller.stop()
         bob.stop()
+
+
+def send_message(host: str, port: int, from_uri: str, text: str, timeout: float = 5.0) -> str:
+    """Send an out-of-dialog MESSAGE over UDP and return the response's status line."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        sock.settimeout(timeout)
+        body = text.encode()
+        branch = f"z9hG4bK{time.time_ns()}"
+        message = (
+            f"MESSAGE sip:bob@{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {host}:{sock.getsockname()[1]};branch={branch};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <{from_uri}>;tag=m1\r\nTo: <sip:bob@{host}:{port}>\r\n"
+            f"Call-ID: msg{time.time_ns()}@test\r\nCSeq: 1 MESSAGE\r\n"
+            f"Content-Type: text/plain;charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        sock.sendto(message, (host, port))
+        data, _ = sock.recvfrom(65535)
+        return data.decode("utf-8", "replace").split("\r\n", 1)[0]
+
+
+def test_out_of_dialog_message_from_the_caller_reaches_the_handler(
+    workdir: Path,
+    phones,  # type: ignore[no-untyped-def]
+) -> None:
+    bob = phones("bob", "answer")
+    alice = phones("alice", "wait")
+    alice.call(bob.uri("bob"))
+    wait_file(workdir / "bob.log", r"EVENT CONNECTED")
+    caller = f"sip:siproc@127.0.0.1:{alice.port}"
+    assert send_message("127.0.0.1", bob.port, caller, "héllo\nworld \\ x") == "SIP/2.0 200 OK"
+    wait_file(workdir / "bob.log", r"EVENT MESSAGE héllo\\nworld \\\\ x$")
+    # A MESSAGE from a stranger is answered and logged, and starts nothing.
+    assert send_message("127.0.0.1", bob.port, "sip:eve@127.0.0.1", "hi") == "SIP/2.0 200 OK"
+    bob.wait_for(r"MESSAGE from sip:eve@127.0.0.1 outside any call: 'hi'")
+    assert "EVENT MESSAGE hi" not in (workdir / "bob.log").read_text()

@@ -158,6 +158,7 @@ class Call:
         self.request_uri: str = ""
         self.remote_contact: str = ""
         self.log = CallLog(log, {"call": call_id[:12]})
+        self.started = phone.loop.time()
         self.end_status: int | None = None
         self._refused = 0
         self.end_reason = ""

@@ -29,6 +29,7 @@ from dataclasses import replace
 from urllib.parse import unquote
 
 from siproc import __version__
+from siproc.calls import protocol
 from siproc.calls.call import ALLOW, Call, CallState
 from siproc.calls.control import ControlError, Dial, Quit, parse_control_line
 from siproc.calls.handler import HandlerSpawnError
@@ -397,6 +398,21 @@ class Phone:
         if not self.calls:
             self._all_calls_gone.set()
 
+    def _call_with(self, uri: object) -> Call | None:
+        """The live call whose remote party is `uri` (user and host), the newest first."""
+        if not isinstance(uri, SipUri):
+            return None
+        for call in sorted(self.calls, key=lambda c: c.started, reverse=True):
+            remote = call.remote.uri
+            if (
+                not call.ended
+                and isinstance(remote, SipUri)
+                and unquote(remote.user or "") == unquote(uri.user or "")
+                and remote.host.lower() == uri.host.lower()
+            ):
+                return call
+        return None
+
     def _add_call(self, call: Call) -> None:
         self.calls.add(call)
         self._by_call_id[call.call_id] = call
@@ -523,9 +539,15 @@ class Phone:
                     ),
                 )
             case "MESSAGE":
-                text = request.body.decode("utf-8", "replace")
-                log.info("MESSAGE from %s outside any call: %r", info.from_.uri, text[:200])
+                # Many phones send chat outside the dialog even during a call (baresip,
+                # linphone): it goes to the handler of the call with that party.
                 self.respond(tx, make_response(request, 200, "OK", to_tag=self.new_token()))
+                text = request.body.decode("utf-8", "replace")
+                call = self._call_with(info.from_.uri)
+                if call is not None:
+                    call.event(protocol.MessageReceived(text))
+                else:
+                    log.info("MESSAGE from %s outside any call: %r", info.from_.uri, text[:200])
             case "BYE" | "INFO":
                 self.respond(tx, make_response(request, 481, "Call/Transaction Does Not Exist"))
             case _:

@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(kamailio kamailio-sqlite-modules baresip-core sip-tester sox sqlite3 iproute2 libsndfile1)
+# libopus0: Opus in siproc (through ctypes); the Opus interop test fails without it, never skips.
+APT_PACKAGES=(kamailio kamailio-sqlite-modules baresip-core sip-tester sox sqlite3 iproute2 libsndfile1 libopus0)
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 

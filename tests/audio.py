@@ -95,3 +95,24 @@ def duration(path: Path) -> float:
     """Return the length of ``path`` in seconds."""
     info = sf.info(str(path))
     return float(info.frames) / float(info.samplerate)
+
+
+def wav_data_frames(path: Path) -> tuple[int, int]:
+    """(frames the WAV header's ``data`` chunk claims, frames the file really holds after it).
+
+    Equal numbers mean the header was finalised for exactly the data written. Also checks that
+    the RIFF size covers the whole file. Raises AssertionError for a file that is not RIFF/WAVE.
+    """
+    data = path.read_bytes()
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE", f"{path} is not a RIFF/WAVE file"
+    assert int.from_bytes(data[4:8], "little") == len(data) - 8, f"{path}: RIFF size not final"
+    pos, block_align = 12, 0
+    while pos + 8 <= len(data):
+        chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if chunk == b"fmt ":
+            block_align = int.from_bytes(data[pos + 20 : pos + 22], "little")
+        elif chunk == b"data":
+            assert block_align, f"{path}: data chunk before fmt chunk"
+            return size // block_align, (len(data) - pos - 8) // block_align
+        pos += 8 + size + (size & 1)
+    raise AssertionError(f"{path} has no data chunk")

@@ -131,6 +131,42 @@ def test_echo_round_trip_and_exit(tmp_path: Path) -> None:
     run(main)
 
 
+def test_no_line_is_delivered_before_spawn_returns(tmp_path: Path) -> None:
+    """The caller must hold the HandlerProcess before the first command runs: a command that
+    answers a call leads to an event (CONNECTED) for this very handler, which was lost when the
+    first line arrived while spawn() still awaited (seen under load: 16% of 500 calls). A slow
+    pipe setup (a busy loop) makes the window wide."""
+    argv = ["/bin/sh", "-c", "echo ANSWER; exec cat >/dev/null"]
+
+    class Early(Sink):
+        returned = False
+        early = 0
+
+        def on_line(self, line: str) -> None:
+            self.early += not self.returned
+            super().on_line(line)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        connect_write_pipe = loop.connect_write_pipe
+
+        async def slow_connect_write_pipe(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0.2)  # the child has written its first line by now
+            return await connect_write_pipe(*args, **kwargs)
+
+        loop.connect_write_pipe = slow_connect_write_pipe  # type: ignore[method-assign]
+        for _ in range(3):
+            sink = Early()
+            h = await sink.spawn(argv)
+            sink.returned = True
+            await sink.until(lambda sink=sink: sink.lines == ["ANSWER"])  # type: ignore[misc]
+            h.close_stdin()
+            await h.wait()
+            assert sink.early == 0
+
+    run(main)
+
+
 def test_natural_exit_delivers_every_line_before_on_exit(tmp_path: Path) -> None:
     argv = python(
         tmp_path,

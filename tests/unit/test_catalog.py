@@ -6,7 +6,6 @@ import pytest
 
 from siproc.media.codecs.catalog import (
     KNOWN_CODECS,
-    NOT_IMPLEMENTED,
     CodecEntry,
     CodecPriorityError,
     apply_priorities,
@@ -20,6 +19,7 @@ from siproc.sdp.offer_answer import CodecSpec
 PCMU = CodecSpec("PCMU", 8000, 1, 0)
 PCMA = CodecSpec("PCMA", 8000, 1, 8)
 G722 = CodecSpec("G722", 8000, 1, 9)
+OPUS = CodecSpec("opus", 48000, 2, 96, "useinbandfec=1")
 TE = CodecSpec("telephone-event", 8000, 1, 101, "0-16")
 
 #: As if every library were there and every codec implemented: tests prefix matching and
@@ -47,33 +47,43 @@ def test_known_names() -> None:
     assert KNOWN_CODECS["opus/48000/2"].rtpmap == "96 opus/48000/2"
 
 
-def test_default_order_on_this_version() -> None:
+def test_default_order_with_every_library() -> None:
+    # The test machines (and CI) have the g722 package and libopus: everything is usable.
     entries = apply_priorities("")
     assert [e.full_name for e in entries] == list(KNOWN_CODECS)
-    assert enabled_codecs(entries) == [PCMU, PCMA]
+    assert enabled_codecs(entries) == [OPUS, G722, PCMU, PCMA]
     assert telephone_event_spec(entries) == TE
 
 
-def test_g722_and_opus_are_never_usable_yet() -> None:
+def test_g722_and_opus_are_usable_here() -> None:
     availability = codec_availability()
-    for name in ("G722/16000/1", "opus/48000/2"):
+    assert availability == codec_availability()  # cached: probed once
+    for name in KNOWN_CODECS:
         usable, reason = availability[name]
-        assert not usable
-        assert reason.startswith(NOT_IMPLEMENTED)
-    assert availability["PCMU/8000/1"][0]
-    assert availability["PCMA/8000/1"][0]
-    assert availability["telephone-event/8000/1"][0]
-    entries = apply_priorities("G722:255,opus:255")
+        assert usable, f"{name}: {reason}"
+    assert availability["G722/16000/1"][1].startswith("G.722 64 kbit/s, g722 package")
+    assert availability["opus/48000/2"][1].startswith("Opus 48 kHz mono, libopus ")
+
+
+def test_a_codec_without_its_library_is_listed_with_the_reason_but_never_offered() -> None:
+    missing = {
+        **ALL_USABLE,
+        "G722/16000/1": (False, "the g722 Python package is not installed"),
+        "opus/48000/2": (False, "libopus not found"),
+    }
+    entries = apply_priorities("G722:255,opus:255", availability=missing)
     assert enabled_codecs(entries) == [PCMU, PCMA]
     g722 = next(e for e in entries if e.full_name == "G722/16000/1")
     assert g722.priority == 255
     assert not g722.enabled
-    assert "unavailable" in g722.describe()
+    assert g722.describe() == (
+        "G722/16000/1:255 unavailable (the g722 Python package is not installed)"
+    )
 
 
 def test_pcma_first_and_pcmu_disabled() -> None:
     entries = apply_priorities("PCMA:200,PCMU:0")
-    assert enabled_codecs(entries) == [PCMA]
+    assert enabled_codecs(entries) == [PCMA, OPUS, G722]  # 200 beats the defaults 140, 135
     assert priorities(entries)["PCMU/8000/1"] == 0
     pcmu = next(e for e in entries if e.full_name == "PCMU/8000/1")
     assert pcmu.usable
@@ -109,7 +119,7 @@ def test_later_entries_override_and_empty_items_are_ignored() -> None:
 def test_telephone_event_can_be_disabled() -> None:
     entries = apply_priorities("telephone-event:0")
     assert telephone_event_spec(entries) is None
-    assert enabled_codecs(entries) == [PCMU, PCMA]  # never listed among the audio codecs
+    assert enabled_codecs(entries) == [OPUS, G722, PCMU, PCMA]  # never among the audio codecs
     assert telephone_event_spec(apply_priorities("tel:1")) == TE
 
 

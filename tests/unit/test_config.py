@@ -327,8 +327,8 @@ def test_codec_priorities_apply() -> None:
         ("PCMU:high", "not an integer 0-255"),
         ("PCMU:-1", "not an integer 0-255"),
         ("foo:1", "matches no codec"),
-        ("PCMU:0,PCMA:0", "disables every usable audio codec"),
-        ("PCM:0", "disables every usable audio codec"),  # a prefix matches both
+        ("PCMU:0,PCMA:0,G722:0,opus:0", "disables every usable audio codec"),
+        ("PCM:0,G7:0,o:0", "disables every usable audio codec"),  # a prefix matches several
     ],
 )
 def test_codec_priority_errors_become_config_errors(text: str, fragment: str) -> None:
@@ -337,7 +337,7 @@ def test_codec_priority_errors_become_config_errors(text: str, fragment: str) ->
 
 def test_telephone_event_alone_is_not_enough() -> None:
     assert_error(
-        {"SIPROC_CODEC_PRIORITIES": "PCMU:0,PCMA:0,telephone-event:200"},
+        {"SIPROC_CODEC_PRIORITIES": "PCMU:0,PCMA:0,G722:0,opus:0,telephone-event:200"},
         "SIPROC_CODEC_PRIORITIES",
         "disables every usable audio codec",
     )

@@ -201,7 +201,9 @@ def test_codec_interface() -> None:
     frame = (np.sin(np.arange(160) / 5) * 10000).astype(np.int16)
     assert pcmu.encode(frame) == encode_ulaw(frame)
     assert np.array_equal(pcma.decode(pcma.encode(frame)), decode_alaw(encode_alaw(frame)))
-    assert available_codecs() == ("PCMU", "PCMA")
+    assert available_codecs() == ("PCMU", "PCMA", "G722", "OPUS")
+    assert (pcmu.stateful, pcma.stateful) == (False, False)
+    assert np.array_equal(pcmu.conceal(160), np.zeros(160, dtype=np.int16))
     with pytest.raises(ValueError, match="unsupported codec"):
         get_codec("G729")
     with pytest.raises(ValueError):

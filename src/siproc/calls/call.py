@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from siproc.calls import protocol
 from siproc.calls.handler import HandlerProcess
-from siproc.media.codecs import get_codec
+from siproc.media.codecs import AudioCodec, get_codec
 from siproc.media.player import MediaFileError
+from siproc.media.recorder import RecordFileError
 from siproc.sdp.model import SdpError, SessionDescription, parse_sdp
 from siproc.sdp.offer_answer import (
     CodecSpec,
@@ -64,6 +66,7 @@ HANDLER_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 # DISCONNECTED and end of file reach the handler this long before SIGTERM, so that a handler in
 # a read loop sees why the call ended even if it does not trap SIGTERM.
 TERM_DELAY = 0.2
+INFO_DTMF_DURATION_MS = 160  # Duration= of an application/dtmf-relay INFO
 WARN_REFUSED = 5  # refused handler commands logged one by one; after that at 10, 100, 1000...
 
 
@@ -151,6 +154,7 @@ class Call:
         self.local_tag = local_tag
         self.stream = stream
         stream.on_stopped = lambda file: self.event(protocol.Stopped(file))
+        stream.on_dtmf = lambda digit: self.event(protocol.DtmfReceived(digit))
         self.state = CallState.INCOMING if not outgoing else CallState.CALLING
         self.dialog: Dialog | None = None
         self.handler: HandlerProcess | None = None
@@ -183,6 +187,9 @@ class Call:
         self._bye_after_ack = False
         # media
         self.negotiated: NegotiatedMedia | None = None
+        self._info_digits: deque[str] = deque()  # DTMF keys waiting for their SIP INFO
+        self._info_in_flight = False
+        self._codec: tuple[tuple[str, str | None], AudioCodec] | None = None  # (key, instance)
         self._sdp_version = 1
         self._sdp_session = int(phone.new_token()[:8], 16)
 
@@ -282,6 +289,18 @@ class Call:
             case protocol.Stop():
                 if self.stream.stop_last() is None:
                     return self._error("STOP", "nothing is playing")
+            case protocol.Dtmf(digits=digits):
+                self._send_dtmf(digits)
+            case protocol.Record(file=None):
+                if self.stream.stop_recording() is None:
+                    return self._error("RECORD", "nothing is being recorded")
+            case protocol.Record(file=str() as file, stereo=stereo):
+                if self.stream.closed:
+                    return self._error("RECORD", f"the call is {state.value}")
+                try:
+                    self.stream.start_recording(file, stereo)
+                except RecordFileError as exc:
+                    return self._error("RECORD", str(exc))
             case _:
                 verb = protocol.format_command(command).split(" ", 1)[0]
                 self._error(verb, "not supported by this version of siproc")
@@ -332,12 +351,19 @@ class Call:
             self.dialog.set_state(DialogState.TERMINATED)
         self._set_state(CallState.ENDED)
         stats = self.stream.stats
-        self.log.info(
-            "call ended: %d %s (RTP: %d packets sent, %d received)",
+        rtt, peer_lost = stats.rtt_ms, stats.remote_lost
+        self.log.info(  # RTCP figures (RFC 3550 section 6.4) after the RTP counts
+            "call ended: %d %s (RTP: %d packets sent, %d received) lost %d (%.1f%%), "
+            "jitter %.1f ms, rtt %s, peer lost %s",
             status,
             reason,
             stats.packets_sent,
             stats.packets_received,
+            stats.lost,
+            stats.fraction_lost * 100,
+            stats.jitter_ms,
+            "n/a" if rtt is None else f"{rtt:.1f} ms",
+            "n/a" if peer_lost is None else peer_lost,
         )
         if self.handler is not None and not self.handler_done:
             self.event(protocol.Disconnected(status, reason))
@@ -365,14 +391,21 @@ class Call:
         if negotiated.rejected:
             raise OfferAnswerError("the remote end rejected the audio stream (port 0)")
         self.negotiated = negotiated
-        codec = get_codec(negotiated.codec.name)
+        # One codec instance per call: a re-INVITE that keeps the codec keeps its state (G.722
+        # and Opus encoders/decoders carry history from frame to frame).
+        key = (negotiated.codec.name.upper(), negotiated.codec.fmtp)
+        if self._codec is None or self._codec[0] != key:
+            self._codec = (key, get_codec(negotiated.codec.name, negotiated.codec.fmtp))
+        codec = self._codec[1]
         self.stream.configure(
             negotiated.remote_address,
             codec,
             negotiated.codec.payload_type,
             negotiated.telephone_event_pt,
             negotiated.direction,
+            receive_telephone_event_pt=negotiated.local_telephone_event_pt,
         )
+        self.stream.configure_rtcp(mux=negotiated.rtcp_mux, remote=negotiated.remote_rtcp)
 
     def _start_media(self) -> None:
         if self.negotiated is not None:
@@ -711,6 +744,64 @@ class Call:
 
     def _contact_header_for(self, tx: ServerTransaction) -> tuple[str, str]:
         return ("Contact", f"<{self.phone.contact_for(tx.reply_to)}>")
+
+    # -- DTMF out -------------------------------------------------------------------------------
+
+    def _send_dtmf(self, digits: str) -> None:
+        """``DTMF <digits>`` (already validated by the protocol parser): RFC 4733 events when
+        telephone-event was negotiated, else one SIP INFO per key (``application/dtmf-relay``,
+        the de facto format of RFC 2976 INFO DTMF), each sent once the previous one got its
+        final response, so that they arrive in order. INFO is also the way while we may not
+        send RTP (the remote put us on hold, RFC 3264 section 8.4)."""
+        if self.state is not CallState.CONNECTED or self.dialog is None:
+            return self._error("DTMF", f"not possible while the call is {self.state.value}")
+        negotiated = self.negotiated
+        if (
+            negotiated is not None
+            and negotiated.telephone_event_pt is not None
+            and negotiated.direction in ("sendrecv", "sendonly")
+        ):
+            try:
+                self.stream.send_dtmf(digits)
+            except ValueError as exc:
+                return self._error("DTMF", str(exc))
+            return None
+        self._info_digits.extend(digits)
+        if not self._info_in_flight:
+            self._send_next_info()
+        return None
+
+    def _send_next_info(self) -> None:
+        if self.state is not CallState.CONNECTED or self.dialog is None:
+            self._info_digits.clear()
+            return
+        if not self._info_digits:
+            return
+        digit = self._info_digits.popleft()
+        request = self.dialog.create_request("INFO")
+        request.headers.add("Content-Type", "application/dtmf-relay")
+        request.body = f"Signal={digit}\r\nDuration={INFO_DTMF_DURATION_MS}\r\n".encode()
+        destination = self.phone.destination_for(self.dialog.next_hop())
+        self._info_in_flight = True
+        self.phone.send_request(request, destination, self._on_info_response)
+
+    def _on_info_response(self, event: ResponseReceived | TransactionTimeout) -> None:
+        if isinstance(event, ResponseReceived) and event.response.status < 200:
+            return
+        self._info_in_flight = False
+        if isinstance(event, TransactionTimeout) or event.response.status >= 300:
+            what = (
+                "no answer"
+                if isinstance(event, TransactionTimeout)
+                else f"{event.response.status} {event.response.reason}"
+            )
+            dropped = len(self._info_digits)
+            self._info_digits.clear()
+            if self.state is CallState.CONNECTED:
+                more = f"; {dropped} more not sent" if dropped else ""
+                self._error("DTMF", f"SIP INFO refused by the remote end ({what}){more}")
+            return
+        self._send_next_info()
 
     def _on_info(self, request: Request) -> None:
         """DTMF in SIP INFO: application/dtmf-relay (Signal=5) and application/dtmf (5)."""

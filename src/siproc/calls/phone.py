@@ -157,6 +157,7 @@ class Phone:
         except TimeoutError:
             log.warning("shutdown: gave up waiting for %d call(s) to end", len(self.calls))
             for call in list(self.calls):
+                call.stream.close()  # finishes a recording that is still open
                 if call.handler is not None and not call.handler_done:
                     call.handler.kill()
         self.clock.close()

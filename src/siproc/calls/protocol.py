@@ -253,7 +253,8 @@ class Message:
 class Record:
     """``RECORD [<file> [stereo]]``: record the call to ``file``; ``file=None`` stops recording.
 
-    ``stereo`` puts the local side on the left channel and the remote side on the right.
+    ``stereo`` puts the remote side (what we receive) on the left channel and the local side
+    (what we send) on the right.
     """
 
     file: str | None = None

@@ -170,9 +170,14 @@ class RtpSender:
         samples: int,
         marker: bool = False,
         payload_type: int | None = None,
+        *,
+        timestamp: int | None = None,
     ) -> bytes:
         """Build the next packet carrying ``payload``, then advance the sequence number by one
         and the timestamp by ``samples`` (clock-rate units covered by this packet).
+
+        ``timestamp`` overrides the packet's timestamp without changing the stream's: all
+        packets of one RFC 4733 event carry the event's start time (RFC 4733 section 2.3.1).
 
         ``struct.pack`` plus one concatenation measured 2.3x faster (0.16 us) than packing into
         a preallocated bytearray and copying out, with the same two small allocations.
@@ -184,7 +189,7 @@ class RtpSender:
             0x80,  # V=2, P=0, X=0, CC=0
             (0x80 if marker else 0) | pt,
             self.sequence,
-            self.timestamp,
+            self.timestamp if timestamp is None else timestamp & 0xFFFFFFFF,
             self.ssrc,
         )
         data += payload

@@ -22,6 +22,21 @@ Theory of operation:
   packet. Garbage is counted and dropped. Valid packets of an expected payload type feed the
   symmetric RTP latch (:class:`SymmetricRtpLatch`): we send to where the peer's RTP really comes
   from (NAT), not to the SDP address, once it arrives.
+* DTMF (:mod:`siproc.media.dtmf`): ``send_dtmf`` queues RFC 4733 events whose packets replace
+  the audio on their ticks (PT ``telephone_event_pt``, the event's start timestamp, while the
+  stream timestamp runs on). Received telephone-events are reported once per key press through
+  ``on_dtmf``; without telephone-event, the decoded audio goes through a Goertzel detector.
+  Keys due while the stream may not send (hold) are skipped, not delayed.
+* RTCP (RFC 3550 section 6; the sans-I/O state is :mod:`siproc.media.rtcp_session`): every
+  packet from the latched source feeds the receiver statistics (sequence, loss, jitter; about
+  0.25 us). The tick sends an SR or RR with SDES CNAME when the randomised interval is up: to
+  the peer's RTP address with rtcp-mux (RFC 5761), else to where its RTCP comes from, its
+  ``a=rtcp`` (RFC 3605) or RTP port + 1; ``close`` sends BYE. Received RTCP (either socket)
+  gives the round-trip time and the peer's view of our stream; all of it is in ``stats``.
+* RECORD (:mod:`siproc.media.recorder`): while ``start_recording`` is in force, received audio
+  packets go into a jitter buffer (copied out of the receive buffer) and each tick records the
+  popped, decoded frame next to the frame we sent (or silence), one file write per 0.5 s;
+  ``stop_recording`` and ``close`` finish the file. About 6-8 us per tick for G.711.
 """
 
 from __future__ import annotations
@@ -33,16 +48,21 @@ import logging
 import math
 import random
 import socket
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
 
-from siproc.media.codecs import AudioCodec
+from siproc.media.codecs import AudioCodec, get_codec
+from siproc.media.dtmf import DtmfReceiver, DtmfSender, GoertzelDetector
 from siproc.media.mixer import PlaybackMixer
 from siproc.media.player import FilePlayer
-from siproc.media.rtp import ParseError, RtpHeader, RtpSender, is_rtcp, parse_rtp
+from siproc.media.recorder import CallRecording, RecordFileError
+from siproc.media.rtcp import RTCP_MIN_INTERVAL, ReceiverReport, SenderReport
+from siproc.media.rtcp_session import RtcpSession
+from siproc.media.rtp import RTP_HEADER_SIZE, ParseError, RtpHeader, RtpSender, is_rtcp, parse_rtp
 from siproc.net.clock import MediaClock
 
 __all__ = ["DIRECTIONS", "RtpStats", "RtpStream", "SymmetricRtpLatch"]
@@ -72,9 +92,58 @@ class RtpStats:
     bytes_received: int = 0
     packets_invalid: int = 0  # not RTP (parse error)
     packets_ignored: int = 0  # valid RTP, but an unexpected payload type or an unlatched source
-    rtcp_received: int = 0  # on the RTCP port, or multiplexed (RFC 5761), not parsed yet
+    rtcp_received: int = 0  # on the RTCP port, or multiplexed (RFC 5761)
+    rtcp_invalid: int = 0  # RTCP that did not parse (counted in rtcp_received too)
+    rtcp_sent: int = 0
     send_errors: int = 0  # sendto failures (buffer full, unreachable ...)
     relatches: int = 0  # times the send destination followed a new source
+    # The RTCP state (RFC 3550 section 6) behind the figures below; None: no RTCP.
+    rtcp: RtcpSession | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def lost(self) -> int:
+        """Packets of the peer's stream lost (RFC 3550 A.3; negative with duplicates)."""
+        return self.rtcp.reception.lost if self.rtcp is not None else 0
+
+    @property
+    def fraction_lost(self) -> float:
+        """Share of the peer's current stream lost since it began, 0..1."""
+        return self.rtcp.reception.loss_ratio if self.rtcp is not None else 0.0
+
+    @property
+    def jitter_ms(self) -> float:
+        """Interarrival jitter of the peer's stream (RFC 3550 A.8), in milliseconds."""
+        return self.rtcp.reception.jitter_ms if self.rtcp is not None else 0.0
+
+    @property
+    def rtt_ms(self) -> float | None:
+        """Round-trip time from the peer's last report about us (section 6.4.1); None: none."""
+        rtt = self.rtcp.rtt if self.rtcp is not None else None
+        return None if rtt is None else rtt * 1000
+
+    @property
+    def remote_lost(self) -> int | None:
+        """Packets of our stream lost, as the peer last reported (cumulative); None: no report."""
+        report = self.rtcp.remote_report if self.rtcp is not None else None
+        return None if report is None else report.cumulative_lost
+
+    @property
+    def remote_fraction_lost(self) -> float | None:
+        """Share of our stream lost in the peer's last reporting interval, 0..1."""
+        report = self.rtcp.remote_report if self.rtcp is not None else None
+        return None if report is None else report.loss_fraction
+
+    @property
+    def remote_jitter_ms(self) -> float | None:
+        """Jitter of our stream as the peer last reported it, in milliseconds."""
+        if self.rtcp is None or self.rtcp.remote_report is None:
+            return None
+        return self.rtcp.remote_report.jitter * 1000 / self.rtcp.reception.clock_rate
+
+    @property
+    def bye_received(self) -> bool:
+        """The peer sent RTCP BYE (section 6.6)."""
+        return self.rtcp is not None and self.rtcp.bye_received
 
 
 class SymmetricRtpLatch:
@@ -173,6 +242,8 @@ class RtpStream:
         bind_host: str,
         rng: random.Random,
         logger: Logger | None = None,
+        *,
+        rtcp_interval: float = RTCP_MIN_INTERVAL,
     ) -> None:
         self._loop = loop
         self._clock = clock
@@ -184,7 +255,19 @@ class RtpStream:
         self.stats = RtpStats()
         self.on_stopped: Callable[[str], None] | None = None
         self.on_rtp: Callable[[RtpHeader, memoryview], None] | None = None
+        self.on_dtmf: Callable[[str], None] | None = None  # one key press received
         self._sender = RtpSender(0, rng)
+        # RTCP (media/rtcp_session.py): reports on their own schedule, BYE at close().
+        wall_offset = time.time() - loop.time()  # loop.time() + wall_offset: the wall clock
+        self._rtcp = RtcpSession(
+            self._sender.ssrc, wall_offset=wall_offset, min_interval=rtcp_interval, rng=rng
+        )
+        self._reception = self._rtcp.reception
+        self.stats.rtcp = self._rtcp
+        self._rtcp_mux = False  # RFC 5761, from configure_rtcp()
+        self._rtcp_remote: Address | None = None  # the peer's a=rtcp (RFC 3605)
+        self._rtcp_source: Address | None = None  # where the peer's RTCP comes from
+        self._rtcp_due = 0.0  # _rtcp_tick() looks at the schedule from this time on
         self._latch = SymmetricRtpLatch()
         self._mixer = PlaybackMixer()
         self._rbuf = bytearray(RECV_BUFFER)
@@ -195,10 +278,18 @@ class RtpStream:
         self._codec: AudioCodec | None = None
         self._frame_samples = DEFAULT_RATE * self._ptime_ms // 1000
         self._ts_step = self._frame_samples
-        self._silence = b""
+        self._zeros = np.zeros(self._frame_samples, dtype=np.int16)
+        self._silence: bytes | None = None  # cached encoded silence, stateless codecs only
         self._expected_pts: frozenset[int] | None = None  # None: accept any until configured
         self.telephone_event_pt: int | None = None
+        # DTMF (media/dtmf.py): RFC 4733 out; in from RFC 4733 or, without it, in-band tones.
+        self._event_pts: frozenset[int] = frozenset()  # telephone-event types we receive
+        self._dtmf_out = DtmfSender()
+        self._dtmf_in = DtmfReceiver()
+        self._dtmf_tones: GoertzelDetector | None = None
+        self._dtmf_decoder: AudioCodec | None = None
         self.direction = "sendrecv"
+        self._recording: CallRecording | None = None  # RECORD (media/recorder.py)
         # Tick state:
         self._started = False
         self._closed = False
@@ -221,10 +312,13 @@ class RtpStream:
         rng: random.Random | None = None,
         *,
         logger: Logger | None = None,
+        rtcp_interval: float = RTCP_MIN_INTERVAL,
     ) -> RtpStream:
         """Bind an even RTP port and the odd RTCP port above it, tried in random order within
         ``port_range`` (inclusive). ``bind_host`` is an IPv4 or IPv6 literal; it picks the
-        family. Raises ``OSError`` if no pair is free, ``ValueError`` for bad arguments."""
+        family. ``rtcp_interval`` is the minimum RTCP report interval (RFC 3550 section 6.2;
+        shorter in tests). Raises ``OSError`` if no pair is free, ``ValueError`` for bad
+        arguments."""
         try:
             family = (
                 socket.AF_INET6 if ipaddress.ip_address(bind_host).version == 6 else socket.AF_INET
@@ -261,7 +355,9 @@ class RtpStream:
                     f"cannot bind RTCP socket to {bind_host} port {port + 1}: {exc.strerror}",
                 ) from None
             _set_dscp_ef(sock, family)
-            return cls(loop, clock, sock, rtcp_sock, bind_host, rng, logger)
+            return cls(
+                loop, clock, sock, rtcp_sock, bind_host, rng, logger, rtcp_interval=rtcp_interval
+            )
         raise OSError(
             errno.EADDRINUSE, f"no free RTP/RTCP port pair in {low}-{high} on {bind_host}"
         )
@@ -275,8 +371,14 @@ class RtpStream:
         payload_type: int,
         telephone_event_pt: int | None,
         direction: str,
+        *,
+        receive_telephone_event_pt: int | None = None,
     ) -> None:
         """Apply a negotiated SDP (offer/answer or re-INVITE).
+
+        ``telephone_event_pt`` is the type we send RFC 4733 events with (the remote's number),
+        ``receive_telephone_event_pt`` the one in our SDP, which the remote sends with (default:
+        the same). Without either, received audio is watched for in-band DTMF tones.
 
         ``remote`` is the SDP's connection address and port (IP literal); port 0 or an
         unspecified address (``0.0.0.0``, the RFC 2543 hold) means: send nothing. ``direction``
@@ -290,6 +392,8 @@ class RtpStream:
             raise ValueError(f"invalid RTP payload type {payload_type}")
         if telephone_event_pt is not None and not 0 <= telephone_event_pt < 128:
             raise ValueError(f"invalid telephone-event payload type {telephone_event_pt}")
+        if receive_telephone_event_pt is not None and not 0 <= receive_telephone_event_pt < 128:
+            raise ValueError(f"invalid telephone-event payload type {receive_telephone_event_pt}")
         host, port = remote
         try:
             ip = ipaddress.ip_address(host)
@@ -321,14 +425,38 @@ class RtpStream:
         self._codec = codec
         self._frame_samples = codec.frame_samples(self._ptime_ms)
         self._ts_step = codec.clock_rate * self._ptime_ms // 1000
-        self._silence = codec.encode(np.zeros(self._frame_samples, dtype=np.int16))
+        self._zeros = np.zeros(self._frame_samples, dtype=np.int16)
+        # A stateful codec (G.722, Opus) encodes real zeros every tick: a cached payload
+        # would leave the peer's decoder out of step with our encoder.
+        self._silence = None if codec.stateful else codec.encode(self._zeros)
         self._sender.payload_type = payload_type
         self.telephone_event_pt = telephone_event_pt
         expected = {payload_type, COMFORT_NOISE_PT}
         if telephone_event_pt is not None:
             expected.add(telephone_event_pt)
-        self._expected_pts = frozenset(expected)
+        self._configure_dtmf(codec, telephone_event_pt, receive_telephone_event_pt)
+        self._expected_pts = frozenset(expected | self._event_pts)
         self.direction = direction
+
+    def _configure_dtmf(
+        self, codec: AudioCodec, send_pt: int | None, receive_pt: int | None
+    ) -> None:
+        """RFC 4733 events in both directions when negotiated; else in-band detection (the
+        detector decodes with its own codec instance when the codec has state)."""
+        pts = frozenset(pt for pt in (send_pt, receive_pt) if pt is not None)
+        self._event_pts = pts
+        if send_pt is None:
+            self._dtmf_out.clear()
+        if pts:
+            self._dtmf_tones = self._dtmf_decoder = None
+            return
+        if self._dtmf_tones is None or self._dtmf_tones.sample_rate != codec.sample_rate:
+            self._dtmf_tones = GoertzelDetector(codec.sample_rate)
+        decoder = self._dtmf_decoder
+        if not codec.stateful:
+            self._dtmf_decoder = codec
+        elif decoder is None or decoder is codec or decoder.name != codec.name:
+            self._dtmf_decoder = get_codec(codec.name)
 
     def start(self) -> None:
         """Join the media clock: sending (and playback) begins on the next tick."""
@@ -346,6 +474,17 @@ class RtpStream:
         rate = self._codec.sample_rate if self._codec is not None else DEFAULT_RATE
         self._mixer.add(FilePlayer.open(path, rate))
 
+    def send_dtmf(self, digits: str) -> None:
+        """Queue DTMF keys (``0-9 * # A-D``) to send as RFC 4733 events from the next tick
+        on, after any queued before; each event's packets replace the audio frames of its
+        ticks. Raises ValueError for an invalid character (then nothing is queued) or when no
+        telephone-event payload type was negotiated (the call layer falls back to SIP INFO)."""
+        if self._closed:
+            raise RuntimeError("RtpStream.send_dtmf() after close()")
+        if self.telephone_event_pt is None:
+            raise ValueError("no telephone-event negotiated with the remote end")
+        self._dtmf_out.queue(digits)
+
     def stop_last(self) -> str | None:
         """Stop the file added last; report it through ``on_stopped`` (now) and return its name,
         or None if nothing plays. The caller must not report it a second time."""
@@ -355,6 +494,56 @@ class RtpStream:
         self._emit_stopped(player.name)
         return player.name
 
+    # -- recording (RECORD) ---------------------------------------------------------------------
+
+    @property
+    def recording(self) -> str | None:
+        """The file being recorded, or None."""
+        return None if self._recording is None else self._recording.path
+
+    def start_recording(self, path: str, stereo: bool = False) -> None:
+        """Record the call to ``path`` from the next tick on (media/recorder.py): what arrives
+        (through a jitter buffer, decoded, losses concealed) and what we send, mixed (mono) or
+        one per channel (``stereo``: left received, right sent). A running recording is
+        finished first (the new one may be the same file). Raises
+        :class:`~siproc.media.recorder.RecordFileError` with a one-line reason."""
+        if self._closed:
+            raise RuntimeError("RtpStream.start_recording() after close()")
+        self.stop_recording()
+        rate = self._codec.sample_rate if self._codec is not None else DEFAULT_RATE
+        self._recording = CallRecording.open(
+            path, rate, stereo, self._ts_step, frame_ms=self._ptime_ms
+        )
+        self.log.info("recording to %s (%s)", path, "stereo" if stereo else "mono")
+
+    def stop_recording(self) -> str | None:
+        """Finish the recording: the file is complete and its header final. Returns its name,
+        or None if nothing was being recorded."""
+        recording, self._recording = self._recording, None
+        if recording is None:
+            return None
+        try:
+            recording.close()
+        except RecordFileError as exc:
+            self.log.warning("%s", exc)
+        else:
+            self.log.info("recorded %.2f s to %s", recording.recorder.seconds, recording.path)
+        return recording.path
+
+    def _record_tick(self, sent: np.ndarray[Any, np.dtype[np.int16]] | None, skipped: int) -> None:
+        """One tick of the recording (plus silence for ticks the clock skipped, so the file's
+        timeline stays the call's); a write error ends the recording, not the call."""
+        recording, codec = self._recording, self._codec
+        if recording is None or codec is None:
+            return
+        try:
+            for _ in range(skipped):
+                recording.tick(None, codec, self._ts_step)
+            recording.tick(sent, codec, self._ts_step)
+        except RecordFileError as exc:
+            self._recording = None
+            self.log.warning("recording stopped: %s", exc)
+
     def close(self) -> None:
         """Stop ticking, close both sockets and all players. Idempotent. Files still playing are
         dropped silently: no ``on_stopped`` (the call is over; the handler gets SIGTERM)."""
@@ -362,10 +551,12 @@ class RtpStream:
             return
         self._closed = True
         self._clock.remove(self)
+        self._send_rtcp_bye()
         for sock in (self._sock, self._rtcp_sock):
             self._loop.remove_reader(sock.fileno())
             sock.close()
         self._mixer.close()
+        self.stop_recording()
 
     # -- state --------------------------------------------------------------------------------
 
@@ -417,18 +608,40 @@ class RtpStream:
         self._was_playing = frame is not None
         dest = self.remote_address
         codec = self._codec
+        # RFC 4733 (media/dtmf.py): an event packet, if a digit is on, replaces the audio.
+        event = (
+            self._dtmf_out.next_packet(self._sender.timestamp, self._ts_step)
+            if self._dtmf_out.busy
+            else None
+        )
         if codec is None or dest is None or not self._sending:
             self._sender.skip(self._ts_step)
             self._need_marker = True
+        elif event is not None:
+            packet = self._sender.packet(
+                event.payload,
+                self._ts_step,
+                event.marker,
+                self.telephone_event_pt,
+                timestamp=event.timestamp,
+            )
+            self._send(packet, dest)
         elif frame is None and not SEND_SILENCE:
             self._sender.skip(self._ts_step)
         else:
-            payload = self._silence if frame is None else codec.encode(frame)
+            if frame is None and self._silence is not None:
+                payload = self._silence
+            else:
+                payload = codec.encode(self._zeros if frame is None else frame)
             packet = self._sender.packet(payload, self._ts_step, self._need_marker or talkspurt)
             self._need_marker = False
             self._send(packet, dest)
+        if self._recording is not None:  # what we sent this tick: the frame, or silence
+            sending = codec is not None and dest is not None and self._sending
+            self._record_tick(frame if sending else None, skipped)
         for player in finished:
             self._emit_stopped(player.name)
+        self._rtcp_tick(now)
 
     def _send(self, packet: bytes, dest: Address) -> None:
         try:
@@ -470,7 +683,7 @@ class RtpStream:
         """Handle one datagram from the RTP socket (public for tests and other transports).
         ``data`` may be a view of a reused buffer: valid only during this call."""
         if is_rtcp(data):
-            self.stats.rtcp_received += 1
+            self._rtcp_received(data, source)
             return
         try:
             header, payload = parse_rtp(data)
@@ -490,20 +703,169 @@ class RtpStream:
             self.log.info("RTP source moved to %s; sending there", source)
         self.stats.packets_received += 1
         self.stats.bytes_received += len(data)
+        self._reception.received(  # RFC 3550 A.1/A.8 (RFC 4733 events carry no timing)
+            header.ssrc,
+            header.sequence,
+            header.timestamp,
+            time.monotonic(),
+            header.payload_type not in self._event_pts,
+        )
         callback = self.on_rtp
         if callback is not None and self._receiving:
             try:
                 callback(header, payload)
             except Exception:
                 self.log.exception("on_rtp hook failed")
+        recording = self._recording
+        if recording is not None and self._receiving and self._is_audio(header.payload_type):
+            recording.push(header.sequence, header.timestamp, header.ssrc, payload)
+        if self._receiving:
+            self._dtmf_received(header, payload)
+
+    def _is_audio(self, payload_type: int) -> bool:
+        """An accepted payload type that is neither comfort noise nor telephone-event."""
+        return payload_type != COMFORT_NOISE_PT and payload_type not in self._event_pts
+
+    def _dtmf_received(self, header: RtpHeader, payload: memoryview) -> None:
+        """DTMF in: telephone-events (RFC 4733 section 2.5.2, one report per event), else,
+        when none was negotiated, in-band tones in the decoded audio (Goertzel)."""
+        if header.payload_type in self._event_pts:
+            digit = self._dtmf_in.on_packet(header.timestamp, payload, header.ssrc)
+            if digit is not None:
+                self._emit_dtmf(digit)
+            return
+        tones, decoder = self._dtmf_tones, self._dtmf_decoder
+        if tones is None or decoder is None or header.payload_type == COMFORT_NOISE_PT:
+            return
+        for digit in tones.feed(decoder.decode(payload)):
+            self._emit_dtmf(digit)
+
+    def _emit_dtmf(self, digit: str) -> None:
+        callback = self.on_dtmf
+        if callback is None:
+            return
+        try:
+            callback(digit)
+        except Exception:
+            self.log.exception("on_dtmf(%r) failed", digit)
+
+    # -- RTCP (RFC 3550 section 6; the state is media/rtcp_session.py) -----------------------
+
+    def configure_rtcp(self, *, mux: bool, remote: tuple[str, int] | None = None) -> None:
+        """Where our RTCP goes; call after each offer/answer. With ``mux`` (``a=rtcp-mux``
+        negotiated, RFC 5761 section 5.1.1) to the peer's RTP address from our RTP socket.
+        Else from our RTCP socket to where the peer's RTCP comes from (symmetric RTCP, RFC
+        4961) once it has come, before that to ``remote`` (the peer's ``a=rtcp``, RFC 3605)
+        or to its RTP port + 1 (RFC 3550 section 11)."""
+        rtcp_remote: Address | None = None
+        if remote is not None and not mux:
+            host, port = remote
+            try:
+                ip = ipaddress.ip_address(host)
+            except ValueError:
+                ip = None
+            if (
+                ip is not None
+                and not ip.is_unspecified
+                and (ip.version == 6) == (self._sock.family == socket.AF_INET6)
+                and 0 < port <= 65535
+            ):
+                rtcp_remote = (str(ip), port)
+            else:
+                self.log.debug("ignoring unusable a=rtcp address %s port %s", host, port)
+        self._rtcp_mux = mux
+        self._rtcp_remote = rtcp_remote
+        self._rtcp_source = None  # the media may have moved: learn it anew
+        self._rtcp_clock_rate()
+
+    @property
+    def rtcp_address(self) -> Address | None:
+        """Where our RTCP goes now; None: nowhere (no remote RTP address)."""
+        rtp = self.remote_address
+        if rtp is None:
+            return None
+        if self._rtcp_mux:
+            return rtp
+        if self._rtcp_source is not None:
+            return self._rtcp_source
+        if self._rtcp_remote is not None:
+            return self._rtcp_remote
+        if rtp[1] >= 65535:
+            return None
+        return (rtp[0], rtp[1] + 1, *rtp[2:])
+
+    def _rtcp_tick(self, now: float) -> None:
+        """Send a report when the RTCP schedule says so (RFC 3550 section 6.3). Between
+        reports this is one float comparison."""
+        if now < self._rtcp_due:
+            return
+        self._rtcp_clock_rate()
+        if self._rtcp.due(now):  # the first call starts the schedule
+            self._send_rtcp(self._rtcp.report(now, *self._rtcp_sender_info()))
+        self._rtcp_due = self._rtcp.scheduler.next_time or now
+
+    def _rtcp_clock_rate(self) -> None:
+        """Jitter is in the codec's RTP clock units (RFC 3550 A.8)."""
+        codec = self._codec
+        if codec is not None and codec.clock_rate != self._reception.clock_rate:
+            self._reception.set_clock_rate(codec.clock_rate)
+
+    def _rtcp_sender_info(self) -> tuple[int, int, int]:
+        """Section 6.4.1 sender info: our RTP clock at the current tick (the tick has advanced
+        the timestamp by one frame), packets and payload octets sent."""
+        stats = self.stats
+        timestamp = (self._sender.timestamp - self._ts_step) & 0xFFFFFFFF
+        octets = stats.bytes_sent - RTP_HEADER_SIZE * stats.packets_sent
+        return timestamp, stats.packets_sent, octets
+
+    def _send_rtcp(self, data: bytes) -> None:
+        dest = self.rtcp_address
+        if dest is None:
+            return
+        sock = self._sock if self._rtcp_mux else self._rtcp_sock
+        try:
+            sock.sendto(data, dest)
+        except OSError as exc:
+            self.stats.send_errors += 1
+            self.log.debug("RTCP send to %s failed: %s", dest, exc)
+            return
+        self.stats.rtcp_sent += 1
+
+    def _send_rtcp_bye(self) -> None:
+        """Leave the session with a report and BYE (section 6.6), unless we never sent an RTP
+        or RTCP packet (section 6.3.7 forbids BYE then)."""
+        if self.stats.packets_sent or self.stats.rtcp_sent:
+            now = self._loop.time()
+            self._send_rtcp(self._rtcp.bye(now, *self._rtcp_sender_info()))
+
+    def _rtcp_received(self, data: memoryview, source: Address) -> None:
+        """One RTCP compound, from the RTCP socket or multiplexed on the RTP one (RFC 5761)."""
+        self.stats.rtcp_received += 1
+        had_bye = self._rtcp.bye_received
+        try:
+            packets = self._rtcp.receive(data, self._loop.time())
+        except ParseError:
+            self.stats.rtcp_invalid += 1
+            return
+        first = packets[0]
+        if (
+            isinstance(first, SenderReport | ReceiverReport)
+            and first.ssrc == self._reception.ssrc
+            and not self._rtcp_mux
+        ):
+            self._rtcp_source = source  # symmetric RTCP: the peer's RTCP comes from here
+        if self._rtcp.bye_received and not had_bye:
+            reason = self._rtcp.bye_reason
+            self.log.info("RTCP BYE from the peer%s", f" ({reason})" if reason else "")
 
     def _on_rtcp_readable(self) -> None:
+        recv = self._rtcp_sock.recvfrom_into
         for _ in range(RECV_BATCH):
             try:
-                self._rtcp_sock.recvfrom_into(self._rbuf)
+                size, source = recv(self._rbuf)
             except OSError:  # BlockingIOError included
                 return
-            self.stats.rtcp_received += 1
+            self._rtcp_received(self._rview[:size], source)
 
     def __repr__(self) -> str:
         return f"RtpStream({self.local_host}:{self.local_port} -> {self.remote_address})"

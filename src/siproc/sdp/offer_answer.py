@@ -144,6 +144,7 @@ class NegotiatedMedia:
     ptime: int = DEFAULT_PTIME
     local_payload_type: int | None = None
     local_telephone_event_pt: int | None = None
+    remote_rtcp: tuple[str, int] | None = None  # the remote's a=rtcp (RFC 3605), if any
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -297,6 +298,7 @@ def answer_offer(
         remote_hold=not remote_receives,
         rtcp_mux=mux,
         ptime=_ptime(offered),
+        remote_rtcp=_rtcp_address(offered, remote_ip),
         local_payload_type=codec.payload_type,
         local_telephone_event_pt=event_pt,
     )
@@ -359,6 +361,23 @@ def _telephone_event_pt(
         if encoding.lower() == _TELEPHONE_EVENT
     }
     return events.get(codec_clock, events.get(ours.clock_rate))
+
+
+def _rtcp_address(media: MediaDescription, remote_ip: str) -> tuple[str, int] | None:
+    """The remote's RTCP address from ``a=rtcp:<port> [IN IP4|IP6 <address>]`` (RFC 3605
+    section 2.1), the address defaulting to the media's; None when absent or malformed."""
+    value = media.attribute("rtcp")
+    if value is None:
+        return None
+    fields = value.split()
+    if not fields or not (fields[0].isascii() and fields[0].isdigit()):
+        return None
+    port = int(fields[0])
+    if not 0 < port <= 65535:
+        return None
+    if len(fields) == 4 and fields[1] == "IN" and fields[2] in ("IP4", "IP6"):
+        return fields[3], port
+    return (remote_ip, port) if len(fields) == 1 else None
 
 
 def _direction_from(*, send: bool, receive: bool) -> str:
@@ -464,6 +483,7 @@ def accept_answer(
         ptime=_ptime(theirs),
         local_payload_type=local_pt,
         local_telephone_event_pt=local_event_pt,
+        remote_rtcp=_rtcp_address(theirs, remote_ip),
     )
 
 

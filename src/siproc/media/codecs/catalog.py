@@ -12,12 +12,12 @@ The SDP side of each codec is a :class:`~siproc.sdp.offer_answer.CodecSpec`: G.7
 ``G722/8000`` in SDP although it samples at 16 kHz (RFC 3551 section 4.5.2); Opus is always
 ``opus/48000/2`` (RFC 7587 section 7); telephone-event is RFC 4733 with events 0-16.
 
-In this version only G.711 (PCMU, PCMA) and telephone-event are implemented in the media
-path, so G.722 and Opus are listed but never usable (and so never offered), whatever
-libraries happen to be installed. :func:`codec_availability` still reports whether their
-library is present, to make the ``siproc-parameters`` listing informative.
+G.711 (PCMU, PCMA) and telephone-event are built in. G.722 needs the ``g722`` package and Opus
+the system libopus: each is usable only when its library loads AND a tone survives an
+encode/decode round trip (a self-test at the first :func:`codec_availability`); otherwise it is
+listed with the reason (``siproc-parameters`` shows it) and never offered nor accepted.
 
-Pure: no I/O at import; :func:`codec_availability` imports lazily and is cached.
+Pure: no I/O at import; :func:`codec_availability` probes lazily and is cached.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
+from siproc.media.codecs import g722, opus
 from siproc.sdp.offer_answer import CodecSpec
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
 
 MAX_PRIORITY = 255
 TELEPHONE_EVENT = "telephone-event/8000/1"
-NOT_IMPLEMENTED = "codec not implemented in this version"
 
 #: Full name -> the format as offered in SDP (static payload types from RFC 3551 table 4,
 #: dynamic ones from the 96-127 range, RFC 3551 section 3).
@@ -55,7 +55,8 @@ KNOWN_CODECS: dict[str, CodecSpec] = {
     TELEPHONE_EVENT: CodecSpec("telephone-event", 8000, 1, 101, "0-16"),
 }
 
-#: Wideband first (when they become usable), then G.711 mu-law, then A-law.
+#: Wideband first (as pjsip: Opus, then G.722), then G.711 mu-law, then A-law. A codec whose
+#: library is missing is not usable, so the default offer falls back to G.711 by itself.
 DEFAULT_PRIORITIES: dict[str, int] = {
     "opus/48000/2": 140,
     "G722/16000/1": 135,
@@ -96,28 +97,16 @@ class CodecEntry:
 
 @functools.cache
 def codec_availability() -> dict[str, tuple[bool, str]]:
-    """Full name -> (usable, reason), probing the optional libraries once.
+    """Full name -> (usable, reason), probing the optional codecs once per process.
 
-    G.722 (the ``g722`` module) and Opus (libopus through ctypes) are probed only for the
-    reason text: neither is implemented in the media path yet, so both stay unusable.
+    G.722 (the ``g722`` package) and Opus (libopus through ctypes) are usable when their
+    library loads and passes a round-trip self-test; the reason says what is there or why not.
     """
-    import importlib
-    import importlib.util
-
-    g722 = "g722 module installed"
-    try:
-        importlib.import_module("g722")
-    except ImportError:
-        g722 = "g722 module not installed"
-
-    import ctypes.util  # lazily: it may run ldconfig to find the library
-
-    opus = "libopus found" if ctypes.util.find_library("opus") else "libopus not found"
     return {
         "PCMU/8000/1": (True, "G.711 mu-law, built in"),
         "PCMA/8000/1": (True, "G.711 A-law, built in"),
-        "G722/16000/1": (False, f"{NOT_IMPLEMENTED}; {g722}"),
-        "opus/48000/2": (False, f"{NOT_IMPLEMENTED}; {opus}"),
+        "G722/16000/1": g722.probe(),
+        "opus/48000/2": opus.probe(),
         TELEPHONE_EVENT: (True, "RFC 4733 DTMF events, built in"),
     }
 

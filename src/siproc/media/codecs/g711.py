@@ -176,6 +176,8 @@ class G711Codec:
     clock_rate: Final = 8000
     sample_rate: Final = 8000
     channels: Final = 1
+    #: No state between frames: the media path may encode silence once and resend it.
+    stateful: Final = False
 
     def __init__(self, name: str) -> None:
         upper = name.upper()
@@ -200,6 +202,12 @@ class G711Codec:
 
     def decode(self, data: bytes | bytearray | memoryview) -> Int16Array:
         return self._decode(data)
+
+    def conceal(self, samples: int) -> Int16Array:
+        """Audio for ``samples`` lost samples: silence (G.711 Appendix I PLC is not done)."""
+        if samples < 0:
+            raise ValueError(f"cannot conceal {samples} samples")
+        return np.zeros(samples, dtype=np.int16)
 
     def __repr__(self) -> str:
         return f"G711Codec({self.name!r})"

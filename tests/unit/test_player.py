@@ -140,6 +140,19 @@ def test_flac_and_other_rates(tmp_path: Path) -> None:
     assert abs(dominant_frequency(np.concatenate(frames), 16000) - 500) <= 2
 
 
+@pytest.mark.parametrize(
+    ("name", "fmt", "subtype"),
+    [("t.ogg", "OGG", "VORBIS"), ("t.mp3", "MP3", "MPEG_LAYER_III")],
+)
+def test_compressed_formats(tmp_path: Path, name: str, fmt: str, subtype: str) -> None:
+    """OGG/Vorbis and MP3 play like any other file (issue 3 item 3), resampled from 44.1 kHz."""
+    path = str(tmp_path / name)
+    soundfile.write(path, tone(700, 1.0, 44100), 44100, format=fmt, subtype=subtype)
+    frames = read_all(FilePlayer.open(path, 8000))
+    assert 48 <= len(frames) <= 53  # 1 s (MP3 adds encoder delay and padding)
+    assert abs(dominant_frequency(np.concatenate(frames), 8000) - 700) <= 3
+
+
 def test_close_is_idempotent(tmp_path: Path) -> None:
     path = write(tmp_path / "t.wav", tone(440, 0.5, 8000), 8000)
     player = FilePlayer.open(path, 8000)

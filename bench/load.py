@@ -1,0 +1,1114 @@
+"""siproc under SIPp load, side by side with baresip under the same load (issue 3, item 7).
+
+    python bench/load.py                                  # quick: N = 10, 50; 10 s calls
+    python bench/load.py --calls 10,100,500,1000 --duration 30
+    python bench/load.py --calls 100 --peers siproc --profile /tmp/prof   # + py-spy profile
+
+Load: SIPp is the caller (``bench/sipp/uac_rtp.xml``): N calls set up at ``--rate`` calls per
+second (default: all up within a third of the talk time), each sending G.711 u-law RTP for
+``--duration`` seconds (``rtp_stream`` of a sox-made tone, played once; every call's RTP comes
+from SIPp's one media socket), then BYE. The callee is, in turn:
+
+* siproc: one process on 127.0.0.1, a /bin/sh handler per call that answers, plays a WAV for the
+  whole call and, when this siproc supports it (a one-call probe decides), RECORDs the call;
+* baresip (Debian ``baresip-core``) answering automatically with a WAV file source (``aufile``),
+  recording with ``sndfile`` when siproc records too; two accounts when N > 250 (baresip takes
+  at most 255 calls per account). One baresip process cannot go much further: its main loop
+  takes at most 1024 file descriptors, so N above ~200 (recording) or ~300 is shown as n/a.
+
+Figures, per N and callee:
+
+* CPU seconds per call-minute of the callee process (``/proc/PID/stat`` utime+stime): "steady"
+  over the window in which all N calls are up, "total" from before the first INVITE to after the
+  last BYE (setup and teardown included). Handlers (reaped children of siproc: cutime+cstime)
+  are reported apart, in CPU seconds per call.
+* RSS per call: (VmRSS with all calls up - VmRSS idle) / N.
+* loss: 1 - (RTP packets the callee counted as received) / (packets SIPp sent it, counted in the
+  capture); kernel receive-buffer drops on the callee's own sockets (``/proc/net/udp``) are
+  shown too.
+* send-interval jitter: |inter-arrival - 20 ms| of every RTP stream the callee sends to SIPp,
+  captured with dumpcap on loopback (UDP to/from SIPp's media port only) and read with the small
+  pcap reader below; p50/p99/max over all streams.
+* failed calls: SIPp's FailedCall counter (plus calls that never finished).
+
+Then the call setup rate: SIPp short calls (``bench/sipp/uac_short.xml``) at increasing rates
+for ``--setup-seconds`` each against siproc, whose handler answers, waits a second and hangs up;
+the highest rate with zero failed calls is reported.
+
+Everything runs on 127.0.0.1 (DESIGN.md section 5); every wait has a deadline; every process this
+script starts runs in its own process group and is stopped on exit, Ctrl-C included. Needs sipp,
+baresip, sox and dumpcap (``apt-get install -y sip-tester baresip-core sox tshark``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+SIPP_DIR = BENCH_DIR / "sipp"
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.peers import Baresip, free_port  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+PTIME = 0.020  # seconds: 20 ms G.711 frames on both sides
+PACKETS_PER_SECOND = 50
+BARESIP_CALLS_PER_ACCOUNT = 250  # baresip's hard limit is 255 calls per account (PEERS.md)
+# baresip 1.0.0's main loop (libre) handles at most 1024 file descriptors ("fd_listen: ... Max
+# 1024 fds", then "call_alloc: Too many open files"): measured, 203 calls fit with recording
+# (sndfile: 2 files per call), about 330 without. Larger N is reported as n/a.
+BARESIP_MAX_CALLS = {True: 200, False: 300}
+SIPROC_RTP_PORTS = "20000-39999"
+CAPTURE_SNAPLEN = 64  # link + IPv4 + UDP + RTP fixed header fit in 54 bytes
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TAIL_SLACK = 1.0  # seconds SIPp waits after its RTP file ends before BYE
+
+SIPROC_HANDLER = """#!/bin/sh
+# bench/load.py: answer, then on CONNECTED play a file and (when supported) record; exit at EOF.
+echo ANSWER
+while read -r event rest; do
+    if [ "$event" = CONNECTED ]; then
+        echo "PLAY $BENCH_PLAY"
+        if [ -n "$BENCH_RECORD_DIR" ]; then echo "RECORD $BENCH_RECORD_DIR/$$.wav"; fi
+    fi
+done
+"""
+
+SETUP_HANDLER = """#!/bin/sh
+# bench/load.py setup rate: answer, hang up a second later, exit at EOF.
+echo ANSWER
+sleep 1
+echo HANGUP
+while read -r event rest; do :; done
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# Processes: every one in its own process group, all stopped on exit
+
+
+class Processes:
+    """The processes this script started; ``stop_all`` ends each by its own process group."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        stdout: IO[bytes] | int | None = subprocess.DEVNULL,
+        stderr: IO[bytes] | int | None = subprocess.STDOUT,
+        stdin: int | None = subprocess.DEVNULL,
+    ) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=env,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        self._procs.append(proc)
+        return proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+        """Signal the process group, wait, then SIGKILL the group if it lingers."""
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        else:  # the leader is gone; no forked child may outlive it
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+
+    def stop_all(self) -> None:
+        for proc in reversed(self._procs):
+            for child in children_of(proc.pid):  # siproc's handlers lead their own groups
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child, signal.SIGKILL)
+            self.stop(proc, timeout=5)
+        self._procs.clear()
+
+
+PROCS = Processes()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# --------------------------------------------------------------------------------------------
+# /proc readings
+
+
+@dataclass
+class CpuSample:
+    when: float
+    own: float  # utime + stime, seconds
+    children: float  # cutime + cstime of reaped children, seconds
+
+
+def cpu_sample(pid: int) -> CpuSample:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text.rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): utime is field 14, stime 15, cutime 16, cstime 17.
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return CpuSample(time.monotonic(), (utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK)
+
+
+def status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(int(target[8:-1]))
+    return inodes
+
+
+class DropWatch:
+    """Kernel receive drops (last column of /proc/net/udp) of one process's UDP sockets.
+
+    Sockets vanish when calls end, so the counters are sampled during the run and the highest
+    value seen per socket is kept."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.max_drops: dict[int, int] = {}
+
+    def sample(self) -> None:
+        mine = socket_inodes(self.pid)
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            with contextlib.suppress(OSError), open(table) as lines:
+                next(lines, None)
+                for line in lines:
+                    parts = line.split()
+                    if len(parts) < 13:
+                        continue
+                    inode, drops = int(parts[9]), int(parts[12])
+                    if inode in mine and drops > self.max_drops.get(inode, 0):
+                        self.max_drops[inode] = drops
+
+    @property
+    def total(self) -> int:
+        return sum(self.max_drops.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Capture: dumpcap on lo, and a small pcap reader
+
+
+class Capture:
+    """dumpcap on the loopback, UDP to and from one port only (never all of lo: PEERS.md)."""
+
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.path = workdir / f"rtp-{port}.pcap"
+        self.log_path = workdir / f"dumpcap-{port}.log"
+        self.port = port
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
+        self.proc = PROCS.start(
+            [
+                require("dumpcap"),
+                "-i", "lo",
+                "-f", f"udp port {port}",
+                "-s", str(CAPTURE_SNAPLEN),
+                "-B", "256",  # MiB of kernel buffer: 100k packets/s must not overflow it
+                "-P",  # classic pcap, for the reader below
+                "-q",
+                "-w", str(self.path),
+            ],
+            stdout=self._log,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while b"Capturing on" not in self.log_path.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dumpcap did not start: {self.log_path.read_text()}")
+            time.sleep(0.05)
+
+    def stop(self) -> int | None:
+        """Stop capturing; return the packets dumpcap says were dropped (None: unknown)."""
+        Processes.stop(self.proc, signal.SIGINT, timeout=15)
+        self._log.close()
+        match = re.search(
+            r"received/dropped on interface.*?: (\d+)/(\d+)", self.log_path.read_text()
+        )
+        return int(match.group(2)) if match else None
+
+
+def read_pcap(path: Path) -> Iterator[tuple[float, int, int, bytes]]:
+    """(timestamp, UDP source port, UDP destination port, first 12 UDP payload bytes) of every
+    IPv4 UDP packet in a classic pcap file (Ethernet, Linux cooked v1/v2, raw or BSD loopback)."""
+    data = path.read_bytes()
+    if len(data) < 24:
+        return
+    magic = data[:4]
+    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        endian = "<"
+    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        endian = ">"
+    else:
+        raise ValueError(f"{path}: not a classic pcap file (pcapng? use dumpcap -P)")
+    nanos = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    linktype = struct.unpack_from(endian + "I", data, 20)[0] & 0x0FFFFFFF
+    link_len = {1: 14, 113: 16, 276: 20, 101: 0, 0: 4, 12: 0}.get(linktype)
+    if link_len is None:
+        raise ValueError(f"{path}: unsupported link type {linktype}")
+    record = struct.Struct(endian + "IIII")
+    ports = struct.Struct("!HH")
+    scale = 1e-9 if nanos else 1e-6
+    offset = 24
+    end = len(data)
+    while offset + 16 <= end:
+        sec, frac, incl, _ = record.unpack_from(data, offset)
+        offset += 16
+        ip = offset + link_len
+        offset += incl
+        if incl < link_len + 28 or data[ip] >> 4 != 4 or data[ip + 9] != 17:
+            continue
+        udp = ip + (data[ip] & 0x0F) * 4
+        src, dst = ports.unpack_from(data, udp)
+        yield sec + frac * scale, src, dst, data[udp + 8 : min(udp + 20, offset)]
+
+
+@dataclass
+class CaptureStats:
+    peer_streams: int = 0  # distinct SSRCs the callee sent to SIPp
+    peer_packets: int = 0
+    sipp_packets: int = 0  # RTP SIPp sent (to any port)
+    jitter_ms: tuple[float, float, float] | None = None  # p50, p99, max of |delta - 20 ms|
+    steady_jitter_ms: tuple[float, float, float] | None = None  # the same, steady window only
+    dropped: int | None = None  # by dumpcap
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return math.nan
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def _quantiles_ms(values: list[float]) -> tuple[float, float, float] | None:
+    if not values:
+        return None
+    values.sort()
+    return percentile(values, 0.50) * 1000, percentile(values, 0.99) * 1000, values[-1] * 1000
+
+
+def analyse_capture(
+    path: Path, media_port: int, steady: tuple[float, float] = (math.inf, -math.inf)
+) -> CaptureStats:
+    """Count SIPp's and the callee's packets; jitter of the callee's streams over the whole
+    capture and over ``steady`` (wall-clock start and end: all calls up, none being set up)."""
+    stats = CaptureStats()
+    last: dict[int, float] = {}
+    deviations: list[float] = []
+    steady_deviations: list[float] = []
+    steady_start, steady_end = steady
+    for ts, src, dst, rtp in read_pcap(path):
+        if src == media_port:
+            stats.sipp_packets += 1
+            continue
+        if dst != media_port or len(rtp) < 12 or rtp[0] >> 6 != 2 or 72 <= rtp[1] & 0x7F <= 76:
+            continue  # not RTP (RTCP PTs 200-204 show as 72-76 without the marker bit)
+        ssrc = int.from_bytes(rtp[8:12], "big")
+        stats.peer_packets += 1
+        previous = last.get(ssrc)
+        if previous is not None:
+            deviation = abs(ts - previous - PTIME)
+            deviations.append(deviation)
+            if steady_start <= previous and ts <= steady_end:
+                steady_deviations.append(deviation)
+        last[ssrc] = ts
+    stats.peer_streams = len(last)
+    stats.jitter_ms = _quantiles_ms(deviations)
+    stats.steady_jitter_ms = _quantiles_ms(steady_deviations)
+    return stats
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def require(binary: str) -> str:
+    path = shutil.which(binary)
+    if path is None:
+        raise SystemExit(
+            f"load.py: {binary} is missing (apt-get install -y sip-tester baresip-core sox tshark)"
+        )
+    return path
+
+
+def make_audio(workdir: Path, seconds: float) -> tuple[Path, Path]:
+    """tone.ul: raw u-law of exactly ``seconds`` (SIPp's RTP); play.wav: 8 kHz mono 16-bit,
+    10 s longer (what siproc plays and baresip sends: baresip hangs up when its file ends)."""
+    sox = require("sox")
+    wav = workdir / "tone.wav"
+    subprocess.run(
+        [sox, "-n", "-r", "8000", "-c", "1", "-b", "16", str(wav), "synth", f"{seconds:g}",
+         "sine", "440", "vol", "0.5"],
+        check=True,
+    )  # fmt: skip
+    ulaw = workdir / "tone.ul"
+    subprocess.run([sox, str(wav), "-t", "ul", str(ulaw)], check=True)
+    play = workdir / "play.wav"
+    subprocess.run(
+        [sox, "-n", "-r", "8000", "-c", "1", "-b", "16", str(play), "synth",
+         f"{seconds + 10:g}", "sine", "1000", "vol", "0.3"],
+        check=True,
+    )  # fmt: skip
+    return ulaw, play
+
+
+def wait_until(predicate: Any, timeout: float, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
+
+
+def sipp_stats(csv_path: Path) -> dict[str, str]:
+    """The last row of SIPp's -trace_stat CSV as {column: value}."""
+    try:
+        lines = [line for line in csv_path.read_text().splitlines() if line.strip()]
+    except OSError:
+        return {}
+    if len(lines) < 2:
+        return {}
+    return dict(zip(lines[0].split(";"), lines[-1].split(";"), strict=False))
+
+
+def response_time_bucket(stats: dict[str, str], q: float) -> str:
+    """The ResponseTimeRepartition1 bucket (INVITE -> 200) that holds the q-quantile."""
+    buckets = [(k.split("_", 1)[1], int(v or 0)) for k, v in stats.items()
+               if k.startswith("ResponseTimeRepartition1_")]  # fmt: skip
+    total = sum(count for _, count in buckets)
+    if not total:
+        return "?"
+    running = 0
+    for label, count in buckets:
+        running += count
+        if running >= q * total:
+            return label + " ms"
+    return buckets[-1][0] + " ms"
+
+
+def start_sipp(
+    workdir: Path,
+    scenario: Path,
+    target_port: int,
+    *,
+    calls: int,
+    rate: float,
+    limit: int,
+    pause_ms: int,
+    media_port: int,
+    timeout: float,
+    users: Path | None = None,
+    name: str,
+) -> tuple[subprocess.Popen[bytes], Path]:
+    stats = workdir / f"sipp-{name}.csv"
+    log = open(workdir / f"sipp-{name}.log", "wb")  # noqa: SIM115 (inherited, then closed)
+    argv = [
+        require("sipp"), f"{LOOPBACK}:{target_port}",
+        "-sf", str(scenario),
+        "-s", "siproc",
+        "-i", LOOPBACK, "-p", str(free_port("sip")),
+        "-mi", LOOPBACK, "-mp", str(media_port),
+        "-m", str(calls), "-l", str(limit), "-r", f"{rate:g}", "-rp", "1000",
+        "-d", str(pause_ms),
+        "-timeout", f"{timeout:.0f}s", "-timeout_error",
+        "-nostdin", "-trace_stat", "-stf", str(stats), "-fd", "1", "-trace_err",
+    ]  # fmt: skip
+    if users is not None:
+        argv += ["-inf", str(users)]
+    proc = PROCS.start(argv, cwd=workdir, stdout=log)
+    log.close()
+    return proc, stats
+
+
+def siproc_env(port: int, max_calls: int, extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPROC_")}
+    env.update(
+        SIPROC_BIND_ADDRESS=LOOPBACK,
+        SIPROC_TRANSPORT_PORT=str(port),
+        SIPROC_MAX_CALLS=str(max_calls),
+        SIPROC_RTP_PORTS=SIPROC_RTP_PORTS,
+        SIPROC_LOG_LEVEL="3",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class SiprocProcess:
+    """``python -m siproc HANDLER`` with stderr (its log) in a file."""
+
+    READY = re.compile(r"ready on SIP port (\d+)")
+    ENDED = re.compile(r"call ended: .*\(RTP: (\d+) packets sent, (\d+) received\)")
+    SKIPPED = re.compile(r"media clock (\d+) ms late: skipped (\d+) ticks")
+
+    def __init__(
+        self, python: str, workdir: Path, handler: Path, max_calls: int, env: dict[str, str]
+    ) -> None:
+        self.port = free_port("sip")
+        self.log_path = workdir / f"siproc-{self.port}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
+        self.proc = PROCS.start(
+            [python, "-m", "siproc", str(handler)],
+            env=siproc_env(self.port, max_calls, env),
+            stdin=subprocess.PIPE,
+            stdout=self._log,
+        )
+        if not wait_until(
+            lambda: self.READY.search(self.log()) or self.proc.poll() is not None, 20
+        ):
+            raise RuntimeError(f"siproc did not start; log:\n{self.log()[-3000:]}")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"siproc exited; log:\n{self.log()[-3000:]}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def count(self, text: str) -> int:
+        return self.log().count(text)
+
+    def rtp_counters(self) -> tuple[int, int, int]:
+        """(calls ended, RTP packets sent, RTP packets received) from the call-end log lines."""
+        ended = sent = received = 0
+        for match in self.ENDED.finditer(self.log()):
+            ended += 1
+            sent += int(match.group(1))
+            received += int(match.group(2))
+        return ended, sent, received
+
+    def skipped_ticks(self) -> tuple[int, int]:
+        """(warnings, ticks) of 'media clock ... late: skipped' in the log."""
+        found = self.SKIPPED.findall(self.log())
+        return len(found), sum(int(ticks) for _, ticks in found)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.write(b"QUIT\n")
+                self.proc.stdin.flush()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(15)
+        Processes.stop(self.proc)
+        self._log.close()
+
+
+# --------------------------------------------------------------------------------------------
+# One load run
+
+
+@dataclass
+class LoadResult:
+    peer: str
+    calls: int
+    duration: float
+    record: bool
+    cpu_steady: float = math.nan  # CPU s per call-minute, all calls up
+    cpu_total: float = math.nan  # CPU s per call-minute, whole run
+    handler_cpu: float = math.nan  # CPU s per call (siproc's handlers)
+    rss_idle_kib: int = 0
+    rss_per_call_kib: float = math.nan
+    received: int = 0
+    sent_by_sipp: int = 0
+    expected: int = 0
+    loss: float = math.nan
+    sock_drops: int = 0
+    capture: CaptureStats | None = None
+    failed: int = 0
+    successful: int = 0
+    sipp_cpu_pct: float = math.nan
+    window: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def run_load(
+    args: argparse.Namespace, workdir: Path, peer: str, calls: int, record: bool, play: Path
+) -> LoadResult:
+    duration = args.duration
+    result = LoadResult(peer, calls, duration, record)
+    rate = args.rate or min(200.0, max(5.0, calls / (duration / 3)))
+    ramp = calls / rate
+    run_dir = workdir / f"{peer}-{calls}"
+    run_dir.mkdir()
+    shutil.copy(workdir / "tone.ul", run_dir / "tone.ul")
+    rec_dir = run_dir / "rec"
+    rec_dir.mkdir()
+    accounts = max(1, math.ceil(calls / BARESIP_CALLS_PER_ACCOUNT))
+    users = run_dir / "users.csv"
+    names = [f"u{i % accounts}" if peer == "baresip" else "siproc" for i in range(calls)]
+    users.write_text("SEQUENTIAL\n" + "".join(f"{name};\n" for name in names))
+    media_port = free_port("udp", span=4)
+
+    baresip: Baresip | None = None
+    siproc: SiprocProcess | None = None
+    if peer == "siproc":
+        handler = run_dir / "handler.sh"
+        handler.write_text(SIPROC_HANDLER)
+        handler.chmod(0o755)
+        env = {"BENCH_PLAY": str(play), "BENCH_RECORD_DIR": str(rec_dir) if record else ""}
+        siproc = SiprocProcess(args.python, run_dir, handler, max(calls * 2, 100), env)
+        pid, target = siproc.pid, siproc.port
+    else:
+        baresip = Baresip(
+            run_dir / "baresip",
+            "u0",
+            audio_source=play,
+            record=record,
+            extra_config={"call_max_calls": str(min(calls + 5, 255)), "rtp_stats": "yes"},
+        )
+        baresip.start()
+        for i in range(1, accounts):
+            response = baresip.command(
+                "uanew",
+                f"<sip:u{i}@{LOOPBACK}:{baresip.sip_port}>;answermode=auto;"
+                "audio_codecs=PCMU,PCMA;regint=0;mwi=no",
+            )
+            if not response.get("ok"):
+                raise RuntimeError(f"baresip uanew u{i} failed: {response}")
+        assert baresip.pid is not None
+        pid, target = baresip.pid, baresip.sip_port
+
+    capture = None if args.no_capture else Capture(run_dir, media_port)
+    drops = DropWatch(pid)
+    profiler: subprocess.Popen[bytes] | None = None
+    try:
+        time.sleep(0.5)
+        idle_rss = status_kib(pid, "VmRSS")
+        start_cpu = cpu_sample(pid)
+        pause_ms = round((duration + TAIL_SLACK) * 1000)
+        sipp, stats_csv = start_sipp(
+            run_dir,
+            SIPP_DIR / "uac_rtp.xml",
+            target,
+            calls=calls,
+            rate=rate,
+            limit=calls,
+            pause_ms=pause_ms,
+            media_port=media_port,
+            timeout=ramp + duration + 60,
+            users=users,
+            name=f"{peer}-{calls}",
+        )
+        t0 = time.monotonic()
+        window_start = t0 + min(ramp + 2.0, duration - 1.0)
+        window_end = t0 + duration - 0.5
+        if window_end - window_start < 3:
+            result.notes.append(
+                f"steady window only {window_end - window_start:.1f} s: raise --duration"
+            )
+        samples: dict[str, CpuSample] = {}
+        sipp_cpu: dict[str, CpuSample] = {}
+        rss: list[int] = []
+        next_drop_sample = t0 + 1
+        hard_deadline = t0 + ramp + duration + 90
+        while sipp.poll() is None and time.monotonic() < hard_deadline:
+            now = time.monotonic()
+            if "a" not in samples and now >= window_start:
+                samples["a"] = cpu_sample(pid)
+                sipp_cpu["a"] = cpu_sample(sipp.pid)
+                if args.profile is not None and peer == "siproc":
+                    profiler = start_profiler(args.profile, pid, calls, window_end - now - 0.5)
+            if "a" in samples and "b" not in samples and now < window_end:
+                rss.append(status_kib(pid, "VmRSS"))
+            if "b" not in samples and now >= window_end:
+                samples["b"] = cpu_sample(pid)
+                sipp_cpu["b"] = cpu_sample(sipp.pid)
+            if now >= next_drop_sample:
+                drops.sample()
+                next_drop_sample = now + 1.0
+            time.sleep(0.1)
+        if sipp.poll() is None:
+            result.notes.append("SIPp did not finish in time: stopped")
+        Processes.stop(sipp)
+        # After the last BYE: wait (bounded) for the callee to end every call.
+        if siproc is not None:
+            wait_until(
+                lambda: siproc.count("handler exited") >= siproc.count("handler started"), 20
+            )
+        else:
+            assert baresip is not None
+            wait_until(lambda: baresip.log().count("Receive:") >= calls, 10)
+        time.sleep(0.3)
+        end_cpu = cpu_sample(pid)
+        if capture is not None:
+            dropped = capture.stop()
+            wall = time.time() - time.monotonic()  # pcap times are wall-clock times
+            steady = (window_start + wall, window_end + wall)
+            result.capture = analyse_capture(capture.path, media_port, steady)
+            result.capture.dropped = dropped
+            if not args.keep:
+                capture.path.unlink()
+    finally:
+        if profiler is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                profiler.wait(30)
+            Processes.stop(profiler)
+        if capture is not None and capture.proc.poll() is None:
+            capture.stop()
+        if siproc is not None:
+            siproc.stop()
+        if baresip is not None:
+            baresip.stop()
+
+    minutes = calls * duration / 60
+    if "a" in samples and "b" in samples:
+        a, b = samples["a"], samples["b"]
+        result.window = b.when - a.when
+        result.cpu_steady = (b.own - a.own) / (calls * result.window / 60)
+        sa, sb = sipp_cpu["a"], sipp_cpu["b"]
+        result.sipp_cpu_pct = 100 * (sb.own - sa.own) / (sb.when - sa.when)
+    result.cpu_total = (end_cpu.own - start_cpu.own) / minutes
+    result.handler_cpu = (end_cpu.children - start_cpu.children) / calls
+    result.rss_idle_kib = idle_rss
+    if rss:
+        rss.sort()
+        result.rss_per_call_kib = (rss[len(rss) // 2] - idle_rss) / calls
+    stats = sipp_stats(stats_csv)
+    result.successful = int(stats.get("SuccessfulCall(C)", 0) or 0)
+    result.failed = int(stats.get("FailedCall(C)", 0) or 0)
+    unfinished = calls - result.successful - result.failed
+    if unfinished > 0:
+        result.notes.append(f"{unfinished} calls never finished (counted as failed)")
+        result.failed += unfinished
+    result.expected = calls * round(duration * PACKETS_PER_SECOND)
+    result.sock_drops = drops.total
+    if siproc is not None:
+        ended, _, received = siproc.rtp_counters()
+        result.received = received
+        warnings, ticks = siproc.skipped_ticks()
+        if ticks:
+            result.notes.append(f"media clock skipped {ticks} ticks ({warnings} warnings)")
+        refused = siproc.count("RECORD refused")
+        if refused:
+            result.notes.append(f"RECORD refused {refused} times")
+        if ended < calls:
+            result.notes.append(f"only {ended} call-end lines in siproc's log")
+        if record:
+            recorded = [p for p in rec_dir.glob("*.wav") if p.stat().st_size > 44]
+            result.notes.append(f"{len(recorded)} non-empty recordings")
+    else:
+        assert baresip is not None
+        received_counts = re.findall(r"^packets:\s+(\d+)\s+(\d+)", baresip.log(), re.M)
+        result.received = sum(int(r) for _, r in received_counts)
+        if len(received_counts) < calls:
+            result.notes.append(f"only {len(received_counts)} RTP summaries in baresip's log")
+    if result.capture is not None and result.capture.peer_packets:
+        # what the callee should send: its whole call, talk time plus SIPp's slack before BYE
+        due = calls * (duration + TAIL_SLACK) * PACKETS_PER_SECOND
+        share = result.capture.peer_packets / due
+        if share < 0.95:
+            result.notes.append(
+                f"OVERLOADED: the callee sent only {100 * share:.0f}% of its RTP packets, so "
+                "its CPU figures understate the cost of the full load"
+            )
+    sent = result.capture.sipp_packets if result.capture and result.capture.dropped == 0 else 0
+    result.sent_by_sipp = sent
+    base = sent or result.expected
+    if base:
+        result.loss = max(0.0, 1 - result.received / base)
+    if not args.keep:
+        for wav in rec_dir.glob("*.wav"):
+            wav.unlink()
+        for wav in (run_dir / "baresip" / "recordings").glob("*.wav"):
+            wav.unlink()
+    return result
+
+
+def start_profiler(
+    directory: Path, pid: int, calls: int, seconds: float
+) -> subprocess.Popen[bytes] | None:
+    py_spy = shutil.which("py-spy")
+    if py_spy is None:
+        print("load.py: --profile needs py-spy (pip install py-spy)", file=sys.stderr)
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"siproc-{calls}.txt"
+    return PROCS.start(
+        [py_spy, "record", "--nonblocking", "-r", "100", "-f", "raw", "-o", str(out),
+         "--pid", str(pid), "--duration", str(max(2, int(seconds)))],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def summarise_profile(path: Path, top: int = 15) -> list[str]:
+    """Self and inclusive share of the samples per function, from py-spy's raw (collapsed)
+    output."""
+    own: dict[str, int] = defaultdict(int)
+    inclusive: dict[str, int] = defaultdict(int)
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        # "func (path/file.py:123)" -> "func (file.py)": one entry per function
+        frames = [re.sub(r" \((?:.*/)?([^/:]+)(?::\d+)?\)$", r" (\1)", f) for f in stack.split(";")]
+        own[frames[-1].strip() or "(no Python frame: native code, GC)"] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if not total:
+        return ["(no samples)"]
+    lines = [f"{total} samples (busy only; 100 per second of one core); self time:"]
+    for name, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {100 * count / total:5.1f}%  {name}")
+    lines.append("inclusive (without the frames every busy sample falls under):")
+    top_count = max(inclusive.values())
+    common = [kv for kv in inclusive.items() if kv[1] < top_count and kv[0].strip()]
+    for name, count in sorted(common, key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {100 * count / total:5.1f}%  {name}")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# RECORD probe and setup rate
+
+
+def probe_record(args: argparse.Namespace, workdir: Path, play: Path) -> tuple[bool, str]:
+    """One 2-second call whose handler RECORDs: is the file there, with audio, and no ERROR?"""
+    probe_dir = workdir / "probe"
+    probe_dir.mkdir()
+    (probe_dir / "tone.ul").write_bytes((workdir / "tone.ul").read_bytes()[: 8000 * 2])
+    handler = probe_dir / "handler.sh"
+    handler.write_text(SIPROC_HANDLER)
+    handler.chmod(0o755)
+    rec_dir = probe_dir / "rec"
+    rec_dir.mkdir()
+    env = {"BENCH_PLAY": str(play), "BENCH_RECORD_DIR": str(rec_dir)}
+    siproc = SiprocProcess(args.python, probe_dir, handler, 10, env)
+    try:
+        users = probe_dir / "users.csv"
+        users.write_text("SEQUENTIAL\nsiproc;\n")
+        sipp, _ = start_sipp(
+            probe_dir,
+            SIPP_DIR / "uac_rtp.xml",
+            siproc.port,
+            calls=1,
+            rate=1,
+            limit=1,
+            pause_ms=2500,
+            media_port=free_port("udp", span=4),
+            timeout=20,
+            users=users,
+            name="probe",
+        )
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            sipp.wait(30)
+        Processes.stop(sipp)
+        wait_until(lambda: siproc.count("handler exited") >= 1, 10)
+    finally:
+        siproc.stop()
+    if siproc.count("RECORD refused"):
+        match = re.search(r"RECORD refused: (.*)", siproc.log())
+        return False, f"refused ({match.group(1) if match else '?'})"
+    files = [p for p in rec_dir.glob("*.wav") if p.stat().st_size > 44]
+    if not files:
+        return False, "no recording was written"
+    return True, f"{files[0].name}: {files[0].stat().st_size} bytes"
+
+
+@dataclass
+class SetupResult:
+    rate: int
+    calls: int
+    successful: int
+    failed: int
+    cpu_per_call_ms: float
+    handler_cpu_per_call_ms: float
+    rtt_p50: str
+    rtt_p99: str
+    notes: list[str] = field(default_factory=list)
+
+
+def run_setup_rates(args: argparse.Namespace, workdir: Path) -> list[SetupResult]:
+    run_dir = workdir / "setup"
+    run_dir.mkdir()
+    handler = run_dir / "handler.sh"
+    handler.write_text(SETUP_HANDLER)
+    handler.chmod(0o755)
+    top = max(args.setup_rates)
+    siproc = SiprocProcess(args.python, run_dir, handler, top * 10, {})
+    results = []
+    try:
+        for rate in args.setup_rates:
+            calls = round(rate * args.setup_seconds)
+            started_before = siproc.count("handler started")
+            before = cpu_sample(siproc.pid)
+            sipp, stats_csv = start_sipp(
+                run_dir,
+                SIPP_DIR / "uac_short.xml",
+                siproc.port,
+                calls=calls,
+                rate=rate,
+                limit=rate * 5,
+                pause_ms=0,
+                media_port=free_port("udp", span=4),
+                timeout=args.setup_seconds + 40,
+                name=f"setup-{rate}",
+            )
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                sipp.wait(args.setup_seconds + 60)
+            Processes.stop(sipp)
+            wait_until(
+                lambda: siproc.count("handler exited") >= siproc.count("handler started"), 20
+            )
+            after = cpu_sample(siproc.pid)
+            stats = sipp_stats(stats_csv)
+            successful = int(stats.get("SuccessfulCall(C)", 0) or 0)
+            failed = int(stats.get("FailedCall(C)", 0) or 0)
+            result = SetupResult(
+                rate,
+                calls,
+                successful,
+                failed + max(0, calls - successful - failed),
+                1000 * (after.own - before.own) / calls,
+                1000 * (after.children - before.children) / calls,
+                response_time_bucket(stats, 0.5),
+                response_time_bucket(stats, 0.99),
+            )
+            spawned = siproc.count("handler started") - started_before
+            if spawned != calls:
+                result.notes.append(f"{spawned} handlers started")
+            results.append(result)
+            print(
+                f"  setup {rate:4d} cps: {successful}/{calls} ok, {result.failed} failed",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(1)
+    finally:
+        siproc.stop()
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+
+
+def fmt(value: float, spec: str) -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else format(value, spec)
+    )
+
+
+def print_table(results: list[LoadResult], skipped: list[tuple[int, str, str]]) -> None:
+    header = (
+        f"{'N':>5}  {'callee':<8} {'rec':<3}  {'CPU s/call-min':>14}  {'(total)':>7}  "
+        f"{'handler s/call':>14}  {'RSS KiB/call':>12}  {'loss %':>7}  "
+        f"{'jitter p50/p99/max ms':>22}  {'failed':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    rows: list[tuple[int, str, str]] = []
+    for r in results:
+        jitter = "-"
+        if r.capture is not None and r.capture.jitter_ms is not None:
+            jitter = "/".join(f"{x:.2f}" for x in r.capture.jitter_ms)
+        rows.append(
+            (
+                r.calls,
+                r.peer,
+                f"{r.calls:>5}  {r.peer:<8} {'on' if r.record else 'off':<3}  "
+                f"{fmt(r.cpu_steady, '.3f'):>14}  {fmt(r.cpu_total, '.3f'):>7}  "
+                f"{fmt(r.handler_cpu if r.peer == 'siproc' else math.nan, '.4f'):>14}  "
+                f"{fmt(r.rss_per_call_kib, '.0f'):>12}  {fmt(100 * r.loss, '.3f'):>7}  "
+                f"{jitter:>22}  {f'{r.failed}/{r.calls}':>9}",
+            )
+        )
+    for calls, peer, why in skipped:
+        rows.append((calls, peer, f"{calls:>5}  {peer:<8} {'':<3}  n/a ({why})"))
+    for _, _, line in sorted(rows, key=lambda row: (row[0], row[1] != "siproc")):
+        print(line)
+
+
+def print_details(results: list[LoadResult]) -> None:
+    for r in results:
+        cap = r.capture
+        parts = [
+            f"N={r.calls} {r.peer}: window {r.window:.1f} s",
+            f"idle RSS {r.rss_idle_kib / 1024:.1f} MiB",
+            f"RTP received {r.received}",
+            f"SIPp sent {r.sent_by_sipp or '?'} (file: {r.expected})",
+            f"kernel socket drops {r.sock_drops}",
+            f"calls ok {r.successful}",
+            f"SIPp CPU {fmt(r.sipp_cpu_pct, '.0f')}% of a core",
+        ]
+        if cap is not None:
+            steady = "-"
+            if cap.steady_jitter_ms is not None:
+                steady = "/".join(f"{x:.2f}" for x in cap.steady_jitter_ms)
+            parts.append(
+                f"capture: {cap.peer_streams} streams, {cap.peer_packets} packets from the "
+                f"callee, dumpcap dropped {cap.dropped}; jitter in the steady window "
+                f"p50/p99/max {steady} ms"
+            )
+        print("  " + "; ".join(parts + r.notes))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", default="10,50", help="comma-separated N (default 10,50)")
+    parser.add_argument("--duration", type=float, default=10.0, help="talk seconds per call")
+    parser.add_argument("--rate", type=float, default=0, help="calls/s for the load (0: auto)")
+    parser.add_argument("--peers", default="siproc,baresip", help="callees to measure")
+    parser.add_argument("--setup-rates", default="25,50,100,150", help="cps steps ('' skips)")
+    parser.add_argument("--setup-seconds", type=float, default=10.0, help="seconds per step")
+    parser.add_argument("--record", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--no-capture", action="store_true", help="no dumpcap, no jitter")
+    parser.add_argument("--python", default=sys.executable, help="interpreter to run siproc")
+    parser.add_argument("--profile", type=Path, help="py-spy siproc's steady window into DIR")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+    calls_list = [int(x) for x in args.calls.split(",") if x.strip()]
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    if not set(peers) <= {"siproc", "baresip"}:
+        parser.error("--peers takes siproc and/or baresip")
+    args.setup_rates = [int(x) for x in args.setup_rates.split(",") if x.strip()]
+    if args.duration < 4:
+        parser.error("--duration must be at least 4 s")
+    for binary in ("sipp", "sox", *(["dumpcap"] if not args.no_capture else [])):
+        require(binary)
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix="siproc-load-"))
+    try:
+        import resource
+
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the callees
+        _, play = make_audio(workdir, args.duration)
+        loop = subprocess.run(
+            [args.python, "-c", "import uvloop"], capture_output=True, check=False
+        ).returncode
+        print(
+            f"siproc load bench: {os.cpu_count()} CPUs, {args.python} "
+            f"({'uvloop' if loop == 0 else 'asyncio'} loop), talk {args.duration:g} s, "
+            f"work dir {workdir}",
+            flush=True,
+        )
+        if args.record == "auto" and "siproc" in peers:
+            record, why = probe_record(args, workdir, play)
+        else:
+            record, why = args.record == "on", f"--record {args.record}"
+        print(f"RECORD: {'on' if record else 'off'} ({why})", flush=True)
+        results: list[LoadResult] = []
+        skipped: list[tuple[int, str, str]] = []
+        for calls in calls_list:
+            for peer in peers:
+                if peer == "baresip" and calls > BARESIP_MAX_CALLS[record]:
+                    limit = BARESIP_MAX_CALLS[record]
+                    skipped.append((calls, peer, f"libre's 1024-fd limit: ~{limit} calls"))
+                    continue
+                print(f"  running N={calls} against {peer} ...", file=sys.stderr, flush=True)
+                started = time.monotonic()
+                result = run_load(args, workdir, peer, calls, record, play)
+                results.append(result)
+                print(
+                    f"  ... {time.monotonic() - started:.0f} s: failed {result.failed}, "
+                    f"loss {fmt(100 * result.loss, '.3f')} %",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        print()
+        print(f"Load: SIPp UAC, G.711 u-law both ways, {args.duration:g} s talk per call")
+        print_table(results, skipped)
+        print_details(results)
+        if args.profile is not None:
+            for path in sorted(args.profile.glob("siproc-*.txt")):
+                print(f"\nprofile {path}:")
+                print("\n".join(summarise_profile(path)))
+        if args.setup_rates and "siproc" in peers:
+            print(
+                f"\nCall setup rate: {args.setup_seconds:g} s per step, handler answers, "
+                "hangs up after 1 s",
+                flush=True,
+            )
+            setup = run_setup_rates(args, workdir)
+            print(
+                f"{'cps':>5}  {'calls':>6}  {'ok':>6}  {'failed':>6}  {'siproc CPU ms/call':>18}"
+                f"  {'handler CPU ms/call':>19}  {'INVITE->200 p50/p99':>20}"
+            )
+            for s in setup:
+                print(
+                    f"{s.rate:>5}  {s.calls:>6}  {s.successful:>6}  {s.failed:>6}  "
+                    f"{s.cpu_per_call_ms:>18.2f}  {s.handler_cpu_per_call_ms:>19.2f}  "
+                    f"{s.rtt_p50 + ' / ' + s.rtt_p99:>20}  {'; '.join(s.notes)}"
+                )
+            clean = [s.rate for s in setup if s.failed == 0 and s.successful == s.calls]
+            print(f"highest rate with zero failed calls: {max(clean) if clean else 'none'} cps")
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping everything", file=sys.stderr)
+        return 130
+    finally:
+        PROCS.stop_all()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,7 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # libopus0: Opus in siproc (through ctypes); the Opus interop test fails without it, never skips.
-APT_PACKAGES=(kamailio kamailio-sqlite-modules baresip-core sip-tester sox sqlite3 iproute2 libsndfile1 libopus0)
+# libasound2-dev + gcc: pyalsaaudio (the alsa extra: APLAY/ARECORD/ASTOP) builds from source
+# against them; libasound2 runs it; alsa-utils: the tests compare with `aplay -L`, `arecord`.
+APT_PACKAGES=(kamailio kamailio-sqlite-modules baresip-core sip-tester sox sqlite3 iproute2 libsndfile1 libopus0
+              libasound2 libasound2-dev alsa-utils gcc)
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 
@@ -70,17 +73,18 @@ fi
 # install into it. Other pythons ignore this variable.
 export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Reinstall only when pyproject.toml or the interpreter changed, or siproc (from this checkout)
-# or a dev tool is not importable: an editable install takes seconds even when nothing changed.
+# Reinstall only when pyproject.toml or the interpreter changed, or siproc (from this checkout),
+# a dev tool or the alsa extra (pyalsaaudio) is not importable: an editable install takes
+# seconds even when nothing changed.
 stamp_dir=build
 stamp="$stamp_dir/.install-deps-stamp"
 want="$(python3 -c 'import sys; print(sys.executable)') $(sha256sum pyproject.toml | cut -d' ' -f1)"
 have="$(cat "$stamp" 2>/dev/null || true)"
-where="$(cd / && python3 -c 'import os, siproc, pytest, pytest_timeout, hypothesis, mypy, ruff
+where="$(cd / && python3 -c 'import os, siproc, pytest, pytest_timeout, hypothesis, mypy, ruff, alsaaudio
 print(os.path.realpath(siproc.__file__))' 2>/dev/null || true)"
 if [ "${SIPROC_FORCE_PIP:-0}" = 1 ] || [ "$want" != "$have" ] || [[ "$where" != "$PWD/src/siproc/"* ]]; then
-    log "pip install -e .[dev]"
-    python3 -m pip install -q -e '.[dev]'
+    log "pip install -e .[dev,alsa]"
+    python3 -m pip install -q -e '.[dev,alsa]'
     mkdir -p "$stamp_dir"
     printf '%s\n' "$want" > "$stamp"
 fi

@@ -15,6 +15,8 @@ from siproc.config import LOG_LEVELS, Config, ConfigError, load_config
 
 log = logging.getLogger("siproc")
 
+ALSA_NOT_INSTALLED = "ALSA support not installed (pip install siproc[alsa])"
+
 DESCRIPTION = """\
 A scriptable SIP softphone: for every incoming or outgoing call it runs HANDLER [ARGS...],
 which drives the call with commands on its stdout and reads events on its stdin.
@@ -107,12 +109,31 @@ def parameters_main(argv: list[str] | None = None) -> int:
         {"name": c.full_name, "priority": c.priority, "usable": c.usable, "note": c.reason}
         for c in config.codecs
     ]
+    from siproc.net.alsa import sound_devices
+
+    devices = sound_devices()  # None: pyalsaaudio is not installed
     if ns.json:
-        print(json.dumps({"version": __version__, "codecs": codecs, "sound_devices": []}, indent=2))
+        report: dict[str, object] = {
+            "version": __version__,
+            "codecs": codecs,
+            "sound_devices": devices,  # {"playback": [...], "capture": [...]} or null
+        }
+        if devices is None:
+            report["sound_devices_note"] = ALSA_NOT_INSTALLED
+        print(json.dumps(report, indent=2))
         return 0
     print(f"siproc {__version__}\n\nCodecs (name, priority, usable):")
     for c in codecs:
         usable = "yes" if c["usable"] else f"no ({c['note']})"
         print(f"  {c['name']:<24} {c['priority']:>3}  {usable}")
-    print("\nSound devices: ALSA bridging is not available in this version.")
+    if devices is None:
+        print(f"\nSound devices: {ALSA_NOT_INSTALLED}")
+        return 0
+    for direction, verb, lister in (
+        ("playback", "ARECORD", "aplay -L"),
+        ("capture", "APLAY", "arecord -L"),
+    ):
+        print(f"\nSound devices, {direction} PCMs for {verb} (as {lister} names them):")
+        for name in devices[direction] or ["(none)"]:
+            print(f"  {name}")
     return 0

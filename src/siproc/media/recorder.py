@@ -39,7 +39,8 @@ import numpy.typing as npt
 import soundfile
 
 from siproc.media.codecs import AudioCodec
-from siproc.media.jitter import JitterBuffer, LossConcealer, PushResult
+from siproc.media.jitter import JitterBuffer, PushResult
+from siproc.media.received import ReceivedAudio
 
 __all__ = [
     "CHUNK_SECONDS",
@@ -300,69 +301,79 @@ def _update_header_after_each_write(sound: soundfile.SoundFile) -> None:
 
 
 class CallRecording:
-    """The receive-side pipeline of a recording: RTP payloads -> :class:`JitterBuffer` ->
-    decode -> loss concealment -> :class:`CallRecorder`, next to the frames we send.
+    """The receive-side pipeline of a recording: the far end's decoded audio
+    (:class:`~siproc.media.received.ReceivedAudio`: jitter buffer -> decode -> loss concealment)
+    -> :class:`CallRecorder`, next to the frames we send.
 
-    The media edge calls :meth:`push` for every received packet of the call's audio payload
-    type and :meth:`tick` once per media tick with the frame it sent (None: nothing or
-    silence). A missing received frame is concealed: for a stateless codec (G.711) by
-    :class:`LossConcealer` (the previous frame at -6 dB, then silence), for a stateful one by the
-    codec's own concealment for one frame (libopus PLC keeps the decoder in step), then silence.
+    Used alone, the media edge calls :meth:`push` for every received packet of the call's
+    audio payload type and :meth:`tick` once per media tick with the frame it sent (None:
+    nothing or silence). When the decoded audio has other listeners too (ARECORD), the edge
+    owns the :class:`ReceivedAudio`, passes it to :meth:`open` and calls :meth:`write` with the
+    frame it pulled, so that each packet is decoded once.
 
     The file takes the codec's sample rate. When the codec changes before anything was
     recorded (RECORD given before the answer fixed the codec) the file is created again at the
     new rate; a later change of rate keeps the file's rate, and frames are cut or padded to it.
     """
 
-    def __init__(self, recorder: CallRecorder, frame_ts: int) -> None:
+    def __init__(
+        self, recorder: CallRecorder, frame_ts: int, received: ReceivedAudio | None = None
+    ) -> None:
         self.recorder = recorder
-        self.jitter = JitterBuffer(frame_ts)
-        self._plc = LossConcealer(recorder.frame_samples)
-        self._stateful_concealed = True  # nothing to conceal before the first frame
+        self.received = (
+            received if received is not None else ReceivedAudio(frame_ts, recorder.frame_samples)
+        )
 
     @classmethod
     def open(
-        cls, path: str, rate: int, stereo: bool, frame_ts: int, *, frame_ms: int = FRAME_MS
+        cls,
+        path: str,
+        rate: int,
+        stereo: bool,
+        frame_ts: int,
+        *,
+        frame_ms: int = FRAME_MS,
+        received: ReceivedAudio | None = None,
     ) -> CallRecording:
         """Open the file (see :meth:`CallRecorder.open`, which raises RecordFileError)."""
-        return cls(CallRecorder.open(path, rate, stereo, frame_ms=frame_ms), frame_ts)
+        return cls(CallRecorder.open(path, rate, stereo, frame_ms=frame_ms), frame_ts, received)
 
     @property
     def path(self) -> str:
         return self.recorder.path
 
+    @property
+    def jitter(self) -> JitterBuffer:
+        return self.received.jitter
+
     def push(self, seq: int, timestamp: int, ssrc: int, payload: bytes | memoryview) -> PushResult:
         """One received RTP packet of the audio codec (the payload is copied)."""
-        return self.jitter.push(seq, timestamp, ssrc, payload)
+        return self.received.push(seq, timestamp, ssrc, payload)
 
     def tick(self, sent: Int16Array | None, codec: AudioCodec, frame_ts: int) -> None:
         """Record one media tick with the current codec and RTP frame length. Raises
         :class:`RecordFileError` when the file cannot be written."""
-        recorder = self.recorder
-        if frame_ts != self.jitter.frame_ts:
-            self.jitter.reset(frame_ts)
-        if recorder.frames == 0 and codec.sample_rate != recorder.rate:
-            self._reopen(codec.sample_rate)
-            recorder = self.recorder
-        payload = self.jitter.pop()
-        received: Int16Array
-        if payload is not None:
-            received = self._plc.conceal(codec.decode(payload))
-            self._stateful_concealed = False
-        elif codec.stateful and not self._stateful_concealed:
-            self._stateful_concealed = True
-            self._plc.reset()
-            received = codec.conceal(recorder.frame_samples)
-        else:
-            received = self._plc.conceal(None)
-        recorder.write(received, sent)
+        self._follow_rate(codec)
+        received = self.received.pull(codec, frame_ts, self.recorder.frame_samples)
+        self.recorder.write(received, sent)
 
-    def _reopen(self, rate: int) -> None:
+    def write(
+        self, received: Int16Array | None, sent: Int16Array | None, codec: AudioCodec
+    ) -> None:
+        """Record one media tick whose received frame was already pulled from the shared
+        :class:`ReceivedAudio`. Raises :class:`RecordFileError`."""
+        self._follow_rate(codec)
+        self.recorder.write(received, sent)
+
+    def _follow_rate(self, codec: AudioCodec) -> None:
         old = self.recorder
+        if old.frames != 0 or codec.sample_rate == old.rate:
+            return
         old.close()
         frame_ms = old.frame_samples * 1000 // old.rate
-        self.recorder = CallRecorder.open(old.path, rate, old.stereo, frame_ms=frame_ms)
-        self._plc = LossConcealer(self.recorder.frame_samples)
+        self.recorder = CallRecorder.open(
+            old.path, codec.sample_rate, old.stereo, frame_ms=frame_ms
+        )
 
     def close(self) -> None:
         """Finalise the file (see :meth:`CallRecorder.close`)."""

@@ -430,6 +430,12 @@ class Baresip:
     when the sndfile module writes ``dump-<time>-dec.wav`` (heard) and ``-enc.wav`` (sent) per
     call into ``workdir/recordings`` (see ``recordings()``).
 
+    ``contacts`` (name-addrs, the first is the current contact) loads the contact module, whose
+    ``/message`` (``message()``) sends a MESSAGE to the current contact. A received MESSAGE shows
+    only in baresip's UI output, never in its log or as a ctrl_tcp event: ``console`` loads the
+    cons module, which hands the UI output to a TCP client (``console_text()``,
+    ``wait_console()``, also written to ``workdir/console.log``).
+
     Note baresip also listens for SIP over TLS on ``sip_port + 1`` (TCP); ``free_port`` with
     ``span=2`` is used for the default port.
     """
@@ -451,6 +457,8 @@ class Baresip:
         regint: int = 600,
         silence_seconds: float = 60.0,
         extra_config: Mapping[str, str] | None = None,
+        contacts: Sequence[str] = (),
+        console: bool = False,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -467,6 +475,13 @@ class Baresip:
         self.regint = regint
         self.silence_seconds = silence_seconds
         self.extra_config = dict(extra_config or {})
+        self.contacts = tuple(contacts)  # name-addrs; the first is the current contact
+        # The cons module sends the UI output (e.g. received MESSAGE text) to a TCP client.
+        self.console_port = free_port("tcp") if console else None
+        self.console_path = self.workdir / "console.log"
+        self._console: socket.socket | None = None
+        self._console_reader: threading.Thread | None = None
+        self._console_text = ""
         self.config_dir = self.workdir / "config"
         self.recordings_dir = self.workdir / "recordings"
         self.log_path = self.workdir / "baresip.log"
@@ -523,7 +538,9 @@ class Baresip:
         modules += ["aufile", "aubridge"]
         if self.record:
             modules.append("sndfile")
-        for module in [*modules, "menu", "ctrl_tcp"]:
+        if self.console_port is not None:
+            modules.append("cons")
+        for module in [*modules, "menu", "ctrl_tcp", *(["contact"] if self.contacts else [])]:
             if not (BARESIP_MODULE_DIR / f"{module}.so").exists():
                 raise PeerMissing(
                     f"baresip module {module}.so is missing from {BARESIP_MODULE_DIR}: "
@@ -557,15 +574,18 @@ class Baresip:
             "module_path": str(BARESIP_MODULE_DIR),
             "ctrl_tcp_listen": f"{LOOPBACK}:{self.ctrl_port}",
             "snd_path": str(self.recordings_dir),
+            **({"cons_listen": f"{LOOPBACK}:{self.console_port}"} if self.console_port else {}),
         }
         settings.update(self.extra_config)
         lines = [f"{key}\t\t{value}" for key, value in settings.items()]
         lines += [f"module\t\t{name}.so" for name in self._modules()]
         lines += ["module_app\t\tmenu.so", "module_app\t\tctrl_tcp.so"]
+        if self.contacts:  # the contact module brings /message (to the current contact)
+            lines.append("module_app\t\tcontact.so")
         (self.config_dir / "config").write_text("\n".join(lines) + "\n")
         # The account is created through ctrl_tcp once we listen for events (see start()).
         (self.config_dir / "accounts").write_text("")
-        (self.config_dir / "contacts").write_text("")
+        (self.config_dir / "contacts").write_text("".join(f"{c}\n" for c in self.contacts))
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -603,6 +623,13 @@ class Baresip:
             target=self._read_loop, name=f"baresip-{self.user}-ctrl", daemon=True
         )
         self._reader.start()
+        if self.console_port is not None:
+            self._console = socket.create_connection((LOOPBACK, self.console_port), timeout=5)
+            self._console.settimeout(None)
+            self._console_reader = threading.Thread(
+                target=self._read_console, name=f"baresip-{self.user}-cons", daemon=True
+            )
+            self._console_reader.start()
         response = self.command("uanew", self.account_line())
         if not response.get("ok"):
             raise PeerError(f"baresip {self.user}: uanew failed: {response}")
@@ -620,6 +647,12 @@ class Baresip:
         if self._reader is not None:
             self._reader.join(timeout=2)
             self._reader = None
+        if self._console is not None:
+            self._console.close()  # after the process: its reader has seen the end by now
+            self._console = None
+        if self._console_reader is not None:
+            self._console_reader.join(timeout=2)
+            self._console_reader = None
 
     @property
     def pid(self) -> int | None:
@@ -701,6 +734,19 @@ class Baresip:
         """Send DTMF ``digits`` in the current call (RFC 4733 telephone-event)."""
         return self.command("sndcode", digits)
 
+    def hold(self) -> Event:
+        """Put the current call on hold (a re-INVITE with a=sendonly)."""
+        return self.command("hold")
+
+    def resume(self) -> Event:
+        """Take the current call off hold (a re-INVITE with a=sendrecv)."""
+        return self.command("resume")
+
+    def message(self, text: str) -> Event:
+        """Send a SIP MESSAGE (out of dialog) with ``text`` to the current contact (needs
+        ``contacts``). baresip shows received MESSAGEs only in its log: ``peer: "text"``."""
+        return self.command("message", text)
+
     # -- events --------------------------------------------------------------------------------
 
     @property
@@ -751,6 +797,44 @@ class Baresip:
         return event
 
     # -- recordings ----------------------------------------------------------------------------
+
+    # -- console (cons module: UI output) --------------------------------------------------------
+
+    def _read_console(self) -> None:
+        sock = self._console
+        assert sock is not None
+        with open(self.console_path, "ab") as out:
+            while True:
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                out.write(data)
+                out.flush()
+                with self._cond:
+                    self._console_text += data.decode("utf-8", "replace")
+                    self._cond.notify_all()
+
+    def console_text(self) -> str:
+        """The UI output so far (needs ``console=True``): what baresip's UI shows a user."""
+        with self._cond:
+            return self._console_text
+
+    def wait_console(self, text: str, timeout: float = 10.0) -> str:
+        """Wait until the UI output contains ``text``; return the whole output."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while text not in self._console_text:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"baresip {self.user}: {text!r} never shown; UI output:\n"
+                        f"{self._console_text[-3000:]}"
+                    )
+                self._cond.wait(remaining)
+            return self._console_text
 
     def recordings(self, kind: Literal["dec", "enc"] | None = None) -> list[Path]:
         """The sndfile dumps, oldest first: ``*-dec.wav`` is what it heard, ``*-enc.wav`` sent.

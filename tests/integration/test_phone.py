@@ -75,7 +75,8 @@ def test_manual_page_example_between_two_phones(workdir: Path, phones) -> None: 
     assert "pw=unset" in alice_log
     lines = alice_log.splitlines()
     events = [line for line in lines if line.startswith("EVENT")]
-    assert events[:2] == ["EVENT CONNECTED", "EVENT STOPPED tone.wav"]
+    # bob's RINGING (180) reaches alice's handler as the event RINGING
+    assert events[:3] == ["EVENT RINGING", "EVENT CONNECTED", "EVENT STOPPED tone.wav"]
     bob_log = wait_file(workdir / "bob.log", r"^(SIGTERM|EOF)$")
     assert "START outgoing=n" in bob_log
     assert f"ruri={bob.uri('bob')}" in bob_log

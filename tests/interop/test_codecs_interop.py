@@ -185,7 +185,7 @@ def test_tones_cross_in_every_codec(
     proc, log = call_baresip(workdir, siprocs, bob, case.priorities)
 
     events = [line[6:] for line in log.splitlines() if line.startswith("EVENT ")]
-    assert events[:2] == ["CONNECTED", "STOPPED tone.wav"], events
+    assert events[:3] == ["RINGING", "CONNECTED", "STOPPED tone.wav"], events
     assert not any(e.startswith("ERROR") for e in events), events
 
     # The codec: in the SDP answer, and as baresip set it up.

@@ -27,11 +27,14 @@ from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from siproc.calls import protocol
+from siproc.calls import protocol, transfer
 from siproc.calls.handler import HandlerProcess
+from siproc.calls.in_dialog import InDialogRequest
+from siproc.calls.session import SessionUpdates
 from siproc.media.codecs import AudioCodec, get_codec
 from siproc.media.player import MediaFileError
 from siproc.media.recorder import RecordFileError
+from siproc.net.alsa import SoundCardError, SoundCards
 from siproc.sdp.model import SdpError, SessionDescription, parse_sdp
 from siproc.sdp.offer_answer import (
     CodecSpec,
@@ -60,7 +63,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, MESSAGE"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, MESSAGE, REFER, NOTIFY, UPDATE"
 SUPPORTED = ""  # no extensions yet; the header is left out while empty
 HANDLER_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 # DISCONNECTED and end of file reach the handler this long before SIGTERM, so that a handler in
@@ -74,6 +77,7 @@ class CallState(Enum):
     CALLING = "calling"  # outgoing INVITE sent, nothing back yet
     EARLY = "early"  # outgoing: a provisional response arrived
     INCOMING = "incoming"  # incoming INVITE, not answered yet
+    EARLY_MEDIA = "early media"  # incoming: 183 with our SDP answer sent, media flowing
     ANSWERING = "answering"  # incoming: 2xx sent, waiting for the ACK
     CONNECTED = "connected"
     CANCELLING = "cancelling"  # outgoing: hung up before the answer
@@ -85,7 +89,8 @@ S = CallState
 _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
     S.CALLING: frozenset({S.EARLY, S.CONNECTED, S.CANCELLING, S.ENDED}),
     S.EARLY: frozenset({S.CONNECTED, S.CANCELLING, S.ENDED}),
-    S.INCOMING: frozenset({S.ANSWERING, S.ENDED}),
+    S.INCOMING: frozenset({S.EARLY_MEDIA, S.ANSWERING, S.ENDED}),
+    S.EARLY_MEDIA: frozenset({S.ANSWERING, S.ENDED}),
     S.ANSWERING: frozenset({S.CONNECTED, S.TERMINATING, S.ENDED}),
     S.CONNECTED: frozenset({S.TERMINATING, S.ENDED}),
     S.CANCELLING: frozenset({S.TERMINATING, S.ENDED}),
@@ -125,6 +130,8 @@ class PhoneServices(Protocol):
     @property
     def timer_t2(self) -> float: ...
     def auth_session(self) -> DigestSession | None: ...
+    def expand_target(self, text: str) -> NameAddr: ...
+    def place_referred_call(self, target: SipUri, referred_by: str) -> Call | None: ...
 
 
 class CallLog(logging.LoggerAdapter[logging.Logger]):
@@ -175,6 +182,12 @@ class Call:
         self._provisional = False
         self._ack: tuple[bytes, Destination] | None = None
         self._auth: DigestSession | None = None
+        # transfer (calls/transfer.py): ours (TRANSFER), the remote's (REFER), and for a call
+        # placed because of a REFER, who referred us and who wants to hear of its progress
+        self.transferor: transfer.Transferor | None = None
+        self.transferee: transfer.Transferee | None = None
+        self.referred_by = ""
+        self.on_state_change: Callable[[Call], None] | None = None
         # incoming
         self._server_tx: ServerTransaction | None = None
         self._incoming_invite: Request | None = None
@@ -185,11 +198,15 @@ class Call:
         self._ok_interval = 0.0
         self._ok_deadline = 0.0
         self._bye_after_ack = False
+        # early media (PROGRESS in, 18x with SDP out) and mid-call changes (calls/session.py)
+        self._early_events: set[str] = set()  # RINGING / PROGRESS events already sent
+        self.session = SessionUpdates(self, ALLOW)
         # media
         self.negotiated: NegotiatedMedia | None = None
         self._info_digits: deque[str] = deque()  # DTMF keys waiting for their SIP INFO
         self._info_in_flight = False
         self._codec: tuple[tuple[str, str | None], AudioCodec] | None = None  # (key, instance)
+        self._sound_cards: SoundCards | None = None  # APLAY/ARECORD/ASTOP (net/alsa.py)
         self._sdp_version = 1
         self._sdp_session = int(phone.new_token()[:8], 16)
 
@@ -203,10 +220,22 @@ class Call:
         self.log.debug("%s -> %s", self.state.value, new.value)
         self.state = new
         self.phone.call_changed(self)
+        if self.on_state_change is not None:
+            self.on_state_change(self)
 
     @property
     def ended(self) -> bool:
         return self.state is CallState.ENDED
+
+    @property
+    def connected(self) -> bool:
+        return self.state is CallState.CONNECTED
+
+    def digest_session(self) -> DigestSession | None:
+        """The call's digest credentials for in-dialog requests (the INVITE's, else new)."""
+        if self._auth is None:
+            self._auth = self.phone.auth_session()
+        return self._auth
 
     @property
     def dialog_id(self) -> tuple[str, str, str] | None:
@@ -268,13 +297,21 @@ class Call:
         state = self.state
         match command:
             case protocol.Ringing():
-                if state is not CallState.INCOMING:
+                if state not in (CallState.INCOMING, CallState.EARLY_MEDIA):
                     return self._error("RINGING", f"not possible while the call is {state.value}")
                 self._respond_invite(180, "Ringing")
+            case protocol.Progress():
+                self._progress()
             case protocol.Answer():
-                if state is not CallState.INCOMING:
+                if state not in (CallState.INCOMING, CallState.EARLY_MEDIA):
                     return self._error("ANSWER", f"not possible while the call is {state.value}")
                 self._answer_call()
+            case protocol.Hold():
+                self.session.command(hold=True)
+            case protocol.Resume():
+                self.session.command(hold=False)
+            case protocol.Message(text=text):
+                self._send_message(text)
             case protocol.Hangup(status=status):
                 if state in (CallState.ENDED, CallState.TERMINATING, CallState.CANCELLING):
                     return self._error("HANGUP", f"the call is already {state.value}")
@@ -301,9 +338,36 @@ class Call:
                     self.stream.start_recording(file, stereo)
                 except RecordFileError as exc:
                     return self._error("RECORD", str(exc))
+            case protocol.Transfer(uri=uri):
+                transfer.start_transfer(self, uri)
+            case protocol.Aplay() | protocol.Arecord() | protocol.Astop():
+                self._sound_card(command)
             case _:
                 verb = protocol.format_command(command).split(" ", 1)[0]
                 self._error(verb, "not supported by this version of siproc")
+        return None
+
+    def _sound_card(self, command: protocol.Aplay | protocol.Arecord | protocol.Astop) -> None:
+        """APLAY / ARECORD / ASTOP (net/alsa.py): the bridges are taps of the stream, which
+        stops them when the call ends. Opening happens off the loop: a device that cannot be
+        opened is reported later, as ``ERROR <verb> <reason>``."""
+        verb = type(command).__name__.upper()
+        if self._sound_cards is None:
+            self._sound_cards = SoundCards(self.stream, self.phone.loop, self._error, self.log)
+        try:
+            match command:
+                case protocol.Aplay(device=device):
+                    if self.stream.closed:
+                        return self._error(verb, f"the call is {self.state.value}")
+                    self._sound_cards.aplay(device)
+                case protocol.Arecord(device=device):
+                    if self.stream.closed:
+                        return self._error(verb, f"the call is {self.state.value}")
+                    self._sound_cards.arecord(device)
+                case protocol.Astop(device=device):
+                    self._sound_cards.astop(device)
+        except SoundCardError as exc:
+            self._error(verb, str(exc))
         return None
 
     def _on_handler_exit(self, returncode: int) -> None:
@@ -322,7 +386,7 @@ class Call:
     def hangup(self, status: int | None = None, *, handler_gone: bool = False) -> None:
         """End the call from our side, as fits its state."""
         match self.state:
-            case CallState.INCOMING:
+            case CallState.INCOMING | CallState.EARLY_MEDIA:
                 if status is None:
                     status = 480 if handler_gone else 603
                 self._respond_invite(status, _REASONS.get(status, "Call Ended"))
@@ -346,6 +410,7 @@ class Call:
             return
         self.end_status, self.end_reason = status, reason
         self._cancel_ok_timer()
+        self.session.close()
         self.stream.close()
         if self.dialog is not None and self.dialog.state is not DialogState.TERMINATED:
             self.dialog.set_state(DialogState.TERMINATED)
@@ -411,7 +476,8 @@ class Call:
         if self.negotiated is not None:
             self.stream.start()
 
-    def make_offer(self, address: str) -> SessionDescription:
+    def make_offer(self, address: str, *, direction: str = "sendrecv") -> SessionDescription:
+        """Our offer; ``direction`` sendonly/inactive puts the call on hold (RFC 3264 8.4)."""
         self._sdp_version += 1
         return build_offer(
             address=address,
@@ -419,10 +485,14 @@ class Call:
             codecs=self.phone.codecs,
             session_id=self._sdp_session,
             session_version=self._sdp_version,
+            direction=direction,
             telephone_event=self.phone.telephone_event,
         )
 
-    def _make_answer(self, offer: SessionDescription, address: str) -> SessionDescription:
+    def _make_answer(
+        self, offer: SessionDescription, address: str, *, hold: bool = False
+    ) -> SessionDescription:
+        """Answer ``offer`` and apply it to the stream; ``hold``: we keep the call on hold."""
         self._sdp_version += 1
         answer, negotiated = answer_offer(
             offer,
@@ -432,6 +502,7 @@ class Call:
             session_id=self._sdp_session,
             session_version=self._sdp_version,
             telephone_event=self.phone.telephone_event,
+            hold=hold,
         )
         self._configure_media(negotiated)
         return answer
@@ -495,8 +566,44 @@ class Call:
         self._provisional = True
         if self.state is CallState.CANCELLING:
             self._send_cancel()
-        elif self.state is CallState.CALLING and response.status > 100:
-            self._set_state(CallState.EARLY)
+            return
+        status = response.status
+        if status == 100 or self.state not in (CallState.CALLING, CallState.EARLY):
+            return
+        self._set_state(CallState.EARLY)
+        early_media = self._early_media(response)
+        if status == 183 or early_media:
+            self._early_event(protocol.ProgressEvent())
+        elif status == 180:
+            self._early_event(protocol.RingingEvent())
+
+    def _early_media(self, response: Response) -> bool:
+        """Early media from the far end (RFC 3960 section 2, the "gateway model"): an SDP answer
+        in an unreliable 18x is applied at once and the stream started, so the far end's
+        announcements or ringback are received (and recorded) and PLAY reaches it; the 2xx
+        brings the answer again and may change it (see `_on_invite_ok`)."""
+        if not response.body or content_type(response.headers) != "application/sdp":
+            return False
+        assert self._offer is not None
+        first = self.negotiated is None
+        try:
+            negotiated = accept_answer(self._offer, parse_sdp(response.body), self.phone.codecs)
+            self._configure_media(negotiated)
+        except (SdpError, OfferAnswerError) as exc:
+            self.log.warning("ignoring unusable SDP in %d: %s", response.status, exc)
+            return False
+        if first:
+            host, port = negotiated.remote_address
+            self.log.info("early media from %s port %d (%d)", host, port, response.status)
+        self._start_media()
+        return True
+
+    def _early_event(self, event: protocol.RingingEvent | protocol.ProgressEvent) -> None:
+        """RINGING and PROGRESS reach the handler once each per call, however many 18x come."""
+        line = protocol.format_event(event)
+        if line not in self._early_events:
+            self._early_events.add(line)
+            self.event(event)
 
     def _on_invite_ok(self, response: Response) -> None:
         if self._ack is not None:  # a retransmitted 2xx: re-ACK (section 13.2.2.4)
@@ -517,9 +624,10 @@ class Call:
             self._send_bye()
             return
         try:
-            answer = parse_sdp(response.body)
             assert self._offer is not None
-            self._configure_media(accept_answer(self._offer, answer, self.phone.codecs))
+            if response.body or self.negotiated is None:  # else the 18x's answer stands
+                answer = parse_sdp(response.body)
+                self._configure_media(accept_answer(self._offer, answer, self.phone.codecs))
         except (SdpError, OfferAnswerError) as exc:
             self.log.warning("unusable SDP answer: %s", exc)
             self._set_state(CallState.CONNECTED)
@@ -581,7 +689,13 @@ class Call:
             self._finish(200, "hung up")
 
     def on_stray_ok(self, response: Response) -> None:
-        """A 2xx retransmission after the INVITE transaction ended: re-ACK it."""
+        """A 2xx retransmission after the INVITE transaction ended: re-ACK it (the ACK of our
+        re-INVITE with that CSeq, else the one of our INVITE)."""
+        cseq = (response.headers.get("CSeq") or "").split()
+        if not 200 <= response.status < 300 or cseq[-1:] != ["INVITE"]:
+            return
+        if self.session.reack(response):
+            return
         if self._ack is not None:
             self.phone.send_raw(*self._ack)
 
@@ -623,6 +737,24 @@ class Call:
         self.phone.respond(self._server_tx, response)
         return response
 
+    def _progress(self) -> None:
+        """``PROGRESS``: 183 Session Progress with our SDP answer, and media from now on
+        (early media, RFC 3960 section 2), so PLAY and DTMF reach the caller before ANSWER.
+
+        The 183 is not sent reliably (no 100rel, RFC 3262): the INVITE server transaction
+        sends it again whenever the caller retransmits the INVITE (RFC 3261 section 17.2.1),
+        and PROGRESS may be repeated. ANSWER sends the same SDP in the 200 OK. An INVITE
+        without an offer cannot have early media: our offer would need a reliable 18x."""
+        state = self.state
+        if state not in (CallState.INCOMING, CallState.EARLY_MEDIA):
+            return self._error("PROGRESS", f"not possible while the call is {state.value}")
+        if self._pending_offer or self._answer is None:
+            return self._error("PROGRESS", "the INVITE has no SDP offer to answer early")
+        self._respond_invite(183, "Session Progress", self._sdp_bytes(self._answer))
+        self._set_state(CallState.EARLY_MEDIA)
+        self._start_media()
+        return None
+
     def _answer_call(self) -> None:
         assert self._answer is not None and self._server_tx is not None
         response = self._respond_invite(200, "OK", self._sdp_bytes(self._answer))
@@ -660,6 +792,9 @@ class Call:
             self._ok_timer = None
 
     def on_ack(self, request: Request) -> None:
+        if self.state is CallState.CONNECTED:  # the ACK to our 2xx to a re-INVITE
+            self.session.on_ack(request)
+            return
         if self.state is not CallState.ANSWERING:
             return
         self._cancel_ok_timer()
@@ -687,7 +822,7 @@ class Call:
         """CANCEL for our INVITE (RFC 3261 section 9.2): 200 to it, 487 to the INVITE."""
         assert self._incoming_invite is not None
         self.phone.respond(cancel_tx, make_response(request, 200, "OK", to_tag=self.local_tag))
-        if self.state is CallState.INCOMING:
+        if self.state in (CallState.INCOMING, CallState.EARLY_MEDIA):
             self._respond_invite(487, "Request Terminated")
             self._finish(487, "cancelled by the caller")
 
@@ -703,11 +838,13 @@ class Call:
         method = request.method
         if method == "BYE":
             self.phone.respond(tx, make_response(request, 200, "OK"))
-            if self.state is CallState.INCOMING:  # early BYE: the INVITE gets 487 (15.1.2)
+            if self.state in (CallState.INCOMING, CallState.EARLY_MEDIA):  # early BYE (15.1.2)
                 self._respond_invite(487, "Request Terminated")
             self._finish(200, "remote hangup")
         elif method == "INVITE":
-            self._on_reinvite(request, tx, local_host)
+            self.session.on_reinvite(request, tx, local_host)
+        elif method == "UPDATE":
+            self.session.on_update(request, tx, local_host)
         elif method == "INFO":
             self.phone.respond(tx, make_response(request, 200, "OK"))
             self._on_info(request)
@@ -715,35 +852,47 @@ class Call:
             self.phone.respond(tx, make_response(request, 200, "OK"))
             text = request.body.decode("utf-8", "replace")
             self.event(protocol.MessageReceived(text))
+        elif method == "REFER":
+            transfer.on_refer(self, request, tx)
+        elif method == "NOTIFY":
+            transfer.on_notify(self, request, tx)
         elif method == "OPTIONS":
             self.phone.respond(tx, make_response(request, 200, "OK", headers=[("Allow", ALLOW)]))
         else:
             self.phone.respond(tx, make_response(request, 501, "Not Implemented"))
 
-    def _on_reinvite(self, request: Request, tx: ServerTransaction, local_host: str) -> None:
-        """Answer a re-INVITE with the session as it now stands (RFC 3261 section 14.2)."""
-        if self.state is not CallState.CONNECTED:
-            self.phone.respond(tx, make_response(request, 491, "Request Pending"))
-            return
-        try:
-            if request.body and content_type(request.headers) == "application/sdp":
-                sdp = self._make_answer(parse_sdp(request.body), local_host)
-            else:
-                sdp = self.make_offer(local_host)
-        except (SdpError, OfferAnswerError) as exc:
-            self.phone.respond(tx, make_response(request, 488, f"Not Acceptable Here ({exc})"))
-            return
-        response = make_response(
-            request,
-            200,
-            "OK",
-            headers=[self._contact_header_for(tx), ("Allow", ALLOW)],
-            body=sdp.serialize(),
-        )
-        self.phone.respond(tx, response)
+    # -- MESSAGE out ----------------------------------------------------------------------------
 
-    def _contact_header_for(self, tx: ServerTransaction) -> tuple[str, str]:
-        return ("Contact", f"<{self.phone.contact_for(tx.reply_to)}>")
+    def _send_message(self, text: str) -> None:
+        """``MESSAGE <text>`` (unescaped by the protocol parser): a MESSAGE in the dialog
+        (RFC 3428 section 4; text/plain in UTF-8), challenges answered with the call's
+        credentials. Success is silent; a final status >= 300 or no answer is reported as
+        ``ERROR MESSAGE <status> <reason>``."""
+        if self.state is not CallState.CONNECTED or self.dialog is None:
+            return self._error("MESSAGE", f"not possible while the call is {self.state.value}")
+        body = text.encode("utf-8", "replace")
+        InDialogRequest(
+            self.phone,
+            self.dialog,
+            "MESSAGE",
+            self.digest_session(),
+            self._on_message_final,
+            headers=[("Content-Type", "text/plain;charset=UTF-8")],
+            body=body,
+        ).send()
+        self.log.info("MESSAGE sent (%d bytes)", len(body))
+        return None
+
+    def _on_message_final(self, request: Request, response: Response | None) -> None:
+        if response is not None and response.status < 300:
+            return
+        if response is None:
+            status, reason = 408, "Request Timeout"
+        else:
+            status, reason = response.status, response.reason
+        self.log.warning("MESSAGE not delivered: %d %s", status, reason)
+        if not self.ended:
+            self._error("MESSAGE", f"{status} {reason}".rstrip())
 
     # -- DTMF out -------------------------------------------------------------------------------
 
@@ -752,8 +901,12 @@ class Call:
         telephone-event was negotiated, else one SIP INFO per key (``application/dtmf-relay``,
         the de facto format of RFC 2976 INFO DTMF), each sent once the previous one got its
         final response, so that they arrive in order. INFO is also the way while we may not
-        send RTP (the remote put us on hold, RFC 3264 section 8.4)."""
-        if self.state is not CallState.CONNECTED or self.dialog is None:
+        send RTP (the remote put us on hold, RFC 3264 section 8.4). During early media
+        (PROGRESS sent, or an 18x with SDP received) only RFC 4733 events can be sent."""
+        early = self.state is CallState.EARLY_MEDIA or (
+            self.state is CallState.EARLY and self.negotiated is not None
+        )
+        if not early and (self.state is not CallState.CONNECTED or self.dialog is None):
             return self._error("DTMF", f"not possible while the call is {self.state.value}")
         negotiated = self.negotiated
         if (
@@ -766,6 +919,8 @@ class Call:
             except ValueError as exc:
                 return self._error("DTMF", str(exc))
             return None
+        if early:
+            return self._error("DTMF", "no telephone-event for early media (INFO needs CONNECTED)")
         self._info_digits.extend(digits)
         if not self._info_in_flight:
             self._send_next_info()

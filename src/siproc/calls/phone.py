@@ -252,7 +252,7 @@ class Phone:
                     call.on_ack(request)
             case StrayResponse(response=response, info=info):
                 call = self._by_call_id.get(info.call_id)
-                if call is not None and call.outgoing:
+                if call is not None:  # our INVITE's or re-INVITE's 2xx again: re-ACK
                     call.on_stray_ok(response)
             case _:
                 pass
@@ -375,6 +375,8 @@ class Phone:
             SIPROC_REMOTE_DISPLAY_NAME=remote.display_name or "",
             SIPROC_REMOTE_USER=unquote(user or ""),
         )
+        if call.referred_by:  # a call placed because of a REFER (calls/transfer.py)
+            env["SIPROC_REFERRED_BY"] = call.referred_by
         if call.invite is not None and not call.outgoing:
             for name, value in call.invite.headers:
                 if name.lower().startswith("x-"):
@@ -431,40 +433,60 @@ class Phone:
 
     # -- outgoing calls -------------------------------------------------------------------------
 
+    def expand_target(self, text: str) -> NameAddr:
+        """A SIP URI or name-addr, or a bare user name at the registrar's domain (`CALL`,
+        `TRANSFER`); raises ParseError for anything else, including non-sip: schemes."""
+        if ":" not in text and self.config.registrar is not None:
+            registrar = self.config.registrar
+            text = f"sip:{text}@{format_host(registrar.host)}" + (
+                f":{registrar.port}" if registrar.port else ""
+            )
+        # A bare URI keeps its ;params (transport=tcp); only <...> makes a name-addr.
+        target = parse_name_addr(text) if "<" in text else NameAddr(parse_uri(text))
+        if not isinstance(target.uri, SipUri):
+            raise ParseError(f"only sip: URIs can be called, not {target.uri.scheme}:")
+        return target
+
     def place_call(self, text: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         """`CALL <uri> [Header: value ...]`: a SIP URI or name-addr, or a bare user name at the
         registrar's domain; `headers` go into the INVITE."""
         try:
-            if ":" not in text and self.config.registrar is not None:
-                registrar = self.config.registrar
-                text = f"sip:{text}@{format_host(registrar.host)}" + (
-                    f":{registrar.port}" if registrar.port else ""
-                )
-            # A bare URI keeps its ;params (transport=tcp); only <...> makes a name-addr.
-            target = parse_name_addr(text) if "<" in text else NameAddr(parse_uri(text))
-            if not isinstance(target.uri, SipUri):
-                raise ParseError(f"only sip: URIs can be called, not {target.uri.scheme}:")
+            target = self.expand_target(text)
         except ParseError as exc:
             print(f"siproc: CALL {text[:80]!r}: not a SIP URI ({exc})", file=sys.stderr, flush=True)
             return
+        self._dial(target, headers, f"CALL {text}")
+
+    def place_referred_call(self, target: SipUri, referred_by: str) -> Call | None:
+        """The new call of a transfer (an accepted REFER, RFC 3515): placed like `CALL`, its
+        handler gets SIPROC_REFERRED_BY. None when it cannot be placed."""
+        return self._dial(NameAddr(target), (), f"REFER to {target}", referred_by=referred_by)
+
+    def _dial(
+        self,
+        target: NameAddr,
+        headers: tuple[tuple[str, str], ...],
+        what: str,
+        *,
+        referred_by: str = "",
+    ) -> Call | None:
         if self._stopping:
-            return
+            return None
         if len(self.calls) >= self.config.max_calls:
             print(
-                f"siproc: CALL {text}: refused, SIPROC_MAX_CALLS={self.config.max_calls} calls "
-                "are up",
+                f"siproc: {what}: refused, SIPROC_MAX_CALLS={self.config.max_calls} calls are up",
                 file=sys.stderr,
                 flush=True,
             )
-            return
-        uri = target.uri
+            return None
+        uri = _as_sip(target.uri)
         try:
             destination = self.outbound_destination(uri)
             local_host = self.local_host_for(destination)
             stream = self._open_stream(local_host)
         except OSError as exc:
-            print(f"siproc: CALL {text}: {exc}", file=sys.stderr, flush=True)
-            return
+            print(f"siproc: {what}: {exc}", file=sys.stderr, flush=True)
+            return None
         identity = self._identity()
         if self.config.identity is None:
             identity = NameAddr(
@@ -480,8 +502,10 @@ class Phone:
             stream=stream,
         )
         call.request_uri = str(uri)
+        call.referred_by = referred_by
         self._add_call(call)
         self.loop.create_task(self._start_outgoing(call, uri, destination, headers))
+        return call
 
     async def _start_outgoing(
         self,
@@ -549,8 +573,19 @@ class Phone:
                     call.event(protocol.MessageReceived(text))
                 else:
                     log.info("MESSAGE from %s outside any call: %r", info.from_.uri, text[:200])
-            case "BYE" | "INFO":
+            case "BYE" | "INFO" | "UPDATE":  # in-dialog only (UPDATE: RFC 3311 section 5.2)
                 self.respond(tx, make_response(request, 481, "Call/Transaction Does Not Exist"))
+            case "NOTIFY":  # no subscription outside a dialog (RFC 6665 section 4.1.3)
+                self.respond(tx, make_response(request, 481, "Subscription Does Not Exist"))
+            case "REFER":
+                # We transfer only calls we are in: a REFER outside a dialog (RFC 3515 allows
+                # it, e.g. click-to-dial) would let anyone make us call anywhere.
+                self.respond(
+                    tx,
+                    make_response(
+                        request, 403, "Forbidden (REFER outside a call)", to_tag=self.new_token()
+                    ),
+                )
             case _:
                 self.respond(
                     tx,

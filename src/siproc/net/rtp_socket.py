@@ -37,6 +37,12 @@ Theory of operation:
   packets go into a jitter buffer (copied out of the receive buffer) and each tick records the
   popped, decoded frame next to the frame we sent (or silence), one file write per 0.5 s;
   ``stop_recording`` and ``close`` finish the file. About 6-8 us per tick for G.711.
+* Taps (APLAY/ARECORD, :mod:`siproc.net.alsa`): a live source added with ``add_source`` is
+  mixed into what we send, next to the files, until removed; a sink added with ``add_sink`` gets
+  the far end's decoded audio every tick. The decoded audio is one pipeline
+  (:class:`~siproc.media.received.ReceivedAudio`, jitter buffer -> decode -> concealment),
+  shared by RECORD and every sink and present only while one of them listens: each packet is
+  decoded once. ``close`` closes the sources and sinks still attached.
 """
 
 from __future__ import annotations
@@ -51,21 +57,23 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from siproc.media.codecs import AudioCodec, get_codec
 from siproc.media.dtmf import DtmfReceiver, DtmfSender, GoertzelDetector
-from siproc.media.mixer import PlaybackMixer
+from siproc.media.mixer import LiveSource, PlaybackMixer
 from siproc.media.player import FilePlayer
+from siproc.media.received import ReceivedAudio
 from siproc.media.recorder import CallRecording, RecordFileError
 from siproc.media.rtcp import RTCP_MIN_INTERVAL, ReceiverReport, SenderReport
 from siproc.media.rtcp_session import RtcpSession
 from siproc.media.rtp import RTP_HEADER_SIZE, ParseError, RtpHeader, RtpSender, is_rtcp, parse_rtp
 from siproc.net.clock import MediaClock
 
-__all__ = ["DIRECTIONS", "RtpStats", "RtpStream", "SymmetricRtpLatch"]
+__all__ = ["DIRECTIONS", "AudioSink", "AudioSource", "RtpStats", "RtpStream", "SymmetricRtpLatch"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +88,22 @@ RECV_BUFFER: Final = 4096  # bytes; RTP on a LAN/WAN stays far below the MTU
 RECV_BATCH: Final = 256  # datagrams per reader wakeup, so a flood cannot starve the loop
 DEFAULT_RATE: Final = 8000  # sample rate for play() before the codec is known
 DSCP_EF_TOS: Final = 0xB8  # DSCP EF (RFC 3246) in the IP TOS / traffic class byte
+
+
+class AudioSource(LiveSource, Protocol):
+    """A live source (:class:`~siproc.media.mixer.LiveSource`) the stream closes at its end."""
+
+    def close(self) -> None: ...
+
+
+class AudioSink(Protocol):
+    """Takes the far end's decoded audio, one frame per media tick (ARECORD's sound card)."""
+
+    def write_frame(self, frame: npt.NDArray[np.int16], rate: int) -> None:
+        """One frame at ``rate`` Hz; ``frame`` is valid only during the call (copy it)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -290,6 +314,9 @@ class RtpStream:
         self._dtmf_decoder: AudioCodec | None = None
         self.direction = "sendrecv"
         self._recording: CallRecording | None = None  # RECORD (media/recorder.py)
+        self._sources: list[AudioSource] = []  # APLAY (net/alsa.py), mixed by self._mixer
+        self._sinks: list[AudioSink] = []  # ARECORD (net/alsa.py)
+        self._received: ReceivedAudio | None = None  # while the recording or a sink listens
         # Tick state:
         self._started = False
         self._closed = False
@@ -512,7 +539,12 @@ class RtpStream:
         self.stop_recording()
         rate = self._codec.sample_rate if self._codec is not None else DEFAULT_RATE
         self._recording = CallRecording.open(
-            path, rate, stereo, self._ts_step, frame_ms=self._ptime_ms
+            path,
+            rate,
+            stereo,
+            self._ts_step,
+            frame_ms=self._ptime_ms,
+            received=self._received_audio(),
         )
         self.log.info("recording to %s (%s)", path, "stereo" if stereo else "mono")
 
@@ -522,6 +554,7 @@ class RtpStream:
         recording, self._recording = self._recording, None
         if recording is None:
             return None
+        self._release_received()
         try:
             recording.close()
         except RecordFileError as exc:
@@ -530,19 +563,70 @@ class RtpStream:
             self.log.info("recorded %.2f s to %s", recording.recorder.seconds, recording.path)
         return recording.path
 
-    def _record_tick(self, sent: np.ndarray[Any, np.dtype[np.int16]] | None, skipped: int) -> None:
-        """One tick of the recording (plus silence for ticks the clock skipped, so the file's
-        timeline stays the call's); a write error ends the recording, not the call."""
-        recording, codec = self._recording, self._codec
-        if recording is None or codec is None:
+    def _received_audio(self) -> ReceivedAudio:
+        """The decoded received audio, created for its first listener."""
+        if self._received is None:
+            self._received = ReceivedAudio(self._ts_step, self._frame_samples)
+        return self._received
+
+    def _release_received(self) -> None:
+        """Drop the decoded received audio when nobody listens any more."""
+        if self._recording is None and not self._sinks:
+            self._received = None
+
+    def _received_tick(self, sent: npt.NDArray[np.int16] | None, skipped: int) -> None:
+        """One tick of the far end's decoded audio (plus one per tick the clock skipped, so
+        the timeline stays the call's) to the recording and the sinks. A write error ends the
+        recording, not the call."""
+        received, codec = self._received, self._codec
+        if received is None or codec is None:
             return
-        try:
-            for _ in range(skipped):
-                recording.tick(None, codec, self._ts_step)
-            recording.tick(sent, codec, self._ts_step)
-        except RecordFileError as exc:
-            self._recording = None
-            self.log.warning("recording stopped: %s", exc)
+        for n in range(skipped + 1):
+            frame = received.pull(codec, self._ts_step, self._frame_samples)
+            for sink in self._sinks:
+                sink.write_frame(frame, codec.sample_rate)
+            recording = self._recording
+            if recording is None:
+                continue
+            try:
+                recording.write(frame, sent if n == skipped else None, codec)
+            except RecordFileError as exc:
+                self._recording = None
+                self._release_received()
+                self.log.warning("recording stopped: %s", exc)
+
+    # -- taps: live sources and sinks (APLAY/ARECORD, net/alsa.py) -----------------------------
+
+    def add_source(self, source: AudioSource) -> None:
+        """Mix ``source`` into what we send from the next tick on, until removed."""
+        if self._closed:
+            raise RuntimeError("RtpStream.add_source() after close()")
+        if source not in self._sources:
+            self._sources.append(source)
+            self._mixer.add_source(source)
+
+    def remove_source(self, source: AudioSource) -> bool:
+        """Stop mixing ``source`` (the caller closes it); False if it was not added."""
+        if source not in self._sources:
+            return False
+        self._sources.remove(source)
+        return self._mixer.remove_source(source)
+
+    def add_sink(self, sink: AudioSink) -> None:
+        """Give ``sink`` the far end's decoded audio every tick from the next one on."""
+        if self._closed:
+            raise RuntimeError("RtpStream.add_sink() after close()")
+        if sink not in self._sinks:
+            self._sinks.append(sink)
+            self._received_audio()
+
+    def remove_sink(self, sink: AudioSink) -> bool:
+        """Stop feeding ``sink`` (the caller closes it); False if it was not added."""
+        if sink not in self._sinks:
+            return False
+        self._sinks.remove(sink)
+        self._release_received()
+        return True
 
     def close(self) -> None:
         """Stop ticking, close both sockets and all players. Idempotent. Files still playing are
@@ -555,8 +639,19 @@ class RtpStream:
         for sock in (self._sock, self._rtcp_sock):
             self._loop.remove_reader(sock.fileno())
             sock.close()
+        taps: list[AudioSource | AudioSink] = [*self._sources, *self._sinks]
+        for tap in taps:
+            self._close_tap(tap)
+        self._sources.clear()
+        self._sinks.clear()
         self._mixer.close()
         self.stop_recording()
+
+    def _close_tap(self, tap: AudioSource | AudioSink) -> None:
+        try:
+            tap.close()
+        except Exception:
+            self.log.exception("closing %r failed", tap)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -567,6 +662,12 @@ class RtpStream:
     @property
     def ssrc(self) -> int:
         return self._sender.ssrc
+
+    @property
+    def sample_rate(self) -> int:
+        """The PCM rate of the codec (what the mixer and the taps exchange), 8000 before the
+        codec is known."""
+        return self._codec.sample_rate if self._codec is not None else DEFAULT_RATE
 
     @property
     def playing(self) -> list[str]:
@@ -636,9 +737,9 @@ class RtpStream:
             packet = self._sender.packet(payload, self._ts_step, self._need_marker or talkspurt)
             self._need_marker = False
             self._send(packet, dest)
-        if self._recording is not None:  # what we sent this tick: the frame, or silence
+        if self._received is not None:  # RECORD or ARECORD; sent: the frame, or silence
             sending = codec is not None and dest is not None and self._sending
-            self._record_tick(frame if sending else None, skipped)
+            self._received_tick(frame if sending else None, skipped)
         for player in finished:
             self._emit_stopped(player.name)
         self._rtcp_tick(now)
@@ -716,9 +817,9 @@ class RtpStream:
                 callback(header, payload)
             except Exception:
                 self.log.exception("on_rtp hook failed")
-        recording = self._recording
-        if recording is not None and self._receiving and self._is_audio(header.payload_type):
-            recording.push(header.sequence, header.timestamp, header.ssrc, payload)
+        received = self._received  # RECORD or ARECORD listens
+        if received is not None and self._receiving and self._is_audio(header.payload_type):
+            received.push(header.sequence, header.timestamp, header.ssrc, payload)
         if self._receiving:
             self._dtmf_received(header, payload)
 

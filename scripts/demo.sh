@@ -27,4 +27,4 @@ echo "== alice: a siproc on 127.0.0.1:5081; its stdin says: CALL sip:bob@127.0.0
 { echo "CALL sip:bob@127.0.0.1:5082"; sleep 5; echo QUIT; } |
 	DEMO_NAME=alice SIPROC_TRANSPORT_PORT=5081 python3 -m siproc examples/narrate.sh "$work/tone.wav"
 kill -TERM $bob_pid; wait $bob_pid || true
-echo "== done: that was a real SIP call (INVITE, 200, ACK, RTP in PCMU, BYE) over loopback"
+echo "== done: that was a real SIP call over loopback: INVITE, 200, ACK, RTP both ways, BYE"

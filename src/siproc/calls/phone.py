@@ -1,11 +1,11 @@
-"""The phone: one SIP user agent with its account, registration, call table and main stdin.
+"""The phone: one SIP user agent with its account, call table and main stdin.
 
 Theory of operation: the phone is the asyncio side of the sans-I/O `Endpoint`. Bytes from the
 `SipTransport` go into the endpoint; what comes out is sent (`Send`) or dispatched: responses and
-timeouts to whoever started the client transaction (a call, the registration), new requests to
-the call they belong to (by dialog id) or to the out-of-dialog handling here (INVITE starts a
-call, OPTIONS is answered, MESSAGE is logged). After each batch the one endpoint timer is re-armed
-at `endpoint.next_deadline()`.
+timeouts to whoever started the client transaction (a call, the registration in `account.py`),
+new requests to the call they belong to (by dialog id) or to the out-of-dialog handling here
+(INVITE starts a call, OPTIONS is answered, MESSAGE is logged). After each batch the one
+endpoint timer is re-armed at `endpoint.next_deadline()`.
 
 Main stdin takes `CALL <uri>` and `QUIT`; its end is not QUIT (a daemon started with stdin on
 /dev/null keeps serving). QUIT, SIGINT and SIGTERM shut down gracefully: every call gets its
@@ -30,6 +30,7 @@ from urllib.parse import unquote
 
 from siproc import __version__
 from siproc.calls import protocol
+from siproc.calls.account import Account
 from siproc.calls.call import ALLOW, Call, CallState
 from siproc.calls.control import ControlError, Dial, Quit, parse_control_line
 from siproc.calls.handler import HandlerSpawnError
@@ -51,15 +52,7 @@ from siproc.sip.endpoint import (
 from siproc.sip.errors import ParseError, RemoteProtocolError
 from siproc.sip.headers import make_response
 from siproc.sip.message import Message, Request, Response
-from siproc.sip.registration import (
-    Failed,
-    Registered,
-    Registration,
-    RegistrationResult,
-    RegistrationState,
-    SendAgain,
-    Unregistered,
-)
+from siproc.sip.registration import RegistrationState
 from siproc.sip.transaction import (
     ClientTransaction,
     Destination,
@@ -108,13 +101,9 @@ class Phone:
         self._by_dialog: dict[tuple[str, str, str], Call] = {}
         self._by_call_id: dict[str, Call] = {}
         self._by_invite_tx: dict[object, Call] = {}
-        self.registration: Registration | None = None
-        self._register_timer: asyncio.TimerHandle | None = None
-        self._register_tx: ClientTransaction | None = None
-        self._last_register_error: str | None = None
+        self.account = Account(self)
         self._stopping = False
         self._done = asyncio.Event()
-        self._unregistered = asyncio.Event()
         self._all_calls_gone = asyncio.Event()
         self._all_calls_gone.set()
 
@@ -123,11 +112,7 @@ class Phone:
     async def run(self, stdin: int | None = 0) -> int:
         await self.transport.start(self.config.bind_address, self.config.sip_port)
         log.info("siproc %s ready on SIP port %d", __version__, self.transport.port)
-        if self.config.registrar is not None:
-            self._start_registration()
-        else:
-            self._unregistered.set()
-            log.info("no SIPROC_REGISTRAR_URI: not registering; direct calls are taken")
+        self.account.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.request_shutdown, sig.name)
         if stdin is not None:
@@ -145,13 +130,10 @@ class Phone:
         self._stopping = True
         for call in list(self.calls):
             call.shutdown()
-        if self.registration is not None and self.registration.stop():
-            self._send_register()
-        else:
-            self._unregistered.set()
+        self.account.stop()
         try:
             await asyncio.wait_for(
-                asyncio.gather(self._all_calls_gone.wait(), self._unregistered.wait()),
+                asyncio.gather(self._all_calls_gone.wait(), self.account.unregistered.wait()),
                 SHUTDOWN_TIMEOUT,
             )
         except TimeoutError:
@@ -320,14 +302,14 @@ class Phone:
 
     def contact_for(self, destination: Destination) -> SipUri:
         """Our Contact for `destination`: the registered one (NAT-corrected) when it fits."""
-        reg = self.registration
+        reg = self.account.registration
         if (
             reg is not None
             and reg.state is RegistrationState.REGISTERED
             and reg.contact.transport == destination.transport
         ):
             return reg.contact
-        identity = self._identity().uri
+        identity = self.identity().uri
         user = identity.user if isinstance(identity, SipUri) else None
         uri = SipUri(
             "sip", self.local_host_for(destination), user or "siproc", None, self.transport.port
@@ -421,7 +403,7 @@ class Phone:
         self._by_call_id[call.call_id] = call
         self._all_calls_gone.clear()
 
-    def _identity(self) -> NameAddr:
+    def identity(self) -> NameAddr:
         if self.config.identity is not None:
             return self.config.identity
         return NameAddr(SipUri("sip", "localhost", "siproc"))
@@ -487,7 +469,7 @@ class Phone:
         except OSError as exc:
             print(f"siproc: {what}: {exc}", file=sys.stderr, flush=True)
             return None
-        identity = self._identity()
+        identity = self.identity()
         if self.config.identity is None:
             identity = NameAddr(
                 replace(_as_sip(identity.uri), host=local_host, port=self.transport.port)
@@ -644,75 +626,9 @@ class Phone:
             log.error("cannot start the handler: %s", exc)
             call.handler_done = True
             if call.state is CallState.INCOMING:
-                call._respond_invite(500, "Server Internal Error (handler failed to start)")
-            call._finish(500, "handler failed to start")
-
-    # -- registration ---------------------------------------------------------------------------
-
-    def _start_registration(self) -> None:
-        registrar = self.config.registrar
-        assert registrar is not None
-        destination = self.destination_for(registrar)
-        identity = self._identity()
-        contact = self.contact_for(destination)
-        self.registration = Registration(
-            registrar=registrar,
-            aor=identity,
-            contact=contact,
-            expires=self.config.register_expires,
-            call_id=f"{self.new_token()}@{format_host(self.local_host_for(destination))}",
-            from_tag=self.new_token(),
-            auth=self.auth_session(),
-            rewrite_contact=self.config.public_address is None,
-        )
-        self.registration.start()
-        self._send_register()
-
-    def _send_register(self) -> None:
-        reg = self.registration
-        assert reg is not None and self.config.registrar is not None
-        if self._register_timer is not None:
-            self._register_timer.cancel()
-            self._register_timer = None
-        destination = self.destination_for(self.config.registrar)
-        request = reg.build_request()
-        self._register_tx = self.send_request(request, destination, self._on_register_event)
-
-    def _on_register_event(self, event: ResponseReceived | TransactionTimeout) -> None:
-        reg = self.registration
-        assert reg is not None
-        now = self.loop.time()
-        if isinstance(event, TransactionTimeout):
-            self._on_register_result(reg.on_timeout(now))
-        elif event.response.status >= 200:
-            self._on_register_result(reg.on_response(event.response, now))
-
-    def _on_register_result(self, result: RegistrationResult) -> None:
-        reg = self.registration
-        assert reg is not None
-        match result:
-            case SendAgain(reason=reason):
-                log.debug("REGISTER again: %s", reason)
-                self._send_register()
-            case Registered(expires=expires, refresh_at=refresh_at):
-                if self._last_register_error is not None or reg.failures == 0:
-                    log.info("registered as %s at %s for %d s", reg.aor.uri, reg.registrar, expires)
-                self._last_register_error = None
-                self._schedule_register(refresh_at)
-            case Failed(reason=reason, retry_at=retry_at):
-                delay = (retry_at - self.loop.time()) if retry_at else 0
-                log.error("registration failed: %s (next try in %d s)", reason, round(delay))
-                self._last_register_error = reason
-                if retry_at is not None and not self._stopping:
-                    self._schedule_register(retry_at)
-            case Unregistered(status=status):
-                log.info("unregistered (%d)", status)
-                self._unregistered.set()
-
-    def _schedule_register(self, at: float) -> None:
-        if self._register_timer is not None:
-            self._register_timer.cancel()
-        self._register_timer = self.loop.call_at(at, self._send_register)
+                assert call.uas is not None
+                call.uas.respond(500, "Server Internal Error (handler failed to start)")
+            call.finish(500, "handler failed to start")
 
 
 def header_variable(name: str) -> str:

@@ -111,12 +111,12 @@ class SessionUpdates:
         call = self.call
         verb = "HOLD" if hold else "RESUME"
         if not call.connected or call.dialog is None:
-            return call._error(verb, f"not possible while the call is {call.state.value}")
+            return call.report_error(verb, f"not possible while the call is {call.state.value}")
         if self._want is not None:
             pending = "HOLD" if self._want else "RESUME"
-            return call._error(verb, f"{pending} is still in progress")
+            return call.report_error(verb, f"{pending} is still in progress")
         if self.local_hold == hold:
-            return call._error(
+            return call.report_error(
                 verb, "the call is " + ("already on hold" if hold else "not on hold")
             )
         self._want = hold
@@ -187,7 +187,7 @@ class SessionUpdates:
             return self._failed(verb, status, response.reason)
         try:
             negotiated = accept_answer(offer, parse_sdp(response.body), call.phone.codecs)
-            call._configure_media(negotiated)
+            call.configure_media(negotiated)
         except (SdpError, OfferAnswerError) as exc:
             call.log.warning("unusable SDP answer to our re-INVITE: %s", exc)
             return self._failed(verb, status, f"unusable SDP answer ({exc})")
@@ -224,7 +224,7 @@ class SessionUpdates:
     def _failed(self, verb: str, status: int, reason: str) -> None:
         self._want = None
         call = self.call
-        call._error(verb, f"{status} {reason}".rstrip())
+        call.report_error(verb, f"{status} {reason}".rstrip())
         if status in DIALOG_GONE:
             call.log.warning("re-INVITE got %d: the dialog is gone; ending the call", status)
             call.hangup()
@@ -296,7 +296,7 @@ class SessionUpdates:
         RFC 3264 section 6), or, without one, our offer (negotiated when the ACK answers)."""
         call = self.call
         if request.body and content_type(request.headers) == "application/sdp":
-            answer = call._make_answer(parse_sdp(request.body), local_host, hold=self.local_hold)
+            answer = call.make_answer(parse_sdp(request.body), local_host, hold=self.local_hold)
             return answer, call.negotiated
         direction = ("inactive" if self.remote_hold else "sendonly") if self.local_hold else None
         return call.make_offer(local_host, direction=direction or "sendrecv"), None
@@ -344,7 +344,7 @@ class SessionUpdates:
             try:
                 answer = parse_sdp(request.body)
                 negotiated = accept_answer(waiting.offer, answer, call.phone.codecs)
-                call._configure_media(negotiated)
+                call.configure_media(negotiated)
             except (SdpError, OfferAnswerError) as exc:
                 call.log.warning(
                     "no usable SDP answer in the ACK: the session is unchanged (%s)", exc

@@ -34,8 +34,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from siproc.calls import protocol
+from siproc.calls.call_state import CallState
 from siproc.calls.in_dialog import InDialogRequest
-from siproc.sip.auth import DigestSession
 from siproc.sip.dialog import DialogState
 from siproc.sip.errors import ParseError, RemoteProtocolError
 from siproc.sip.headers import content_type, make_response, message_info
@@ -57,7 +57,7 @@ from siproc.sip.refer import (
     refer_target,
     terminated,
 )
-from siproc.sip.transaction import ResponseReceived, ServerTransaction, TransactionTimeout
+from siproc.sip.transaction import ServerTransaction
 from siproc.sip.uri import NameAddr, SipUri
 
 if TYPE_CHECKING:
@@ -66,13 +66,6 @@ if TYPE_CHECKING:
 #: Seconds the transferee waits for the transferor's BYE after a successful transfer before
 #: ending the old call itself (RFC 5589 section 6: the transferor is the one that hangs up).
 OLD_CALL_BYE_WAIT = 4.0
-
-
-def _auth_session(call: Call) -> DigestSession | None:
-    """The call's digest credentials (shared with its INVITE), made on first use."""
-    if call._auth is None:
-        call._auth = call.phone.auth_session()
-    return call._auth
 
 
 def send_in_dialog(
@@ -94,7 +87,7 @@ def send_in_dialog(
         call.phone,
         dialog,
         method,
-        _auth_session(call),
+        call.digest_session(),
         on_final,
         headers=[contact, *headers],
         body=body,
@@ -222,45 +215,28 @@ class Transferor:
 
 def end_transferred_call(call: Call) -> None:
     """BYE after a successful transfer (RFC 5589 section 6); DISCONNECTED says ``transferred``."""
-    # Imported here: call.py imports this module.
-    from siproc.calls.call import CallState
-
-    if call.state is not CallState.CONNECTED or call.dialog is None:
-        return
-    bye = call.dialog.create_request("BYE")
-    destination = call.phone.destination_for(call.dialog.next_hop())
-    call.stream.close()
-    call._set_state(CallState.TERMINATING)
-
-    def on_event(event: ResponseReceived | TransactionTimeout) -> None:
-        if isinstance(event, TransactionTimeout):
-            call._finish(408, "BYE not answered")
-        elif event.response.status >= 200:
-            call._finish(200, "transferred")
-
-    call.phone.send_request(bye, destination, on_event)
+    if call.state is CallState.CONNECTED and call.dialog is not None:
+        call.send_bye("transferred")
 
 
 def start_transfer(call: Call, text: str) -> None:
     """``TRANSFER <uri>``: check the state and the URI, then send the REFER."""
-    from siproc.calls.call import CallState
-
     if call.state is not CallState.CONNECTED or call.dialog is None:
-        call._error("TRANSFER", f"not possible while the call is {call.state.value}")
+        call.report_error("TRANSFER", f"not possible while the call is {call.state.value}")
         return
     if call.transferor is not None and not call.transferor.done:
-        call._error("TRANSFER", "a transfer is already in progress")
+        call.report_error("TRANSFER", "a transfer is already in progress")
         return
     try:
         target = call.phone.expand_target(text)
     except ParseError as exc:
-        call._error("TRANSFER", f"not a SIP URI: {exc}")
+        call.report_error("TRANSFER", f"not a SIP URI: {exc}")
         return
     transferor = Transferor(call, target)
     call.transferor = transferor
     if not transferor.start():
         transferor.done = True
-        call._error("TRANSFER", "the dialog is gone")
+        call.report_error("TRANSFER", "the dialog is gone")
 
 
 def on_notify(call: Call, request: Request, tx: ServerTransaction) -> None:
@@ -302,8 +278,6 @@ class Transferee:
         )
 
     def _on_new_call_state(self, new_call: Call) -> None:
-        from siproc.calls.call import CallState
-
         if self.done:
             return
         match new_call.state:
@@ -324,8 +298,6 @@ class Transferee:
 
     def _end_old_call(self) -> None:
         """The transferor did not hang up the old call after the transfer: we do."""
-        from siproc.calls.call import CallState
-
         if self.call.state is CallState.CONNECTED:
             self.call.log.info("no BYE from the transferor after the transfer: hanging up")
             self.call.hangup()
@@ -375,7 +347,6 @@ class Transferee:
 
 def on_refer(call: Call, request: Request, tx: ServerTransaction) -> None:
     """A REFER in our dialog (RFC 3515 section 2.4.2): accept it and follow it, or refuse it."""
-    from siproc.calls.call import CallState
 
     def refuse(status: int, reason: str) -> None:
         call.log.warning("REFER refused: %d %s", status, reason)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -81,13 +82,12 @@ def _run(config: Config, argv: list[str]) -> int:
         phone = Phone(config, argv)
         return await phone.run()
 
-    try:
-        import uvloop  # optional: `pip install siproc[fast]`
-    except ImportError:
-        uvloop = None
-    if uvloop is None:
+    if importlib.util.find_spec("uvloop") is None:  # optional: `pip install siproc[fast]`
         return asyncio.run(run())
-    return uvloop.run(run())  # type: ignore[no-any-return]
+    import uvloop
+
+    result: int = uvloop.run(run())
+    return result
 
 
 def parameters_main(argv: list[str] | None = None) -> int:

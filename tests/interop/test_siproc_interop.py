@@ -452,7 +452,9 @@ def test_siproc_over_tcp_registers_and_calls_baresip(
 
     text = wait_file(workdir / "alice.log", ENDED)
     events = handler_events(text)
-    assert events[:3] == ["RINGING", "CONNECTED", "STOPPED tone.wav"], events
+    # Kamailio relays the 180 and the 200 from two TCP workers; the 200 can overtake the 180, and
+    # a 1xx after the 2xx is rightly dropped, so RINGING is optional here.
+    assert [e for e in events if e != "RINGING"][:2] == ["CONNECTED", "STOPPED tone.wav"], events
     assert events[-1].startswith("DISCONNECTED 200"), events
     log = kamailio.log()
     assert re.search(r"REQ REGISTER \S+ from 127\.0\.0\.1:\d+/tcp", log), log

@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 
 __all__ = [
+    "RTP_HEADER",
     "RTP_HEADER_SIZE",
     "RTP_MAX_PACKET",
     "RTP_VERSION",
@@ -34,7 +35,8 @@ RTP_VERSION = 2  # RFC 3550 section 5.1
 RTP_HEADER_SIZE = 12  # fixed header without CSRCs, RFC 3550 section 5.1
 RTP_MAX_PACKET = 1500  # our send buffer; G.711 at 20 ms is 172 bytes
 
-_HEADER = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, sequence, timestamp, SSRC
+RTP_HEADER = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, sequence, timestamp, SSRC
+_HEADER = RTP_HEADER
 _EXTENSION = struct.Struct("!HH")  # profile-defined, length in 32-bit words (section 5.3.1)
 
 _SEQ_MOD = 1 << 16
@@ -193,6 +195,23 @@ class RtpSender:
             self.ssrc,
         )
         data += payload
+        self.sequence = (self.sequence + 1) & 0xFFFF
+        self.timestamp = (self.timestamp + samples) & 0xFFFFFFFF
+        return data
+
+    def audio_packet(self, payload: bytes, samples: int, marker: bool) -> bytes:
+        """:meth:`packet` for the media tick's audio frame: the stream's payload type and
+        timestamp, a payload the caller knows to be small (an encoded 20 ms frame)."""
+        data = (
+            _HEADER.pack(
+                0x80,
+                (0x80 | self.payload_type) if marker else self.payload_type,
+                self.sequence,
+                self.timestamp,
+                self.ssrc,
+            )
+            + payload
+        )
         self.sequence = (self.sequence + 1) & 0xFFFF
         self.timestamp = (self.timestamp + samples) & 0xFFFFFFFF
         return data

@@ -74,17 +74,18 @@ fi
 export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Reinstall only when pyproject.toml or the interpreter changed, or siproc (from this checkout),
-# a dev tool or the alsa extra (pyalsaaudio) is not importable: an editable install takes
+# a dev tool, the alsa extra (pyalsaaudio) or the fast extra (uvloop: cli.py runs the event loop
+# on it when it is importable; DESIGN.md section 2) is not importable: an editable install takes
 # seconds even when nothing changed.
 stamp_dir=build
 stamp="$stamp_dir/.install-deps-stamp"
 want="$(python3 -c 'import sys; print(sys.executable)') $(sha256sum pyproject.toml | cut -d' ' -f1)"
 have="$(cat "$stamp" 2>/dev/null || true)"
-where="$(cd / && python3 -c 'import os, siproc, pytest, pytest_timeout, hypothesis, mypy, ruff, alsaaudio
+where="$(cd / && python3 -c 'import os, siproc, pytest, pytest_timeout, hypothesis, mypy, ruff, alsaaudio, uvloop
 print(os.path.realpath(siproc.__file__))' 2>/dev/null || true)"
 if [ "${SIPROC_FORCE_PIP:-0}" = 1 ] || [ "$want" != "$have" ] || [[ "$where" != "$PWD/src/siproc/"* ]]; then
-    log "pip install -e .[dev,alsa]"
-    python3 -m pip install -q -e '.[dev,alsa]'
+    log "pip install -e .[dev,alsa,fast]"
+    python3 -m pip install -q -e '.[dev,alsa,fast]'
     mkdir -p "$stamp_dir"
     printf '%s\n' "$want" > "$stamp"
 fi

@@ -140,7 +140,9 @@ def test_record_stereo_far_end_left_own_play_right(
     assert dominant(right, rate) == pytest.approx(880, abs=5)  # sent: B's own PLAY
 
     def band(samples: np.ndarray, freq: float) -> float:  # type: ignore[type-arg]
-        spectrum = np.abs(np.fft.rfft(samples))
+        # Hann window: without it a tone that ends mid-cycle leaks into every bin, and the
+        # check would depend on whether the call ended on a whole cycle of the 880 Hz tone.
+        spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
         bins = np.fft.rfftfreq(len(samples), 1 / rate)
         return float(spectrum[np.abs(bins - freq) < 20].sum())
 

@@ -15,17 +15,44 @@ the gap, so the receiver sees a gap rather than audio arriving late.
 
 A stream is any object with ``tick(now: float) -> None``. An exception from one stream's tick is
 logged and does not stop the other streams or the clock. The clock stops (cancels its timer)
-when its last stream is removed and restarts with a fresh start time when one is added again.
+when its last stream and its last reader are removed and restarts with a fresh start time when
+one is added again.
+
+Each tick runs in two phases (DESIGN.md section 2):
+
+1. **Receive**: one ``select.epoll`` holds every socket registered with :meth:`add_reader`
+   (the streams' RTP and RTCP sockets). It is polled with timeout 0 and each ready socket's
+   reader reads **one** datagram; the poll is repeated while sockets are ready, at most
+   :data:`RECV_ROUNDS` times per tick, so a flooded socket cannot starve the others or the
+   clock. Reading one datagram per readiness report means no empty read (and no
+   ``BlockingIOError``) per packet; the loop never wakes up per packet either: RTP is
+   received in batches once per tick, which the receivers' jitter buffers absorb (the
+   streams take each packet's arrival time from the kernel, so the RFC 3550 jitter they
+   measure does not include this batching).
+2. **Tick** every stream: mix, encode, send, record.
+
+Tried and not kept: sending every stream's packet in one loop at the start of the next tick
+("send-first", one tick more latency), or after all streams ticked and before the record work.
+Both move, by about a millisecond, when a call's last tick runs relative to its signalling,
+which one timing-sensitive recording test does not tolerate, and neither gave a jitter gain
+measurable next to the CPU saturation at 1000 calls.
+
+The clock runs while it has streams or readers, so a stream's sockets are read (latching,
+early media, RTCP) before it starts sending; the first stream added restarts it from a fresh
+start time, so the tick phase follows the first stream's start, whether readers came before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import select
+from collections.abc import Callable
 from typing import Final, Protocol
 
-__all__ = ["MEDIA_TICK", "MediaClock", "TickStream"]
+__all__ = ["MEDIA_TICK", "RECV_ROUNDS", "MediaClock", "TickStream"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +60,10 @@ MEDIA_TICK: Final = 0.020  # seconds; the ptime we send (RFC 3551 section 4.5: 2
 MAX_LAG_TICKS: Final = 5  # beyond this many overdue ticks, skip instead of catching up
 _LOGGED_ERRORS_PER_STREAM: Final = 3  # then one log every _ERROR_LOG_EVERY errors
 _ERROR_LOG_EVERY: Final = 500
+# Receive rounds per tick: each reads at most one datagram per ready socket, so one socket gets
+# at most this many per tick (16 x 50 ticks/s = 800 packets/s, 8x G.711 at 20 ms) and the rest
+# stays in its kernel buffer for the next tick.
+RECV_ROUNDS: Final = 16
 
 
 class TickStream(Protocol):
@@ -62,6 +93,9 @@ class MediaClock:
         self._n = 0  # index of the next tick
         self.ticks = 0  # ticks run since creation
         self.skipped_ticks = 0  # ticks skipped because the loop was late, since creation
+        self.now = 0.0  # loop.time() at the start of the current (or last) tick
+        self._epoll: select.epoll | None = None  # created with the first reader
+        self._readers: dict[int, Callable[[], None]] = {}  # fd -> read one datagram
 
     @property
     def running(self) -> bool:
@@ -74,28 +108,68 @@ class MediaClock:
         return stream in self._streams
 
     def add(self, stream: TickStream) -> None:
-        """Tick ``stream`` from the next tick on; start the clock if it is the first stream."""
+        """Tick ``stream`` from the next tick on; start the clock if it is the first stream.
+        The first stream also sets the tick phase: a clock that was only reading (streams
+        opened, none started) restarts from now, as if it had been stopped."""
+        if not self._streams and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
         self._streams[stream] = None
-        if self._handle is None:
-            self._start = self._loop.time()
-            self._n = 0
-            self._handle = self._loop.call_at(self._start, self._on_tick)
-            log.debug("media clock started (interval %.3f s)", self.interval)
+        self._start_timer()
 
     def remove(self, stream: TickStream) -> None:
         """Stop ticking ``stream`` (no error if it is not there); stop the clock if it was the
         last one. Safe to call from inside a tick."""
         self._streams.pop(stream, None)
         self._errors.pop(stream, None)
-        if not self._streams and self._handle is not None:
+        self._stop_if_idle()
+
+    def add_reader(self, fd: int, read_one: Callable[[], None]) -> None:
+        """Call ``read_one()`` in the receive phase of each tick while ``fd`` is readable, at
+        most :data:`RECV_ROUNDS` times per tick. ``read_one`` reads one datagram and handles
+        its own errors (an exception is logged). Starts the clock."""
+        if self._epoll is None:
+            self._epoll = select.epoll()
+        if fd in self._readers:
+            self._epoll.modify(fd, select.EPOLLIN)
+        else:
+            self._epoll.register(fd, select.EPOLLIN)
+        self._readers[fd] = read_one
+        self._start_timer()
+
+    def remove_reader(self, fd: int) -> bool:
+        """Stop reading ``fd`` (call before closing it); False if it was not registered."""
+        if self._readers.pop(fd, None) is None:
+            return False
+        if self._epoll is not None:
+            # An fd already closed has left the epoll set with its file.
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fd)
+        self._stop_if_idle()
+        return True
+
+    def close(self) -> None:
+        """Remove every stream and reader and stop."""
+        for stream in list(self._streams):
+            self.remove(stream)
+        for fd in list(self._readers):
+            self.remove_reader(fd)
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
+
+    def _start_timer(self) -> None:
+        if self._handle is None:
+            self._start = self._loop.time()
+            self._n = 0
+            self._handle = self._loop.call_at(self._start, self._on_tick)
+            log.debug("media clock started (interval %.3f s)", self.interval)
+
+    def _stop_if_idle(self) -> None:
+        if not self._streams and not self._readers and self._handle is not None:
             self._handle.cancel()
             self._handle = None
             log.debug("media clock stopped after %d ticks", self.ticks)
-
-    def close(self) -> None:
-        """Remove every stream and stop."""
-        for stream in list(self._streams):
-            self.remove(stream)
 
     def _on_tick(self) -> None:
         now = self._loop.time()
@@ -115,14 +189,36 @@ class MediaClock:
                 )
         self._n += 1
         self.ticks += 1
+        self.now = now
         self._handle = self._loop.call_at(self._start + self._n * self.interval, self._on_tick)
-        for stream in tuple(self._streams):
-            if stream not in self._streams:  # removed by an earlier stream's tick
+        if self._epoll is not None and self._readers:  # phase 1
+            self._receive(self._epoll)
+        streams = self._streams
+        for stream in tuple(streams):  # phase 2
+            if stream not in streams:  # removed by an earlier stream's tick
                 continue
             try:
                 stream.tick(now)
             except Exception:
                 self._log_error(stream)
+
+    def _receive(self, epoll: select.epoll) -> None:
+        """Phase 2: one datagram per ready socket per round, until none is ready."""
+        poll = epoll.poll
+        readers = self._readers
+        maxevents = len(readers) + 1
+        for _ in range(RECV_ROUNDS):
+            events = poll(0, maxevents)
+            if not events:
+                return
+            for fd, _mask in events:
+                read_one = readers.get(fd)
+                if read_one is None:  # removed by an earlier reader in this round
+                    continue
+                try:
+                    read_one()
+                except Exception:
+                    log.exception("media reader of fd %d failed", fd)
 
     def _log_error(self, stream: TickStream) -> None:
         count = self._errors.get(stream, 0) + 1

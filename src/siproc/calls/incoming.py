@@ -14,11 +14,11 @@ and the INVITE 487 (section 9.2).
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from siproc.calls import protocol
 from siproc.calls.call_state import ALLOW, CallState
+from siproc.calls.retransmit import OkRetransmitter
 from siproc.sdp.model import SdpError, SessionDescription, parse_sdp
 from siproc.sdp.offer_answer import OfferAnswerError, accept_answer
 from siproc.sip.dialog import Dialog, DialogState
@@ -41,10 +41,7 @@ class IncomingInvite:
         self._tx: ServerTransaction | None = None
         self._answer: SessionDescription | None = None  # our SDP for the 18x and the 2xx
         self._pending_offer = False  # we offered in our 2xx; the ACK brings the answer
-        self._ok_bytes: bytes | None = None
-        self._ok_timer: asyncio.TimerHandle | None = None
-        self._ok_interval = 0.0
-        self._ok_deadline = 0.0
+        self._ok: OkRetransmitter | None = None
         self.bye_after_ack = False  # hung up while the 2xx waits for its ACK (section 15)
 
     def start(self, request: Request, tx: ServerTransaction, local_host: str) -> None:
@@ -106,36 +103,26 @@ class IncomingInvite:
         assert self._answer is not None and self._tx is not None
         response = self.respond(200, "OK", self._answer.serialize())
         call._set_state(CallState.ANSWERING)
-        self._ok_bytes = serialize(response)
-        self._ok_interval = phone.timer_t1
-        self._ok_deadline = phone.loop.time() + 64 * phone.timer_t1
-        if not self._tx.reply_to.reliable:
-            self._ok_timer = phone.loop.call_later(self._ok_interval, self._retransmit_ok)
-        else:
-            self._ok_timer = phone.loop.call_later(64 * phone.timer_t1, self._retransmit_ok)
+        self._ok = OkRetransmitter(
+            phone,
+            serialize(response),
+            self._tx.reply_to,
+            keep_going=lambda: call.state is CallState.ANSWERING,
+            give_up=self._no_ack,
+        )
 
-    def _retransmit_ok(self) -> None:
+    def _no_ack(self) -> None:
         call = self.call
-        phone = call.phone
-        assert self._tx is not None
-        if call.state is not CallState.ANSWERING:
-            return
-        if phone.loop.time() >= self._ok_deadline:
-            call.log.warning("no ACK for our 200 OK: ending the call")
-            self.bye_after_ack = False
-            call._set_state(CallState.CONNECTED)
-            call.send_bye()
-            return
-        if self._ok_bytes is not None:
-            phone.send_raw(self._ok_bytes, self._tx.reply_to)
-        self._ok_interval = min(self._ok_interval * 2, phone.timer_t2)
-        self._ok_timer = phone.loop.call_later(self._ok_interval, self._retransmit_ok)
+        call.log.warning("no ACK for our 200 OK: ending the call")
+        self.bye_after_ack = False
+        call._set_state(CallState.CONNECTED)
+        call.send_bye()
 
     def close(self) -> None:
         """The call is over: stop retransmitting the 2xx."""
-        if self._ok_timer is not None:
-            self._ok_timer.cancel()
-            self._ok_timer = None
+        if self._ok is not None:
+            self._ok.stop()
+            self._ok = None
 
     def on_ack(self, request: Request) -> None:
         """The ACK to our 2xx to the INVITE: the call is connected (and hung up at once if the

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from siproc.calls import protocol
 from siproc.calls.in_dialog import InDialogRequest
+from siproc.calls.retransmit import OkRetransmitter
 from siproc.sdp.model import SdpError, SessionDescription, parse_sdp
 from siproc.sdp.offer_answer import NegotiatedMedia, OfferAnswerError, accept_answer
 from siproc.sip.headers import content_type, make_response
@@ -65,12 +66,8 @@ class _AwaitingAck:
     """Our 2xx to a re-INVITE, retransmitted until its ACK (RFC 3261 section 13.3.1.4)."""
 
     cseq: int
-    data: bytes
-    destination: Destination
     offer: SessionDescription | None  # we offered in the 2xx: the ACK brings the answer
-    interval: float
-    deadline: float
-    timer: asyncio.TimerHandle | None = None
+    retransmitter: OkRetransmitter
 
 
 def _cseq_number(message: Request | Response) -> int:
@@ -246,17 +243,17 @@ class SessionUpdates:
             return
         response = self._ok(request, tx, sdp)
         phone.respond(tx, response)
-        t1 = phone.timer_t1
-        waiting = _AwaitingAck(
+        self._server = _AwaitingAck(
             cseq=_cseq_number(request),
-            data=serialize(response),
-            destination=tx.reply_to,
             offer=sdp if negotiated is None else None,
-            interval=t1 if not tx.reply_to.reliable else 64 * t1,
-            deadline=phone.loop.time() + 64 * t1,
+            retransmitter=OkRetransmitter(
+                phone,
+                serialize(response),
+                tx.reply_to,
+                keep_going=lambda: not self.call.ended,
+                give_up=self._no_ack,
+            ),
         )
-        waiting.timer = phone.loop.call_later(waiting.interval, self._retransmit_ok)
-        self._server = waiting
         if negotiated is not None:
             self._applied(negotiated, None)
 
@@ -312,26 +309,15 @@ class SessionUpdates:
         body = sdp.serialize() if sdp is not None else b""
         return make_response(request, 200, "OK", headers=headers, body=body)
 
-    def _retransmit_ok(self) -> None:
-        waiting = self._server
-        call = self.call
-        if waiting is None or call.ended:
-            return
-        phone = call.phone
-        if phone.loop.time() >= waiting.deadline:
-            self._server = None
-            call.log.warning("no ACK for our 2xx to the re-INVITE: ending the call")
-            call.hangup()
-            return
-        if not waiting.destination.reliable:
-            phone.send_raw(waiting.data, waiting.destination)
-            waiting.interval = min(waiting.interval * 2, phone.timer_t2)
-        waiting.timer = phone.loop.call_later(waiting.interval, self._retransmit_ok)
+    def _no_ack(self) -> None:
+        self._server = None
+        self.call.log.warning("no ACK for our 2xx to the re-INVITE: ending the call")
+        self.call.hangup()
 
     def _stop_waiting_for_ack(self) -> None:
         waiting, self._server = self._server, None
-        if waiting is not None and waiting.timer is not None:
-            waiting.timer.cancel()
+        if waiting is not None:
+            waiting.retransmitter.stop()
 
     def on_ack(self, request: Request) -> None:
         """The ACK to our 2xx to a re-INVITE; it answers our offer if we made one."""

@@ -186,6 +186,26 @@ def cpu_sample(pid: int) -> CpuSample:
     return CpuSample(time.monotonic(), (utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK)
 
 
+def media_workers_of(pid: int) -> list[int]:
+    """siproc's media worker processes (SIPROC_MEDIA_WORKERS): they are part of siproc."""
+    workers = []
+    for child in children_of(pid):
+        with contextlib.suppress(OSError):
+            if b"siproc.net.media_worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.append(child)
+    return workers
+
+
+def group_cpu_sample(pids: Sequence[int]) -> CpuSample:
+    """CPU of a process and its media workers: own time summed, reaped children of the first."""
+    first = cpu_sample(pids[0])
+    own = first.own
+    for pid in pids[1:]:
+        with contextlib.suppress(OSError):
+            own += cpu_sample(pid).own
+    return CpuSample(first.when, own, first.children)
+
+
 def status_kib(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -224,12 +244,12 @@ class DropWatch:
     Sockets vanish when calls end, so the counters are sampled during the run and the highest
     value seen per socket is kept."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self, pids: Sequence[int]) -> None:
+        self.pids = pids
         self.max_drops: dict[int, int] = {}
 
     def sample(self) -> None:
-        mine = socket_inodes(self.pid)
+        mine = set().union(*(socket_inodes(pid) for pid in self.pids))
         for table in ("/proc/net/udp", "/proc/net/udp6"):
             with contextlib.suppress(OSError), open(table) as lines:
                 next(lines, None)
@@ -608,6 +628,8 @@ def run_load(
         handler.write_text(SIPROC_HANDLER)
         handler.chmod(0o755)
         env = {"BENCH_PLAY": str(play), "BENCH_RECORD_DIR": str(rec_dir) if record else ""}
+        if args.media_workers is not None:
+            env["SIPROC_MEDIA_WORKERS"] = str(args.media_workers)
         siproc = SiprocProcess(args.python, run_dir, handler, max(calls * 2, 100), env)
         pid, target = siproc.pid, siproc.port
     else:
@@ -631,12 +653,15 @@ def run_load(
         pid, target = baresip.pid, baresip.sip_port
 
     capture = None if args.no_capture else Capture(run_dir, media_port)
-    drops = DropWatch(pid)
+    pids = [pid, *(media_workers_of(pid) if siproc is not None else [])]
+    if siproc is not None:
+        result.notes.append(f"{len(pids) - 1} media workers")
+    drops = DropWatch(pids)
     profiler: subprocess.Popen[bytes] | None = None
     try:
         time.sleep(0.5)
-        idle_rss = status_kib(pid, "VmRSS")
-        start_cpu = cpu_sample(pid)
+        idle_rss = sum(status_kib(p, "VmRSS") for p in pids)
+        start_cpu = group_cpu_sample(pids)
         pause_ms = round((duration + TAIL_SLACK) * 1000)
         sipp, stats_csv = start_sipp(
             run_dir,
@@ -666,14 +691,14 @@ def run_load(
         while sipp.poll() is None and time.monotonic() < hard_deadline:
             now = time.monotonic()
             if "a" not in samples and now >= window_start:
-                samples["a"] = cpu_sample(pid)
+                samples["a"] = group_cpu_sample(pids)
                 sipp_cpu["a"] = cpu_sample(sipp.pid)
                 if args.profile is not None and peer == "siproc":
-                    profiler = start_profiler(args.profile, pid, calls, window_end - now - 0.5)
+                    profiler = start_profiler(args.profile, pids, calls, window_end - now - 0.5)
             if "a" in samples and "b" not in samples and now < window_end:
-                rss.append(status_kib(pid, "VmRSS"))
+                rss.append(sum(status_kib(p, "VmRSS") for p in pids))
             if "b" not in samples and now >= window_end:
-                samples["b"] = cpu_sample(pid)
+                samples["b"] = group_cpu_sample(pids)
                 sipp_cpu["b"] = cpu_sample(sipp.pid)
             if now >= next_drop_sample:
                 drops.sample()
@@ -691,7 +716,7 @@ def run_load(
             assert baresip is not None
             wait_until(lambda: baresip.log().count("Receive:") >= calls, 10)
         time.sleep(0.3)
-        end_cpu = cpu_sample(pid)
+        end_cpu = group_cpu_sample(pids)
         if capture is not None:
             dropped = capture.stop()
             wall = time.time() - time.monotonic()  # pcap times are wall-clock times
@@ -777,8 +802,11 @@ def run_load(
 
 
 def start_profiler(
-    directory: Path, pid: int, calls: int, seconds: float
+    directory: Path, pids: Sequence[int], calls: int, seconds: float
 ) -> subprocess.Popen[bytes] | None:
+    """py-spy on siproc; with media workers, on the first worker (they share the media load
+    evenly, and the control process then does only signalling)."""
+    pid = pids[1] if len(pids) > 1 else pids[0]
     py_spy = shutil.which("py-spy")
     if py_spy is None:
         print("load.py: --profile needs py-spy (pip install py-spy)", file=sys.stderr)
@@ -1020,6 +1048,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", choices=("auto", "on", "off"), default="auto")
     parser.add_argument("--no-capture", action="store_true", help="no dumpcap, no jitter")
     parser.add_argument("--python", default=sys.executable, help="interpreter to run siproc")
+    parser.add_argument(
+        "--media-workers", type=int, help="SIPROC_MEDIA_WORKERS for siproc (default: its own)"
+    )
     parser.add_argument("--profile", type=Path, help="py-spy siproc's steady window into DIR")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)

@@ -127,18 +127,21 @@ class Siproc:
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
-    def children(self) -> list[tuple[int, str]]:
-        """(pid, state) of siproc's child processes, from /proc."""
+    def children(self, *, media_workers: bool = False) -> list[tuple[int, str]]:
+        """(pid, state) of siproc's child processes (its handlers; with ``media_workers``, its
+        media worker processes instead), from /proc."""
         out = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
                 stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
             fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[1]) == self.proc.pid:
+            worker = b"siproc.net.media_worker" in cmdline
+            if int(fields[1]) == self.proc.pid and worker == media_workers:
                 out.append((int(entry.name), fields[0]))
         return out
 

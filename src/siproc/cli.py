@@ -25,11 +25,13 @@ Standard input takes 'CALL <sip-uri>' and 'QUIT'. The account and settings come 
 SIPROC_* environment variables; see siproc(1)."""
 
 
-def _setup_logging(level: int) -> None:
+def setup_logging(level: int, program: str = "siproc") -> None:
+    """Log lines to stderr: ``siproc[PID] LEVEL: message`` (``program``: a media worker's
+    lines say ``siproc-media``)."""
     handler = logging.StreamHandler(sys.stderr)
     detail = " %(name)s" if level >= 4 else ""
     handler.setFormatter(
-        logging.Formatter(f"siproc[%(process)d] %(levelname)s{detail}: %(message)s")
+        logging.Formatter(f"{program}[%(process)d] %(levelname)s{detail}: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    _setup_logging(config.log_level)
+    setup_logging(config.log_level)
     try:
         return _run(config, [handler, *ns.args])
     except OSError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
@@ -21,6 +22,17 @@ from siproc.sip.uri import NameAddr, SipUri, parse_host_port, parse_name_addr, p
 DEFAULT_SIP_PORT = 5060
 DEFAULT_RTP_PORTS = (10000, 20000)
 DEFAULT_MAX_CALLS = 1000
+MAX_MEDIA_WORKERS = 64
+
+
+def default_media_workers() -> int:
+    """One media worker process per CPU this process may run on (net/media_worker.py)."""
+    try:
+        return max(1, min(MAX_MEDIA_WORKERS, len(os.sched_getaffinity(0))))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, min(MAX_MEDIA_WORKERS, os.cpu_count() or 1))
+
+
 DEFAULT_REGISTER_EXPIRES = 600
 DEFAULT_LOG_LEVEL = 3
 
@@ -60,6 +72,7 @@ class Config:
     public_address: str | None
     rtp_ports: tuple[int, int]
     max_calls: int
+    media_workers: int  # processes that run the RTP streams; 0: in the main process
     register_expires: int
     log_level: int
     codecs: tuple[CodecEntry, ...]
@@ -194,6 +207,9 @@ def load_config(env: Mapping[str, str]) -> Config:
         public_address=public,
         rtp_ports=rtp_ports,
         max_calls=_int(env, "SIPROC_MAX_CALLS", DEFAULT_MAX_CALLS, 1, 1_000_000),
+        media_workers=_int(
+            env, "SIPROC_MEDIA_WORKERS", default_media_workers(), 0, MAX_MEDIA_WORKERS
+        ),
         register_expires=_int(env, "SIPROC_REGISTER_EXPIRES", DEFAULT_REGISTER_EXPIRES, 60, 86400),
         log_level=_int(env, "SIPROC_LOG_LEVEL", DEFAULT_LOG_LEVEL, 0, 6),
         codecs=codecs,

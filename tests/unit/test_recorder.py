@@ -130,13 +130,13 @@ def test_a_killed_process_leaves_a_valid_wav(tmp_path: Path) -> None:
 import os, numpy as np
 from siproc.media.recorder import CallRecorder
 rec = CallRecorder.open({str(path)!r}, 8000)
-for _ in range(60):
+for _ in range({2 * CHUNK // 160 + 10}):
     rec.write(np.full(160, 3, dtype=np.int16), None)
 os.kill(os.getpid(), 9)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30)
     assert result.returncode == -9, result.stderr
-    frames = 2 * CHUNK  # 60 frames = 2 full blocks + 10 frames still in memory
+    frames = 2 * CHUNK  # 2 full blocks written, 10 frames still in memory
     assert wav_data_frames(path) == (frames, frames)
     data, _ = soundfile.read(str(path), dtype="int16")
     assert len(data) == frames and (data == 3).all()
@@ -414,10 +414,11 @@ def test_stream_write_error_stops_only_the_recording(
         sound = recording.recorder._sound
         assert sound is not None
         sound.close()  # the file becomes unwritable
-        for tick in range(30):  # the first full block fails to write
+        ticks = CHUNK // 160 + 5
+        for tick in range(ticks):  # the first full block fails to write
             stream.tick(tick * 0.02)
         assert stream.recording is None
-        assert stream.stats.packets_sent == 30  # the call goes on
+        assert stream.stats.packets_sent == ticks  # the call goes on
     finally:
         stream.close()
 

@@ -143,6 +143,38 @@ def test_clock_isolates_failing_streams(caplog: pytest.LogCaptureFixture) -> Non
     assert all(r.exc_info is not None for r in caplog.records)
 
 
+def test_clock_sends_for_every_stream_then_receives_then_runs_deferred_work() -> None:
+    """The three phases of a tick: every stream's tick (send), the receive phase, then what
+    the streams deferred, in order; outside a tick, defer() refuses (the caller runs it)."""
+    loop = FakeLoop(1000.0)
+    clock = make_clock(loop)
+    order: list[str] = []
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.setblocking(False)
+
+    def read_one() -> None:
+        order.append(f"receive {a.recv(100).decode()}")
+
+    class Stream:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def tick(self, now: float) -> None:
+            order.append(f"send {self.name}")
+            assert clock.defer(lambda now: order.append(f"late {self.name}"))
+
+    clock.add_reader(a.fileno(), read_one)
+    clock.add(Stream("x"))
+    clock.add(Stream("y"))
+    b.send(b"p")
+    loop.run_until(1000.0 + 1e-9)
+    assert order == ["send x", "send y", "receive p", "late x", "late y"]
+    assert not clock.defer(lambda now: None)
+    clock.close()
+    a.close()
+    b.close()
+
+
 def test_clock_starts_and_stops_with_streams() -> None:
     loop = FakeLoop(0.0)
     clock = make_clock(loop)

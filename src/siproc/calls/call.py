@@ -39,6 +39,7 @@ from siproc.calls.incoming import IncomingInvite
 from siproc.calls.outgoing import OutgoingInvite
 from siproc.calls.session import SessionUpdates
 from siproc.media.codecs import AudioCodec, get_codec
+from siproc.net.rtp_socket import RtpStream
 from siproc.sdp.model import SessionDescription
 from siproc.sdp.offer_answer import (
     CodecSpec,
@@ -63,7 +64,7 @@ from siproc.sip.uri import NameAddr, SipUri
 
 if TYPE_CHECKING:
     from siproc.net.alsa import SoundCards
-    from siproc.net.rtp_socket import RtpStream
+    from siproc.net.media_pool import MediaStream
 
 __all__ = [
     "ALLOW",
@@ -137,7 +138,7 @@ class Call:
         local: NameAddr,
         remote: NameAddr,
         local_tag: str,
-        stream: RtpStream,
+        stream: MediaStream,
     ) -> None:
         self.phone = phone
         self.outgoing = outgoing
@@ -148,6 +149,8 @@ class Call:
         self.stream = stream
         stream.on_stopped = lambda file: self.event(protocol.Stopped(file))
         stream.on_dtmf = lambda digit: self.event(protocol.DtmfReceived(digit))
+        if not isinstance(stream, RtpStream):  # a media worker's: errors found late
+            stream.on_error = self.report_error
         self.state = CallState.INCOMING if not outgoing else CallState.CALLING
         self.dialog: Dialog | None = None
         self.handler: HandlerProcess | None = None
@@ -157,6 +160,7 @@ class Call:
         self.log = CallLog(log, {"call": call_id[:12]})
         self.started = phone.loop.time()
         self.end_status: int | None = None
+        self.media_closed = False  # the stream is closed and its recording final
         self._refused = 0
         self.end_reason = ""
         self._auth: DigestSession | None = None  # the INVITE's, shared by in-dialog requests
@@ -232,7 +236,7 @@ class Call:
             on_overlong_line=self._on_overlong_line,
         )
         self.log.info("handler started (pid %d)", self.handler.pid)
-        if self.ended:  # the call ended while the handler was starting (an early CANCEL)
+        if self.media_closed:  # the call ended while the handler was starting (early CANCEL)
             assert self.end_status is not None
             self.event(protocol.Disconnected(self.end_status, self.end_reason))
             self.handler.close_stdin()
@@ -264,7 +268,7 @@ class Call:
         self._maybe_finished()
 
     def _maybe_finished(self) -> None:
-        if self.ended and (self.handler is None or self.handler_done):
+        if self.ended and self.media_closed and (self.handler is None or self.handler_done):
             self.phone.call_finished(self)
 
     # -- ending ---------------------------------------------------------------------------------
@@ -303,6 +307,13 @@ class Call:
         if self.dialog is not None and self.dialog.state is not DialogState.TERMINATED:
             self.dialog.set_state(DialogState.TERMINATED)
         self._set_state(CallState.ENDED)
+        self.stream.when_closed(self._media_closed)
+
+    def _media_closed(self) -> None:
+        """The media is closed and the recording final: log the figures, then tell the
+        handler (so that a handler reading its recording on DISCONNECTED finds it whole)."""
+        status, reason = self.end_status, self.end_reason
+        assert status is not None, "media closed before the call ended"
         stats = self.stream.stats
         rtt, peer_lost = stats.rtt_ms, stats.remote_lost
         self.log.info(  # RTCP figures (RFC 3550 section 6.4) after the RTP counts
@@ -318,6 +329,7 @@ class Call:
             "n/a" if rtt is None else f"{rtt:.1f} ms",
             "n/a" if peer_lost is None else peer_lost,
         )
+        self.media_closed = True
         if self.handler is not None and not self.handler_done:
             self.event(protocol.Disconnected(status, reason))
             self.handler.close_stdin()

@@ -37,6 +37,7 @@ from siproc.calls.handler import HandlerSpawnError
 from siproc.config import SIP_TRACE_LEVEL, Config
 from siproc.media.codecs.catalog import enabled_codecs, telephone_event_spec
 from siproc.net.clock import MediaClock
+from siproc.net.media_pool import MediaPool, MediaStream
 from siproc.net.rtp_socket import RtpStream
 from siproc.net.sip_transport import SipTransport
 from siproc.sdp.model import SdpError
@@ -91,7 +92,10 @@ class Phone:
         self.endpoint.trace = config.log_level >= SIP_TRACE_LEVEL
         self.transport = SipTransport(self.loop, self._on_datagram, self._on_stream_message, log)
         self.transport.on_transport_error = self._on_transport_error
-        self.clock = MediaClock(self.loop)
+        self.clock = MediaClock(self.loop)  # the media of calls when there are no workers
+        self.media: MediaPool | None = None
+        if config.media_workers:
+            self.media = MediaPool(self.loop, config.media_workers, config.log_level)
         self._codecs = enabled_codecs(list(config.codecs))
         self._telephone_event = telephone_event_spec(list(config.codecs))
         self._owners: dict[ClientTransaction, TxCallback] = {}
@@ -111,6 +115,8 @@ class Phone:
 
     async def run(self, stdin: int | None = 0) -> int:
         await self.transport.start(self.config.bind_address, self.config.sip_port)
+        if self.media is not None:
+            await self.media.started()
         log.info("siproc %s ready on SIP port %d", __version__, self.transport.port)
         self.account.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -143,6 +149,8 @@ class Phone:
                 if call.handler is not None and not call.handler_done:
                     call.handler.kill()
         self.clock.close()
+        if self.media is not None:
+            await self.media.close()  # the workers finish their recordings
         await self.transport.close()
 
     # -- main stdin -----------------------------------------------------------------------------
@@ -408,9 +416,11 @@ class Phone:
             return self.config.identity
         return NameAddr(SipUri("sip", "localhost", "siproc"))
 
-    def _open_stream(self, local_host: str) -> RtpStream:
+    def _open_stream(self, local_host: str) -> MediaStream:
         family_any = "::" if ":" in local_host else "0.0.0.0"
         bind = self.config.bind_address or family_any
+        if self.media is not None:
+            return self.media.open_stream(bind, self.config.rtp_ports, self.rng)
         return RtpStream.open(self.loop, self.clock, bind, self.config.rtp_ports, self.rng)
 
     # -- outgoing calls -------------------------------------------------------------------------

@@ -352,11 +352,10 @@ class SessionUpdates:
             return
         self.remote_hold = held
         call = self.call
-        call.log.info(
-            "%s by the remote end: sending %s (RTP: %d packets sent so far)",
+        call.log.info(  # the media stream logs its packet count when sending pauses
+            "%s by the remote end: sending %s",
             "put on hold" if held else "taken off hold",
             "paused" if held else "resumed",
-            call.stream.stats.packets_sent,
         )
         call.event(protocol.HoldEvent() if held else protocol.ResumeEvent())
 

@@ -95,6 +95,14 @@ class PlaybackMixer:
         player.close()
         return player
 
+    def stop(self, player: FilePlayer) -> bool:
+        """Remove and close ``player``; False if it was not playing (it ended already)."""
+        if player not in self._players:
+            return False
+        self._players.remove(player)
+        player.close()
+        return True
+
     def next_frame(self, samples: int) -> tuple[Int16Array | None, list[FilePlayer]]:
         """Pull one frame from every live source and player and mix them.
 

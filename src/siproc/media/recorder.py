@@ -50,7 +50,7 @@ __all__ = [
     "recording_format",
 ]
 
-CHUNK_SECONDS: Final = 0.5  # audio buffered between two file writes
+CHUNK_SECONDS: Final = 1.0  # audio buffered between two file writes
 FRAME_MS: Final = 20  # one media tick (DESIGN.md section 2)
 DEFAULT_FORMAT: Final = ("WAV", "PCM_16")
 

@@ -93,6 +93,17 @@ class RtcpScheduler:
         self._initial = True
         self._rng = rng if rng is not None else random.Random()
 
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled without the random source (a media worker sends the stream's figures to the
+        control process; ``SystemRandom`` has no state to copy). The copy draws from a new
+        ``random.Random``."""
+        return {name: getattr(self, name) for name in self.__slots__ if name != "_rng"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._rng = random.Random()
+
     def interval(self) -> float:
         """The deterministic interval Td (section 6.3.1), before randomisation."""
         minimum = self.min_interval / 2 if self._initial else self.min_interval

@@ -18,9 +18,14 @@ logged and does not stop the other streams or the clock. The clock stops (cancel
 when its last stream and its last reader are removed and restarts with a fresh start time when
 one is added again.
 
-Each tick runs in two phases (DESIGN.md section 2):
+Each tick runs in three phases (DESIGN.md section 2):
 
-1. **Receive**: one ``select.epoll`` holds every socket registered with :meth:`add_reader`
+1. **Send**: tick every stream: mix, encode, send its packet. What can wait (recording, the
+   sound-card sinks, STOPPED, RTCP) a stream hands to :meth:`defer`, so that this loop stays
+   short and every stream's packet leaves at about the same time in each tick: the send
+   interval then barely depends on how much else a tick has to do, or on where in the loop a
+   busy machine preempts us.
+2. **Receive**: one ``select.epoll`` holds every socket registered with :meth:`add_reader`
    (the streams' RTP and RTCP sockets). It is polled with timeout 0 and each ready socket's
    reader reads **one** datagram; the poll is repeated while sockets are ready, at most
    :data:`RECV_ROUNDS` times per tick, so a flooded socket cannot starve the others or the
@@ -29,13 +34,10 @@ Each tick runs in two phases (DESIGN.md section 2):
    received in batches once per tick, which the receivers' jitter buffers absorb (the
    streams take each packet's arrival time from the kernel, so the RFC 3550 jitter they
    measure does not include this batching).
-2. **Tick** every stream: mix, encode, send, record.
+3. **Deferred** work, in the order it was deferred.
 
-Tried and not kept: sending every stream's packet in one loop at the start of the next tick
-("send-first", one tick more latency), or after all streams ticked and before the record work.
-Both move, by about a millisecond, when a call's last tick runs relative to its signalling,
-which one timing-sensitive recording test does not tolerate, and neither gave a jitter gain
-measurable next to the CPU saturation at 1000 calls.
+Tried and not kept: preparing every packet in one tick and sending them all at the start of the
+next ("send-first"): about as regular, at the price of one tick more latency.
 
 The clock runs while it has streams or readers, so a stream's sockets are read (latching,
 early media, RTCP) before it starts sending; the first stream added restarts it from a fresh
@@ -87,7 +89,7 @@ class MediaClock:
         self.interval = interval
         self.max_lag_ticks = max_lag_ticks
         self._streams: dict[TickStream, None] = {}  # an ordered set
-        self._errors: dict[TickStream, int] = {}
+        self._errors: dict[object, int] = {}
         self._handle: asyncio.TimerHandle | None = None
         self._start = 0.0
         self._n = 0  # index of the next tick
@@ -96,6 +98,7 @@ class MediaClock:
         self.now = 0.0  # loop.time() at the start of the current (or last) tick
         self._epoll: select.epoll | None = None  # created with the first reader
         self._readers: dict[int, Callable[[], None]] = {}  # fd -> read one datagram
+        self._deferred: list[Callable[[float], None]] | None = None  # a list in phase 1
 
     @property
     def running(self) -> bool:
@@ -148,6 +151,15 @@ class MediaClock:
         self._stop_if_idle()
         return True
 
+    def defer(self, work: Callable[[float], None]) -> bool:
+        """In the send phase of a tick: run ``work(now)`` after the receive phase and return
+        True. Outside a tick (a stream ticked directly, in tests): False, run it yourself."""
+        deferred = self._deferred
+        if deferred is None:
+            return False
+        deferred.append(work)
+        return True
+
     def close(self) -> None:
         """Remove every stream and reader and stop."""
         for stream in list(self._streams):
@@ -191,16 +203,26 @@ class MediaClock:
         self.ticks += 1
         self.now = now
         self._handle = self._loop.call_at(self._start + self._n * self.interval, self._on_tick)
-        if self._epoll is not None and self._readers:  # phase 1
-            self._receive(self._epoll)
         streams = self._streams
-        for stream in tuple(streams):  # phase 2
-            if stream not in streams:  # removed by an earlier stream's tick
-                continue
+        deferred: list[Callable[[float], None]] = []
+        self._deferred = deferred
+        try:
+            for stream in tuple(streams):  # phase 1
+                if stream not in streams:  # removed by an earlier stream's tick
+                    continue
+                try:
+                    stream.tick(now)
+                except Exception:
+                    self._log_error(stream)
+        finally:
+            self._deferred = None
+        if self._epoll is not None and self._readers:  # phase 2
+            self._receive(self._epoll)
+        for work in deferred:  # phase 3
             try:
-                stream.tick(now)
+                work(now)
             except Exception:
-                self._log_error(stream)
+                self._log_error(getattr(work, "__self__", work))  # the stream, throttled
 
     def _receive(self, epoll: select.epoll) -> None:
         """Phase 2: one datagram per ready socket per round, until none is ready."""
@@ -220,7 +242,7 @@ class MediaClock:
                 except Exception:
                     log.exception("media reader of fd %d failed", fd)
 
-    def _log_error(self, stream: TickStream) -> None:
+    def _log_error(self, stream: object) -> None:
         count = self._errors.get(stream, 0) + 1
         self._errors[stream] = count
         if count <= _LOGGED_ERRORS_PER_STREAM or count % _ERROR_LOG_EVERY == 0:

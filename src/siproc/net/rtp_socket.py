@@ -48,6 +48,7 @@ from collections.abc import Callable
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 
 from siproc.media.codecs import AudioCodec
 from siproc.media.mixer import PlaybackMixer
@@ -85,6 +86,7 @@ __all__ = [
     "RtpStats",
     "RtpStream",
     "SymmetricRtpLatch",
+    "bind_rtp_pair",
 ]
 
 log = logging.getLogger(__name__)
@@ -154,6 +156,51 @@ _unpack_header: Final = RTP_HEADER.unpack_from  # the hot path's header parse
 _wall_time: Final = time.time  # the clock of the kernel's receive timestamps
 
 
+def bind_rtp_pair(
+    bind_host: str, port_range: tuple[int, int], rng: random.Random | None = None
+) -> tuple[socket.socket, socket.socket]:
+    """Bind an even RTP port and the odd RTCP port above it (RFC 3550 section 11), tried in
+    random order within ``port_range`` (inclusive); both non-blocking, RTP marked DSCP EF.
+    ``bind_host`` is an IPv4 or IPv6 literal; it picks the family. Raises ``OSError`` if no
+    pair is free, ``ValueError`` for bad arguments."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(bind_host).version == 6 else socket.AF_INET
+    except ValueError:
+        raise ValueError(f"RTP bind address must be an IP address, not {bind_host!r}") from None
+    low, high = port_range
+    if not 1 <= low <= high <= 65535:
+        raise ValueError(f"invalid RTP port range {low}-{high}")
+    first = low + (low & 1)
+    count = (high - 1 - first) // 2 + 1 if high - 1 >= first else 0
+    if count <= 0:
+        raise ValueError(f"RTP port range {low}-{high} holds no even/odd port pair")
+    rng = rng if rng is not None else random.SystemRandom()
+    start, step = rng.randrange(count), _coprime_step(count, rng)
+    for i in range(count):
+        port = first + 2 * ((start + i * step) % count)
+        try:
+            sock = _bind_udp(family, bind_host, port)
+        except OSError as exc:
+            if exc.errno in _PORT_BUSY:
+                continue
+            raise OSError(
+                exc.errno, f"cannot bind RTP socket to {bind_host} port {port}: {exc.strerror}"
+            ) from None
+        try:
+            rtcp_sock = _bind_udp(family, bind_host, port + 1)
+        except OSError as exc:
+            sock.close()
+            if exc.errno in _PORT_BUSY:
+                continue
+            raise OSError(
+                exc.errno,
+                f"cannot bind RTCP socket to {bind_host} port {port + 1}: {exc.strerror}",
+            ) from None
+        _set_dscp_ef(sock, family)
+        return sock, rtcp_sock
+    raise OSError(errno.EADDRINUSE, f"no free RTP/RTCP port pair in {low}-{high} on {bind_host}")
+
+
 class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
     """One call's RTP session (one audio stream). Create with :meth:`open`."""
 
@@ -213,6 +260,7 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         self._was_playing = False
         self._seen_skipped = clock.skipped_ticks
         self._send_error_logged = False
+        self._late: tuple[npt.NDArray[np.int16] | None, int, list[FilePlayer]] | None = None
         self._sendto = sock.sendto
         self._recv_rtp = sock.recvfrom_into
         self._recvmsg_rtp = sock.recvmsg_into if _enable_timestamps(sock) else None
@@ -239,47 +287,10 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         family. ``rtcp_interval`` is the minimum RTCP report interval (RFC 3550 section 6.2;
         shorter in tests). Raises ``OSError`` if no pair is free, ``ValueError`` for bad
         arguments."""
-        try:
-            family = (
-                socket.AF_INET6 if ipaddress.ip_address(bind_host).version == 6 else socket.AF_INET
-            )
-        except ValueError:
-            raise ValueError(f"RTP bind address must be an IP address, not {bind_host!r}") from None
-        low, high = port_range
-        if not 1 <= low <= high <= 65535:
-            raise ValueError(f"invalid RTP port range {low}-{high}")
-        first = low + (low & 1)
-        count = (high - 1 - first) // 2 + 1 if high - 1 >= first else 0
-        if count <= 0:
-            raise ValueError(f"RTP port range {low}-{high} holds no even/odd port pair")
         rng = rng if rng is not None else random.SystemRandom()
-        start, step = rng.randrange(count), _coprime_step(count, rng)
-        for i in range(count):
-            port = first + 2 * ((start + i * step) % count)
-            try:
-                sock = _bind_udp(family, bind_host, port)
-            except OSError as exc:
-                if exc.errno in _PORT_BUSY:
-                    continue
-                raise OSError(
-                    exc.errno, f"cannot bind RTP socket to {bind_host} port {port}: {exc.strerror}"
-                ) from None
-            try:
-                rtcp_sock = _bind_udp(family, bind_host, port + 1)
-            except OSError as exc:
-                sock.close()
-                if exc.errno in _PORT_BUSY:
-                    continue
-                raise OSError(
-                    exc.errno,
-                    f"cannot bind RTCP socket to {bind_host} port {port + 1}: {exc.strerror}",
-                ) from None
-            _set_dscp_ef(sock, family)
-            return cls(
-                loop, clock, sock, rtcp_sock, bind_host, rng, logger, rtcp_interval=rtcp_interval
-            )
-        raise OSError(
-            errno.EADDRINUSE, f"no free RTP/RTCP port pair in {low}-{high} on {bind_host}"
+        sock, rtcp_sock = bind_rtp_pair(bind_host, port_range, rng)
+        return cls(
+            loop, clock, sock, rtcp_sock, bind_host, rng, logger, rtcp_interval=rtcp_interval
         )
 
     # -- control (from the call layer) -------------------------------------------------------
@@ -356,7 +367,14 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
             expected.add(telephone_event_pt)
         self._configure_dtmf(codec, telephone_event_pt, receive_telephone_event_pt)
         self._expected_pts = frozenset(expected | self._event_pts)
+        was_sending = self._tx
         self.direction = direction
+        if old is not None and self._tx != was_sending:  # hold or resume (RFC 3264 8.4)
+            self.log.info(
+                "RTP sending %s (%d packets sent so far)",
+                "resumed" if self._tx else "paused",
+                self.stats.packets_sent,
+            )
 
     def start(self) -> None:
         """Join the media clock: sending (and playback) begins on the next tick."""
@@ -366,13 +384,19 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
             self._started = True
             self._clock.add(self)
 
-    def play(self, path: str) -> None:
-        """Start playing a file (mixed with any others) from the next tick on.
-        Raises :class:`~siproc.media.player.MediaFileError` with a one-line reason."""
+    def play(self, path: str) -> FilePlayer:
+        """Start playing a file (mixed with any others) from the next tick on; return its
+        player. Raises :class:`~siproc.media.player.MediaFileError` with a one-line reason."""
         if self._closed:
             raise RuntimeError("RtpStream.play() after close()")
         rate = self._codec.sample_rate if self._codec is not None else DEFAULT_RATE
-        self._mixer.add(FilePlayer.open(path, rate))
+        player = FilePlayer.open(path, rate)
+        self._mixer.add(player)
+        return player
+
+    def stop_player(self, player: FilePlayer) -> bool:
+        """Stop ``player`` without reporting it (the caller does); False if it had ended."""
+        return self._mixer.stop(player)
 
     def stop_last(self) -> str | None:
         """Stop the file added last; report it through ``on_stopped`` (now) and return its name,
@@ -402,6 +426,13 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         self._sinks.clear()
         self._mixer.close()
         self.stop_recording()
+
+    def when_closed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the stream is closed and its recording final: here that is
+        at once after :meth:`close` (a media worker's stream answers later)."""
+        if not self._closed:
+            raise RuntimeError("RtpStream.when_closed() before close()")
+        callback()
 
     # -- state --------------------------------------------------------------------------------
 
@@ -482,11 +513,23 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
             packet = sender.audio_packet(payload, ts_step, self._need_marker or talkspurt)
             self._need_marker = False
             self._send(packet, dest)
-        if self._received is not None:  # RECORD or ARECORD; sent: the frame, or silence
-            self._received_tick(frame if sending else None, skipped)
-        if finished:
-            for player in finished:
-                self._emit_stopped(player.name)
+        if self._received is not None or finished or now >= self._rtcp_due:
+            # RECORD/ARECORD (sent: the frame, or silence), STOPPED, RTCP: after the receive
+            # phase, so that every stream's packet leaves first (MediaClock.defer).
+            self._late = (frame if sending else None, skipped, finished)
+            if not self._clock.defer(self._late_tick):
+                self._late_tick(now)
+
+    def _late_tick(self, now: float) -> None:
+        """The rest of this tick's work, after the clock's receive phase."""
+        late, self._late = self._late, None
+        if late is None or self._closed:
+            return
+        sent, skipped, finished = late
+        if self._received is not None:
+            self._received_tick(sent, skipped)
+        for player in finished:
+            self._emit_stopped(player.name)
         if now >= self._rtcp_due:
             self._rtcp_tick(now)
 

@@ -180,6 +180,11 @@ class G711Codec:
     #: No state between frames: the media path may encode silence once and resend it.
     stateful: Final = False
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        """A codec crosses to a media worker as its parameters: the copy starts fresh (the
+        control process never encodes or decodes, so there is no state to carry)."""
+        return (G711Codec, (self.name,))
+
     def __init__(self, name: str) -> None:
         upper = name.upper()
         if upper == "PCMU":

@@ -75,6 +75,11 @@ class G722Codec:
     #: path must encode every frame, silence included, rather than resend a cached payload.
     stateful: Final = True
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        """A codec crosses to a media worker as its parameters: the copy starts fresh (the
+        control process never encodes or decodes, so there is no state to carry)."""
+        return (G722Codec, (self.name,))
+
     def __init__(self, name: str = "G722") -> None:
         if name.upper() != "G722":
             raise ValueError(f"not G.722: {name!r}")

@@ -211,6 +211,11 @@ class OpusCodec:
     #: Encoder and decoder carry history: every frame must be encoded, silence included.
     stateful: Final = True
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        """A codec crosses to a media worker as its parameters: the copy starts fresh (the
+        control process never encodes or decodes, so there is no state to carry)."""
+        return (OpusCodec, (self.name, None, self.settings))
+
     def __init__(
         self, name: str = "opus", fmtp: str | None = None, settings: OpusSettings | None = None
     ) -> None:

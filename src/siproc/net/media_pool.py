@@ -1,0 +1,408 @@
+"""The control process's side of the media workers: the pool and a stand-in for each stream.
+
+Theory of operation (see :mod:`siproc.net.media_worker` for the worker's side): with
+``SIPROC_MEDIA_WORKERS`` > 0 the phone opens every call's media through :class:`MediaPool`.
+The pool binds the RTP/RTCP socket pair here, so the SDP has its port at once, and passes both
+descriptors to the worker with the fewest streams; the call gets a :class:`RemoteStream`, which
+has the methods of :class:`~siproc.net.rtp_socket.RtpStream` that calls use and relays them.
+
+What a handler must hear at once is decided here, without a round trip: ``PLAY`` of a file that
+cannot be read and ``RECORD`` to a file that cannot be written fail synchronously (the file is
+opened here once to check: the same reasons as without workers), ``STOP`` knows which file was
+added last, ``RECORD`` alone knows whether something records. What only the worker can find out
+(a file that became unreadable in between, a sound card that fails) comes back as an error
+event, which the call reports as ``ERROR <verb> <reason>``.
+
+The end of a call waits for its media: :meth:`RemoteStream.when_closed` runs when the worker
+has closed the stream, so the recording is complete before the handler hears ``DISCONNECTED``,
+and the stream's final figures (packets, loss, jitter, RTCP) are those the call logs.
+
+Workers start with the phone, which says it is ready once they are (a worker imports the media
+stack in about half a second); one that exits is logged,
+the media of its calls stops (their calls go on without audio until they end) and a new worker
+takes later calls. Closing the pool closes the channels; each worker then finishes its
+recordings and exits, and is waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Final
+
+from siproc.media.codecs import AudioCodec
+from siproc.media.player import FilePlayer
+from siproc.media.recorder import CallRecorder
+from siproc.media.rtcp import RTCP_MIN_INTERVAL
+from siproc.net.media_channel import Channel, Message
+from siproc.net.rtp_socket import DIRECTIONS, RtpStream, bind_rtp_pair
+from siproc.net.rtp_state import DEFAULT_RATE, Address, RtpStats
+
+__all__ = ["MediaPool", "MediaStream", "RemoteStream"]
+
+log = logging.getLogger(__name__)
+
+WORKER_START_TIMEOUT: Final = 20.0  # seconds for a worker to import the media stack
+WORKER_EXIT_TIMEOUT: Final = 10.0  # seconds for workers to finish their recordings at close
+
+
+class RemoteStream:
+    """A call's RTP stream that runs in a media worker (the API of ``RtpStream`` that the call
+    layer uses)."""
+
+    def __init__(self, worker: _Worker, sid: int, local_host: str, local_port: int) -> None:
+        self._worker = worker
+        self._sid = sid
+        self.local_host = local_host
+        self.local_port = local_port
+        self.stats = RtpStats()  # the worker's final figures replace it at close
+        self.on_stopped: Callable[[str], None] | None = None
+        self.on_dtmf: Callable[[str], None] | None = None
+        self.on_error: Callable[[str, str], None] | None = None
+        self.telephone_event_pt: int | None = None
+        self._codec: AudioCodec | None = None
+        self._play_ids = itertools.count(1)
+        self._playing: dict[int, str] = {}  # play id -> name, oldest first
+        self._recording: str | None = None
+        self._closed = False
+        self._final = False  # the worker closed it (or is gone)
+        self._when_closed: list[Callable[[], None]] = []
+
+    def _send(self, verb: str, *args: object) -> None:
+        self._worker.channel.send((verb, self._sid, *args))
+
+    # -- control (the RtpStream API) ------------------------------------------------------------
+
+    def configure(
+        self,
+        remote: tuple[str, int],
+        codec: AudioCodec,
+        payload_type: int,
+        telephone_event_pt: int | None,
+        direction: str,
+        *,
+        receive_telephone_event_pt: int | None = None,
+    ) -> None:
+        """As :meth:`RtpStream.configure`. The same codec instance as before stays the same
+        instance in the worker (G.722 and Opus keep their state across a re-INVITE)."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"invalid media direction {direction!r}")
+        same = codec is self._codec
+        self._codec = codec
+        self.telephone_event_pt = telephone_event_pt
+        self._send(
+            "configure",
+            remote,
+            None if same else codec,
+            payload_type,
+            telephone_event_pt,
+            direction,
+            receive_telephone_event_pt,
+        )
+
+    def configure_rtcp(self, *, mux: bool, remote: Address | None = None) -> None:
+        self._send("configure_rtcp", mux, remote)
+
+    def start(self) -> None:
+        if self._closed:
+            raise RuntimeError("RemoteStream.start() after close()")
+        self._send("start")
+
+    def play(self, path: str) -> None:
+        """Check that ``path`` plays (raises MediaFileError with the reason), then play it."""
+        if self._closed:
+            raise RuntimeError("RemoteStream.play() after close()")
+        player = FilePlayer.open(path, self.sample_rate)
+        name = player.name
+        player.close()
+        play_id = next(self._play_ids)
+        self._playing[play_id] = name
+        self._send("play", play_id, path)
+
+    def stop_last(self) -> str | None:
+        """Stop the file added last; report it through ``on_stopped`` and return its name."""
+        if not self._playing:
+            return None
+        play_id = next(reversed(self._playing))
+        name = self._playing.pop(play_id)
+        self._send("stop", play_id)
+        self._emit("stopped", name)
+        return name
+
+    def start_recording(self, path: str, stereo: bool = False) -> None:
+        """Check that ``path`` can be recorded to (raises RecordFileError), then record."""
+        if self._closed:
+            raise RuntimeError("RemoteStream.start_recording() after close()")
+        CallRecorder.open(path, self.sample_rate, stereo).close()
+        self._recording = path
+        self._send("record", path, stereo)
+
+    def stop_recording(self) -> str | None:
+        path, self._recording = self._recording, None
+        if path is not None and not self._closed:
+            self._send("record_stop")
+        return path
+
+    def send_dtmf(self, digits: str) -> None:
+        if self._closed:
+            raise RuntimeError("RemoteStream.send_dtmf() after close()")
+        if self.telephone_event_pt is None:
+            raise ValueError("no telephone-event negotiated with the remote end")
+        self._send("dtmf", digits)
+
+    def sound_card(self, verb: str, device: str) -> None:
+        """APLAY / ARECORD / ASTOP in the worker; failures come back through ``on_error``."""
+        self._send("sound", verb, device)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._recording = None
+        self._playing.clear()
+        self._send("close")
+
+    def when_closed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the worker has closed the stream (its recording is final)."""
+        if not self._closed:
+            raise RuntimeError("RemoteStream.when_closed() before close()")
+        if self._final:
+            callback()
+        else:
+            self._when_closed.append(callback)
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def sample_rate(self) -> int:
+        return self._codec.sample_rate if self._codec is not None else DEFAULT_RATE
+
+    @property
+    def playing(self) -> list[str]:
+        return list(self._playing.values())
+
+    @property
+    def recording(self) -> str | None:
+        return self._recording
+
+    # -- events from the worker -----------------------------------------------------------------
+
+    def event(self, verb: object, args: list[object]) -> None:
+        match verb, args:
+            case "stopped", [str() as name]:
+                for play_id, playing in self._playing.items():  # the oldest of that name
+                    if playing == name:
+                        del self._playing[play_id]
+                        self._emit("stopped", name)
+                        break
+            case "dtmf", [str() as digit]:
+                self._emit("dtmf", digit)
+            case "error", [str() as verb_, str() as reason]:
+                self._report(verb_, reason)
+            case "play_failed", [int() as play_id, str() as reason]:
+                if self._playing.pop(play_id, None) is not None:
+                    self._report("PLAY", reason)
+            case "record_failed", [str() as path, str() as reason]:
+                if self._recording == path:
+                    self._recording = None
+                self._report("RECORD", reason)
+            case "closed", [RtpStats() as stats]:
+                self.stats = stats
+                self.finalize()
+            case _:
+                log.error("media stream: malformed event %r dropped", verb)
+
+    def finalize(self) -> None:
+        """The worker is done with this stream (closed it, or is gone)."""
+        self._closed = True
+        if self._final:
+            return
+        self._final = True
+        callbacks, self._when_closed = self._when_closed, []
+        for callback in callbacks:
+            callback()
+
+    def _emit(self, kind: str, value: str) -> None:
+        callback = self.on_stopped if kind == "stopped" else self.on_dtmf
+        if callback is not None:
+            try:
+                callback(value)
+            except Exception:
+                log.exception("on_%s(%r) failed", kind, value)
+
+    def _report(self, verb: str, reason: str) -> None:
+        if self.on_error is not None:
+            self.on_error(verb, reason)
+        else:
+            log.warning("%s: %s", verb, reason)
+
+    def __repr__(self) -> str:
+        return f"RemoteStream({self.local_host}:{self.local_port} in worker {self._worker.index})"
+
+
+MediaStream = RtpStream | RemoteStream  # what a call's media is: here, or in a worker
+
+
+class _Worker:
+    """One worker process and its channel."""
+
+    def __init__(self, pool: MediaPool, index: int) -> None:
+        self.index = index
+        self._pool = pool
+        ours, theirs = Channel.pair()
+        with theirs:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "siproc.net.media_worker",
+                    str(theirs.fileno()),
+                    str(pool.log_level),
+                ],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        self.streams: dict[int, RemoteStream] = {}
+        self.ready = asyncio.Event()
+        self.channel = Channel(pool.loop, ours, self._on_message, self._on_closed)
+        log.debug("media worker %d started (pid %d)", index, self.process.pid)
+
+    def _on_message(self, message: Message, fds: list[int]) -> None:
+        for fd in fds:  # workers send none
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        verb, sid, *args = message
+        if verb == "ready":
+            self.ready.set()
+            return
+        stream = self.streams.get(sid) if isinstance(sid, int) else None
+        if stream is None:
+            return
+        if verb == "closed":
+            del self.streams[sid]  # type: ignore[arg-type]
+        stream.event(verb, args)
+
+    def _on_closed(self) -> None:
+        code = self.process.poll()
+        if self.streams and not self._pool.closing:
+            log.error(
+                "media worker %d (pid %d) exited%s: the media of %d call(s) stopped",
+                self.index,
+                self.process.pid,
+                "" if code is None else f" with status {code}",
+                len(self.streams),
+            )
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            stream.finalize()
+        self._pool.worker_gone(self)
+
+
+class MediaPool:
+    """The media workers of one phone; :meth:`open_stream` is where calls get their media."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        workers: int,
+        log_level: int,
+        *,
+        rtcp_interval: float = RTCP_MIN_INTERVAL,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"a media pool needs at least one worker, not {workers}")
+        self.loop = loop
+        self.size = workers
+        self.log_level = log_level
+        self.rtcp_interval = rtcp_interval
+        self.closing = False
+        self._workers: list[_Worker] = []
+        self._gone: collections.deque[_Worker] = collections.deque()
+        self._indexes = itertools.count()
+        self._sids = itertools.count(1)
+
+    def start(self) -> None:
+        """Start the workers (they import the media stack, in parallel with our startup)."""
+        while len(self._workers) < self.size:
+            self._workers.append(_Worker(self, next(self._indexes)))
+
+    async def started(self, timeout: float = WORKER_START_TIMEOUT) -> None:
+        """Start the workers and wait until each can take streams. Raises OSError (with the
+        worker's exit status) if one exits or does not get ready within ``timeout``."""
+        self.start()
+        for worker in list(self._workers):
+            ready = asyncio.ensure_future(worker.ready.wait())
+            try:
+                await asyncio.wait_for(asyncio.shield(ready), timeout)
+            except TimeoutError:
+                ready.cancel()
+                code = worker.process.poll()
+                raise OSError(
+                    f"media worker {worker.index} did not start within {timeout:g} s"
+                    + ("" if code is None else f" (it exited with status {code})")
+                    + "; its errors are above. SIPROC_MEDIA_WORKERS=0 runs media in-process"
+                ) from None
+
+    def open_stream(
+        self, bind_host: str, port_range: tuple[int, int], rng: random.Random | None = None
+    ) -> RemoteStream:
+        """Bind an RTP/RTCP pair here and run the stream in the least loaded worker. Raises
+        OSError (no free port pair, a worker cannot start) like ``RtpStream.open``."""
+        if self.closing:
+            raise RuntimeError("MediaPool.open_stream() after close()")
+        self.start()  # replaces workers that exited
+        worker = min(self._workers, key=lambda w: len(w.streams))
+        sock, rtcp_sock = bind_rtp_pair(bind_host, port_range, rng)
+        port = sock.getsockname()[1]
+        sid = next(self._sids)
+        stream = RemoteStream(worker, sid, bind_host, port)
+        worker.streams[sid] = stream
+        worker.channel.send(
+            ("open", sid, bind_host, float(self.rtcp_interval)),
+            [sock.detach(), rtcp_sock.detach()],
+        )
+        return stream
+
+    def worker_gone(self, worker: _Worker) -> None:
+        if worker in self._workers:
+            self._workers.remove(worker)
+        self._gone.append(worker)
+
+    @property
+    def streams(self) -> int:
+        return sum(len(worker.streams) for worker in self._workers)
+
+    async def close(self) -> None:
+        """Close the channels; the workers finish their recordings and exit (waited for, then
+        killed after :data:`WORKER_EXIT_TIMEOUT`)."""
+        self.closing = True
+        workers = [*self._workers, *self._gone]
+        for worker in workers:
+            worker.channel.close()
+            for stream in list(worker.streams.values()):
+                stream.finalize()
+            worker.streams.clear()
+        self._workers.clear()
+        self._gone.clear()
+        for worker in workers:
+            try:
+                await asyncio.wait_for(
+                    self.loop.run_in_executor(None, worker.process.wait), WORKER_EXIT_TIMEOUT
+                )
+            except TimeoutError:
+                log.warning("media worker %d did not exit; killing it", worker.index)
+                worker.process.kill()
+                await self.loop.run_in_executor(None, worker.process.wait)

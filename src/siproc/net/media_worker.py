@@ -1,0 +1,224 @@
+"""A media worker: a process that runs RTP streams for siproc's control process.
+
+Theory of operation: siproc shards its calls' media over ``SIPROC_MEDIA_WORKERS`` worker
+processes (:mod:`siproc.net.media_pool` starts them), so that thousands of streams use every
+core and the SIP signalling and handler pipes of the control process never wait behind a media
+tick. A worker is this module run as a program (``python -m siproc.net.media_worker FD LEVEL``)
+with one end of a :class:`~siproc.net.media_channel.Channel` as descriptor ``FD``. It owns a
+:class:`~siproc.net.clock.MediaClock` and ordinary :class:`~siproc.net.rtp_socket.RtpStream`
+objects, the same ones the control process runs when it has no workers: playing, recording,
+DTMF, RTCP and symmetric RTP are not reimplemented here, only relayed.
+
+The control process binds each stream's RTP and RTCP sockets itself (so the port is known for
+the SDP at once) and hands the descriptors over in the ``open`` message. Commands then arrive
+in the order the call made them; what the stream reports (a file that ended, a key press, an
+error found late, the final figures) goes back as events. Messages are tuples:
+
+control -> worker: ``open sid host rtcp_interval`` (+ 2 fds), ``configure sid remote codec pt
+te_pt direction rx_te_pt`` (codec None: keep the current instance), ``configure_rtcp sid mux
+remote``, ``start sid``, ``play sid id path``, ``stop sid id``, ``record sid path stereo``,
+``record_stop sid``, ``dtmf sid digits``, ``sound sid verb device``, ``close sid``.
+
+worker -> control: ``ready 0`` (once, when it can take streams), ``stopped sid name``,
+``dtmf sid digit``, ``error sid verb reason``, ``play_failed sid id reason``,
+``record_failed sid path reason``, ``closed sid stats``.
+
+A worker stops when its channel closes (the control process quit, or died: the worker then
+finishes every recording, so nothing recorded is lost) or on SIGTERM; it ignores SIGINT, which
+a terminal sends to the whole process group: the control process decides when calls end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import random
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import Final
+
+from siproc.media.codecs import AudioCodec
+from siproc.media.player import FilePlayer, MediaFileError
+from siproc.media.recorder import RecordFileError
+from siproc.net.alsa import SoundCardError, SoundCards
+from siproc.net.clock import MediaClock
+from siproc.net.media_channel import Channel, Message
+from siproc.net.rtp_socket import RtpStream
+
+__all__ = ["MediaWorker", "main"]
+
+log = logging.getLogger(__name__)
+
+SOUND_VERBS: Final = frozenset({"APLAY", "ARECORD", "ASTOP"})
+
+
+@dataclass(slots=True)
+class _Stream:
+    """A stream and what the worker keeps beside it."""
+
+    rtp: RtpStream
+    codec: AudioCodec | None = None
+    players: dict[int, FilePlayer] = field(default_factory=dict)
+    sound_cards: SoundCards | None = None
+
+
+class MediaWorker:
+    """The streams of one worker, driven by the messages of its channel."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        self._loop = loop
+        self.clock = MediaClock(loop)
+        self._rng = random.SystemRandom()
+        self._streams: dict[int, _Stream] = {}
+        self.done = asyncio.Event()
+        self._channel = Channel(loop, sock, self._on_message, self.stop)
+        self._send("ready", 0)
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def stop(self) -> None:
+        """Close every stream (recordings are finished), then the channel."""
+        for sid in list(self._streams):
+            self._close(sid)
+        self.clock.close()
+        self._channel.close()
+        self.done.set()
+
+    def _send(self, *message: object) -> None:
+        self._channel.send(message)
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def _on_message(self, message: Message, fds: list[int]) -> None:
+        verb, sid, *args = message
+        assert isinstance(sid, int)
+        if verb == "open":
+            self._open(sid, fds, *args)
+            return
+        stream = self._streams.get(sid)
+        if stream is None:  # closed (or never opened: a bug)
+            log.debug("media worker: %s for unknown stream %d dropped", verb, sid)
+            return
+        rtp = stream.rtp
+        match verb, args:
+            case "configure", [remote, codec, pt, te_pt, direction, rx_te_pt]:
+                if codec is not None:
+                    stream.codec = codec  # type: ignore[assignment]
+                assert stream.codec is not None, "first configure without a codec"
+                rtp.configure(
+                    remote,  # type: ignore[arg-type]
+                    stream.codec,
+                    pt,  # type: ignore[arg-type]
+                    te_pt,  # type: ignore[arg-type]
+                    direction,  # type: ignore[arg-type]
+                    receive_telephone_event_pt=rx_te_pt,  # type: ignore[arg-type]
+                )
+            case "configure_rtcp", [mux, remote]:
+                rtp.configure_rtcp(mux=bool(mux), remote=remote)  # type: ignore[arg-type]
+            case "start", []:
+                rtp.start()
+            case "play", [int() as play_id, str() as path]:
+                try:
+                    stream.players[play_id] = rtp.play(path)
+                except MediaFileError as exc:
+                    self._send("play_failed", sid, play_id, str(exc))
+            case "stop", [int() as play_id]:
+                player = stream.players.pop(play_id, None)
+                if player is not None:
+                    rtp.stop_player(player)
+            case "record", [str() as path, stereo]:
+                try:
+                    rtp.start_recording(path, bool(stereo))
+                except RecordFileError as exc:
+                    self._send("record_failed", sid, path, str(exc))
+            case "record_stop", []:
+                rtp.stop_recording()
+            case "dtmf", [str() as digits]:
+                try:
+                    rtp.send_dtmf(digits)
+                except ValueError as exc:
+                    self._send("error", sid, "DTMF", str(exc))
+            case "sound", [str() as verb_, str() as device] if verb_ in SOUND_VERBS:
+                self._sound(sid, stream, verb_, device)
+            case "close", []:
+                self._close(sid)
+            case _:
+                log.error("media worker: malformed message %r dropped", message[:2])
+
+    def _open(self, sid: int, fds: list[int], host: object, rtcp_interval: object) -> None:
+        if len(fds) != 2 or not isinstance(host, str) or not isinstance(rtcp_interval, float):
+            log.error("media worker: malformed open for stream %d", sid)
+            return
+        rtp_sock, rtcp_sock = (socket.socket(fileno=fd) for fd in fds)
+        rtp = RtpStream(
+            self._loop,
+            self.clock,
+            rtp_sock,
+            rtcp_sock,
+            host,
+            self._rng,
+            rtcp_interval=rtcp_interval,
+        )
+        rtp.on_stopped = lambda name: self._send("stopped", sid, name)
+        rtp.on_dtmf = lambda digit: self._send("dtmf", sid, digit)
+        self._streams[sid] = _Stream(rtp)
+
+    def _close(self, sid: int) -> None:
+        stream = self._streams.pop(sid)
+        stream.rtp.close()  # finishes the recording and stops the sound-card bridges
+        self._send("closed", sid, stream.rtp.stats)
+
+    def _sound(self, sid: int, stream: _Stream, verb: str, device: str) -> None:
+        """APLAY / ARECORD / ASTOP (net/alsa.py) on this worker's stream."""
+        if stream.sound_cards is None:
+
+            def report(verb: str, reason: str) -> None:
+                self._send("error", sid, verb, reason)
+
+            stream.sound_cards = SoundCards(stream.rtp, self._loop, report)
+        cards = stream.sound_cards
+        try:
+            match verb:
+                case "APLAY":
+                    cards.aplay(device)
+                case "ARECORD":
+                    cards.arecord(device)
+                case _:
+                    cards.astop(device)
+        except SoundCardError as exc:
+            self._send("error", sid, verb, str(exc))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m siproc.net.media_worker FD LOG_LEVEL`` (started by the media pool)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or not all(arg.isdigit() for arg in args):
+        print("usage: python -m siproc.net.media_worker FD LOG_LEVEL (siproc starts it)")
+        return 2
+    from siproc.cli import setup_logging
+
+    setup_logging(int(args[1]), "siproc-media")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(args[0]))
+
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+        worker = MediaWorker(loop, sock)
+        loop.add_signal_handler(signal.SIGTERM, worker.stop)
+        await worker.done.wait()
+        return 0
+
+    if importlib.util.find_spec("uvloop") is None:
+        return asyncio.run(run())
+    import uvloop
+
+    result: int = uvloop.run(run())
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

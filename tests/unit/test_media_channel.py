@@ -1,0 +1,116 @@
+"""media_channel: message boundaries, descriptors passed, order kept through a full buffer,
+the peer's end noticed once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+
+from siproc.net.media_channel import MAX_FDS, Channel, Message
+
+
+class Ends:
+    """Two channels joined by a socket pair, on one loop; what each end received."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        a, b = Channel.pair()
+        self.got: list[tuple[Message, list[int]]] = []
+        self.closed = {"a": 0, "b": 0}
+        self.a = Channel(loop, a, lambda m, f: None, lambda: self._closed("a"))
+        self.b = Channel(loop, b, lambda m, f: self.got.append((m, f)), lambda: self._closed("b"))
+
+    def _closed(self, end: str) -> None:
+        self.closed[end] += 1
+
+
+async def _until(predicate: object, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def test_messages_arrive_whole_and_in_order() -> None:
+    async def main() -> None:
+        ends = Ends(asyncio.get_running_loop())
+        for i in range(100):
+            ends.a.send(("verb", i, "x" * i, {"nested": [i]}))
+        await _until(lambda: len(ends.got) == 100)
+        assert [m for m, _ in ends.got] == [
+            ("verb", i, "x" * i, {"nested": [i]}) for i in range(100)
+        ]
+        assert all(fds == [] for _, fds in ends.got)
+        ends.a.close()
+        ends.b.close()
+
+    asyncio.run(main())
+
+
+def test_descriptors_cross_and_the_sender_closes_its_copies() -> None:
+    async def main() -> None:
+        ends = Ends(asyncio.get_running_loop())
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        port = udp.getsockname()[1]
+        fd = udp.detach()
+        ends.a.send(("open", 1), [fd])
+        await _until(lambda: len(ends.got) == 1)
+        message, fds = ends.got[0]
+        assert message == ("open", 1) and len(fds) == 1
+        received = socket.socket(fileno=fds[0])
+        assert received.getsockname() == ("127.0.0.1", port)
+        received.close()
+        again = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        again.bind(("127.0.0.1", port))  # free: the channel closed the sender's copy once sent
+        again.close()
+        ends.a.close()
+        ends.b.close()
+
+    asyncio.run(main())
+
+
+def test_a_full_buffer_queues_in_order_without_blocking() -> None:
+    async def main() -> None:
+        ends = Ends(asyncio.get_running_loop())
+        big = b"\0" * 100_000
+        for i in range(200):  # 20 MB: far more than the socket buffers hold
+            ends.a.send((i, big))
+        assert ends.a.pending > 0  # queued, the loop was not blocked
+        await _until(lambda: len(ends.got) == 200, timeout=20)
+        assert [m[0] for m, _ in ends.got] == list(range(200))
+        assert ends.a.pending == 0
+        ends.a.close()
+        ends.b.close()
+
+    asyncio.run(main())
+
+
+def test_the_peer_closing_is_reported_once_and_later_sends_close_their_fds() -> None:
+    async def main() -> None:
+        ends = Ends(asyncio.get_running_loop())
+        ends.b.close()  # our own close: no callback for b
+        await _until(lambda: ends.closed["a"] == 1)
+        await asyncio.sleep(0.05)
+        assert ends.closed == {"a": 1, "b": 0}
+        assert ends.a.closed
+        r, w = os.pipe()
+        ends.a.send(("late",), [r])
+        with pytest.raises(OSError):
+            os.fstat(r)
+        os.close(w)
+
+    asyncio.run(main())
+
+
+def test_too_many_descriptors_is_our_bug() -> None:
+    async def main() -> None:
+        ends = Ends(asyncio.get_running_loop())
+        with pytest.raises(ValueError, match="descriptors"):
+            ends.a.send(("x",), list(range(MAX_FDS + 1)))
+        ends.a.close()
+        ends.b.close()
+
+    asyncio.run(main())

@@ -630,6 +630,8 @@ def run_load(
         env = {"BENCH_PLAY": str(play), "BENCH_RECORD_DIR": str(rec_dir) if record else ""}
         if args.media_workers is not None:
             env["SIPROC_MEDIA_WORKERS"] = str(args.media_workers)
+        if args.media_priority is not None:
+            env["SIPROC_MEDIA_PRIORITY"] = args.media_priority
         siproc = SiprocProcess(args.python, run_dir, handler, max(calls * 2, 100), env)
         pid, target = siproc.pid, siproc.port
     else:
@@ -762,6 +764,11 @@ def run_load(
     if siproc is not None:
         ended, _, received = siproc.rtp_counters()
         result.received = received
+        got = re.findall(r"media worker \(pid \d+\) runs at (\w+) priority", siproc.log())
+        if got:
+            result.notes.append(f"workers at {'/'.join(sorted(set(got)))} priority")
+        if "leaving real-time priority" in siproc.log():
+            result.notes.append("a worker left real-time priority (overload)")
         warnings, ticks = siproc.skipped_ticks()
         if ticks:
             result.notes.append(f"media clock skipped {ticks} ticks ({warnings} warnings)")
@@ -1050,6 +1057,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default=sys.executable, help="interpreter to run siproc")
     parser.add_argument(
         "--media-workers", type=int, help="SIPROC_MEDIA_WORKERS for siproc (default: its own)"
+    )
+    parser.add_argument(
+        "--media-priority",
+        choices=("realtime", "high", "normal"),
+        help="SIPROC_MEDIA_PRIORITY for siproc (default: its own, realtime where allowed)",
     )
     parser.add_argument("--profile", type=Path, help="py-spy siproc's steady window into DIR")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from siproc.media.codecs.catalog import CodecEntry, CodecPriorityError, apply_priorities
+from siproc.net.media_priority import PRIORITIES as MEDIA_PRIORITIES
 from siproc.sip.errors import ParseError
 from siproc.sip.uri import NameAddr, SipUri, parse_host_port, parse_name_addr, parse_sip_uri
 
@@ -73,6 +74,7 @@ class Config:
     rtp_ports: tuple[int, int]
     max_calls: int
     media_workers: int  # processes that run the RTP streams; 0: in the main process
+    media_priority: str  # the most CPU priority the workers ask for (net/media_priority.py)
     register_expires: int
     log_level: int
     codecs: tuple[CodecEntry, ...]
@@ -98,6 +100,16 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not _is_number(text) or int(text) < low or int(text) > high:
         raise ConfigError(name, f"must be a whole number from {low} to {high}, not {text!r}")
     return int(text)
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (case-insensitive); the first is the default."""
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return choices[0]
+    if text not in choices:
+        raise ConfigError(name, f"must be one of {', '.join(choices)}, not {text!r}")
+    return text
 
 
 def _ip(env: Mapping[str, str], name: str) -> str | None:
@@ -210,6 +222,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         media_workers=_int(
             env, "SIPROC_MEDIA_WORKERS", default_media_workers(), 0, MAX_MEDIA_WORKERS
         ),
+        media_priority=_choice(env, "SIPROC_MEDIA_PRIORITY", MEDIA_PRIORITIES),
         register_expires=_int(env, "SIPROC_REGISTER_EXPIRES", DEFAULT_REGISTER_EXPIRES, 60, 86400),
         log_level=_int(env, "SIPROC_LOG_LEVEL", DEFAULT_LOG_LEVEL, 0, 6),
         codecs=codecs,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
@@ -73,6 +74,8 @@ def test_blank_values_count_as_unset() -> None:
             "SIPROC_REGISTER_EXPIRES",
             "SIPROC_LOG_LEVEL",
             "SIPROC_CODEC_PRIORITIES",
+            "SIPROC_MEDIA_WORKERS",
+            "SIPROC_MEDIA_PRIORITY",
         )
     }
     assert load_config(blank) == load_config({})
@@ -210,6 +213,7 @@ NUMBERS = [
     ("SIPROC_MAX_CALLS", "max_calls", 1, 1_000_000),
     ("SIPROC_REGISTER_EXPIRES", "register_expires", 60, 86400),
     ("SIPROC_LOG_LEVEL", "log_level", 0, 6),
+    ("SIPROC_MEDIA_WORKERS", "media_workers", 0, 64),
 ]
 
 
@@ -341,3 +345,16 @@ def test_telephone_event_alone_is_not_enough() -> None:
         "SIPROC_CODEC_PRIORITIES",
         "disables every usable audio codec",
     )
+
+
+def test_media_workers_default_to_one_per_cpu_and_priority_to_realtime() -> None:
+    config = load_config({})
+    assert config.media_workers == min(64, max(1, len(os.sched_getaffinity(0))))
+    assert config.media_priority == "realtime"
+    assert load_config({"SIPROC_MEDIA_PRIORITY": " Normal "}).media_priority == "normal"
+
+
+def test_a_bad_media_priority_names_the_variable_and_the_choices() -> None:
+    exc = error({"SIPROC_MEDIA_PRIORITY": "urgent"})
+    assert exc.variable == "SIPROC_MEDIA_PRIORITY"
+    assert "realtime, high, normal" in str(exc) and "'urgent'" in str(exc)

@@ -95,7 +95,9 @@ class Phone:
         self.clock = MediaClock(self.loop)  # the media of calls when there are no workers
         self.media: MediaPool | None = None
         if config.media_workers:
-            self.media = MediaPool(self.loop, config.media_workers, config.log_level)
+            self.media = MediaPool(
+                self.loop, config.media_workers, config.log_level, priority=config.media_priority
+            )
         self._codecs = enabled_codecs(list(config.codecs))
         self._telephone_event = telephone_event_spec(list(config.codecs))
         self._owners: dict[ClientTransaction, TxCallback] = {}

@@ -95,6 +95,11 @@ class PlaybackMixer:
         player.close()
         return player
 
+    def prefetch(self, samples: int) -> None:
+        """Read ahead in every file (FilePlayer.prefetch), for the next ``next_frame``."""
+        for player in self._players:
+            player.prefetch(samples)
+
     def stop(self, player: FilePlayer) -> bool:
         """Remove and close ``player``; False if it was not playing (it ended already)."""
         if player not in self._players:

@@ -139,6 +139,13 @@ class FilePlayer:
         frame.flags.writeable = False
         return frame
 
+    def prefetch(self, samples: int) -> None:
+        """Read ahead now, so that the next ``read_frame(samples)`` finds its frame buffered
+        (the media clock calls this after its send phase: file reads and resampling stay out
+        of the loop whose timing the peer hears)."""
+        while len(self._buf) - self._pos <= samples and not self._eof:
+            self._fill()
+
     def _fill(self) -> None:
         """Read one block, convert it and append it to the buffer (or mark the end)."""
         sound = self._sound

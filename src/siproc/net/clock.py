@@ -34,7 +34,10 @@ Each tick runs in three phases (DESIGN.md section 2):
    received in batches once per tick, which the receivers' jitter buffers absorb (the
    streams take each packet's arrival time from the kernel, so the RFC 3550 jitter they
    measure does not include this batching).
-3. **Deferred** work, in the order it was deferred.
+3. **Deferred** work, in the order it was deferred, until the next tick is due: what is left
+   then waits for the next tick's phase 3 (and runs first there, whatever the time), so that
+   a slow tick (a busy machine, calls starting) delays recording by a tick instead of delaying
+   the next packets. Work is postponed once at most, so it never piles up.
 
 Tried and not kept: preparing every packet in one tick and sending them all at the start of the
 next ("send-first"): about as regular, at the price of one tick more latency.
@@ -51,6 +54,7 @@ import contextlib
 import logging
 import math
 import select
+import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
@@ -66,6 +70,8 @@ _ERROR_LOG_EVERY: Final = 500
 # at most this many per tick (16 x 50 ticks/s = 800 packets/s, 8x G.711 at 20 ms) and the rest
 # stays in its kernel buffer for the next tick.
 RECV_ROUNDS: Final = 16
+DEFERRED_CHECK_EVERY: Final = 16  # deferred works between two looks at the time
+_monotonic: Final = time.monotonic  # the loop's clock (asyncio, and uvloop in ms steps)
 
 
 class TickStream(Protocol):
@@ -80,7 +86,16 @@ class MediaClock:
         loop: asyncio.AbstractEventLoop,
         interval: float = MEDIA_TICK,
         max_lag_ticks: int = MAX_LAG_TICKS,
+        *,
+        phase: float | None = None,
     ) -> None:
+        """``phase`` (0 <= phase < 1): start on the grid ``t = (k + phase) * interval`` of the
+        loop's clock (CLOCK_MONOTONIC, the same in every process), so that the clocks of
+        several media workers tick at fixed offsets from each other instead of at random
+        ones. None: start at once."""
+        if phase is not None and not 0 <= phase < 1:
+            raise ValueError(f"phase must be in [0, 1), not {phase}")
+        self._phase = phase
         if interval <= 0:
             raise ValueError(f"interval must be positive, not {interval}")
         if max_lag_ticks < 1:
@@ -99,6 +114,9 @@ class MediaClock:
         self._epoll: select.epoll | None = None  # created with the first reader
         self._readers: dict[int, Callable[[], None]] = {}  # fd -> read one datagram
         self._deferred: list[Callable[[float], None]] | None = None  # a list in phase 1
+        self._backlog: list[tuple[Callable[[float], None], float]] = []  # postponed once
+        self.postponed = 0  # deferred works postponed to the next tick, since creation
+        self.busy = 0.0  # seconds spent in ticks, since creation (media_priority.py)
 
     @property
     def running(self) -> bool:
@@ -161,7 +179,10 @@ class MediaClock:
         return True
 
     def close(self) -> None:
-        """Remove every stream and reader and stop."""
+        """Remove every stream and reader, run postponed work, and stop."""
+        backlog, self._backlog = self._backlog, []
+        for work, then in backlog:
+            self._run_deferred(work, then)
         for stream in list(self._streams):
             self.remove(stream)
         for fd in list(self._readers):
@@ -172,7 +193,11 @@ class MediaClock:
 
     def _start_timer(self) -> None:
         if self._handle is None:
-            self._start = self._loop.time()
+            now = self._loop.time()
+            if self._phase is not None:  # the next grid point
+                offset = self._phase * self.interval
+                now = (math.floor((now - offset) / self.interval) + 1) * self.interval + offset
+            self._start = now
             self._n = 0
             self._handle = self._loop.call_at(self._start, self._on_tick)
             log.debug("media clock started (interval %.3f s)", self.interval)
@@ -184,6 +209,13 @@ class MediaClock:
             log.debug("media clock stopped after %d ticks", self.ticks)
 
     def _on_tick(self) -> None:
+        began = _monotonic()
+        try:
+            self._tick()
+        finally:
+            self.busy += _monotonic() - began
+
+    def _tick(self) -> None:
         now = self._loop.time()
         due = self._start + self._n * self.interval
         late = now - due
@@ -218,11 +250,22 @@ class MediaClock:
             self._deferred = None
         if self._epoll is not None and self._readers:  # phase 2
             self._receive(self._epoll)
-        for work in deferred:  # phase 3
-            try:
-                work(now)
-            except Exception:
-                self._log_error(getattr(work, "__self__", work))  # the stream, throttled
+        backlog, self._backlog = self._backlog, []
+        for work, then in backlog:  # phase 3: first what the last tick postponed
+            self._run_deferred(work, then)
+        next_due = self._start + self._n * self.interval
+        for i, work in enumerate(deferred):
+            if i % DEFERRED_CHECK_EVERY == 0 and i and _monotonic() >= next_due:
+                self._backlog = [(rest, now) for rest in deferred[i:]]
+                self.postponed += len(self._backlog)
+                return
+            self._run_deferred(work, now)
+
+    def _run_deferred(self, work: Callable[[float], None], now: float) -> None:
+        try:
+            work(now)
+        except Exception:
+            self._log_error(getattr(work, "__self__", work))  # the stream, throttled
 
     def _receive(self, epoll: select.epoll) -> None:
         """Phase 2: one datagram per ready socket per round, until none is ready."""

@@ -270,6 +270,8 @@ class _Worker:
                     "siproc.net.media_worker",
                     str(theirs.fileno()),
                     str(pool.log_level),
+                    str((index % pool.size) / pool.size),  # the workers' ticks take turns
+                    pool.priority,
                 ],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
@@ -320,6 +322,7 @@ class MediaPool:
         workers: int,
         log_level: int,
         *,
+        priority: str = "realtime",
         rtcp_interval: float = RTCP_MIN_INTERVAL,
     ) -> None:
         if workers < 1:
@@ -327,6 +330,7 @@ class MediaPool:
         self.loop = loop
         self.size = workers
         self.log_level = log_level
+        self.priority = priority  # the most the workers ask for (media_priority.py)
         self.rtcp_interval = rtcp_interval
         self.closing = False
         self._workers: list[_Worker] = []

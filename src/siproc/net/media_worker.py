@@ -3,11 +3,12 @@
 Theory of operation: siproc shards its calls' media over ``SIPROC_MEDIA_WORKERS`` worker
 processes (:mod:`siproc.net.media_pool` starts them), so that thousands of streams use every
 core and the SIP signalling and handler pipes of the control process never wait behind a media
-tick. A worker is this module run as a program (``python -m siproc.net.media_worker FD LEVEL``)
-with one end of a :class:`~siproc.net.media_channel.Channel` as descriptor ``FD``. It owns a
-:class:`~siproc.net.clock.MediaClock` and ordinary :class:`~siproc.net.rtp_socket.RtpStream`
-objects, the same ones the control process runs when it has no workers: playing, recording,
-DTMF, RTCP and symmetric RTP are not reimplemented here, only relayed.
+tick. A worker is this module run as a program (``python -m siproc.net.media_worker FD LEVEL
+PHASE``, see :func:`main`) with one end of a :class:`~siproc.net.media_channel.Channel` as
+descriptor ``FD``. It owns a :class:`~siproc.net.clock.MediaClock` and ordinary
+:class:`~siproc.net.rtp_socket.RtpStream` objects, the same ones the control process runs when
+it has no workers: playing, recording, DTMF, RTCP and symmetric RTP are not reimplemented here,
+only relayed.
 
 The control process binds each stream's RTP and RTCP sockets itself (so the port is known for
 the SDP at once) and hands the descriptors over in the ``open`` message. Commands then arrive
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import os
 import random
 import signal
 import socket
@@ -46,6 +48,7 @@ from siproc.media.recorder import RecordFileError
 from siproc.net.alsa import SoundCardError, SoundCards
 from siproc.net.clock import MediaClock
 from siproc.net.media_channel import Channel, Message
+from siproc.net.media_priority import PRIORITIES, OverloadGuard, set_priority
 from siproc.net.rtp_socket import RtpStream
 
 __all__ = ["MediaWorker", "main"]
@@ -68,9 +71,11 @@ class _Stream:
 class MediaWorker:
     """The streams of one worker, driven by the messages of its channel."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, phase: float | None = None
+    ) -> None:
         self._loop = loop
-        self.clock = MediaClock(loop)
+        self.clock = MediaClock(loop, phase=phase)
         self._rng = random.SystemRandom()
         self._streams: dict[int, _Stream] = {}
         self.done = asyncio.Event()
@@ -79,6 +84,32 @@ class MediaWorker:
 
     def __len__(self) -> int:
         return len(self._streams)
+
+    def watch_priority(self, priority: str) -> None:
+        """Log the priority the worker got; while it is real-time, check once a second that
+        the worker keeps up, and step down to ``high`` when it does not (media_priority.py)."""
+        log.info("media worker (pid %d) runs at %s priority", os.getpid(), priority)
+        if priority == "realtime":
+            self._guard = OverloadGuard()
+            self._loop.call_later(1.0, self._check_overload)
+
+    def _check_overload(self) -> None:
+        if self.done.is_set():
+            return
+        if not self._guard.check(self._loop.time(), self.clock.busy):
+            self._loop.call_later(1.0, self._check_overload)
+            return
+        got = set_priority("high")
+        log.warning(
+            "media worker (pid %d, %d calls) busy %.0f%% of the time for %d s: leaving "
+            "real-time priority (now %s) so that SIP and the handlers keep running; "
+            "audio may break up (fewer calls per worker, or more SIPROC_MEDIA_WORKERS)",
+            os.getpid(),
+            len(self._streams),
+            100 * self._guard.last_share,
+            self._guard.seconds,
+            got,
+        )
 
     def stop(self) -> None:
         """Close every stream (recordings are finished), then the channel."""
@@ -194,20 +225,29 @@ class MediaWorker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m siproc.net.media_worker FD LOG_LEVEL`` (started by the media pool)."""
+    """``python -m siproc.net.media_worker FD LOG_LEVEL PHASE PRIORITY`` (started by the media
+    pool). PHASE: the tick offset in [0, 1), worker i of n takes i/n, so that the workers' send
+    bursts take turns instead of colliding; PRIORITY: the most to ask for (media_priority.py)."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or not all(arg.isdigit() for arg in args):
-        print("usage: python -m siproc.net.media_worker FD LOG_LEVEL (siproc starts it)")
+    try:
+        fd, level, phase, priority = int(args[0]), int(args[1]), float(args[2]), args[3]
+        if len(args) != 4 or not 0 <= phase < 1 or priority not in PRIORITIES:
+            raise ValueError
+    except (ValueError, IndexError):
+        print(
+            "usage: python -m siproc.net.media_worker FD LOG_LEVEL PHASE PRIORITY (siproc runs it)"
+        )
         return 2
     from siproc.cli import setup_logging
 
-    setup_logging(int(args[1]), "siproc-media")
+    setup_logging(level, "siproc-media")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sock = socket.socket(fileno=int(args[0]))
+    sock = socket.socket(fileno=fd)
 
     async def run() -> int:
         loop = asyncio.get_running_loop()
-        worker = MediaWorker(loop, sock)
+        worker = MediaWorker(loop, sock, phase)
+        worker.watch_priority(set_priority(priority))
         loop.add_signal_handler(signal.SIGTERM, worker.stop)
         await worker.done.wait()
         return 0

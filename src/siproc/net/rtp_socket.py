@@ -34,6 +34,7 @@ Theory of operation:
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import ipaddress
 import logging
@@ -260,7 +261,9 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         self._was_playing = False
         self._seen_skipped = clock.skipped_ticks
         self._send_error_logged = False
-        self._late: tuple[npt.NDArray[np.int16] | None, int, list[FilePlayer]] | None = None
+        # Deferred work of ticks (MediaClock.defer), oldest first: at most two are pending.
+        self._late: collections.deque[tuple[npt.NDArray[np.int16] | None, int, list[FilePlayer]]]
+        self._late = collections.deque()
         self._sendto = sock.sendto
         self._recv_rtp = sock.recvfrom_into
         self._recvmsg_rtp = sock.recvmsg_into if _enable_timestamps(sock) else None
@@ -413,6 +416,8 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         if self._closed:
             return
         self._drain_rtp()
+        while self._late:  # work the clock postponed: the recording's last frames
+            self._late_tick(self._clock.now)
         self._closed = True
         self._clock.remove(self)
         self._send_rtcp_bye()
@@ -513,25 +518,27 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
             packet = sender.audio_packet(payload, ts_step, self._need_marker or talkspurt)
             self._need_marker = False
             self._send(packet, dest)
-        if self._received is not None or finished or now >= self._rtcp_due:
-            # RECORD/ARECORD (sent: the frame, or silence), STOPPED, RTCP: after the receive
-            # phase, so that every stream's packet leaves first (MediaClock.defer).
-            self._late = (frame if sending else None, skipped, finished)
+        if frame is not None or self._received is not None or finished or now >= self._rtcp_due:
+            # RECORD/ARECORD (sent: the frame, or silence), STOPPED, RTCP, reading ahead in
+            # the files: after the receive phase, so that every stream's packet leaves first
+            # (MediaClock.defer).
+            self._late.append((frame if sending else None, skipped, finished))
             if not self._clock.defer(self._late_tick):
                 self._late_tick(now)
 
     def _late_tick(self, now: float) -> None:
         """The rest of this tick's work, after the clock's receive phase."""
-        late, self._late = self._late, None
-        if late is None or self._closed:
+        if not self._late or self._closed:
             return
-        sent, skipped, finished = late
+        sent, skipped, finished = self._late.popleft()
         if self._received is not None:
             self._received_tick(sent, skipped)
         for player in finished:
             self._emit_stopped(player.name)
         if now >= self._rtcp_due:
             self._rtcp_tick(now)
+        if self._mixer:
+            self._mixer.prefetch(self._frame_samples)
 
     def _send(self, packet: bytes, dest: Address) -> None:
         try:

@@ -9,8 +9,10 @@ second (default: all up within a third of the talk time), each sending G.711 u-l
 ``--duration`` seconds (``rtp_stream`` of a sox-made tone, played once; every call's RTP comes
 from SIPp's one media socket), then BYE. The callee is, in turn:
 
-* siproc: one process on 127.0.0.1, a /bin/sh handler per call that answers, plays a WAV for the
-  whole call and, when this siproc supports it (a one-call probe decides), RECORDs the call;
+* siproc: one process on 127.0.0.1 with its media workers (``--media-workers``, default one
+  per CPU; ``--media-priority``, default real-time where allowed), a /bin/sh handler per call
+  that answers, plays a WAV for the whole call and, when this siproc supports it (a one-call
+  probe decides), RECORDs the call;
 * baresip (Debian ``baresip-core``) answering automatically with a WAV file source (``aufile``),
   recording with ``sndfile`` when siproc records too; two accounts when N > 250 (baresip takes
   at most 255 calls per account). One baresip process cannot go much further: its main loop
@@ -18,10 +20,10 @@ from SIPp's one media socket), then BYE. The callee is, in turn:
 
 Figures, per N and callee:
 
-* CPU seconds per call-minute of the callee process (``/proc/PID/stat`` utime+stime): "steady"
-  over the window in which all N calls are up, "total" from before the first INVITE to after the
-  last BYE (setup and teardown included). Handlers (reaped children of siproc: cutime+cstime)
-  are reported apart, in CPU seconds per call.
+* CPU seconds per call-minute of the callee process, siproc's media workers included
+  (``/proc/PID/stat`` utime+stime): "steady" over the window in which all N calls are up,
+  "total" from before the first INVITE to after the last BYE (setup and teardown included).
+  Handlers (reaped children of siproc: cutime+cstime) are reported apart, in CPU s per call.
 * RSS per call: (VmRSS with all calls up - VmRSS idle) / N.
 * loss: 1 - (RTP packets the callee counted as received) / (packets SIPp sent it, counted in the
   capture); kernel receive-buffer drops on the callee's own sockets (``/proc/net/udp``) are

@@ -207,8 +207,11 @@ def test_a_killed_worker_ends_its_streams_media_and_a_new_one_takes_new_calls(
         first.start()
         await _until(lambda: bool(peer.drain() or peer.received))
         victim = first._worker.process
+        lost: list[bool] = []
+        first.on_lost = lambda: lost.append(True)
         os.kill(victim.pid, signal.SIGKILL)
         await _until(lambda: first._worker not in pool._workers)
+        assert lost == [True]  # the call hears it once (siproc then hangs it up)
         ended: list[bool] = []
         first.close()
         first.when_closed(lambda: ended.append(True))

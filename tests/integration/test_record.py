@@ -4,6 +4,9 @@ B, B's handler records the call; in stereo, B also plays 880 Hz, which lands on 
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -149,3 +152,52 @@ def test_record_stereo_far_end_left_own_play_right(
     # The directions are apart: each channel holds (almost) nothing of the other tone.
     assert band(left, 880) < 0.01 * band(left, 440)
     assert band(right, 440) < 0.01 * band(right, 880)
+
+
+def test_a_killed_siproc_leaves_its_recording_whole(
+    workdir: Path, phones: Callable[..., Siproc]
+) -> None:
+    """SIGKILL of siproc itself mid-call: its media workers see their channel close, finish
+    the recording (header final, nothing buffered lost) and exit."""
+    bob = phones("bob", "stereo")
+    alice = phones("alice", "play")
+    alice.call(bob.uri("bob"))
+    wait_file(workdir / "bob.log", r"^EVENT CONNECTED$", timeout=10)
+    workers = [pid for pid, _ in bob.children(media_workers=True)]
+    assert workers, "bob runs media workers"
+    time.sleep(1.0)
+    os.kill(bob.proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):
+        assert time.monotonic() < deadline, "media workers outlived siproc"
+        time.sleep(0.05)
+    data, rate = soundfile.read(str(workdir / "rec.wav"), dtype="float64", always_2d=True)
+    assert data.shape[1] == 2
+    assert 0.8 < len(data) / rate < 1.6  # the second up to the kill, the last block included
+    assert dominant(data[:, 0], rate) == pytest.approx(440, abs=5)  # what alice played
+
+
+def test_a_dead_media_worker_hangs_up_its_calls_and_siproc_goes_on(
+    workdir: Path, phones: Callable[..., Siproc]
+) -> None:
+    bob = phones("bob", "stereo")
+    alice = phones("alice", "play")
+    alice.call(bob.uri("bob"))
+    wait_file(workdir / "bob.log", r"^EVENT CONNECTED$", timeout=10)
+    for pid, _ in bob.children(media_workers=True):
+        os.kill(pid, signal.SIGKILL)
+    text = wait_file(workdir / "bob.log", ENDED, timeout=15)
+    bob_events = events(text)
+    assert "ERROR MEDIA the media worker stopped; hanging up" in bob_events, bob_events
+    assert bob_events[-1].startswith("DISCONNECTED"), bob_events
+    bob.wait_for(r"media worker \d+ \(pid \d+\) exited.*: the media of 1 call\(s\) stopped")
+    wait_file(workdir / "alice.log", ENDED, timeout=15)
+    # A new call gets new workers and its audio.
+    (workdir / "bob.log").unlink()
+    (workdir / "rec.wav").unlink()
+    alice.call(bob.uri("bob"))
+    wait_file(workdir / "bob.log", ENDED, timeout=15)
+    bob.wait_for(r"recorded \d+\.\d+ s to rec\.wav")
+    data, rate = soundfile.read(str(workdir / "rec.wav"), dtype="float64", always_2d=True)
+    assert dominant(data[:, 0], rate) == pytest.approx(440, abs=5)
+    assert bob.proc.poll() is None

@@ -151,6 +151,7 @@ class Call:
         stream.on_dtmf = lambda digit: self.event(protocol.DtmfReceived(digit))
         if not isinstance(stream, RtpStream):  # a media worker's: errors found late
             stream.on_error = self.report_error
+            stream.on_lost = self._media_lost
         self.state = CallState.INCOMING if not outgoing else CallState.CALLING
         self.dialog: Dialog | None = None
         self.handler: HandlerProcess | None = None
@@ -335,6 +336,13 @@ class Call:
             self.handler.close_stdin()
             self.phone.loop.call_later(TERM_DELAY, self._terminate_handler)
         self._maybe_finished()
+
+    def _media_lost(self) -> None:
+        """The media worker of this call died: the call has no audio any more; end it (a
+        silent call is no use to a handler, and the log says why)."""
+        self.log.error("the call's media worker stopped: hanging up")
+        self.report_error("MEDIA", "the media worker stopped; hanging up")
+        self.hangup(500)
 
     def _terminate_handler(self) -> None:
         if self.handler is not None and not self.handler_done:

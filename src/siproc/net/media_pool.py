@@ -18,8 +18,8 @@ has closed the stream, so the recording is complete before the handler hears ``D
 and the stream's final figures (packets, loss, jitter, RTCP) are those the call logs.
 
 Workers start with the phone, which says it is ready once they are (a worker imports the media
-stack in about half a second); one that exits is logged,
-the media of its calls stops (their calls go on without audio until they end) and a new worker
+stack in about half a second). One that exits is logged; its calls, which have no audio any
+more, are hung up (their handlers hear ``ERROR MEDIA``, then the usual end), and a new worker
 takes later calls. Closing the pool closes the channels; each worker then finishes its
 recordings and exits, and is waited for.
 """
@@ -67,6 +67,7 @@ class RemoteStream:
         self.on_stopped: Callable[[str], None] | None = None
         self.on_dtmf: Callable[[str], None] | None = None
         self.on_error: Callable[[str, str], None] | None = None
+        self.on_lost: Callable[[], None] | None = None  # the worker died mid-call
         self.telephone_event_pt: int | None = None
         self._codec: AudioCodec | None = None
         self._play_ids = itertools.count(1)
@@ -224,6 +225,13 @@ class RemoteStream:
             case _:
                 log.error("media stream: malformed event %r dropped", verb)
 
+    def lost(self) -> None:
+        """The worker died: the stream is gone. A call still using it hears ``on_lost``."""
+        in_use = not self._closed
+        self.finalize()
+        if in_use and self.on_lost is not None:
+            self.on_lost()
+
     def finalize(self) -> None:
         """The worker is done with this stream (closed it, or is gone)."""
         self._closed = True
@@ -308,9 +316,12 @@ class _Worker:
                 len(self.streams),
             )
         streams, self.streams = self.streams, {}
-        for stream in streams.values():
-            stream.finalize()
         self._pool.worker_gone(self)
+        for stream in streams.values():
+            if self._pool.closing:
+                stream.finalize()
+            else:
+                stream.lost()
 
 
 class MediaPool:

@@ -114,10 +114,12 @@ def parameters_main(argv: list[str] | None = None) -> int:
     from siproc.net.alsa import sound_devices
 
     devices = sound_devices()  # None: pyalsaaudio is not installed
+    media = {"workers": config.media_workers, "priority": config.media_priority}
     if ns.json:
         report: dict[str, object] = {
             "version": __version__,
             "codecs": codecs,
+            "media": media,  # SIPROC_MEDIA_WORKERS, SIPROC_MEDIA_PRIORITY (the most asked for)
             "sound_devices": devices,  # {"playback": [...], "capture": [...]} or null
         }
         if devices is None:
@@ -128,6 +130,12 @@ def parameters_main(argv: list[str] | None = None) -> int:
     for c in codecs:
         usable = "yes" if c["usable"] else f"no ({c['note']})"
         print(f"  {c['name']:<24} {c['priority']:>3}  {usable}")
+    workers = config.media_workers
+    print(
+        f"\nMedia: {workers} worker process{'es' if workers != 1 else ''}"
+        f"{' (media in the main process)' if not workers else ''}, "
+        f"priority up to {config.media_priority}"
+    )
     if devices is None:
         print(f"\nSound devices: {ALSA_NOT_INSTALLED}")
         return 0

@@ -22,7 +22,7 @@ from siproc.media.codecs import get_codec
 from siproc.media.codecs.g711 import decode_ulaw, encode_ulaw
 from siproc.media.player import MediaFileError
 from siproc.media.recorder import RecordFileError
-from siproc.net.media_pool import MediaPool, RemoteStream
+from siproc.net.media_pool import PACK_STREAMS, MediaPool, RemoteStream
 
 HOST = "127.0.0.1"
 PORTS = (42000, 43999)
@@ -250,11 +250,13 @@ def test_closing_the_pool_finishes_the_recordings_of_open_streams(tmp_path: Path
     assert abs(_peak_hz(audio[: RATE // 4].astype(float)) - 700) < 20
 
 
-def test_streams_spread_over_the_workers() -> None:
+def test_a_few_streams_share_a_worker_and_many_spread_over_all() -> None:
     async def test(pool: MediaPool) -> None:
         peer = Peer()
         streams = [pool.open_stream(HOST, PORTS) for _ in range(6)]
-        assert sorted(len(w.streams) for w in pool._workers) == [3, 3]
+        assert [len(w.streams) for w in pool._workers] == [6, 0]  # one clock ticks, not two
+        streams += [pool.open_stream(HOST, PORTS) for _ in range(2 * PACK_STREAMS)]
+        assert [len(w.streams) for w in pool._workers] == [PACK_STREAMS + 3, PACK_STREAMS + 3]
         for stream in streams:
             _configure(stream, peer)
             stream.start()

@@ -3,8 +3,9 @@
 Theory of operation (see :mod:`siproc.net.media_worker` for the worker's side): with
 ``SIPROC_MEDIA_WORKERS`` > 0 the phone opens every call's media through :class:`MediaPool`.
 The pool binds the RTP/RTCP socket pair here, so the SDP has its port at once, and passes both
-descriptors to the worker with the fewest streams; the call gets a :class:`RemoteStream`, which
-has the methods of :class:`~siproc.net.rtp_socket.RtpStream` that calls use and relays them.
+descriptors to a worker (the first with fewer than :data:`PACK_STREAMS` streams, else the least
+loaded); the call gets a :class:`RemoteStream`, which has the methods of
+:class:`~siproc.net.rtp_socket.RtpStream` that calls use and relays them.
 
 What a handler must hear at once is decided here, without a round trip: ``PLAY`` of a file that
 cannot be read and ``RECORD`` to a file that cannot be written fail synchronously (the file is
@@ -50,6 +51,7 @@ __all__ = ["MediaPool", "MediaStream", "RemoteStream"]
 
 log = logging.getLogger(__name__)
 
+PACK_STREAMS: Final = 50  # streams a worker takes before the next one gets any
 WORKER_START_TIMEOUT: Final = 20.0  # seconds for a worker to import the media stack
 WORKER_EXIT_TIMEOUT: Final = 10.0  # seconds for workers to finish their recordings at close
 
@@ -374,12 +376,12 @@ class MediaPool:
     def open_stream(
         self, bind_host: str, port_range: tuple[int, int], rng: random.Random | None = None
     ) -> RemoteStream:
-        """Bind an RTP/RTCP pair here and run the stream in the least loaded worker. Raises
+        """Bind an RTP/RTCP pair here and run the stream in a worker (:meth:`_pick`). Raises
         OSError (no free port pair, a worker cannot start) like ``RtpStream.open``."""
         if self.closing:
             raise RuntimeError("MediaPool.open_stream() after close()")
         self.start()  # replaces workers that exited
-        worker = min(self._workers, key=lambda w: len(w.streams))
+        worker = self._pick()
         sock, rtcp_sock = bind_rtp_pair(bind_host, port_range, rng)
         port = sock.getsockname()[1]
         sid = next(self._sids)
@@ -390,6 +392,15 @@ class MediaPool:
             [sock.detach(), rtcp_sock.detach()],
         )
         return stream
+
+    def _pick(self) -> _Worker:
+        """The first worker with fewer than :data:`PACK_STREAMS` streams, else the least
+        loaded: a few calls share one worker (one clock ticking, not one per CPU), many
+        spread evenly."""
+        for worker in self._workers:
+            if len(worker.streams) < PACK_STREAMS:
+                return worker
+        return min(self._workers, key=lambda w: len(w.streams))
 
     def worker_gone(self, worker: _Worker) -> None:
         if worker in self._workers:

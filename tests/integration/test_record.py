@@ -86,14 +86,20 @@ def events(text: str) -> list[str]:
 
 
 def call_and_wait(
-    workdir: Path, phones: Callable[..., Siproc], mode: str, codec: str | None = None
+    workdir: Path,
+    phones: Callable[..., Siproc],
+    mode: str,
+    codec: str | None = None,
+    media_workers: str | None = None,
 ) -> list[str]:
-    """A (play) calls B (mode), both allowing only ``codec`` if given; returns B's events once
-    B's call and handler are over."""
-    env = None
+    """A (play) calls B (mode), both allowing only ``codec`` and running ``media_workers`` if
+    given; returns B's events once B's call and handler are over."""
+    env: dict[str, str] = {}
     if codec is not None:
         others = [name for name in CODEC_RATES if name != codec]
-        env = {"SIPROC_CODEC_PRIORITIES": ",".join([f"{codec}:200", *(f"{o}:0" for o in others)])}
+        env["SIPROC_CODEC_PRIORITIES"] = ",".join([f"{codec}:200", *(f"{o}:0" for o in others)])
+    if media_workers is not None:
+        env["SIPROC_MEDIA_WORKERS"] = media_workers
     bob = phones("bob", mode, env=env)
     alice = phones("alice", "play", env=env)
     alice.call(bob.uri("bob"))
@@ -129,10 +135,11 @@ def test_record_mono_holds_the_far_end(
     assert soundfile.info(str(workdir / "first.wav")).frames < CODEC_RATES[codec] * 0.1
 
 
+@pytest.mark.parametrize("media_workers", ["0", "2"])  # in siproc's process, or in workers
 def test_record_stereo_far_end_left_own_play_right(
-    workdir: Path, phones: Callable[..., Siproc]
+    workdir: Path, phones: Callable[..., Siproc], media_workers: str
 ) -> None:
-    bob_events = call_and_wait(workdir, phones, "stereo")
+    bob_events = call_and_wait(workdir, phones, "stereo", media_workers=media_workers)
     assert not [e for e in bob_events if e.startswith("ERROR")], bob_events
 
     data, rate = soundfile.read(str(workdir / "rec.wav"), dtype="float64", always_2d=True)

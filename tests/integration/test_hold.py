@@ -108,7 +108,8 @@ def test_hold_and_resume_between_two_phones(workdir: Path, phones: MakePhone) ->
     assert bob_events == ["CONNECTED", "HOLD", "RESUME", "DISCONNECTED 200 remote hangup"]
 
     # bob sent nothing while held: his RTP packet count did not move from HOLD to RESUME.
-    held = bob.wait_for(r"RTP sending paused \((\d+) packets sent")
+    # (logged by bob's media worker, in the call's name)
+    held = bob.wait_for(r"\[call [^]]+\] RTP sending paused \((\d+) packets sent")
     resumed = bob.wait_for(r"RTP sending resumed \((\d+) packets sent")
     assert int(held.group(1)) > 0.8 * HOLD_AT / 0.02
     assert int(resumed.group(1)) - int(held.group(1)) <= 1

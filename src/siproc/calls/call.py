@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from siproc.calls import commands, protocol, transfer
 from siproc.calls.call_state import ALLOW, TRANSITIONS, CallState, reason_phrase
@@ -38,6 +38,7 @@ from siproc.calls.handler import HandlerProcess
 from siproc.calls.incoming import IncomingInvite
 from siproc.calls.outgoing import OutgoingInvite
 from siproc.calls.session import SessionUpdates
+from siproc.logs import CallLog
 from siproc.media.codecs import AudioCodec, get_codec
 from siproc.net.rtp_socket import RtpStream
 from siproc.sdp.model import SessionDescription
@@ -121,11 +122,6 @@ class PhoneServices(Protocol):
     def place_referred_call(self, target: SipUri, referred_by: str) -> Call | None: ...
 
 
-class CallLog(logging.LoggerAdapter[logging.Logger]):
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[call {self.extra['call'] if self.extra else '?'}] {msg}", kwargs
-
-
 class Call:
     """One call; see the module docstring."""
 
@@ -159,6 +155,7 @@ class Call:
         self.request_uri: str = ""
         self.remote_contact: str = ""
         self.log = CallLog(log, {"call": call_id[:12]})
+        stream.log_as(call_id[:12])
         self.started = phone.loop.time()
         self.end_status: int | None = None
         self.media_closed = False  # the stream is closed and its recording final

@@ -161,6 +161,10 @@ class RemoteStream:
             raise ValueError("no telephone-event negotiated with the remote end")
         self._send("dtmf", digits)
 
+    def log_as(self, call: str) -> None:
+        """The worker prefixes this stream's log lines with ``[call <call>]``."""
+        self._send("log_as", call)
+
     def sound_card(self, verb: str, device: str) -> None:
         """APLAY / ARECORD / ASTOP in the worker; failures come back through ``on_error``."""
         self._send("sound", verb, device)

@@ -15,10 +15,11 @@ the SDP at once) and hands the descriptors over in the ``open`` message. Command
 in the order the call made them; what the stream reports (a file that ended, a key press, an
 error found late, the final figures) goes back as events. Messages are tuples:
 
-control -> worker: ``open sid host rtcp_interval`` (+ 2 fds), ``configure sid remote codec pt
-te_pt direction rx_te_pt`` (codec None: keep the current instance), ``configure_rtcp sid mux
-remote``, ``start sid``, ``play sid id path``, ``stop sid id``, ``record sid path stereo``,
-``record_stop sid``, ``dtmf sid digits``, ``sound sid verb device``, ``close sid``.
+control -> worker: ``open sid host rtcp_interval`` (+ 2 fds), ``log_as sid call``,
+``configure sid remote codec pt te_pt direction rx_te_pt`` (codec None: keep the current
+instance), ``configure_rtcp sid mux remote``, ``start sid``, ``play sid id path``, ``stop sid
+id``, ``record sid path stereo``, ``record_stop sid``, ``dtmf sid digits``, ``sound sid verb
+device``, ``close sid``.
 
 worker -> control: ``ready 0`` (once, when it can take streams), ``stopped sid name``,
 ``dtmf sid digit``, ``error sid verb reason``, ``play_failed sid id reason``,
@@ -154,6 +155,8 @@ class MediaWorker:
                 rtp.configure_rtcp(mux=bool(mux), remote=remote)  # type: ignore[arg-type]
             case "start", []:
                 rtp.start()
+            case "log_as", [str() as call]:
+                rtp.log_as(call)
             case "play", [int() as play_id, str() as path]:
                 try:
                     stream.players[play_id] = rtp.play(path)

@@ -51,6 +51,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from siproc.logs import CallLog
 from siproc.media.codecs import AudioCodec
 from siproc.media.mixer import PlaybackMixer
 from siproc.media.player import FilePlayer
@@ -431,6 +432,10 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         self._sinks.clear()
         self._mixer.close()
         self.stop_recording()
+
+    def log_as(self, call: str) -> None:
+        """Prefix this stream's log lines with ``[call <call>]``."""
+        self.log = CallLog(log, {"call": call})
 
     def when_closed(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the stream is closed and its recording final: here that is

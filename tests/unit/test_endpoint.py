@@ -192,6 +192,33 @@ def test_checks_come_in_the_order_of_section_8_2() -> None:
     only_response(feed(endpoint(), raw("INVITE", uri="tel:+1555", extra="Require: x\r\n")), 416)
 
 
+def test_482_for_a_merged_request_from_a_forking_loop() -> None:
+    """Section 8.2.2.2: the same request (From tag, Call-ID, CSeq) on a second branch while the
+    first one's transaction is going is a merged request: 482, and no second call goes up."""
+    ep = endpoint()
+    first = request_received(feed(ep, raw("INVITE", branch="z9hG4bKpath1")))
+    looped = feed(ep, raw("INVITE", branch="z9hG4bKpath2", via="SIP/2.0/UDP 127.0.0.1:5071"))
+    response = only_response(looped, 482)
+    assert response.reason == "Loop Detected" and message_info(response).to.tag
+    assert ep.transaction_count == 1
+    # The first copy's retransmission still reaches its transaction; its CANCEL works.
+    assert events(feed(ep, raw("INVITE", branch="z9hG4bKpath1"), 0.5)) == []
+    cancel = feed(ep, raw("CANCEL", branch="z9hG4bKpath1"))
+    assert request_received(cancel).cancelled is first.transaction
+
+
+def test_no_482_for_other_cseqs_dialogs_or_once_the_first_transaction_is_over() -> None:
+    ep = endpoint()
+    event = request_received(feed(ep, raw("OPTIONS", branch="z9hG4bKo1")))
+    request_received(feed(ep, raw("OPTIONS", branch="z9hG4bKo2", cseq=2)))  # a new request
+    request_received(feed(ep, raw("BYE", branch="z9hG4bKo3", to_tag="b1")))  # in a dialog
+    request_received(feed(ep, raw("BYE", branch="z9hG4bKo4", to_tag="b1")))  # (not merged)
+    ep.respond(event.transaction, make_response(event.request, 200, "OK", to_tag="b"), 0.1)
+    only_response(feed(ep, raw("OPTIONS", branch="z9hG4bKo5"), 0.2), 482)  # still Completed
+    ep.handle_timer(0.1 + 64 * T.t1 + 0.01)  # Timer J (17.2.2): the transaction is over
+    request_received(feed(ep, raw("OPTIONS", branch="z9hG4bKo6"), 0.2 + 64 * T.t1))
+
+
 def test_400_for_a_missing_call_id() -> None:
     ep = endpoint()
     response = only_response(feed(ep, raw(call_id=None)), 400)

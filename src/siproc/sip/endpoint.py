@@ -130,6 +130,9 @@ class Endpoint:
         self.user_agent = user_agent
         self._clients: dict[tuple[str, str], ClientTransaction] = {}
         self._servers: dict[tuple[str, ...], ServerTransaction] = {}
+        # Requests outside a dialog by (From tag, Call-ID, CSeq): a second copy on another
+        # branch is a merged request (a forking loop), RFC 3261 section 8.2.2.2.
+        self._merge: dict[tuple[str, str, int, str], ServerTransaction] = {}
         self._heap: list[tuple[float, int, ClientTransaction | ServerTransaction]] = []
         self._seq = 0
         self.dropped = 0  # messages dropped as unparseable or unwanted
@@ -257,10 +260,13 @@ class Endpoint:
             return self._track(existing, to_dialog)
         if existing is not None:  # a retransmission
             return self._track(existing, existing.on_request(request, now))
-        self._check_request(request, info)
+        merge_key = _merge_key(request, info)
+        self._check_request(request, info, merge_key)
         reply_to = reply_destination(info.top_via, source)
         tx, outputs = create_server_transaction(request, reply_to, now, self.timers)
         self._servers[tx.key] = tx
+        if merge_key is not None:
+            self._merge[merge_key] = tx
         out = self._track(tx, outputs)
         cancelled = None
         if request.method == "CANCEL":
@@ -277,8 +283,14 @@ class Endpoint:
         out.append(RequestReceived(request, info, tx, source, local_host, cancelled))
         return out
 
-    def _check_request(self, request: Request, info: MessageInfo) -> None:
-        """The UAS checks of RFC 3261 section 8.2, in the order the RFC gives them."""
+    def _check_request(
+        self,
+        request: Request,
+        info: MessageInfo,
+        merge_key: tuple[str, str, int, str] | None = None,
+    ) -> None:
+        """The UAS checks of RFC 3261 section 8.2, in the order the RFC gives them
+        (``merge_key``: see :func:`_merge_key`)."""
         if request.version != "SIP/2.0":
             raise RemoteProtocolError(505, "Version Not Supported")
         if request.method not in self.allow:
@@ -291,6 +303,8 @@ class Endpoint:
             raise RemoteProtocolError(400, "Bad Request (malformed Request-URI)") from None
         if not isinstance(uri, SipUri):
             raise RemoteProtocolError(416, "Unsupported URI Scheme")
+        if merge_key is not None and merge_key in self._merge:  # 8.2.2.2: merged requests
+            raise RemoteProtocolError(482, "Loop Detected")
         try:  # list headers are split only now: a broken one is the peer's fault
             required = option_tags(request.headers, "Require")
             accept = media_types(request.headers, "Accept")
@@ -375,6 +389,9 @@ class Endpoint:
         if isinstance(tx, ServerTransaction):
             if self._servers.get(tx.key) is tx:
                 del self._servers[tx.key]
+            merge_key = _merge_key(tx.request, message_info(tx.request))
+            if merge_key is not None and self._merge.get(merge_key) is tx:
+                del self._merge[merge_key]
         elif self._clients.get(tx.key) is tx:
             del self._clients[tx.key]
 
@@ -426,6 +443,16 @@ def _stamp_via(request: Request, via: Via, source: Destination) -> None:
     rest = split_list(items[index][1])[1:]
     items[index] = ("Via", ", ".join([str(stamped), *rest]))
     request.headers = Headers(items)
+
+
+def _merge_key(request: Request, info: MessageInfo) -> tuple[str, str, int, str] | None:
+    """(From tag, Call-ID, CSeq number, CSeq method) of a request outside a dialog (no To tag),
+    which section 8.2.2.2 matches against ongoing transactions; None for a request in a
+    dialog, an ACK or CANCEL (they match the INVITE's transaction), or an RFC 2543 request
+    without a From tag."""
+    if info.to.tag or not info.from_.tag or request.method in ("ACK", "CANCEL"):
+        return None
+    return (info.from_.tag, info.call_id, info.cseq.number, info.cseq.method)
 
 
 def _as_invite(cancel: Request) -> Request:

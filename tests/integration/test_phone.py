@@ -286,6 +286,19 @@ def test_call_over_ipv6(workdir: Path, phones) -> None:  # type: ignore[no-untyp
     assert int(ended.group(2)) >= 45
 
 
+def test_a_call_to_a_host_name_is_resolved_without_blocking(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+    """CALL sip:bob@localhost:PORT: the name is resolved off the event loop, then called."""
+    bob = phones("bob", "answer")
+    alice = phones("alice", "play")
+    alice.call(bob.uri("bob").replace("127.0.0.1", "localhost"))
+    alice_log = wait_file(workdir / "alice.log", r"EVENT DISCONNECTED 200")
+    assert "EVENT STOPPED tone.wav" in alice_log
+    assert "resolving" not in alice.stderr()  # nothing was resolved on the loop
+    alice.call("sip:bob@nowhere.invalid")
+    alice.wait_for(r"siproc: CALL sip:bob@nowhere\.invalid: cannot resolve 'nowhere\.invalid'")
+    assert alice.proc.poll() is None
+
+
 def test_max_calls_refuses_with_486(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
     bob = phones("bob", "answer", env={"SIPROC_MAX_CALLS": "1"})
     alice = phones("alice", "wait")

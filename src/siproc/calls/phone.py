@@ -15,13 +15,11 @@ BYE/CANCEL/480, every handler its SIGTERM, the account its un-REGISTER, then exi
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import random
 import re
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -37,6 +35,7 @@ from siproc.calls.handler import HandlerSpawnError
 from siproc.config import SIP_TRACE_LEVEL, Config
 from siproc.media.codecs.catalog import enabled_codecs, telephone_event_spec
 from siproc.net.clock import MediaClock
+from siproc.net.hosts import HostCache
 from siproc.net.media_pool import MediaPool, MediaStream
 from siproc.net.rtp_socket import RtpStream
 from siproc.net.sip_transport import SipTransport
@@ -93,6 +92,7 @@ class Phone:
         self.transport = SipTransport(self.loop, self._on_datagram, self._on_stream_message, log)
         self.transport.on_transport_error = self._on_transport_error
         self.clock = MediaClock(self.loop)  # the media of calls when there are no workers
+        self.hosts = HostCache(self.loop)  # names resolved off the loop (net/hosts.py)
         self.media: MediaPool | None = None
         if config.media_workers:
             self.media = MediaPool(
@@ -120,6 +120,8 @@ class Phone:
         if self.media is not None:
             await self.media.started()
         log.info("siproc %s ready on SIP port %d", __version__, self.transport.port)
+        if self.config.registrar is not None:  # resolved before it is needed, off the loop
+            await self.hosts.resolve(_route_host(self.config.registrar))
         self.account.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.request_shutdown, sig.name)
@@ -293,11 +295,12 @@ class Phone:
         self._process(self.endpoint.respond(tx, response, self.loop.time()))
 
     def destination_for(self, uri: SipUri) -> Destination:
-        """Where to send a request for `uri` (RFC 3263 in part: IP literals, A/AAAA, no SRV)."""
+        """Where to send a request for `uri` (RFC 3263 in part: IP literals, A/AAAA, no SRV).
+        Names come from the host cache; one never seen is resolved on the spot (logged)."""
         transport = uri.transport if uri.transport in ("udp", "tcp") else "udp"
-        host = uri.param("maddr") or uri.host
+        host = _route_host(uri)
         port = uri.port or (5061 if transport == "tls" else 5060)
-        return Destination(transport, _resolve(host), port)
+        return Destination(transport, self.hosts.resolve_now(host), port)
 
     def outbound_destination(self, uri: SipUri) -> Destination:
         """Out-of-dialog requests go to the registrar when there is one (an outbound proxy)."""
@@ -449,7 +452,21 @@ class Phone:
         except ParseError as exc:
             print(f"siproc: CALL {text[:80]!r}: not a SIP URI ({exc})", file=sys.stderr, flush=True)
             return
+        host = _route_host(self.config.registrar or _as_sip(target.uri))
+        if self.hosts.lookup(host) is None:  # a name: resolve it without stalling other calls
+            self.loop.create_task(self._resolve_and_dial(host, target, headers, f"CALL {text}"))
+            return
         self._dial(target, headers, f"CALL {text}")
+
+    async def _resolve_and_dial(
+        self, host: str, target: NameAddr, headers: tuple[tuple[str, str], ...], what: str
+    ) -> None:
+        try:
+            await self.hosts.resolve(host)
+        except OSError as exc:
+            print(f"siproc: {what}: {exc}", file=sys.stderr, flush=True)
+            return
+        self._dial(target, headers, what)
 
     def place_referred_call(self, target: SipUri, referred_by: str) -> Call | None:
         """The new call of a transfer (an accepted REFER, RFC 3515): placed like `CALL`, its
@@ -653,16 +670,9 @@ def _as_sip(uri: object) -> SipUri:
     return uri
 
 
-def _resolve(host: str) -> str:
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
-    except socket.gaierror as exc:
-        raise OSError(f"cannot resolve {host!r}: {exc.strerror}") from None
-    return str(infos[0][4][0])
+def _route_host(uri: SipUri) -> str:
+    """The host a request for ``uri`` goes to (its maddr, else its host: RFC 3263 4.2)."""
+    return uri.param("maddr") or uri.host
 
 
 def _short_reason(status: int, exc: Exception) -> str:

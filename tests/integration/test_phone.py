@@ -294,8 +294,8 @@ def test_a_call_to_a_host_name_is_resolved_without_blocking(workdir: Path, phone
     alice_log = wait_file(workdir / "alice.log", r"EVENT DISCONNECTED 200")
     assert "EVENT STOPPED tone.wav" in alice_log
     assert "resolving" not in alice.stderr()  # nothing was resolved on the loop
-    alice.call("sip:bob@nowhere.invalid")
-    alice.wait_for(r"siproc: CALL sip:bob@nowhere\.invalid: cannot resolve 'nowhere\.invalid'")
+    alice.call("sip:bob@nowhere.invalid:5060")
+    alice.wait_for(r"siproc: CALL sip:bob@nowhere\.invalid:5060: cannot resolve .nowhere\.invalid.")
     assert alice.proc.poll() is None
 
 

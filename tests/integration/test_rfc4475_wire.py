@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.netns import loopback_netns
 from tests.siproc_proc import Siproc, write_handler
 
 pytestmark = pytest.mark.netns
@@ -139,40 +137,11 @@ def method_of(data: bytes) -> str:
 # -- the namespace and the run -------------------------------------------------------------------
 
 
-def _run(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-
-
 @pytest.fixture(scope="module")
 def netns() -> Iterator[str]:
     """A fresh network namespace with only `lo`, up; deleted afterwards whatever happened."""
-    if os.geteuid() != 0:
-        pytest.fail("test_rfc4475_wire needs root: it creates a network namespace (ip netns)")
-    if shutil.which("ip") is None:
-        pytest.fail("test_rfc4475_wire needs the `ip` command (Debian package iproute2)")
-    name = f"siproc-t-{secrets.token_hex(4)}"
-    created = _run("ip", "netns", "add", name)
-    if created.returncode != 0:
-        pytest.fail(f"ip netns add {name} failed: {created.stderr.strip()}")
-    try:
-        up = _run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
-        if up.returncode != 0:
-            pytest.fail(f"cannot bring up lo in {name}: {up.stderr.strip()}")
-        # Only lo is up (a kernel may add tunnel devices such as sit0, down), and no route
-        # leads anywhere but loopback.
-        links = _run("ip", "netns", "exec", name, "ip", "-o", "link", "show").stdout
-        up_links = [
-            line.split(":")[1].strip()
-            for line in links.splitlines()
-            if re.search(r"<[^>]*\bUP\b", line)
-        ]
-        assert up_links == ["lo"], links
-        routes = _run("ip", "netns", "exec", name, "ip", "route", "show").stdout
-        assert routes.strip() == "", routes
+    with loopback_netns("test_rfc4475_wire") as name:
         yield name
-    finally:
-        deleted = _run("ip", "netns", "del", name)
-        assert deleted.returncode == 0, f"ip netns del {name}: {deleted.stderr}"
 
 
 @dataclass

@@ -36,6 +36,7 @@ from siproc.config import SIP_TRACE_LEVEL, Config
 from siproc.media.codecs.catalog import enabled_codecs, telephone_event_spec
 from siproc.net.clock import MediaClock
 from siproc.net.hosts import HostCache
+from siproc.net.locate import ServerLocator, dns_srv, dns_srv_now
 from siproc.net.media_pool import MediaPool, MediaStream
 from siproc.net.rtp_socket import RtpStream
 from siproc.net.sip_transport import SipTransport
@@ -92,7 +93,10 @@ class Phone:
         self.transport = SipTransport(self.loop, self._on_datagram, self._on_stream_message, log)
         self.transport.on_transport_error = self._on_transport_error
         self.clock = MediaClock(self.loop)  # the media of calls when there are no workers
-        self.hosts = HostCache(self.loop)  # names resolved off the loop (net/hosts.py)
+        # Servers located (RFC 3263: SRV, then A/AAAA) off the loop and cached: net/locate.py
+        self.locator = ServerLocator(
+            self.loop, HostCache(self.loop), dns_srv, dns_srv_now, rng=self.rng
+        )
         self.media: MediaPool | None = None
         if config.media_workers:
             self.media = MediaPool(
@@ -120,8 +124,8 @@ class Phone:
         if self.media is not None:
             await self.media.started()
         log.info("siproc %s ready on SIP port %d", __version__, self.transport.port)
-        if self.config.registrar is not None:  # resolved before it is needed, off the loop
-            await self.hosts.resolve(_route_host(self.config.registrar))
+        if self.config.registrar is not None:  # located before it is needed, off the loop
+            await self.locator.locate(self.config.registrar)
         self.account.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.request_shutdown, sig.name)
@@ -295,12 +299,10 @@ class Phone:
         self._process(self.endpoint.respond(tx, response, self.loop.time()))
 
     def destination_for(self, uri: SipUri) -> Destination:
-        """Where to send a request for `uri` (RFC 3263 in part: IP literals, A/AAAA, no SRV).
-        Names come from the host cache; one never seen is resolved on the spot (logged)."""
-        transport = uri.transport if uri.transport in ("udp", "tcp") else "udp"
-        host = _route_host(uri)
-        port = uri.port or (5061 if transport == "tls" else 5060)
-        return Destination(transport, self.hosts.resolve_now(host), port)
+        """Where to send a request for `uri` (RFC 3263 section 4: SRV, then A/AAAA; no NAPTR).
+        Known targets come from the locator's cache; one never seen is looked up on the spot
+        (logged)."""
+        return self.locator.lookup(uri) or self.locator.locate_now(uri)
 
     def outbound_destination(self, uri: SipUri) -> Destination:
         """Out-of-dialog requests go to the registrar when there is one (an outbound proxy)."""
@@ -452,17 +454,17 @@ class Phone:
         except ParseError as exc:
             print(f"siproc: CALL {text[:80]!r}: not a SIP URI ({exc})", file=sys.stderr, flush=True)
             return
-        host = _route_host(self.config.registrar or _as_sip(target.uri))
-        if self.hosts.lookup(host) is None:  # a name: resolve it without stalling other calls
-            self.loop.create_task(self._resolve_and_dial(host, target, headers, f"CALL {text}"))
+        route = self.config.registrar or _as_sip(target.uri)
+        if self.locator.lookup(route) is None:  # a name: look it up without stalling calls
+            self.loop.create_task(self._locate_and_dial(route, target, headers, f"CALL {text}"))
             return
         self._dial(target, headers, f"CALL {text}")
 
-    async def _resolve_and_dial(
-        self, host: str, target: NameAddr, headers: tuple[tuple[str, str], ...], what: str
+    async def _locate_and_dial(
+        self, route: SipUri, target: NameAddr, headers: tuple[tuple[str, str], ...], what: str
     ) -> None:
         try:
-            await self.hosts.resolve(host)
+            await self.locator.locate(route)
         except OSError as exc:
             print(f"siproc: {what}: {exc}", file=sys.stderr, flush=True)
             return
@@ -668,11 +670,6 @@ def header_variable(name: str) -> str:
 def _as_sip(uri: object) -> SipUri:
     assert isinstance(uri, SipUri)
     return uri
-
-
-def _route_host(uri: SipUri) -> str:
-    """The host a request for ``uri`` goes to (its maddr, else its host: RFC 3263 4.2)."""
-    return uri.param("maddr") or uri.host
 
 
 def _short_reason(status: int, exc: Exception) -> str:

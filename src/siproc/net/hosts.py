@@ -23,7 +23,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Final
 
-__all__ = ["RESOLVE_TIMEOUT", "TTL", "HostCache"]
+__all__ = ["RESOLVE_TIMEOUT", "TTL", "HostCache", "ip_literal"]
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ TTL: Final = 300.0  # seconds an address is used without a new lookup
 RESOLVE_TIMEOUT: Final = 10.0  # seconds for one name (the resolver's own retries included)
 
 
-def _literal(host: str) -> str | None:
+def ip_literal(host: str) -> str | None:
+    """``host`` as a normalised IP address if it is one (brackets allowed), else None."""
     try:
         return str(ipaddress.ip_address(host.strip("[]")))
     except ValueError:
@@ -67,7 +68,7 @@ class HostCache:
     def lookup(self, host: str) -> str | None:
         """The address of ``host`` if it is a literal or cached; never blocks. An address older
         than the TTL is returned still, and refreshed in the background."""
-        literal = _literal(host)
+        literal = ip_literal(host)
         if literal is not None:
             return literal
         key = host.lower()

@@ -1,0 +1,270 @@
+"""Locating SIP servers (RFC 3263 section 4): a URI to a transport, an address and a port.
+
+Theory of operation. :func:`plan` reads the URI the way section 4.1 and 4.2 ask:
+
+* a numeric host, or an explicit port: no SRV; the transport is the URI's ``transport``
+  parameter (UDP when there is none) and the port the URI's (5060 when there is none);
+* a name without a port: SRV records (RFC 2782) are looked up, ``_sip._udp.<host>`` then
+  ``_sip._tcp.<host>`` (only the one of the URI's ``transport`` parameter, when it has one):
+  the first name with records gives the transport, and its records give the target hosts and
+  ports; NAPTR is not used (section 4.1 allows a client to start at SRV, which is what most
+  deployments publish). Without any SRV record, the host's own address is used, on UDP (or the
+  parameter's transport) and port 5060.
+
+:func:`order_srv` sorts SRV records as RFC 2782 says: by priority, then at random in proportion
+to the weights. The first target is used (its address from the :class:`~siproc.net.hosts.HostCache`,
+which resolves A/AAAA with the system's resolver, /etc/hosts included).
+
+:class:`ServerLocator` keeps what it found per URI target for :data:`~siproc.net.hosts.TTL`
+seconds and refreshes it in the background as the host cache does, so that signalling never
+waits for DNS once a target is known; :meth:`ServerLocator.locate` is the off-the-loop lookup
+for the first time (the registrar at start, a CALL target before its INVITE), and
+:meth:`ServerLocator.locate_now` the blocking last resort, which is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import dns.asyncresolver
+import dns.exception
+import dns.resolver
+
+from siproc.net.hosts import TTL, HostCache, ip_literal
+from siproc.sip.transaction import Destination
+from siproc.sip.uri import SipUri
+
+__all__ = [
+    "DEFAULT_PORT",
+    "SRV_TRANSPORTS",
+    "Plan",
+    "ServerLocator",
+    "SrvRecord",
+    "dns_srv",
+    "dns_srv_now",
+    "order_srv",
+    "plan",
+]
+
+log = logging.getLogger(__name__)
+
+SRV_TIMEOUT: Final = 5.0  # seconds for one SRV query, retries included
+DEFAULT_PORT: Final = 5060  # RFC 3261 section 19.1.2, for sip: over UDP and TCP
+SRV_TRANSPORTS: Final = ("udp", "tcp")  # what siproc speaks, in the order SRV is tried
+
+
+@dataclass(frozen=True, slots=True)
+class SrvRecord:
+    """One SRV answer (RFC 2782): lower priority first; weight shares load within one."""
+
+    priority: int
+    weight: int
+    port: int
+    target: str
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.priority <= 65535 and 0 <= self.weight <= 65535):
+            raise ValueError(f"SRV priority and weight are 16-bit, not {self}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"invalid SRV port {self.port}")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to look up for a URI: SRV names with their transport, in order (empty: none), and
+    the host, port and transport to use without SRV."""
+
+    srv: tuple[tuple[str, str], ...]
+    host: str
+    port: int
+    transport: str
+
+
+def plan(uri: SipUri) -> Plan:
+    """The lookups RFC 3263 section 4 asks for ``uri`` (its maddr, else its host)."""
+    host = uri.param("maddr") or uri.host
+    explicit = (uri.param("transport") or "").lower()
+    transport = explicit if explicit in SRV_TRANSPORTS else "udp"
+    if uri.port is not None or ip_literal(host) is not None:
+        return Plan((), host, uri.port or DEFAULT_PORT, transport)
+    name = host.rstrip(".")
+    kinds = (explicit,) if explicit in SRV_TRANSPORTS else SRV_TRANSPORTS
+    srv = tuple((f"_sip._{kind}.{name}", kind) for kind in kinds)
+    return Plan(srv, host, DEFAULT_PORT, transport)
+
+
+def order_srv(records: Sequence[SrvRecord], rng: random.Random) -> list[SrvRecord]:
+    """RFC 2782 order: ascending priority; within one priority, a weighted random order
+    (weight 0 records first in the running sum, as the RFC's algorithm puts them). A single
+    record whose target is ``.`` means "no service here": the result is empty."""
+    if len(records) == 1 and records[0].target in (".", ""):
+        return []
+    ordered: list[SrvRecord] = []
+    for priority in sorted({r.priority for r in records}):
+        pool = sorted((r for r in records if r.priority == priority), key=lambda r: r.weight)
+        while pool:
+            total = sum(r.weight for r in pool)
+            pick = rng.randint(0, total)
+            running = 0
+            for index, record in enumerate(pool):
+                running += record.weight
+                if running >= pick:
+                    ordered.append(pool.pop(index))
+                    break
+    return ordered
+
+
+SrvQuery = Callable[[str], Awaitable[list[SrvRecord]]]  # a name -> its records ([]: none)
+SrvQueryNow = Callable[[str], list[SrvRecord]]
+
+
+class ServerLocator:
+    """Destinations of URIs (see the module docstring). ``srv`` and ``srv_now`` look up SRV
+    records (asynchronously / blocking); they return [] for a name without records and raise
+    OSError when DNS fails."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        hosts: HostCache,
+        srv: SrvQuery,
+        srv_now: SrvQueryNow,
+        *,
+        rng: random.Random | None = None,
+        ttl: float = TTL,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._loop = loop
+        self.hosts = hosts
+        self._srv = srv
+        self._srv_now = srv_now
+        self._rng = rng if rng is not None else random.SystemRandom()
+        self.ttl = ttl
+        self._clock = clock if clock is not None else loop.time
+        # plan -> (host, port, transport) chosen from SRV, and when
+        self._found: dict[Plan, tuple[tuple[str, int, str], float]] = {}
+        self._pending: dict[Plan, asyncio.Future[tuple[str, int, str]]] = {}
+
+    def lookup(self, uri: SipUri) -> Destination | None:
+        """The destination of ``uri`` if nothing has to be looked up for it; never blocks."""
+        p = plan(uri)
+        target = self._target(p)
+        if target is None:
+            return None
+        host, port, transport = target
+        address = self.hosts.lookup(host)
+        return None if address is None else Destination(transport, address, port)
+
+    async def locate(self, uri: SipUri) -> Destination:
+        """The destination of ``uri``, looked up off the loop. Raises OSError naming what could
+        not be found."""
+        p = plan(uri)
+        target = self._target(p)
+        if target is None:
+            pending = self._pending.get(p)
+            if pending is None:
+                pending = self._loop.create_task(self._fetch(p))
+                self._pending[p] = pending
+            target = await asyncio.shield(pending)
+        host, port, transport = target
+        return Destination(transport, await self.hosts.resolve(host), port)
+
+    def locate_now(self, uri: SipUri) -> Destination:
+        """The destination of ``uri``, blocking the loop for what is not known yet (the last
+        resort of code that cannot wait; logged by the host cache and here)."""
+        p = plan(uri)
+        target = self._target(p)
+        if target is None:
+            if p.srv:
+                log.info("looking up SRV for %s on the event loop", p.host)
+            target = self._choose(p, [(name, kind, self._srv_now(name)) for name, kind in p.srv])
+            self._found[p] = (target, self._clock())
+        host, port, transport = target
+        return Destination(transport, self.hosts.resolve_now(host), port)
+
+    def _target(self, p: Plan) -> tuple[str, int, str] | None:
+        if not p.srv:
+            return (p.host, p.port, p.transport)
+        found = self._found.get(p)
+        if found is None:
+            return None
+        target, at = found
+        if self._clock() - at > self.ttl and p not in self._pending:
+            self._loop.create_task(self._refresh(p))
+        return target
+
+    async def _fetch(self, p: Plan) -> tuple[str, int, str]:
+        try:
+            answers = [(name, kind, await self._srv(name)) for name, kind in p.srv]
+        finally:
+            self._pending.pop(p, None)
+        target = self._choose(p, answers)
+        self._found[p] = (target, self._clock())
+        return target
+
+    async def _refresh(self, p: Plan) -> None:
+        pending = self._loop.create_task(self._fetch(p))
+        self._pending[p] = pending
+        try:
+            await pending
+        except OSError as exc:
+            log.warning("%s (keeping the server found before)", exc)
+
+    def _choose(
+        self, p: Plan, answers: list[tuple[str, str, list[SrvRecord]]]
+    ) -> tuple[str, int, str]:
+        """The first SRV name with usable records gives the target; none: the host itself."""
+        for name, kind, records in answers:
+            ordered = order_srv(records, self._rng)
+            if ordered:
+                best = ordered[0]
+                log.info(
+                    "%s: %s port %d over %s (SRV %s, %d record%s)",
+                    p.host,
+                    best.target.rstrip("."),
+                    best.port,
+                    kind.upper(),
+                    name,
+                    len(records),
+                    "" if len(records) == 1 else "s",
+                )
+                return (best.target.rstrip("."), best.port, kind)
+        return (p.host, p.port, p.transport)
+
+
+# -- SRV queries with dnspython (the system's resolv.conf) --------------------------------------
+
+
+def _records(answer: dns.resolver.Answer) -> list[SrvRecord]:
+    return [SrvRecord(r.priority, r.weight, r.port, r.target.to_text()) for r in answer]
+
+
+def _no_records(name: str, exc: dns.exception.DNSException) -> list[SrvRecord]:
+    """A name without SRV records is the common case; a failing DNS is logged and treated the
+    same (the host's own address is used), so that a broken resolver does not stop calls."""
+    if not isinstance(exc, dns.resolver.NXDOMAIN | dns.resolver.NoAnswer):
+        log.warning("SRV lookup of %s failed (%s); using the host's address", name, exc)
+    return []
+
+
+async def dns_srv(name: str) -> list[SrvRecord]:
+    """The SRV records of ``name`` ([] when there are none or DNS fails), off the loop."""
+    try:
+        answer = await dns.asyncresolver.resolve(name, "SRV", lifetime=SRV_TIMEOUT)
+    except dns.exception.DNSException as exc:
+        return _no_records(name, exc)
+    return _records(answer)
+
+
+def dns_srv_now(name: str) -> list[SrvRecord]:
+    """:func:`dns_srv`, blocking."""
+    try:
+        answer = dns.resolver.resolve(name, "SRV", lifetime=SRV_TIMEOUT)
+    except dns.exception.DNSException as exc:
+        return _no_records(name, exc)
+    return _records(answer)

@@ -299,6 +299,20 @@ def test_a_call_to_a_host_name_is_resolved_without_blocking(workdir: Path, phone
     assert alice.proc.poll() is None
 
 
+def test_a_refused_tcp_connection_ends_the_call_with_503_at_once(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+    """RFC 3261 8.1.3.1: a transport error is a 503, now, not a 408 after 32 s of Timer B."""
+    with socket.socket() as probe:  # a TCP port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    alice = phones("alice", "play")
+    started = time.monotonic()
+    alice.call(f"sip:nobody@127.0.0.1:{port};transport=tcp")
+    log = wait_file(workdir / "alice.log", r"EVENT DISCONNECTED 503", timeout=10)
+    assert time.monotonic() - started < 5
+    assert "Connection refused" in log
+    assert alice.proc.poll() is None
+
+
 def test_max_calls_refuses_with_486(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
     bob = phones("bob", "answer", env={"SIPROC_MAX_CALLS": "1"})
     alice = phones("alice", "wait")

@@ -396,6 +396,33 @@ def test_responses_match_client_transactions_by_branch_and_method() -> None:
     assert ep.receive_message(ok, UAS, "127.0.0.1", 0.2) == []  # absorbed in Completed
 
 
+def test_a_transport_error_ends_waiting_transactions_with_a_503_at_once() -> None:
+    """RFC 3261 sections 8.1.3.1 and 17.1.4: a refused TCP connection is a 503 for the TU now,
+    not a 408 after Timer B; datagrams and answered transactions are left alone."""
+    ep = endpoint()
+    tcp = Destination("tcp", "127.0.0.1", 5099)
+    invite = invite_request()
+    ep.add_via(invite, tcp, "127.0.0.1", 5070)
+    invite_tx, _ = ep.send_request(invite, tcp, 0.0)
+    options = options_request(2)
+    ep.add_via(options, tcp, "127.0.0.1", 5070)
+    options_tx, _ = ep.send_request(options, tcp, 0.0)
+    other = options_request(3)
+    ep.add_via(other, UAS, "127.0.0.1", 5070)
+    ep.send_request(other, UAS, 0.0)
+    assert ep.transport_error(UAS, "Network is unreachable") == []  # UDP: retransmissions
+    outputs = ep.transport_error(tcp, "[Errno 111] Connection refused")
+    failed = [o for o in outputs if isinstance(o, ResponseReceived)]
+    assert [(r.transaction, r.response.status) for r in failed] == [
+        (invite_tx, 503),
+        (options_tx, 503),
+    ]
+    assert failed[0].response.reason == "Service Unavailable ([Errno 111] Connection refused)"
+    assert not sent(outputs)  # no ACK: there is no way to that server
+    assert invite_tx.terminated and options_tx.terminated and ep.transaction_count == 1
+    assert ep.transport_error(tcp, "again") == []
+
+
 def test_new_tokens_are_hex_of_the_asked_length() -> None:
     ep = endpoint()
     assert re.fullmatch(r"[0-9a-f]{16}", ep.new_token())

@@ -137,3 +137,36 @@ def test_locate_now_is_the_blocking_last_resort(monkeypatch: pytest.MonkeyPatch)
         assert locator.hosts.blocking_lookups == 1
 
     asyncio.run(main())
+
+
+def test_an_unreachable_server_moves_its_targets_to_the_next_srv_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def main() -> None:
+        dns = FakeDns()
+        dns.srv["_sip._udp.pbx.example"] = [
+            SrvRecord(10, 0, 5060, "primary.pbx.example."),
+            SrvRecord(20, 0, 5070, "backup.pbx.example."),
+        ]
+        dns.a.update({"primary.pbx.example": "192.0.2.1", "backup.pbx.example": "192.0.2.2"})
+        now = [0.0]
+        locator = _locator(monkeypatch, dns, now)
+        uri = parse_sip_uri("sip:pbx.example")
+        primary = await locator.locate(uri)
+        assert primary == Destination("udp", "192.0.2.1", 5060)
+        locator.unreachable(Destination("udp", "192.0.2.99", 5060))  # someone else: no change
+        assert locator.lookup(uri) == primary
+        locator.unreachable(primary)
+        await asyncio.sleep(0.01)  # the backup's address is looked up off the loop
+        assert locator.lookup(uri) == Destination("udp", "192.0.2.2", 5070)
+        assert locator.hosts.blocking_lookups == 0
+        locator.unreachable(Destination("udp", "192.0.2.2", 5070))  # round again
+        assert locator.lookup(uri) == primary
+        locator.unreachable(primary)
+        await asyncio.sleep(0.01)
+        now[0] = 400.0  # a refresh starts from the first record again
+        locator.lookup(uri)
+        await asyncio.sleep(0.01)
+        assert locator.lookup(uri) == primary
+
+    asyncio.run(main())

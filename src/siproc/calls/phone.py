@@ -218,6 +218,7 @@ class Phone:
             destination.transport,
             reason,
         )
+        self._process(self.endpoint.transport_error(destination, reason))
 
     def _process(self, outputs: list[Output]) -> None:
         for item in outputs:
@@ -234,6 +235,8 @@ class Phone:
             case ResponseReceived(transaction=tx) | TransactionTimeout(transaction=tx) if (
                 isinstance(tx, ClientTransaction)
             ):
+                if isinstance(item, TransactionTimeout) or item.response.status == 503:
+                    self.locator.unreachable(tx.destination)  # RFC 3263 4.3: next SRV target
                 callback = self._owners.get(tx)
                 if callback is not None:
                     callback(item)

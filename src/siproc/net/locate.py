@@ -15,6 +15,10 @@ Theory of operation. :func:`plan` reads the URI the way section 4.1 and 4.2 ask:
 to the weights. The first target is used (its address from the :class:`~siproc.net.hosts.HostCache`,
 which resolves A/AAAA with the system's resolver, /etc/hosts included).
 
+When a server does not answer a request (a transaction timeout) or answers 503, the phone
+calls :meth:`ServerLocator.unreachable`, and the URIs that used it move on to their next SRV
+target (section 4.3); a refresh starts again from the first.
+
 :class:`ServerLocator` keeps what it found per URI target for :data:`~siproc.net.hosts.TTL`
 seconds and refreshes it in the background as the host cache does, so that signalling never
 waits for DNS once a target is known; :meth:`ServerLocator.locate` is the off-the-loop lookup
@@ -119,6 +123,7 @@ def order_srv(records: Sequence[SrvRecord], rng: random.Random) -> list[SrvRecor
     return ordered
 
 
+Target = tuple[str, int, str]  # host, port, transport
 SrvQuery = Callable[[str], Awaitable[list[SrvRecord]]]  # a name -> its records ([]: none)
 SrvQueryNow = Callable[[str], list[SrvRecord]]
 
@@ -146,9 +151,11 @@ class ServerLocator:
         self._rng = rng if rng is not None else random.SystemRandom()
         self.ttl = ttl
         self._clock = clock if clock is not None else loop.time
-        # plan -> (host, port, transport) chosen from SRV, and when
-        self._found: dict[Plan, tuple[tuple[str, int, str], float]] = {}
-        self._pending: dict[Plan, asyncio.Future[tuple[str, int, str]]] = {}
+        # plan -> the targets (host, port, transport) in RFC 2782 order, and when found
+        self._found: dict[Plan, tuple[list[Target], float]] = {}
+        self._current: dict[Plan, int] = {}  # index of the target in use (failover)
+        self._pending: dict[Plan, asyncio.Future[list[Target]]] = {}
+        self._tasks: set[asyncio.Task[object]] = set()  # background work, kept referenced
 
     def lookup(self, uri: SipUri) -> Destination | None:
         """The destination of ``uri`` if nothing has to be looked up for it; never blocks."""
@@ -170,9 +177,48 @@ class ServerLocator:
             if pending is None:
                 pending = self._loop.create_task(self._fetch(p))
                 self._pending[p] = pending
-            target = await asyncio.shield(pending)
+            await asyncio.shield(pending)
+            target = self._target(p)
+            assert target is not None
         host, port, transport = target
         return Destination(transport, await self.hosts.resolve(host), port)
+
+    def unreachable(self, destination: Destination) -> None:
+        """``destination`` did not answer, or said 503 (RFC 3263 section 4.3): the targets
+        that use it move on to their next SRV record, whose address is looked up now, off the
+        loop, for the next request."""
+        for p, (targets, _at) in self._found.items():
+            if len(targets) < 2:
+                continue
+            index = self._current.get(p, 0) % len(targets)
+            host, port, transport = targets[index]
+            if (transport, port) != (destination.transport, destination.port):
+                continue
+            if self.hosts.lookup(host) != destination.host:
+                continue
+            following = targets[(index + 1) % len(targets)]
+            self._current[p] = index + 1
+            log.warning(
+                "%s did not answer (%s port %d): next, %s port %d over %s",
+                p.host,
+                host,
+                port,
+                following[0],
+                following[1],
+                following[2].upper(),
+            )
+            self._background(self.hosts.resolve(following[0]))
+
+    def _background(self, work: Awaitable[object]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except OSError as exc:
+                log.warning("%s", exc)
+
+        task: asyncio.Task[object] = self._loop.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def locate_now(self, uri: SipUri) -> Destination:
         """The destination of ``uri``, blocking the loop for what is not known yet (the last
@@ -182,43 +228,39 @@ class ServerLocator:
         if target is None:
             if p.srv:
                 log.info("looking up SRV for %s on the event loop", p.host)
-            target = self._choose(p, [(name, kind, self._srv_now(name)) for name, kind in p.srv])
-            self._found[p] = (target, self._clock())
+            targets = self._choose(p, [(name, kind, self._srv_now(name)) for name, kind in p.srv])
+            self._found[p] = (targets, self._clock())
+            self._current[p] = 0
+            target = targets[0]
         host, port, transport = target
         return Destination(transport, self.hosts.resolve_now(host), port)
 
-    def _target(self, p: Plan) -> tuple[str, int, str] | None:
+    def _target(self, p: Plan) -> Target | None:
         if not p.srv:
             return (p.host, p.port, p.transport)
         found = self._found.get(p)
         if found is None:
             return None
-        target, at = found
+        targets, at = found
         if self._clock() - at > self.ttl and p not in self._pending:
-            self._loop.create_task(self._refresh(p))
-        return target
+            pending = self._loop.create_task(self._fetch(p))
+            self._pending[p] = pending
+            self._background(pending)
+        return targets[self._current.get(p, 0) % len(targets)]
 
-    async def _fetch(self, p: Plan) -> tuple[str, int, str]:
+    async def _fetch(self, p: Plan) -> list[Target]:
         try:
             answers = [(name, kind, await self._srv(name)) for name, kind in p.srv]
         finally:
             self._pending.pop(p, None)
-        target = self._choose(p, answers)
-        self._found[p] = (target, self._clock())
-        return target
+        targets = self._choose(p, answers)
+        self._found[p] = (targets, self._clock())
+        self._current[p] = 0
+        return targets
 
-    async def _refresh(self, p: Plan) -> None:
-        pending = self._loop.create_task(self._fetch(p))
-        self._pending[p] = pending
-        try:
-            await pending
-        except OSError as exc:
-            log.warning("%s (keeping the server found before)", exc)
-
-    def _choose(
-        self, p: Plan, answers: list[tuple[str, str, list[SrvRecord]]]
-    ) -> tuple[str, int, str]:
-        """The first SRV name with usable records gives the target; none: the host itself."""
+    def _choose(self, p: Plan, answers: list[tuple[str, str, list[SrvRecord]]]) -> list[Target]:
+        """The first SRV name with usable records gives the targets, in RFC 2782 order;
+        none: the host itself."""
         for name, kind, records in answers:
             ordered = order_srv(records, self._rng)
             if ordered:
@@ -233,8 +275,8 @@ class ServerLocator:
                     len(records),
                     "" if len(records) == 1 else "s",
                 )
-                return (best.target.rstrip("."), best.port, kind)
-        return (p.host, p.port, p.transport)
+                return [(r.target.rstrip("."), r.port, kind) for r in ordered]
+        return [(p.host, p.port, p.transport)]
 
 
 # -- SRV queries with dnspython (the system's resolv.conf) --------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from siproc.sip.errors import LocalProtocolError, ParseError
-from siproc.sip.headers import message_info
+from siproc.sip.headers import make_response, message_info
 from siproc.sip.message import Request, Response, serialize
 from siproc.sip.transaction_common import (
     DEFAULT_TIMERS,
@@ -83,6 +83,18 @@ class ClientTransaction(TransactionBase):
         if self.terminated:
             return []
         return self._on_response(response, now)
+
+    def on_transport_error(self, reason: str) -> list[Output]:
+        """The transport could not deliver the request (a refused or broken connection).
+        RFC 3261 sections 8.1.3.1 and 17.1.4: the TU treats it as a 503, so a 503 built here
+        goes up, and the transaction ends (no ACK: there is no way to the server). Nothing
+        happens once a final response arrived or the transaction ended."""
+        if not self._started or self.state not in (_S.CALLING, _S.TRYING, _S.PROCEEDING):
+            return []
+        response = make_response(
+            self.request, 503, f"Service Unavailable ({reason})"[:200], to_tag=None
+        )
+        return [ResponseReceived(self, response), *self._terminate()]
 
     def _on_response(self, response: Response, now: float) -> list[Output]:
         raise NotImplementedError

@@ -395,6 +395,19 @@ class Endpoint:
         elif self._clients.get(tx.key) is tx:
             del self._clients[tx.key]
 
+    def transport_error(self, destination: Destination, reason: str) -> list[Output]:
+        """A reliable transport could not reach ``destination`` (RFC 3261 section 17.1.4):
+        the client transactions waiting on it end with a 503 the TU can act on at once,
+        instead of after Timer B or F. Datagrams are not tracked this way: UDP has no such
+        report, and a lost one is what retransmissions are for."""
+        if not destination.reliable:
+            return []
+        out: list[Output] = []
+        for tx in list(self._clients.values()):
+            if tx.destination == destination:
+                out += self._track(tx, tx.on_transport_error(reason))
+        return out
+
     def next_deadline(self) -> float | None:
         """The earliest transaction deadline; stale heap entries are dropped on the way.
 

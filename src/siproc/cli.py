@@ -8,6 +8,7 @@ import importlib.util
 import json
 import logging
 import os
+import resource
 import shutil
 import sys
 
@@ -41,6 +42,18 @@ def setup_logging(level: int, program: str = "siproc") -> None:
             logging.getLogger(name).setLevel(max(LOG_LEVELS[level], logging.INFO))
 
 
+def raise_fd_limit() -> None:
+    """Raise the soft limit of open files to the hard one: every call holds an RTP and an
+    RTCP socket (and a recording), and the common soft limit of 1024 would stop a siproc at a
+    few hundred calls with "Too many open files"."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as exc:  # a container may forbid it: keep what we have
+        log.debug("cannot raise the limit of open files: %s", exc)
+
+
 def _find_handler(path: str) -> str | None:
     """The handler as it will be run, or None; a bare name is looked up in PATH like execvp."""
     if os.sep in path:
@@ -68,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     setup_logging(config.log_level)
+    raise_fd_limit()
     try:
         return _run(config, [handler, *ns.args])
     except OSError as exc:

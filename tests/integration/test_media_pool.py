@@ -266,3 +266,28 @@ def test_a_few_streams_share_a_worker_and_many_spread_over_all() -> None:
         peer.close()
 
     _run(test)
+
+
+def test_a_stream_the_worker_cannot_take_ends_its_call_not_the_worker() -> None:
+    """An open that arrives without its sockets (descriptors dropped at the worker's limit of
+    open files) is refused: the call hears it at once (and is hung up by siproc), the worker
+    goes on serving the next streams."""
+
+    async def test(pool: MediaPool) -> None:
+        worker = pool._workers[0]
+        orphan = RemoteStream(worker, 10_000, HOST, 0)
+        worker.streams[10_000] = orphan
+        lost: list[bool] = []
+        orphan.on_lost = lambda: lost.append(True)
+        worker.channel.send(("open", 10_000, HOST, 0.5))  # no descriptors
+        await _until(lambda: lost == [True])
+        assert 10_000 not in worker.streams and orphan.closed
+        peer = Peer()
+        stream = pool.open_stream(HOST, PORTS)
+        _configure(stream, peer)
+        stream.start()
+        await _until(lambda: bool(peer.drain() or peer.received))
+        await _closed(stream)
+        peer.close()
+
+    _run(test, workers=1)

@@ -213,10 +213,10 @@ def test_no_482_for_other_cseqs_dialogs_or_once_the_first_transaction_is_over() 
     request_received(feed(ep, raw("OPTIONS", branch="z9hG4bKo2", cseq=2)))  # a new request
     request_received(feed(ep, raw("BYE", branch="z9hG4bKo3", to_tag="b1")))  # in a dialog
     request_received(feed(ep, raw("BYE", branch="z9hG4bKo4", to_tag="b1")))  # (not merged)
+    only_response(feed(ep, raw("OPTIONS", branch="z9hG4bKo5"), 0.05), 482)  # not answered yet
     ep.respond(event.transaction, make_response(event.request, 200, "OK", to_tag="b"), 0.1)
-    only_response(feed(ep, raw("OPTIONS", branch="z9hG4bKo5"), 0.2), 482)  # still Completed
-    ep.handle_timer(0.1 + 64 * T.t1 + 0.01)  # Timer J (17.2.2): the transaction is over
-    request_received(feed(ep, raw("OPTIONS", branch="z9hG4bKo6"), 0.2 + 64 * T.t1))
+    # Answered: a copy now is a peer's retry or keepalive on a new branch, not a loop.
+    request_received(feed(ep, raw("OPTIONS", branch="z9hG4bKo6"), 0.2))
 
 
 def test_400_for_a_missing_call_id() -> None:

@@ -105,3 +105,18 @@ def test_failures_name_the_host_and_a_first_sight_blocks_only_as_the_last_resort
             hosts.resolve_now("nowhere.example")
 
     asyncio.run(main())
+
+
+def test_a_name_the_resolver_cannot_even_encode_is_an_oserror() -> None:
+    """An over-long label (from a peer's Contact, say) raises UnicodeError in the resolver;
+    it must reach the caller as the usual one-line OSError."""
+
+    async def main() -> None:
+        hosts = HostCache(asyncio.get_running_loop())
+        name = "a" * 64 + ".example"
+        with pytest.raises(OSError, match="not a valid host name"):
+            hosts.resolve_now(name)
+        with pytest.raises(OSError, match="not a valid host name"):
+            await hosts.resolve(name)
+
+    asyncio.run(main())

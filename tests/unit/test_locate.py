@@ -58,9 +58,6 @@ class FakeDns:
         self.queries: list[str] = []
 
     async def query(self, name: str) -> list[SrvRecord]:
-        return self.query_now(name)
-
-    def query_now(self, name: str) -> list[SrvRecord]:
         self.queries.append(name)
         return self.srv.get(name, [])
 
@@ -79,9 +76,7 @@ def _locator(monkeypatch: pytest.MonkeyPatch, dns: FakeDns, now: list[float]) ->
     monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
     monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: dns.addresses(host))
     hosts = HostCache(loop, clock=lambda: now[0])
-    return ServerLocator(
-        loop, hosts, dns.query, dns.query_now, rng=random.Random(1), clock=lambda: now[0]
-    )
+    return ServerLocator(loop, hosts, dns.query, rng=random.Random(1), clock=lambda: now[0])
 
 
 def test_srv_gives_the_transport_host_and_port_and_is_then_cached(
@@ -125,16 +120,21 @@ def test_without_srv_the_host_itself_on_5060_and_literals_need_nothing(
     asyncio.run(main())
 
 
-def test_locate_now_is_the_blocking_last_resort(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_locate_now_makes_no_srv_query_but_uses_what_is_known(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     async def main() -> None:
         dns = FakeDns()
         dns.srv["_sip._udp.hop.example"] = [SrvRecord(1, 1, 5070, "edge.hop.example.")]
-        dns.a["edge.hop.example"] = "203.0.113.9"
+        dns.a.update({"edge.hop.example": "203.0.113.9", "hop.example": "203.0.113.1"})
         locator = _locator(monkeypatch, dns, [0.0])
         uri = parse_sip_uri("sip:hop.example;lr")
+        # A dialog's hop never seen: the host's own address, no SRV query (it could block).
+        assert locator.locate_now(uri) == Destination("udp", "203.0.113.1", 5060)
+        assert dns.queries == [] and locator.hosts.blocking_lookups == 1
+        # Once located off the loop, the SRV answer serves the blocking path too.
+        await locator.locate(uri)
         assert locator.locate_now(uri) == Destination("udp", "203.0.113.9", 5070)
-        assert locator.lookup(uri) == Destination("udp", "203.0.113.9", 5070)
-        assert locator.hosts.blocking_lookups == 1
 
     asyncio.run(main())
 

@@ -36,7 +36,7 @@ from siproc.config import SIP_TRACE_LEVEL, Config
 from siproc.media.codecs.catalog import enabled_codecs, telephone_event_spec
 from siproc.net.clock import MediaClock
 from siproc.net.hosts import HostCache
-from siproc.net.locate import ServerLocator, dns_srv, dns_srv_now
+from siproc.net.locate import ServerLocator, dns_srv
 from siproc.net.media_pool import MediaPool, MediaStream
 from siproc.net.rtp_socket import RtpStream
 from siproc.net.sip_transport import SipTransport
@@ -94,9 +94,7 @@ class Phone:
         self.transport.on_transport_error = self._on_transport_error
         self.clock = MediaClock(self.loop)  # the media of calls when there are no workers
         # Servers located (RFC 3263: SRV, then A/AAAA) off the loop and cached: net/locate.py
-        self.locator = ServerLocator(
-            self.loop, HostCache(self.loop), dns_srv, dns_srv_now, rng=self.rng
-        )
+        self.locator = ServerLocator(self.loop, HostCache(self.loop), dns_srv, rng=self.rng)
         self.media: MediaPool | None = None
         if config.media_workers:
             self.media = MediaPool(

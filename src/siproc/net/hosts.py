@@ -39,6 +39,13 @@ def ip_literal(host: str) -> str | None:
         return None
 
 
+def _reason(exc: Exception) -> str:
+    """A resolver failure in a few words (an over-long label raises UnicodeError)."""
+    if isinstance(exc, socket.gaierror):
+        return exc.strerror or str(exc)
+    return f"not a valid host name ({exc})"
+
+
 def _first_address(infos: Sequence[tuple[object, ...]], host: str) -> str:
     if not infos:
         raise OSError(f"cannot resolve {host!r}: no address")
@@ -77,7 +84,7 @@ class HostCache:
             return None
         address, resolved_at = entry
         if self._clock() - resolved_at > self.ttl and key not in self._pending:
-            self._loop.create_task(self._refresh(key))
+            self._refresh(key)
         return address
 
     async def resolve(self, host: str) -> str:
@@ -103,8 +110,8 @@ class HostCache:
         log.info("resolving %s on the event loop (first seen where siproc cannot wait)", host)
         try:
             infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
-        except socket.gaierror as exc:
-            raise OSError(f"cannot resolve {host!r}: {exc.strerror}") from None
+        except (socket.gaierror, UnicodeError, ValueError) as exc:
+            raise OSError(f"cannot resolve {host!r}: {_reason(exc)}") from None
         address = _first_address(infos, host)
         self._entries[host.lower()] = (address, self._clock())
         return address
@@ -114,8 +121,8 @@ class HostCache:
             infos = await asyncio.wait_for(
                 self._loop.getaddrinfo(key, None, type=socket.SOCK_DGRAM), RESOLVE_TIMEOUT
             )
-        except socket.gaierror as exc:
-            raise OSError(f"cannot resolve {key!r}: {exc.strerror}") from None
+        except (socket.gaierror, UnicodeError, ValueError) as exc:
+            raise OSError(f"cannot resolve {key!r}: {_reason(exc)}") from None
         except TimeoutError:
             raise OSError(f"cannot resolve {key!r}: no answer in {RESOLVE_TIMEOUT:g} s") from None
         finally:
@@ -124,11 +131,13 @@ class HostCache:
         self._entries[key] = (address, self._clock())
         return address
 
-    async def _refresh(self, key: str) -> None:
+    def _refresh(self, key: str) -> None:
         """A background refresh: on failure the old address goes on serving."""
         pending = self._loop.create_task(self._fetch(key))
         self._pending[key] = pending
-        try:
-            await pending
-        except OSError as exc:
-            log.warning("%s (keeping the address found before)", exc)
+
+        def done(task: asyncio.Task[str]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("%s (keeping the address found before)", task.exception())
+
+        pending.add_done_callback(done)

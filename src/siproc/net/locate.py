@@ -23,7 +23,8 @@ target (section 4.3); a refresh starts again from the first.
 seconds and refreshes it in the background as the host cache does, so that signalling never
 waits for DNS once a target is known; :meth:`ServerLocator.locate` is the off-the-loop lookup
 for the first time (the registrar at start, a CALL target before its INVITE), and
-:meth:`ServerLocator.locate_now` the blocking last resort, which is logged.
+:meth:`ServerLocator.locate_now` the last resort of code that cannot wait: it makes no SRV
+query, and resolves a host it has never seen on the spot (logged).
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ __all__ = [
     "ServerLocator",
     "SrvRecord",
     "dns_srv",
-    "dns_srv_now",
     "order_srv",
     "plan",
 ]
@@ -125,20 +125,17 @@ def order_srv(records: Sequence[SrvRecord], rng: random.Random) -> list[SrvRecor
 
 Target = tuple[str, int, str]  # host, port, transport
 SrvQuery = Callable[[str], Awaitable[list[SrvRecord]]]  # a name -> its records ([]: none)
-SrvQueryNow = Callable[[str], list[SrvRecord]]
 
 
 class ServerLocator:
-    """Destinations of URIs (see the module docstring). ``srv`` and ``srv_now`` look up SRV
-    records (asynchronously / blocking); they return [] for a name without records and raise
-    OSError when DNS fails."""
+    """Destinations of URIs (see the module docstring). ``srv`` looks up SRV records; it
+    returns [] for a name without records (or when DNS fails: see :func:`dns_srv`)."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         hosts: HostCache,
         srv: SrvQuery,
-        srv_now: SrvQueryNow,
         *,
         rng: random.Random | None = None,
         ttl: float = TTL,
@@ -147,7 +144,6 @@ class ServerLocator:
         self._loop = loop
         self.hosts = hosts
         self._srv = srv
-        self._srv_now = srv_now
         self._rng = rng if rng is not None else random.SystemRandom()
         self.ttl = ttl
         self._clock = clock if clock is not None else loop.time
@@ -221,18 +217,12 @@ class ServerLocator:
         task.add_done_callback(self._tasks.discard)
 
     def locate_now(self, uri: SipUri) -> Destination:
-        """The destination of ``uri``, blocking the loop for what is not known yet (the last
-        resort of code that cannot wait; logged by the host cache and here)."""
+        """The destination of ``uri`` for code that cannot wait (a dialog's next hop, a target
+        first seen in a REFER): SRV answers already known are used, but no SRV query is made
+        (it could block for seconds on a name the peer chose): the host's own address is
+        looked up, blocking only if it is not cached (logged by the host cache)."""
         p = plan(uri)
-        target = self._target(p)
-        if target is None:
-            if p.srv:
-                log.info("looking up SRV for %s on the event loop", p.host)
-            targets = self._choose(p, [(name, kind, self._srv_now(name)) for name, kind in p.srv])
-            self._found[p] = (targets, self._clock())
-            self._current[p] = 0
-            target = targets[0]
-        host, port, transport = target
+        host, port, transport = self._target(p) or (p.host, p.port, p.transport)
         return Destination(transport, self.hosts.resolve_now(host), port)
 
     def _target(self, p: Plan) -> Target | None:
@@ -298,15 +288,6 @@ async def dns_srv(name: str) -> list[SrvRecord]:
     """The SRV records of ``name`` ([] when there are none or DNS fails), off the loop."""
     try:
         answer = await dns.asyncresolver.resolve(name, "SRV", lifetime=SRV_TIMEOUT)
-    except dns.exception.DNSException as exc:
-        return _no_records(name, exc)
-    return _records(answer)
-
-
-def dns_srv_now(name: str) -> list[SrvRecord]:
-    """:func:`dns_srv`, blocking."""
-    try:
-        answer = dns.resolver.resolve(name, "SRV", lifetime=SRV_TIMEOUT)
     except dns.exception.DNSException as exc:
         return _no_records(name, exc)
     return _records(answer)

@@ -12,7 +12,9 @@ queue (in order) and goes out when the socket is writable again. Descriptors han
 sent (the receiving process has its own), or when the channel closes.
 
 Receiving reads every waiting message when the socket is readable and hands each one to
-``on_message``; the peer closing its end (exit, crash, kill) calls ``on_closed`` once.
+``on_message``; the peer closing its end (exit, crash, kill) calls ``on_closed`` once, from the
+loop. Descriptors the kernel had to drop (the receiver at its limit of open files) make the
+message arrive without any, which its handler refuses.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ class Channel:
     def _readable(self) -> None:
         while not self.closed:
             try:
-                data, ancillary, _flags, _addr = self._sock.recvmsg(MAX_MESSAGE, _FDS_SPACE)
+                data, ancillary, flags, _addr = self._sock.recvmsg(MAX_MESSAGE, _FDS_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -119,6 +121,10 @@ class Channel:
                 self._lost()
                 return
             fds = _received_fds(ancillary)
+            if flags & socket.MSG_CTRUNC:  # descriptors lost (our limit): the message has none
+                log.error("media channel: descriptors dropped (too many open files?)")
+                _close_fds(fds)
+                fds = []
             if not data:  # end of file: the other end closed
                 _close_fds(fds)
                 self._lost()
@@ -135,10 +141,12 @@ class Channel:
                 log.exception("media channel: handling %r failed", message[:1])
 
     def _lost(self) -> None:
+        """The other end is gone: close, and say so from the loop (never from inside a
+        ``send`` of the caller's)."""
         if self.closed:
             return
         self.close()
-        self._on_closed()
+        self._loop.call_soon(self._on_closed)
 
     def close(self) -> None:
         """Close our end now (queued messages are dropped, their descriptors closed); no

@@ -40,8 +40,8 @@ from collections.abc import Callable
 from typing import Final
 
 from siproc.media.codecs import AudioCodec
-from siproc.media.player import FilePlayer
-from siproc.media.recorder import CallRecorder
+from siproc.media.player import FilePlayer, MediaFileError
+from siproc.media.recorder import CallRecorder, RecordFileError
 from siproc.media.rtcp import RTCP_MIN_INTERVAL
 from siproc.net.media_channel import Channel, Message
 from siproc.net.rtp_socket import DIRECTIONS, RtpStream, bind_rtp_pair
@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 PACK_STREAMS: Final = 50  # streams a worker takes before the next one gets any
 WORKER_START_TIMEOUT: Final = 20.0  # seconds for a worker to import the media stack
 WORKER_EXIT_TIMEOUT: Final = 10.0  # seconds for workers to finish their recordings at close
+CLOSE_TIMEOUT: Final = 10.0  # seconds for a worker to confirm a stream's close
 
 
 class RemoteStream:
@@ -115,14 +116,13 @@ class RemoteStream:
         self._send("configure_rtcp", mux, remote)
 
     def start(self) -> None:
-        if self._closed:
-            raise RuntimeError("RemoteStream.start() after close()")
-        self._send("start")
+        if not self._closed:  # (closed: its worker died; the call is being hung up)
+            self._send("start")
 
     def play(self, path: str) -> None:
         """Check that ``path`` plays (raises MediaFileError with the reason), then play it."""
         if self._closed:
-            raise RuntimeError("RemoteStream.play() after close()")
+            raise MediaFileError(path, "the call has no media any more")
         player = FilePlayer.open(path, self.sample_rate)
         name = player.name
         player.close()
@@ -143,7 +143,7 @@ class RemoteStream:
     def start_recording(self, path: str, stereo: bool = False) -> None:
         """Check that ``path`` can be recorded to (raises RecordFileError), then record."""
         if self._closed:
-            raise RuntimeError("RemoteStream.start_recording() after close()")
+            raise RecordFileError(path, "the call has no media any more")
         CallRecorder.open(path, self.sample_rate, stereo).close()
         self._recording = path
         self._send("record", path, stereo)
@@ -156,7 +156,7 @@ class RemoteStream:
 
     def send_dtmf(self, digits: str) -> None:
         if self._closed:
-            raise RuntimeError("RemoteStream.send_dtmf() after close()")
+            raise ValueError("the call has no media any more")
         if self.telephone_event_pt is None:
             raise ValueError("no telephone-event negotiated with the remote end")
         self._send("dtmf", digits)
@@ -170,12 +170,20 @@ class RemoteStream:
         self._send("sound", verb, device)
 
     def close(self) -> None:
+        """Ask the worker to close the stream; :meth:`when_closed` callbacks run when it has
+        (or after :data:`CLOSE_TIMEOUT`, when a worker that hangs does not answer)."""
         if self._closed:
             return
         self._closed = True
         self._recording = None
         self._playing.clear()
         self._send("close")
+        self._worker.pool.loop.call_later(CLOSE_TIMEOUT, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        if not self._final:
+            log.error("media worker %d did not close stream %d", self._worker.index, self._sid)
+            self.finalize()
 
     def when_closed(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the worker has closed the stream (its recording is final)."""
@@ -208,12 +216,9 @@ class RemoteStream:
 
     def event(self, verb: object, args: list[object]) -> None:
         match verb, args:
-            case "stopped", [str() as name]:
-                for play_id, playing in self._playing.items():  # the oldest of that name
-                    if playing == name:
-                        del self._playing[play_id]
-                        self._emit("stopped", name)
-                        break
+            case "stopped", [int() as play_id, str() as name]:
+                if self._playing.pop(play_id, None) is not None:  # else: STOP said it already
+                    self._emit("stopped", name)
             case "dtmf", [str() as digit]:
                 self._emit("dtmf", digit)
             case "error", [str() as verb_, str() as reason]:
@@ -234,6 +239,8 @@ class RemoteStream:
     def lost(self) -> None:
         """The worker died: the stream is gone. A call still using it hears ``on_lost``."""
         in_use = not self._closed
+        self._playing.clear()
+        self._recording = None
         self.finalize()
         if in_use and self.on_lost is not None:
             self.on_lost()
@@ -274,23 +281,27 @@ class _Worker:
 
     def __init__(self, pool: MediaPool, index: int) -> None:
         self.index = index
-        self._pool = pool
+        self.pool = pool
         ours, theirs = Channel.pair()
         with theirs:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "siproc.net.media_worker",
-                    str(theirs.fileno()),
-                    str(pool.log_level),
-                    str((index % pool.size) / pool.size),  # the workers' ticks take turns
-                    pool.priority,
-                ],
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-            )
+            try:
+                self.process = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "siproc.net.media_worker",
+                        str(theirs.fileno()),
+                        str(pool.log_level),
+                        str((index % pool.size) / pool.size),  # the workers' ticks take turns
+                        pool.priority,
+                    ],
+                    pass_fds=[theirs.fileno()],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                )
+            except OSError:
+                ours.close()
+                raise
         self.streams: dict[int, RemoteStream] = {}
         self.ready = asyncio.Event()
         self.channel = Channel(pool.loop, ours, self._on_message, self._on_closed)
@@ -309,11 +320,16 @@ class _Worker:
             return
         if verb == "closed":
             del self.streams[sid]  # type: ignore[arg-type]
+        elif verb == "error" and args[:1] == ["MEDIA"]:  # the worker could not take it
+            del self.streams[sid]  # type: ignore[arg-type]
+            log.error("media worker %d refused stream %d: %s", self.index, sid, args[1:])
+            stream.lost()
+            return
         stream.event(verb, args)
 
     def _on_closed(self) -> None:
         code = self.process.poll()
-        if self.streams and not self._pool.closing:
+        if self.streams and not self.pool.closing:
             log.error(
                 "media worker %d (pid %d) exited%s: the media of %d call(s) stopped",
                 self.index,
@@ -322,12 +338,15 @@ class _Worker:
                 len(self.streams),
             )
         streams, self.streams = self.streams, {}
-        self._pool.worker_gone(self)
-        for stream in streams.values():
-            if self._pool.closing:
-                stream.finalize()
-            else:
-                stream.lost()
+        self.pool.worker_gone(self)
+        for stream in streams.values():  # each call on its own: one failing stops no other
+            try:
+                if self.pool.closing:
+                    stream.finalize()
+                else:
+                    stream.lost()
+            except Exception:
+                log.exception("ending the media of %r failed", stream)
 
 
 class MediaPool:
@@ -352,6 +371,7 @@ class MediaPool:
         self.closing = False
         self._workers: list[_Worker] = []
         self._gone: collections.deque[_Worker] = collections.deque()
+        self._reapers: set[asyncio.Task[None]] = set()
         self._indexes = itertools.count()
         self._sids = itertools.count(1)
 
@@ -401,15 +421,31 @@ class MediaPool:
         """The first worker with fewer than :data:`PACK_STREAMS` streams, else the least
         loaded: a few calls share one worker (one clock ticking, not one per CPU), many
         spread evenly."""
-        for worker in self._workers:
+        live = [w for w in self._workers if not w.channel.closed]
+        if not live:
+            raise OSError("no media worker is running (they exited; see the log above)")
+        for worker in live:
             if len(worker.streams) < PACK_STREAMS:
                 return worker
-        return min(self._workers, key=lambda w: len(w.streams))
+        return min(live, key=lambda w: len(w.streams))
 
     def worker_gone(self, worker: _Worker) -> None:
+        """A worker's channel closed: take it out of service and reap its process (in the
+        executor: it may take a moment to exit) so that no zombie is left."""
         if worker in self._workers:
             self._workers.remove(worker)
+        if self.closing:
+            return
         self._gone.append(worker)
+
+        async def reap() -> None:
+            await self.loop.run_in_executor(None, worker.process.wait)
+            with contextlib.suppress(ValueError):
+                self._gone.remove(worker)
+
+        task = self.loop.create_task(reap())
+        self._reapers.add(task)
+        task.add_done_callback(self._reapers.discard)
 
     @property
     def streams(self) -> int:

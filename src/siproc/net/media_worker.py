@@ -21,8 +21,9 @@ instance), ``configure_rtcp sid mux remote``, ``start sid``, ``play sid id path`
 id``, ``record sid path stereo``, ``record_stop sid``, ``dtmf sid digits``, ``sound sid verb
 device``, ``close sid``.
 
-worker -> control: ``ready 0`` (once, when it can take streams), ``stopped sid name``,
-``dtmf sid digit``, ``error sid verb reason``, ``play_failed sid id reason``,
+worker -> control: ``ready 0`` (once, when it can take streams),
+``dtmf sid digit``, ``error sid verb reason``, ``play_failed sid id reason``, ``stopped sid id
+name``,
 ``record_failed sid path reason``, ``closed sid stats``.
 
 A worker stops when its channel closes (the control process quit, or died: the worker then
@@ -33,6 +34,7 @@ a terminal sends to the whole process group: the control process decides when ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import importlib.util
 import logging
@@ -52,6 +54,7 @@ from siproc.net.clock import MediaClock
 from siproc.net.media_channel import Channel, Message
 from siproc.net.media_priority import PRIORITIES, OverloadGuard, set_priority
 from siproc.net.rtp_socket import RtpStream
+from siproc.net.rtp_state import RtpStats
 
 __all__ = ["MediaWorker", "main"]
 
@@ -131,12 +134,24 @@ class MediaWorker:
         verb, sid, *args = message
         assert isinstance(sid, int)
         if verb == "open":
-            self._open(sid, fds, *args)
+            self._open(sid, fds, args)
             return
+        for fd in fds:  # only open carries descriptors
+            with contextlib.suppress(OSError):
+                os.close(fd)
         stream = self._streams.get(sid)
-        if stream is None:  # closed (or never opened: a bug)
-            log.debug("media worker: %s for unknown stream %d dropped", verb, sid)
+        if stream is None:  # its open failed (logged): the call still hears it closed
+            if verb == "close":
+                self._send("closed", sid, RtpStats())
             return
+        try:
+            self._command(sid, stream, verb, args)
+        except Exception:  # a bug: log it, keep the worker and the other calls going
+            log.exception("media worker: %s for stream %d failed", verb, sid)
+            if verb == "close":
+                self._send("closed", sid, stream.rtp.stats)
+
+    def _command(self, sid: int, stream: _Stream, verb: object, args: list[object]) -> None:
         rtp = stream.rtp
         match verb, args:
             case "configure", [remote, codec, pt, te_pt, direction, rx_te_pt]:
@@ -183,30 +198,58 @@ class MediaWorker:
             case "close", []:
                 self._close(sid)
             case _:
-                log.error("media worker: malformed message %r dropped", message[:2])
+                log.error("media worker: malformed %r for stream %d dropped", verb, sid)
 
-    def _open(self, sid: int, fds: list[int], host: object, rtcp_interval: object) -> None:
-        if len(fds) != 2 or not isinstance(host, str) or not isinstance(rtcp_interval, float):
-            log.error("media worker: malformed open for stream %d", sid)
-            return
+    def _open(self, sid: int, fds: list[int], args: list[object]) -> None:
+        """A new stream on the two passed sockets. Without them (descriptors lost to the
+        limit: the channel reports a truncated message as no descriptors) the stream is
+        refused, and its call hears it: ``error`` now, ``closed`` when it closes."""
+        match args:
+            case [str() as host, float() as rtcp_interval] if len(fds) == 2:
+                pass
+            case _:
+                for fd in fds:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                log.error("media worker: stream %d came without its sockets; refused", sid)
+                self._send("error", sid, "MEDIA", "the media worker could not take the call")
+                return
         rtp_sock, rtcp_sock = (socket.socket(fileno=fd) for fd in fds)
-        rtp = RtpStream(
-            self._loop,
-            self.clock,
-            rtp_sock,
-            rtcp_sock,
-            host,
-            self._rng,
-            rtcp_interval=rtcp_interval,
-        )
-        rtp.on_stopped = lambda name: self._send("stopped", sid, name)
+        try:
+            rtp = RtpStream(
+                self._loop,
+                self.clock,
+                rtp_sock,
+                rtcp_sock,
+                host,
+                self._rng,
+                rtcp_interval=rtcp_interval,
+            )
+        except Exception:
+            log.exception("media worker: stream %d could not be set up", sid)
+            rtp_sock.close()
+            rtcp_sock.close()
+            self._send("error", sid, "MEDIA", "the media worker could not take the call")
+            return
+        stream = _Stream(rtp)
+        rtp.on_stopped = lambda name: self._stopped(sid, stream, name)
         rtp.on_dtmf = lambda digit: self._send("dtmf", sid, digit)
-        self._streams[sid] = _Stream(rtp)
+        self._streams[sid] = stream
+
+    def _stopped(self, sid: int, stream: _Stream, name: str) -> None:
+        """A file ended by itself: forget its player, tell the control process which one."""
+        for play_id, player in stream.players.items():
+            if player.name == name and player.exhausted:
+                del stream.players[play_id]
+                self._send("stopped", sid, play_id, name)
+                return
 
     def _close(self, sid: int) -> None:
         stream = self._streams.pop(sid)
-        stream.rtp.close()  # finishes the recording and stops the sound-card bridges
-        self._send("closed", sid, stream.rtp.stats)
+        try:
+            stream.rtp.close()  # finishes the recording and stops the sound-card bridges
+        finally:
+            self._send("closed", sid, stream.rtp.stats)
 
     def _sound(self, sid: int, stream: _Stream, verb: str, device: str) -> None:
         """APLAY / ARECORD / ASTOP (net/alsa.py) on this worker's stream."""
@@ -243,9 +286,10 @@ def main(argv: list[str] | None = None) -> int:
             "usage: python -m siproc.net.media_worker FD LOG_LEVEL PHASE PRIORITY (siproc runs it)"
         )
         return 2
-    from siproc.cli import setup_logging
+    from siproc.cli import raise_fd_limit, setup_logging
 
     setup_logging(level, "siproc-media")
+    raise_fd_limit()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
 

@@ -17,6 +17,7 @@ import logging
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from siproc.sip.errors import ParseError, RemoteProtocolError
 from siproc.sip.headers import (
@@ -41,6 +42,7 @@ from siproc.sip.transaction import (
     Send,
     ServerTransaction,
     Timers,
+    TransactionState,
     TransactionTerminated,
     TransactionTimeout,
     client_key,
@@ -303,8 +305,10 @@ class Endpoint:
             raise RemoteProtocolError(400, "Bad Request (malformed Request-URI)") from None
         if not isinstance(uri, SipUri):
             raise RemoteProtocolError(416, "Unsupported URI Scheme")
-        if merge_key is not None and merge_key in self._merge:  # 8.2.2.2: merged requests
-            raise RemoteProtocolError(482, "Loop Detected")
+        if merge_key is not None:  # 8.2.2.2: a copy of a request we are still working on
+            first = self._merge.get(merge_key)
+            if first is not None and first.state in _NOT_ANSWERED:
+                raise RemoteProtocolError(482, "Loop Detected")
         try:  # list headers are split only now: a broken one is the peer's fault
             required = option_tags(request.headers, "Require")
             accept = media_types(request.headers, "Accept")
@@ -456,6 +460,11 @@ def _stamp_via(request: Request, via: Via, source: Destination) -> None:
     rest = split_list(items[index][1])[1:]
     items[index] = ("Via", ", ".join([str(stamped), *rest]))
     request.headers = Headers(items)
+
+
+# Server transactions that have not sent a final response: a merged copy of their request is a
+# loop. Once answered, a copy is more likely a peer's retry or keepalive on a new branch.
+_NOT_ANSWERED: Final = frozenset({TransactionState.TRYING, TransactionState.PROCEEDING})
 
 
 def _merge_key(request: Request, info: MessageInfo) -> tuple[str, str, int, str] | None:

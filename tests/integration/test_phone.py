@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -28,6 +29,7 @@ echo "START outgoing=$SIPROC_OUTGOING uri=$SIPROC_REMOTE_URI id=$SIPROC_REMOTE_I
      "contact=$SIPROC_REMOTE_CONTACT ruri=$SIPROC_REQUEST_URI pw=${SIPROC_PASSWORD-unset}" >> "$log"
 case "$mode" in
   answer) echo RINGING; echo ANSWER ;;
+  answerplay) echo ANSWER ;;
   ring) echo RINGING ;;
   exit) exit 0 ;;
   hangup486) echo "HANGUP 486" ;;
@@ -35,8 +37,8 @@ esac
 while read -r line; do
   echo "EVENT $line" >> "$log"
   case "$line" in
-    CONNECTED) [ "$mode" = play ] && echo "PLAY tone.wav" ;;
-    STOPPED*) [ "$mode" = play ] && echo HANGUP ;;
+    CONNECTED) case "$mode" in play|answerplay) echo "PLAY tone.wav" ;; esac ;;
+    STOPPED*) case "$mode" in play|answerplay) echo HANGUP ;; esac ;;
   esac
 done
 echo "EOF" >> "$log"
@@ -311,6 +313,58 @@ def test_a_refused_tcp_connection_ends_the_call_with_503_at_once(workdir: Path, 
     assert time.monotonic() - started < 5
     assert "Connection refused" in log
     assert alice.proc.poll() is None
+
+
+def test_a_dialog_hop_with_a_host_name_is_located_before_our_bye(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+    """A caller whose Contact names a host (localhost:PORT): siproc locates it off the loop
+    when the INVITE arrives, so its BYE goes out without resolving on the event loop."""
+    bob = phones("bob", "answerplay")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(10)
+        port = sock.getsockname()[1]
+        sdp = (
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {port + 2} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        )
+        head = (
+            f"sip:bob@127.0.0.1:{bob.port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{{branch}};rport\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:caller@localhost>;tag=c1\r\n"
+            f"To: <sip:bob@127.0.0.1:{bob.port}>{{to_tag}}\r\nCall-ID: hop@test\r\n"
+            f"Contact: <sip:caller@localhost:{port}>\r\n"
+        )
+        invite = (
+            "INVITE "
+            + head.format(branch="inv", to_tag="")
+            + (
+                f"CSeq: 1 INVITE\r\nContent-Type: application/sdp\r\n"
+                f"Content-Length: {len(sdp)}\r\n\r\n{sdp}"
+            )
+        )
+        sock.sendto(invite.encode(), ("127.0.0.1", bob.port))
+        while True:
+            text = sock.recvfrom(65535)[0].decode()
+            if text.startswith("SIP/2.0 200"):
+                break
+        to_tag = re.search(r"^To: .*(;tag=[^;\r\n]+)", text, re.M)
+        assert to_tag, text
+        ack = "ACK " + head.format(branch="ack", to_tag=to_tag.group(1))
+        sock.sendto((ack + "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n").encode(),
+                    ("127.0.0.1", bob.port))  # fmt: skip
+        while True:  # bob plays the 1 s tone, then hangs up: its BYE comes to localhost:port
+            data, source = sock.recvfrom(65535)
+            if data.startswith(b"BYE "):
+                break
+        bye = data.decode()
+        reply = "SIP/2.0 200 OK\r\n" + "".join(
+            line + "\r\n"
+            for line in bye.split("\r\n")
+            if line.split(":")[0] in ("Via", "From", "To", "Call-ID", "CSeq")
+        )
+        sock.sendto((reply + "Content-Length: 0\r\n\r\n").encode(), source)
+    wait_file(workdir / "bob.log", r"EVENT DISCONNECTED 200")
+    assert "on the event loop" not in bob.stderr(), bob.stderr()
 
 
 def test_max_calls_refuses_with_486(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]

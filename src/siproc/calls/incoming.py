@@ -52,6 +52,7 @@ class IncomingInvite:
         call.request_uri = request.uri
         call.dialog = Dialog.from_uas(request, call.local_tag)
         call.remote_contact = str(call.dialog.remote_target)
+        call.phone.prelocate(call.dialog.next_hop())  # for our BYE or re-INVITE, off the loop
         if request.body:
             offer = parse_sdp(request.body)
             self._answer = call.make_answer(offer, local_host)

@@ -15,6 +15,7 @@ the call ended with BYE (section 15).
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 from siproc.calls import protocol
@@ -104,6 +105,9 @@ class OutgoingInvite:
         status = response.status
         if status == 100 or call.state not in (CallState.CALLING, CallState.EARLY):
             return
+        if self._sent is not None and call.state is CallState.CALLING:
+            with contextlib.suppress(ParseError, RemoteProtocolError):  # (the 2xx decides)
+                call.phone.prelocate(Dialog.from_uac(self._sent, response).next_hop())
         call._set_state(CallState.EARLY)
         early_media = self._early_media(response)
         if status == 183 or early_media:

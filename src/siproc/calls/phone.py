@@ -15,6 +15,7 @@ BYE/CANCEL/480, every handler its SIGTERM, the account its un-REGISTER, then exi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -113,6 +114,7 @@ class Phone:
         self._stopping = False
         self._done = asyncio.Event()
         self._all_calls_gone = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()  # prelocate() lookups
         self._all_calls_gone.set()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -304,6 +306,20 @@ class Phone:
         Known targets come from the locator's cache; one never seen is looked up on the spot
         (logged)."""
         return self.locator.lookup(uri) or self.locator.locate_now(uri)
+
+    def prelocate(self, uri: SipUri) -> None:
+        """Locate ``uri`` off the loop now, so that the dialog's requests to it need not
+        wait later (a failure shows when the request is sent)."""
+        if self.locator.lookup(uri) is not None:
+            return
+
+        async def locate() -> None:
+            with contextlib.suppress(OSError):
+                await self.locator.locate(uri)
+
+        task = self.loop.create_task(locate())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def outbound_destination(self, uri: SipUri) -> Destination:
         """Out-of-dialog requests go to the registrar when there is one (an outbound proxy)."""

@@ -265,6 +265,7 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         # Deferred work of ticks (MediaClock.defer), oldest first: at most two are pending.
         self._late: collections.deque[tuple[npt.NDArray[np.int16] | None, int, list[FilePlayer]]]
         self._late = collections.deque()
+        self._late_work = self._late_tick  # one bound method, not one per tick
         self._sendto = sock.sendto
         self._recv_rtp = sock.recvfrom_into
         self._recvmsg_rtp = sock.recvmsg_into if _enable_timestamps(sock) else None
@@ -528,7 +529,7 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
             # the files: after the receive phase, so that every stream's packet leaves first
             # (MediaClock.defer).
             self._late.append((frame if sending else None, skipped, finished))
-            if not self._clock.defer(self._late_tick):
+            if not self._clock.defer(self._late_work):
                 self._late_tick(now)
 
     def _late_tick(self, now: float) -> None:

@@ -68,6 +68,7 @@ SIPP_DIR = BENCH_DIR / "sipp"
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.peers import Baresip, free_port  # noqa: E402
+from tests.siproc_proc import children_of  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 PTIME = 0.020  # seconds: 20 ms G.711 frames on both sides
@@ -155,7 +156,7 @@ class Processes:
 
     def stop_all(self) -> None:
         for proc in reversed(self._procs):
-            for child in children_of(proc.pid):  # siproc's handlers lead their own groups
+            for child, _, _ in children_of(proc.pid):  # siproc's handlers lead their own groups
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(child, signal.SIGKILL)
             self.stop(proc, timeout=5)
@@ -190,12 +191,7 @@ def cpu_sample(pid: int) -> CpuSample:
 
 def media_workers_of(pid: int) -> list[int]:
     """siproc's media worker processes (SIPROC_MEDIA_WORKERS): they are part of siproc."""
-    workers = []
-    for child in children_of(pid):
-        with contextlib.suppress(OSError):
-            if b"siproc.net.media_worker" in Path(f"/proc/{child}/cmdline").read_bytes():
-                workers.append(child)
-    return workers
+    return [child for child, _, cmdline in children_of(pid) if b"media_worker" in cmdline]
 
 
 def group_cpu_sample(pids: Sequence[int]) -> CpuSample:
@@ -213,20 +209,6 @@ def status_kib(pid: int, key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     return 0
-
-
-def children_of(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append(int(entry.name))
-    return out
 
 
 def socket_inodes(pid: int) -> set[int]:

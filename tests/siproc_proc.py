@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 READY_RE = re.compile(r"ready on SIP port (\d+)")
@@ -130,20 +130,11 @@ class Siproc:
     def children(self, *, media_workers: bool = False) -> list[tuple[int, str]]:
         """(pid, state) of siproc's child processes (its handlers; with ``media_workers``, its
         media worker processes instead), from /proc."""
-        out = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            worker = b"siproc.net.media_worker" in cmdline
-            if int(fields[1]) == self.proc.pid and worker == media_workers:
-                out.append((int(entry.name), fields[0]))
-        return out
+        return [
+            (pid, state)
+            for pid, state, cmdline in children_of(self.proc.pid)
+            if (b"siproc.net.media_worker" in cmdline) == media_workers
+        ]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -175,3 +166,23 @@ def wait_file(path: Path, pattern: str, timeout: float = 10.0) -> str:
         time.sleep(0.05)
     text = path.read_text(errors="replace") if path.exists() else "<no file>"
     raise AssertionError(f"{path} never matched {pattern!r}; it holds:\n{text}")
+
+
+MakePhone = Callable[..., Siproc]  # the `phones` fixture (tests/integration/conftest.py)
+
+
+def children_of(parent: int) -> list[tuple[int, str, bytes]]:
+    """(pid, state, command line) of the child processes of ``parent``, from /proc."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == parent:
+            out.append((int(entry.name), fields[0], cmdline))
+    return out

@@ -21,7 +21,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -89,21 +89,6 @@ def workdir(tmp_path: Path) -> Path:
     blocker.mkdir()
     (blocker / "alsaaudio.py").write_text(BLOCKER)
     return tmp_path
-
-
-@pytest.fixture
-def phones(workdir: Path) -> Iterator[Callable[..., Siproc]]:
-    started: list[Siproc] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> Siproc:
-        proc = Siproc(workdir / "h.sh", *args, cwd=workdir, env=env)
-        started.append(proc)
-        return proc.wait_ready()
-
-    yield start
-    for proc in started:
-        proc.stop()
-        print(f"--- siproc on port {proc.port} ---\n{proc.stderr()}")
 
 
 def only(codec: str) -> dict[str, str]:

@@ -4,14 +4,13 @@ errors (invalid keys, not connected)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.siproc_proc import Siproc, wait_file, write_handler
+from tests.siproc_proc import MakePhone, wait_file, write_handler
 
 ENDED = r"^(SIGTERM|EOF)$"
 NO_TELEPHONE_EVENT = {"SIPROC_CODEC_PRIORITIES": "telephone-event:0"}
@@ -47,8 +46,6 @@ KEYPAD = {
     for column_hz, key in zip((1209, 1336, 1477, 1633), keys, strict=True)
 }
 
-MakePhone = Callable[..., Siproc]
-
 
 def events(text: str) -> list[str]:
     return [line[6:] for line in text.splitlines() if line.startswith("EVENT ")]
@@ -62,21 +59,6 @@ def dtmf(text: str) -> str:
 def workdir(tmp_path: Path) -> Path:
     write_handler(tmp_path / "h.sh", HANDLER)
     return tmp_path
-
-
-@pytest.fixture
-def phones(workdir: Path) -> Iterator[MakePhone]:
-    started: list[Siproc] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> Siproc:
-        proc = Siproc(workdir / "h.sh", *args, cwd=workdir, env=env)
-        started.append(proc)
-        return proc.wait_ready()
-
-    yield start
-    for proc in started:
-        proc.stop()
-        print(f"--- siproc on port {proc.port} ---\n{proc.stderr()}")
 
 
 def check_answerer(text: str) -> None:

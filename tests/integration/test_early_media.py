@@ -9,14 +9,13 @@ caller both events, in order. PROGRESS where it makes no sense is refused with E
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import soundfile
 
 from tests.audio import dominant_frequency, duration, make_tone, read_mono, rms
-from tests.siproc_proc import Siproc, wait_file, write_handler
+from tests.siproc_proc import MakePhone, wait_file, write_handler
 
 ENDED = r"^(SIGTERM|EOF)$"
 TONE_HZ = 440.0
@@ -55,8 +54,6 @@ done
 echo EOF >> "$log"
 """
 
-MakePhone = Callable[..., Siproc]
-
 
 def events(text: str, *, errors: bool = True) -> list[str]:
     found = [line[6:] for line in text.splitlines() if line.startswith("EVENT ")]
@@ -82,21 +79,6 @@ def workdir(tmp_path: Path) -> Path:
     write_handler(tmp_path / "h.sh", HANDLER)
     make_tone(tmp_path / "tone.wav", TONE_HZ, 1.5)
     return tmp_path
-
-
-@pytest.fixture
-def phones(workdir: Path) -> Iterator[MakePhone]:
-    started: list[Siproc] = []
-
-    def start(*args: str, log_level: int = 4) -> Siproc:
-        proc = Siproc(workdir / "h.sh", *args, cwd=workdir, log_level=log_level)
-        started.append(proc)
-        return proc.wait_ready()
-
-    yield start
-    for proc in started:
-        proc.stop()
-        print(f"--- siproc on port {proc.port} ---\n{proc.stderr()}")
 
 
 def test_progress_and_play_reach_the_caller_before_answer(workdir: Path, phones: MakePhone) -> None:

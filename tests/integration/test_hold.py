@@ -10,7 +10,6 @@ RESUME where they make no sense are refused with ERROR.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import pytest
 import soundfile
 
 from tests.audio import make_tone
-from tests.siproc_proc import Siproc, wait_file, write_handler
+from tests.siproc_proc import MakePhone, wait_file, write_handler
 
 ENDED = r"^(SIGTERM|EOF)$"
 HOLD_AT = 1.0  # seconds after CONNECTED
@@ -55,8 +54,6 @@ done
 echo EOF >> "$log"
 """
 
-MakePhone = Callable[..., Siproc]
-
 
 def events(text: str) -> list[str]:
     return [line[6:] for line in text.splitlines() if line.startswith("EVENT ")]
@@ -68,21 +65,6 @@ def workdir(tmp_path: Path) -> Path:
     make_tone(tmp_path / "a440.wav", 440.0, 10.0)
     make_tone(tmp_path / "b880.wav", 880.0, 10.0)
     return tmp_path
-
-
-@pytest.fixture
-def phones(workdir: Path) -> Iterator[MakePhone]:
-    started: list[Siproc] = []
-
-    def start(*args: str) -> Siproc:
-        proc = Siproc(workdir / "h.sh", *args, cwd=workdir)
-        started.append(proc)
-        return proc.wait_ready()
-
-    yield start
-    for proc in started:
-        proc.stop()
-        print(f"--- siproc on port {proc.port} ---\n{proc.stderr()}")
 
 
 def level(samples: np.ndarray, rate: int, start: float, end: float) -> float:  # type: ignore[type-arg]

@@ -8,13 +8,12 @@ MESSAGE before the call is up is refused with ERROR.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from siproc.calls.protocol import parse_event
-from tests.siproc_proc import Siproc, wait_file, write_handler
+from tests.siproc_proc import MakePhone, wait_file, write_handler
 
 ENDED = r"^(SIGTERM|EOF)$"
 # As bob's handler writes it (escaped): line1 LF line2 CR SP \ SP x, "héllo wörld"
@@ -44,8 +43,6 @@ done
 echo EOF >> "$log"
 """
 
-MakePhone = Callable[..., Siproc]
-
 
 def events(text: str) -> list[str]:
     return [line[6:] for line in text.splitlines() if line.startswith("EVENT ")]
@@ -57,24 +54,9 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.fixture
-def phones(workdir: Path) -> Iterator[MakePhone]:
-    started: list[Siproc] = []
-
-    def start(*args: str) -> Siproc:
-        proc = Siproc(workdir / "h.sh", *args, cwd=workdir, log_level=6)
-        started.append(proc)
-        return proc.wait_ready()
-
-    yield start
-    for proc in started:
-        proc.stop()
-        print(f"--- siproc on port {proc.port} ---\n{proc.stderr()}")
-
-
 def test_message_round_trip_with_escapes(workdir: Path, phones: MakePhone) -> None:
-    bob = phones("bob", "sender", ESCAPED)
-    alice = phones("alice", "replier")
+    bob = phones("bob", "sender", ESCAPED, log_level=6)
+    alice = phones("alice", "replier", log_level=6)
     alice.call(bob.uri("bob"))
 
     alice_events = events(wait_file(workdir / "alice.log", ENDED, timeout=15))

@@ -52,21 +52,6 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.fixture
-def phones(workdir: Path):  # type: ignore[no-untyped-def]
-    started: list[Siproc] = []
-
-    def start(*args: str, **kwargs: object) -> Siproc:
-        proc = Siproc(workdir / "h.sh", *args, cwd=workdir, **kwargs)  # type: ignore[arg-type]
-        started.append(proc)
-        return proc.wait_ready()
-
-    yield start
-    for proc in started:
-        proc.stop()
-        print(f"--- siproc on port {proc.port} ---\n{proc.stderr()}")
-
-
 def test_manual_page_example_between_two_phones(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
     bob = phones("bob", "answer")
     alice = phones("alice", "play")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,21 +58,6 @@ def workdir(tmp_path: Path) -> Path:
     make_tone(tmp_path / "a440.wav", 440.0, TONE_SECONDS)
     make_tone(tmp_path / "b880.wav", 880.0, 5.0)
     return tmp_path
-
-
-@pytest.fixture
-def phones(workdir: Path) -> Iterator[Callable[..., Siproc]]:
-    started: list[Siproc] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> Siproc:
-        proc = Siproc(workdir / "h.sh", *args, cwd=workdir, env=env)
-        started.append(proc)
-        return proc.wait_ready()
-
-    yield start
-    for proc in started:
-        proc.stop()
-        print(f"--- siproc on port {proc.port} ---\n{proc.stderr()}")
 
 
 def dominant(samples: np.ndarray, rate: int) -> float:  # type: ignore[type-arg]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -51,21 +51,6 @@ sleep 10 & wait $!  # siproc's SIGTERM follows the end of stdin: show that it co
 def workdir(tmp_path: Path) -> Path:
     write_handler(tmp_path / "h.sh", HANDLER)
     return tmp_path
-
-
-@pytest.fixture
-def phones(workdir: Path) -> Iterator[Callable[..., Siproc]]:
-    started: list[Siproc] = []
-
-    def start(*args: str) -> Siproc:
-        proc = Siproc(workdir / "h.sh", *args, cwd=workdir)
-        started.append(proc)
-        return proc.wait_ready()
-
-    yield start
-    for proc in started:
-        proc.stop()
-        print(f"--- siproc on port {proc.port} ---\n{proc.stderr()}")
 
 
 def calls_in(text: str) -> dict[str, list[str]]:

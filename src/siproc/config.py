@@ -36,6 +36,14 @@ def default_media_workers() -> int:
 
 DEFAULT_REGISTER_EXPIRES = 600
 DEFAULT_LOG_LEVEL = 3
+DEFAULT_TIMER_T1_MS = 500  # RFC 3261 section 17.1.1.1
+# Flood limits (siproc(1), LIMITS): new incoming calls per source address, handler starts in all.
+DEFAULT_CALL_RATE = 10.0  # per second and source address
+DEFAULT_CALL_BURST = 20
+DEFAULT_SPAWN_RATE = 400.0  # handler starts per second, all calls together
+DEFAULT_RING_TIMEOUT = 120  # seconds an incoming call may ring unanswered (then 480)
+DEFAULT_RTP_TIMEOUT = 0  # seconds without RTP that end a connected call; 0: never
+DEFAULT_MAX_CALL_DURATION = 86400  # seconds; 0: no limit
 
 # SIPROC_LOG_LEVEL 0-6 (0 quietest) onto Python logging levels. 5 adds the transaction and
 # dialog state machines; 6 adds every SIP message in and out (see `SIP_TRACE`).
@@ -63,6 +71,35 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class InboundPolicy:
+    """Who may start something with us outside a dialog (SIPROC_INBOUND, siproc(1) SECURITY).
+
+    ``registrar``: only the registrar's (outbound proxy's) transport addresses, and only for our
+    own user; ``networks`` empty and not ``registrar``: anyone. ``reject``: the status refused
+    requests get (403), or None to drop them silently."""
+
+    registrar: bool
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    reject: int | None
+
+    @property
+    def open(self) -> bool:
+        return not self.registrar and not self.networks
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Flood limits and call timers (siproc(1), LIMITS); rates are per second."""
+
+    call_rate: float  # new incoming calls per source address
+    call_burst: int
+    spawn_rate: float  # handler starts, all calls together
+    ring_timeout: float  # unanswered incoming call -> 480; 0: never
+    rtp_timeout: float  # connected call without RTP -> BYE; 0: never
+    max_call_duration: float  # any call -> hung up; 0: never
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     registrar: SipUri | None
     identity: NameAddr | None  # None: built from the local address at run time
@@ -78,6 +115,17 @@ class Config:
     register_expires: int
     log_level: int
     codecs: tuple[CodecEntry, ...]
+    timer_t1: float = DEFAULT_TIMER_T1_MS / 1000  # seconds
+    inbound: InboundPolicy = InboundPolicy(registrar=False, networks=(), reject=403)
+    accept_refer: tuple[str, ...] | bool = True  # True/False, or glob patterns of targets
+    limits: Limits = Limits(
+        DEFAULT_CALL_RATE,
+        DEFAULT_CALL_BURST,
+        DEFAULT_SPAWN_RATE,
+        DEFAULT_RING_TIMEOUT,
+        DEFAULT_RTP_TIMEOUT,
+        DEFAULT_MAX_CALL_DURATION,
+    )
 
     @property
     def transport(self) -> str:
@@ -141,6 +189,74 @@ def _public_address(env: Mapping[str, str]) -> str | None:
         pass
     raise ConfigError(
         "SIPROC_PUBLIC_ADDRESS", f"must be an IP address or a host name (no port), not {text!r}"
+    )
+
+
+def _inbound(env: Mapping[str, str], registrar: SipUri | None) -> InboundPolicy:
+    name = "SIPROC_INBOUND"
+    text = env.get(name, "").strip().lower() or ("registrar" if registrar else "any")
+    reject_text = env.get("SIPROC_INBOUND_REJECT", "").strip().lower() or "403"
+    if reject_text not in ("403", "drop"):
+        raise ConfigError("SIPROC_INBOUND_REJECT", f"must be 403 or drop, not {reject_text!r}")
+    reject = None if reject_text == "drop" else 403
+    if text == "any":
+        return InboundPolicy(registrar=False, networks=(), reject=reject)
+    if text == "registrar":
+        if registrar is None:
+            raise ConfigError(name, "is registrar, but SIPROC_REGISTRAR_URI is not set")
+        return InboundPolicy(registrar=True, networks=(), reject=reject)
+    networks = []
+    for item in text.split(","):
+        try:
+            networks.append(ipaddress.ip_network(item.strip().strip("[]"), strict=False))
+        except ValueError:
+            raise ConfigError(
+                name,
+                "must be registrar, any, or addresses and networks such as "
+                f"10.0.0.0/8,2001:db8::/32, not {item.strip()!r}",
+            ) from None
+    return InboundPolicy(registrar=False, networks=tuple(networks), reject=reject)
+
+
+def _accept_refer(env: Mapping[str, str]) -> tuple[str, ...] | bool:
+    """yes, no, or comma-separated glob patterns of the Refer-To targets we follow."""
+    text = env.get("SIPROC_ACCEPT_REFER", "").strip()
+    if text.lower() in ("", "yes"):
+        return True
+    if text.lower() == "no":
+        return False
+    patterns = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not patterns or any(not p.lower().startswith(("sip:", "sips:", "*")) for p in patterns):
+        raise ConfigError(
+            "SIPROC_ACCEPT_REFER",
+            f"must be yes, no, or patterns such as sip:*@pbx.example.com, not {text!r}",
+        )
+    return patterns
+
+
+def _rate(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text) if len(text) <= 12 else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:  # also false for nan
+        raise ConfigError(name, f"must be a number from {low:g} to {high:g}, not {text!r}")
+    return value
+
+
+def _limits(env: Mapping[str, str]) -> Limits:
+    return Limits(
+        call_rate=_rate(env, "SIPROC_CALL_RATE", DEFAULT_CALL_RATE, 0.01, 100_000),
+        call_burst=_int(env, "SIPROC_CALL_BURST", DEFAULT_CALL_BURST, 1, 100_000),
+        spawn_rate=_rate(env, "SIPROC_SPAWN_RATE", DEFAULT_SPAWN_RATE, 0.1, 100_000),
+        ring_timeout=_int(env, "SIPROC_RING_TIMEOUT", DEFAULT_RING_TIMEOUT, 0, 86400),
+        rtp_timeout=_int(env, "SIPROC_RTP_TIMEOUT", DEFAULT_RTP_TIMEOUT, 0, 86400),
+        max_call_duration=_int(
+            env, "SIPROC_MAX_CALL_DURATION", DEFAULT_MAX_CALL_DURATION, 0, 31_536_000
+        ),
     )
 
 
@@ -226,4 +342,8 @@ def load_config(env: Mapping[str, str]) -> Config:
         register_expires=_int(env, "SIPROC_REGISTER_EXPIRES", DEFAULT_REGISTER_EXPIRES, 60, 86400),
         log_level=_int(env, "SIPROC_LOG_LEVEL", DEFAULT_LOG_LEVEL, 0, 6),
         codecs=codecs,
+        timer_t1=_int(env, "SIPROC_TIMER_T1", DEFAULT_TIMER_T1_MS, 50, 5000) / 1000,
+        inbound=_inbound(env, registrar),
+        accept_refer=_accept_refer(env),
+        limits=_limits(env),
     )

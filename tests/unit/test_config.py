@@ -358,3 +358,75 @@ def test_a_bad_media_priority_names_the_variable_and_the_choices() -> None:
     exc = error({"SIPROC_MEDIA_PRIORITY": "urgent"})
     assert exc.variable == "SIPROC_MEDIA_PRIORITY"
     assert "realtime, high, normal" in str(exc) and "'urgent'" in str(exc)
+
+
+# --- inbound policy, REFER, limits, T1 (siproc(1) SECURITY and LIMITS) ------------------------
+
+
+def test_inbound_defaults_follow_the_registrar() -> None:
+    assert load_config({}).inbound.open
+    policy = load_config(REGISTRAR).inbound
+    assert policy.registrar and not policy.open and policy.reject == 403
+
+
+def test_inbound_networks_and_drop() -> None:
+    config = load_config(
+        {"SIPROC_INBOUND": "10.0.0.0/8, 2001:db8::/32,192.0.2.7", "SIPROC_INBOUND_REJECT": "drop"}
+    )
+    assert [str(n) for n in config.inbound.networks] == [
+        "10.0.0.0/8",
+        "2001:db8::/32",
+        "192.0.2.7/32",
+    ]
+    assert config.inbound.reject is None
+    assert load_config({**REGISTRAR, "SIPROC_INBOUND": "any"}).inbound.open
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "fragment"),
+    [
+        ({"SIPROC_INBOUND": "10.0.0.0/33"}, "SIPROC_INBOUND", "'10.0.0.0/33'"),
+        ({"SIPROC_INBOUND": "everyone"}, "SIPROC_INBOUND", "registrar, any"),
+        ({"SIPROC_INBOUND": "registrar"}, "SIPROC_INBOUND", "SIPROC_REGISTRAR_URI is not set"),
+        ({"SIPROC_INBOUND_REJECT": "404"}, "SIPROC_INBOUND_REJECT", "403 or drop"),
+        ({"SIPROC_ACCEPT_REFER": "maybe"}, "SIPROC_ACCEPT_REFER", "yes, no, or patterns"),
+        ({"SIPROC_CALL_RATE": "fast"}, "SIPROC_CALL_RATE", "'fast'"),
+        ({"SIPROC_CALL_RATE": "nan"}, "SIPROC_CALL_RATE", "from 0.01"),
+        ({"SIPROC_CALL_BURST": "0"}, "SIPROC_CALL_BURST", "from 1"),
+        ({"SIPROC_SPAWN_RATE": "-1"}, "SIPROC_SPAWN_RATE", "'-1'"),
+        ({"SIPROC_RING_TIMEOUT": "2m"}, "SIPROC_RING_TIMEOUT", "whole number"),
+        ({"SIPROC_MAX_CALL_DURATION": "1e9"}, "SIPROC_MAX_CALL_DURATION", "whole number"),
+        ({"SIPROC_TIMER_T1": "10"}, "SIPROC_TIMER_T1", "from 50 to 5000"),
+    ],
+)
+def test_policy_and_limit_errors_name_the_variable(
+    env: dict[str, str], variable: str, fragment: str
+) -> None:
+    assert_error(env, variable, fragment)
+
+
+def test_accept_refer() -> None:
+    assert load_config({}).accept_refer is True
+    assert load_config({"SIPROC_ACCEPT_REFER": "No"}).accept_refer is False
+    patterns = load_config({"SIPROC_ACCEPT_REFER": "sip:*@pbx.example.com, sip:1??@*"})
+    assert patterns.accept_refer == ("sip:*@pbx.example.com", "sip:1??@*")
+
+
+def test_limits_and_t1() -> None:
+    config = load_config({})
+    assert (config.limits.call_rate, config.limits.call_burst) == (10.0, 20)
+    assert config.limits.ring_timeout == 120 and config.limits.rtp_timeout == 0
+    assert config.limits.max_call_duration == 86400 and config.timer_t1 == 0.5
+    config = load_config(
+        {
+            "SIPROC_CALL_RATE": "2.5",
+            "SIPROC_CALL_BURST": "3",
+            "SIPROC_SPAWN_RATE": "50",
+            "SIPROC_RING_TIMEOUT": "0",
+            "SIPROC_MAX_CALL_DURATION": "3600",
+            "SIPROC_TIMER_T1": "100",
+        }
+    )
+    assert (config.limits.call_rate, config.limits.call_burst) == (2.5, 3)
+    assert config.limits.spawn_rate == 50 and config.limits.ring_timeout == 0
+    assert config.limits.max_call_duration == 3600 and config.timer_t1 == 0.1

@@ -163,6 +163,19 @@ class ServerLocator:
         address = self.hosts.lookup(host)
         return None if address is None else Destination(transport, address, port)
 
+    def known_destinations(self, uri: SipUri) -> list[Destination]:
+        """Every destination ``uri`` is known to resolve to (all its SRV targets whose address
+        is cached); never blocks. The inbound policy accepts requests from these."""
+        p = plan(uri)
+        found = self._found.get(p)
+        targets = found[0] if found is not None else [(p.host, p.port, p.transport)]
+        out = []
+        for host, port, transport in targets:
+            address = self.hosts.lookup(host)
+            if address is not None:
+                out.append(Destination(transport, address, port))
+        return out
+
     async def locate(self, uri: SipUri) -> Destination:
         """The destination of ``uri``, looked up off the loop. Raises OSError naming what could
         not be found."""

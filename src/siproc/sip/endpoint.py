@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -56,6 +56,24 @@ from siproc.sip.uri import SipUri, format_host, parse_uri, split_list
 log = logging.getLogger(__name__)
 
 ACCEPTED_BODIES = ("application/sdp",)
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """What an admission gate (:attr:`Endpoint.admit`) says of a request it will not take:
+    answer it statelessly with ``status`` (RFC 3261 section 8.2.7), or drop it (None)."""
+
+    status: int | None
+    reason: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.status is not None and not 300 <= self.status <= 699:
+            raise ValueError(f"a refusal needs a final non-2xx status, not {self.status}")
+
+
+#: The admission gate: (request, its info, its source, now) -> None to take it, else a Refuse.
+Admit = Callable[[Request, MessageInfo, Destination, float], "Refuse | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +157,10 @@ class Endpoint:
         self._seq = 0
         self.dropped = 0  # messages dropped as unparseable or unwanted
         self.trace: bool = False  # log every message in and out (SIPROC_LOG_LEVEL 6)
+        # Asked for each new request outside a dialog (but ACK and CANCEL) before a transaction
+        # is made for it, so that a flood of refused requests costs no state and no
+        # retransmissions (an attacker with forged sources gets one response per request).
+        self.admit: Admit | None = None
 
     # -- identifiers ----------------------------------------------------------------------------
 
@@ -262,6 +284,20 @@ class Endpoint:
             return self._track(existing, to_dialog)
         if existing is not None:  # a retransmission
             return self._track(existing, existing.on_request(request, now))
+        if self.admit is not None and not info.to.tag and request.method != "CANCEL":
+            refusal = self.admit(request, info, source, now)
+            if refusal is not None:
+                self.dropped += 1
+                if refusal.status is None:
+                    return []
+                response = make_response(
+                    request,
+                    refusal.status,
+                    refusal.reason,
+                    to_tag=self.new_token(),
+                    headers=list(refusal.headers),
+                )
+                return [self._send_stateless_response(response, info.top_via, source)]
         merge_key = _merge_key(request, info)
         self._check_request(request, info, merge_key)
         reply_to = reply_destination(info.top_via, source)

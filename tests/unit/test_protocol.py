@@ -42,6 +42,7 @@ from siproc.calls.protocol import (
     overlong_line_error,
     parse_command,
     parse_event,
+    safe_value,
     unescape_text,
 )
 
@@ -249,6 +250,11 @@ def test_command_error_always_makes_an_error_event() -> None:
         ("a\\b", "a\\\\b"),
         ("\\n", "\\\\n"),
         ("\r\n", "\\r\\n"),
+        ("a\x00b", "a\\x00b"),
+        ("\x1b[31m", "\\x1b[31m"),
+        ("\x7f\x85", "\\x7f\\x85"),
+        ("\u2028", "\\u2028"),
+        ("café", "café"),
     ],
 )
 def test_escape(raw: str, escaped: str) -> None:
@@ -276,9 +282,17 @@ def test_unescape_keeps_unknown_sequences(escaped: str, raw: str) -> None:
 @given(st.text())
 def test_escape_round_trip(text: str) -> None:
     escaped = escape_text(text)
-    assert "\n" not in escaped
-    assert "\r" not in escaped
+    assert len(escaped.splitlines()) <= 1
+    assert all(c.isprintable() or c == " " or ord(c) > 0x9F for c in escaped)
     assert unescape_text(escaped) == text
+
+
+@given(st.text())
+def test_safe_value_has_no_control_characters(text: str) -> None:
+    value = safe_value(text)
+    assert len(value.splitlines()) <= 1
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value)
+    assert safe_value("a\\b\x00") == "a\\b\\x00"  # backslashes stay as they are
 
 
 @given(st.text())

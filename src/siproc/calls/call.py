@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ParamSpec, Protocol
 
 from siproc.calls import commands, protocol, transfer
 from siproc.calls.call_state import ALLOW, TRANSITIONS, CallState, reason_phrase
@@ -85,6 +85,7 @@ HANDLER_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 # a read loop sees why the call ended even if it does not trap SIGTERM.
 TERM_DELAY = 0.2
 WARN_REFUSED = 5  # refused handler commands logged one by one; after that at 10, 100, 1000...
+P = ParamSpec("P")
 
 
 class PhoneServices(Protocol):
@@ -120,7 +121,10 @@ class PhoneServices(Protocol):
     def timer_t2(self) -> float: ...
     def auth_session(self) -> DigestSession | None: ...
     def expand_target(self, text: str) -> NameAddr: ...
-    def place_referred_call(self, target: SipUri, referred_by: str) -> Call | None: ...
+    def place_referred_call(
+        self, target: SipUri, referred_by: str, on_placed: Callable[[Call | None], None]
+    ) -> None: ...
+    def refer_allowed(self, target: SipUri) -> bool: ...
 
 
 class Call:
@@ -144,11 +148,11 @@ class Call:
         self.remote = remote
         self.local_tag = local_tag
         self.stream = stream
-        stream.on_stopped = lambda file: self.event(protocol.Stopped(file))
-        stream.on_dtmf = lambda digit: self.event(protocol.DtmfReceived(digit))
+        stream.on_stopped = self.guard(lambda file: self.event(protocol.Stopped(file)))
+        stream.on_dtmf = self.guard(lambda digit: self.event(protocol.DtmfReceived(digit)))
         if not isinstance(stream, RtpStream):  # a media worker's: errors found late
-            stream.on_error = self.report_error
-            stream.on_lost = self._media_lost
+            stream.on_error = self.guard(self.report_error)
+            stream.on_lost = self.guard(self._media_lost)
         self.state = CallState.INCOMING if not outgoing else CallState.CALLING
         self.dialog: Dialog | None = None
         self.handler: HandlerProcess | None = None
@@ -161,6 +165,8 @@ class Call:
         self.end_status: int | None = None
         self.media_closed = False  # the stream is closed and its recording final
         self._refused = 0
+        self._aborting = False
+        self._limit_timers: list[asyncio.TimerHandle] = []  # ring, duration and RTP limits
         self.end_reason = ""
         self._auth: DigestSession | None = None  # the INVITE's, shared by in-dialog requests
         # the side of the INVITE we play (calls/outgoing.py, calls/incoming.py)
@@ -191,6 +197,8 @@ class Call:
             raise RuntimeError(f"call {self.call_id}: illegal {self.state.value} -> {new.value}")
         self.log.debug("%s -> %s", self.state.value, new.value)
         self.state = new
+        if new is CallState.ENDED:
+            self._cancel_limits()
         self.phone.call_changed(self)
         if self.on_state_change is not None:
             self.on_state_change(self)
@@ -229,10 +237,10 @@ class Call:
             self.phone.handler_argv,
             env,
             None,
-            lambda line: commands.on_handler_line(self, line),
-            self._on_handler_exit,
+            self.guard(lambda line: commands.on_handler_line(self, line)),
+            self.guard(self._on_handler_exit),
             self.log,
-            on_overlong_line=self._on_overlong_line,
+            on_overlong_line=self.guard(self._on_overlong_line),
         )
         self.log.info("handler started (pid %d)", self.handler.pid)
         if self.media_closed:  # the call ended while the handler was starting (early CANCEL)
@@ -258,6 +266,42 @@ class Call:
     def _on_overlong_line(self, head: str) -> None:
         err = protocol.overlong_line_error(head)
         self.report_error(err.command, err.reason)
+
+    # -- limits (siproc(1), LIMITS) -------------------------------------------------------------
+
+    def start_limits(self, ring_timeout: float, max_duration: float) -> None:
+        """Arm the call's limits: an incoming call unanswered after ``ring_timeout`` seconds
+        gets 480 (RFC 3261 section 21.4.18); any call is hung up after ``max_duration``
+        seconds. 0 turns a limit off."""
+        if ring_timeout and not self.outgoing:
+            self._limit_timers.append(self.later(ring_timeout, self._ring_timeout))
+        if max_duration:
+            self._limit_timers.append(self.later(max_duration, self._too_long))
+
+    def _cancel_limits(self) -> None:
+        for timer in self._limit_timers:
+            timer.cancel()
+        self._limit_timers.clear()
+
+    def _ring_timeout(self) -> None:
+        if self.state in (CallState.INCOMING, CallState.EARLY_MEDIA):
+            self.log.info("not answered in time: 480")
+            assert self.uas is not None
+            self.uas.respond(480, "Temporarily Unavailable (no answer)")
+            self.finish(480, "no answer")
+
+    def _too_long(self) -> None:
+        reason = "maximum call duration"
+        self.log.info("hanging up: %s reached", reason)
+        match self.state:
+            case CallState.CONNECTED:
+                self.send_bye(reason)
+            case CallState.INCOMING | CallState.EARLY_MEDIA:
+                assert self.uas is not None
+                self.uas.respond(480, "Temporarily Unavailable")
+                self.finish(480, reason)
+            case _:
+                self.hangup(None)
 
     def _on_handler_exit(self, returncode: int) -> None:
         self.handler_done = True
@@ -293,6 +337,70 @@ class Call:
                 self.send_bye()
             case _:
                 pass
+
+    def guard(self, fn: Callable[P, object]) -> Callable[P, None]:
+        """``fn`` as an entry point into this call (a timer, a media or handler callback): what
+        it raises unexpectedly ends the call cleanly (:meth:`abort`) instead of wedging it."""
+
+        def run(*args: P.args, **kwargs: P.kwargs) -> None:
+            try:
+                fn(*args, **kwargs)
+            except Exception as exc:
+                self.abort(exc)
+
+        return run
+
+    def later(self, delay: float, fn: Callable[[], object]) -> asyncio.TimerHandle:
+        """``loop.call_later`` for the call's own timers, guarded (:meth:`guard`)."""
+        return self.phone.loop.call_later(delay, self.guard(fn))
+
+    def abort(self, exc: BaseException, status: int = 500) -> None:
+        """Something unexpected happened in this call (a bug, or peer input that got past the
+        parsers): log it with its traceback and end the call from whatever state it is in,
+        so that the far end gets its final response or BYE, the stream and its ports close,
+        the handler gets DISCONNECTED and SIGTERM, and the slot is free again. If even the
+        polite ending fails, the call is ended locally at once."""
+        self.log.error(
+            "ending the call after an unexpected error: %s: %s",
+            type(exc).__name__,
+            str(exc)[:200],
+            exc_info=exc,
+        )
+        if self._aborting or self.ended:
+            return self._force_end(status, "internal error")
+        self._aborting = True
+        try:
+            if self.state in (CallState.ANSWERING, CallState.CONNECTED):
+                self.send_bye("internal error")
+            elif self.state in (CallState.CANCELLING, CallState.TERMINATING):
+                pass  # on its way out already; the guard timer below makes sure
+            else:
+                self.hangup(status)
+        except Exception as again:
+            self.log.error("could not end the call politely (%s): ending it here", again)
+            return self._force_end(status, "internal error")
+        # Whatever the far end does now, the call is over within 64*T1.
+        self.phone.loop.call_later(
+            64 * self.phone.timer_t1, lambda: self._force_end(status, "internal error")
+        )
+        return None
+
+    def _force_end(self, status: int, reason: str) -> None:
+        """End the call here and now, without any more SIP: the last resort of :meth:`abort`."""
+        try:
+            if not self.ended:
+                self.state = CallState.TERMINATING  # bypass the table: anything goes to ENDED
+                self.finish(status, reason)
+        except Exception:
+            self.log.exception("ending the call failed; closing its media and handler")
+            self.state = CallState.ENDED
+            self._cancel_limits()
+            self.end_status, self.end_reason = status, reason
+            self.stream.close()
+            self.media_closed = True
+            if self.handler is not None and not self.handler_done:
+                self.handler.terminate(HANDLER_GRACE)
+            self.phone.call_finished(self)
 
     def finish(self, status: int, reason: str) -> None:
         """The SIP side is over: stop media, tell and stop the handler."""
@@ -358,7 +466,11 @@ class Call:
         if self.dialog is None:
             return self.finish(200, reason)
         bye = self.dialog.create_request("BYE")
-        destination = self.phone.destination_for(self.dialog.next_hop())
+        try:
+            destination = self.phone.destination_for(self.dialog.next_hop())
+        except OSError as exc:  # a Contact whose name does not resolve (yet)
+            self.log.warning("BYE not sent: %s", exc)
+            return self.finish(503, f"{reason} (the far end is unreachable: {exc})")
         self.stream.close()
         self._set_state(CallState.TERMINATING)
 

@@ -109,7 +109,7 @@ class IncomingInvite:
             serialize(response),
             self._tx.reply_to,
             keep_going=lambda: call.state is CallState.ANSWERING,
-            give_up=self._no_ack,
+            give_up=call.guard(self._no_ack),
         )
 
     def _no_ack(self) -> None:

@@ -25,7 +25,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from siproc import __version__
 from siproc.calls import protocol
@@ -33,10 +33,11 @@ from siproc.calls.account import Account
 from siproc.calls.call import ALLOW, Call, CallState
 from siproc.calls.control import ControlError, Dial, Quit, parse_control_line
 from siproc.calls.handler import HandlerSpawnError
+from siproc.calls.inbound import RateTable, TokenBucket, admits, refer_allowed
 from siproc.config import SIP_TRACE_LEVEL, Config
 from siproc.media.codecs.catalog import enabled_codecs, telephone_event_spec
 from siproc.net.clock import MediaClock
-from siproc.net.hosts import HostCache
+from siproc.net.hosts import HostCache, ip_literal
 from siproc.net.locate import ServerLocator, dns_srv
 from siproc.net.media_pool import MediaPool, MediaStream
 from siproc.net.rtp_socket import RtpStream
@@ -48,11 +49,12 @@ from siproc.sip.endpoint import (
     AckFor2xx,
     Endpoint,
     Output,
+    Refuse,
     RequestReceived,
     StrayResponse,
 )
 from siproc.sip.errors import ParseError, RemoteProtocolError
-from siproc.sip.headers import make_response
+from siproc.sip.headers import MessageInfo, make_response
 from siproc.sip.message import Message, Request, Response
 from siproc.sip.registration import RegistrationState
 from siproc.sip.transaction import (
@@ -86,11 +88,12 @@ class Phone:
         self.base_env.pop("SIPROC_PASSWORD", None)  # never handed to handlers
         self.loop = asyncio.get_running_loop()
         self.rng = random.SystemRandom()
-        self.timers = Timers()
+        self.timers = Timers(t1=config.timer_t1)
         self.endpoint = Endpoint(
             allow=[m.strip() for m in ALLOW.split(",")], timers=self.timers, user_agent=USER_AGENT
         )
         self.endpoint.trace = config.log_level >= SIP_TRACE_LEVEL
+        self.endpoint.admit = self._admit
         self.transport = SipTransport(self.loop, self._on_datagram, self._on_stream_message, log)
         self.transport.on_transport_error = self._on_transport_error
         self.clock = MediaClock(self.loop)  # the media of calls when there are no workers
@@ -115,6 +118,12 @@ class Phone:
         self._done = asyncio.Event()
         self._all_calls_gone = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()  # prelocate() lookups
+        # Flood limits (calls/inbound.py): new calls per source address, handler starts
+        limits = config.limits
+        self._call_rates = RateTable(limits.call_rate, limits.call_burst)
+        self._spawns = TokenBucket(limits.spawn_rate, max(1.0, limits.spawn_rate), self.loop.time())
+        self._refused_inbound = 0  # requests SIPROC_INBOUND refused (logged at powers of ten)
+        self._flood_refused = 0  # INVITEs refused by the flood limits (likewise)
         self._all_calls_gone.set()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -224,9 +233,22 @@ class Phone:
         for item in outputs:
             try:
                 self._dispatch(item)
-            except Exception:
-                log.exception("internal error handling %s", type(item).__name__)
+            except Exception as exc:
+                call = self._call_of(item)
+                if call is None:
+                    log.exception("internal error handling %s", type(item).__name__)
+                else:  # whatever went wrong inside a call ends that call, cleanly
+                    call.abort(exc)
         self._rearm()
+
+    def _call_of(self, item: Output) -> Call | None:
+        """The call that an endpoint output is about (by Call-ID), if any."""
+        match item:
+            case RequestReceived(info=info) | AckFor2xx(info=info) | StrayResponse(info=info):
+                return self._by_call_id.get(info.call_id)
+            case ResponseReceived(transaction=tx) | TransactionTimeout(transaction=tx):
+                return self._by_call_id.get(tx.request.headers.get("Call-ID") or "")
+        return None
 
     def _dispatch(self, item: Output) -> None:
         match item:
@@ -302,10 +324,18 @@ class Phone:
         self._process(self.endpoint.respond(tx, response, self.loop.time()))
 
     def destination_for(self, uri: SipUri) -> Destination:
-        """Where to send a request for `uri` (RFC 3263 section 4: SRV, then A/AAAA; no NAPTR).
-        Known targets come from the locator's cache; one never seen is looked up on the spot
-        (logged)."""
-        return self.locator.lookup(uri) or self.locator.locate_now(uri)
+        """Where to send a request for `uri` (RFC 3263 section 4: SRV, then A/AAAA; no NAPTR),
+        from the locator's cache: a name is never looked up on the event loop, because it may
+        be one a peer chose (a Contact, a Record-Route), and a slow DNS answer would stall every
+        call. A name not found yet raises OSError and is looked up in the background; the names
+        of a dialog are looked up as soon as it is created (`prelocate`)."""
+        found = self.locator.lookup(uri)
+        if found is not None:
+            return found
+        if ip_literal(uri.host) is None:
+            self.prelocate(uri)
+            raise OSError(f"{uri.host!r} is not resolved (yet)")
+        return self.locator.locate_now(uri)  # a literal: nothing to look up
 
     def prelocate(self, uri: SipUri) -> None:
         """Locate ``uri`` off the loop now, so that the dialog's requests to it need not
@@ -378,23 +408,26 @@ class Phone:
         env = dict(self.base_env)
         remote = call.remote.without_params("tag")
         user = remote.uri.user if isinstance(remote.uri, SipUri) else None
+        # Every value may come from the network: control characters are escaped (safe_value),
+        # and the user part keeps what must not reach a file name escaped (file_safe_user).
+        safe = protocol.safe_value
         env.update(
-            SIPROC_REMOTE_URI=str(remote.uri),
-            SIPROC_REMOTE_ID=str(remote),
-            SIPROC_REMOTE_CONTACT=call.remote_contact,
+            SIPROC_REMOTE_URI=safe(str(remote.uri)),
+            SIPROC_REMOTE_ID=safe(str(remote)),
+            SIPROC_REMOTE_CONTACT=safe(call.remote_contact),
             SIPROC_OUTGOING="y" if call.outgoing else "n",
-            SIPROC_CALL_ID=call.call_id,
-            SIPROC_LOCAL_URI=str(call.local.uri),
-            SIPROC_REQUEST_URI=call.request_uri,
-            SIPROC_REMOTE_DISPLAY_NAME=remote.display_name or "",
-            SIPROC_REMOTE_USER=unquote(user or ""),
+            SIPROC_CALL_ID=safe(call.call_id),
+            SIPROC_LOCAL_URI=safe(str(call.local.uri)),
+            SIPROC_REQUEST_URI=safe(call.request_uri),
+            SIPROC_REMOTE_DISPLAY_NAME=safe(remote.display_name or ""),
+            SIPROC_REMOTE_USER=file_safe_user(user or ""),
         )
         if call.referred_by:  # a call placed because of a REFER (calls/transfer.py)
-            env["SIPROC_REFERRED_BY"] = call.referred_by
+            env["SIPROC_REFERRED_BY"] = safe(call.referred_by)
         if call.invite is not None and not call.outgoing:
             for name, value in call.invite.headers:
                 if name.lower().startswith("x-"):
-                    env[header_variable(name)] = value
+                    env[header_variable(name)] = safe(value)
         return env
 
     def call_changed(self, call: Call) -> None:
@@ -487,10 +520,33 @@ class Phone:
             return
         self._dial(target, headers, what)
 
-    def place_referred_call(self, target: SipUri, referred_by: str) -> Call | None:
+    def place_referred_call(
+        self, target: SipUri, referred_by: str, on_placed: Callable[[Call | None], None]
+    ) -> None:
         """The new call of a transfer (an accepted REFER, RFC 3515): placed like `CALL`, its
-        handler gets SIPROC_REFERRED_BY. None when it cannot be placed."""
-        return self._dial(NameAddr(target), (), f"REFER to {target}", referred_by=referred_by)
+        handler gets SIPROC_REFERRED_BY; ``on_placed`` gets it, or None when it cannot be
+        placed. A target named by the peer is located off the loop first."""
+        what = f"REFER to {target}"
+        route = self.config.registrar or target
+        if self.locator.lookup(route) is not None:
+            on_placed(self._dial(NameAddr(target), (), what, referred_by=referred_by))
+            return
+
+        async def locate_and_dial() -> None:
+            try:
+                await self.locator.locate(route)
+            except OSError as exc:
+                log.warning("%s: %s", what, exc)
+                on_placed(None)
+                return
+            on_placed(self._dial(NameAddr(target), (), what, referred_by=referred_by))
+
+        task = self.loop.create_task(locate_and_dial())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def refer_allowed(self, target: SipUri) -> bool:
+        return refer_allowed(self.config.accept_refer, target)
 
     def _dial(
         self,
@@ -534,6 +590,7 @@ class Phone:
         call.request_uri = str(uri)
         call.referred_by = referred_by
         self._add_call(call)
+        call.start_limits(0, self.config.limits.max_call_duration)
         self.loop.create_task(self._start_outgoing(call, uri, destination, headers))
         return call
 
@@ -544,17 +601,21 @@ class Phone:
         destination: Destination,
         headers: tuple[tuple[str, str], ...],
     ) -> None:
+        wait = self._spawns.wait(self.loop.time())
+        if wait:  # SIPROC_SPAWN_RATE: our own CALLs queue rather than fail
+            await asyncio.sleep(wait)
+        self._spawns.take(self.loop.time())
         try:
             await call.spawn_handler()
-        except HandlerSpawnError as exc:
-            log.error("cannot start the handler: %s", exc)
-            call.stream.close()
+        except Exception as exc:
+            log.error("cannot start the handler: %s", _spawn_failure(exc))
             call.handler_done = True
+            call.stream.close()
             call._set_state(CallState.ENDED)
             self.call_finished(call)
             return
         call.log.info("calling %s", uri)
-        call.start_outgoing(uri, destination, headers)
+        call.guard(call.start_outgoing)(uri, destination, headers)
 
     # -- incoming requests ----------------------------------------------------------------------
 
@@ -628,12 +689,65 @@ class Phone:
                     ),
                 )
 
+    def _admit(
+        self, request: Request, info: MessageInfo, source: Destination, now: float
+    ) -> Refuse | None:
+        """The endpoint's admission gate for new requests outside a dialog (sip/endpoint.py):
+        SIPROC_INBOUND for all but OPTIONS, then the flood limits for INVITE (SIPROC_CALL_RATE
+        and SIPROC_CALL_BURST per source address, SIPROC_SPAWN_RATE for all). What is refused
+        here is answered statelessly, or dropped, and never reaches a handler; the warnings are
+        rate-limited (the first few, then at each power of ten)."""
+        policy = self.config.inbound
+        if request.method != "OPTIONS" and not policy.open:
+            registrar = self.config.registrar
+            own_users = [u for u in (self._own_user(), self._contact_user()) if u is not None]
+            why = admits(
+                policy,
+                source,
+                request_user=_uri_user(request.uri),
+                registrars=self.locator.known_destinations(registrar) if registrar else (),
+                own_users=own_users,
+            )
+            if why is not None:
+                self._refused_inbound += 1
+                if _worth_logging(self._refused_inbound):
+                    log.warning(
+                        "refused %s from %s:%d (SIPROC_INBOUND): %s (%d refused so far)",
+                        request.method,
+                        source.host,
+                        source.port,
+                        why,
+                        self._refused_inbound,
+                    )
+                return Refuse(policy.reject, "Forbidden")
+        if request.method != "INVITE" or self._stopping:
+            return None
+        if self._call_rates.take(source.host, now) and self._spawns.take(now):
+            return None
+        self._flood_refused += 1
+        if _worth_logging(self._flood_refused):
+            log.warning(
+                "refusing call from %s: too many new calls (%d refused so far)",
+                source.host,
+                self._flood_refused,
+            )
+        retry = self._call_rates.retry_after(source.host, now)
+        return Refuse(503, "Service Unavailable (too many calls)", (("Retry-After", str(retry)),))
+
+    def _own_user(self) -> str | None:
+        uri = self.identity().uri
+        return uri.user if isinstance(uri, SipUri) else None
+
+    def _contact_user(self) -> str | None:
+        reg = self.account.registration
+        return reg.contact.user if reg is not None else None
+
     def _on_invite(self, event: RequestReceived) -> None:
         request, info, tx = event.request, event.info, event.transaction
         tag = self.new_token()
         if self._stopping or len(self.calls) >= self.config.max_calls:
             status, reason = (503, "Service Unavailable") if self._stopping else (486, "Busy Here")
-            log.warning("refusing call from %s: %d %s", info.from_.uri, status, reason)
+            log.warning("refusing call from %s: %d %s", _quoted(info.from_.uri), status, reason)
             self.respond(tx, make_response(request, status, reason, to_tag=tag))
             return
         try:
@@ -653,25 +767,28 @@ class Phone:
         )
         try:
             call.start_incoming(request, tx, event.local_host)
-        except (SdpError, OfferAnswerError, RemoteProtocolError, ParseError) as exc:
-            status = getattr(exc, "status", 488 if not isinstance(exc, ParseError) else 400)
-            if isinstance(exc, SdpError):
-                status = 400
-            log.warning("refusing call from %s: %s", info.from_.uri, exc)
+        except Exception as exc:
+            status = _refusal_status(exc)
+            if status == 500:
+                log.exception("refusing call from %s: internal error", _quoted(info.from_.uri))
+            else:
+                log.warning("refusing call from %s: %s", _quoted(info.from_.uri), exc)
             stream.close()
             self.respond(tx, make_response(request, status, _short_reason(status, exc), to_tag=tag))
             return
         self._add_call(call)
         self._by_invite_tx[tx] = call
         self.call_changed(call)
-        call.log.info("incoming call from %s", info.from_)
+        limits = self.config.limits
+        call.start_limits(limits.ring_timeout, limits.max_call_duration)
+        call.log.info("incoming call from %s", _quoted(info.from_))
         self.loop.create_task(self._start_incoming_handler(call))
 
     async def _start_incoming_handler(self, call: Call) -> None:
         try:
             await call.spawn_handler()
-        except HandlerSpawnError as exc:
-            log.error("cannot start the handler: %s", exc)
+        except Exception as exc:
+            log.error("cannot start the handler: %s", _spawn_failure(exc))
             call.handler_done = True
             if call.state is CallState.INCOMING:
                 assert call.uas is not None
@@ -679,9 +796,59 @@ class Phone:
             call.finish(500, "handler failed to start")
 
 
+#: What stays percent-escaped in SIPROC_REMOTE_USER: control characters (C0, DEL, C1), the
+#: Unicode line separators, the path separators, and the escape character itself.
+_UNSAFE_IN_USER = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029/\\%]")
+
+
+def file_safe_user(user: str) -> str:
+    """The user part of a URI for SIPROC_REMOTE_USER: percent-escapes decoded (``%2B49`` ->
+    ``+49``, ``caf%C3%A9`` -> ``café``) except for control characters, ``/``, ``\\`` and
+    ``%``, which are (or stay) escaped, so that a handler may put it into a file name; ``.``
+    and ``..`` become ``%2E`` and ``%2E%2E``."""
+    out = _UNSAFE_IN_USER.sub(lambda m: quote(m.group(), safe=""), unquote(user, errors="replace"))
+    return "%2E" * len(out) if out in (".", "..") else out
+
+
 def header_variable(name: str) -> str:
     """SIPROC_HEADER_X_FOO_BAR for a header X-Foo.Bar: upper case, other characters as _."""
     return "SIPROC_HEADER_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def _worth_logging(count: int) -> bool:
+    """Log the first few of a repeated warning, then the 10th, 100th, 1000th..."""
+    return count <= 5 or str(count).rstrip("0") == "1"
+
+
+def _refusal_status(exc: Exception) -> int:
+    """The final response to an INVITE whose offer or headers we cannot take: the status a
+    RemoteProtocolError carries; 400 for a malformed message or SDP; 488 for an offer we
+    cannot answer (RFC 3261 section 21.4.26); 500 for our own bugs."""
+    if isinstance(exc, RemoteProtocolError):
+        return exc.status
+    if isinstance(exc, SdpError | ParseError):
+        return 400
+    if isinstance(exc, OfferAnswerError):
+        return 488
+    return 500
+
+
+def _spawn_failure(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, HandlerSpawnError) else f"{type(exc).__name__}: {exc}"
+
+
+def _quoted(value: object) -> str:
+    """Peer text for a log line, with anything that could forge a line escaped."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def _uri_user(text: str) -> str | None:
+    try:
+        uri = parse_uri(text)
+    except ParseError:
+        return None
+    return uri.user if isinstance(uri, SipUri) else None
 
 
 def _as_sip(uri: object) -> SipUri:

@@ -77,6 +77,7 @@ __all__ = [
     "overlong_line_error",
     "parse_command",
     "parse_event",
+    "safe_value",
     "unescape_text",
 ]
 
@@ -102,28 +103,57 @@ _HANGUP_STATUS_MAX = 699
 
 
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
-_ESCAPE_RE = re.compile(r"[\\\n\r]")
+# Besides the backslash: every C0 and C1 control character, DEL, and the Unicode line and
+# paragraph separators (which some line readers split on, Python's str.splitlines among them).
+_ESCAPE_RE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _UNESCAPES = {"\\": "\\", "n": "\n", "r": "\r"}
-_UNESCAPE_RE = re.compile(r"\\([\\nr])")
+_UNESCAPE_RE = re.compile(r"\\(?:([\\nr])|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4}))")
+
+
+def _escape_code(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    return _ESCAPES.get(match.group()) or _escape_code(match)
+
+
+def _unescape_one(match: re.Match[str]) -> str:
+    simple, byte, wide = match.groups()
+    if simple is not None:
+        return _UNESCAPES[simple]
+    return chr(int(byte or wide, 16))
 
 
 def escape_text(text: str) -> str:
-    """Escape free text for one event line: ``\\`` -> ``\\\\``, LF -> ``\\n``, CR -> ``\\r``.
+    """Escape free text for one event line: ``\\`` -> ``\\\\``, LF -> ``\\n``, CR ->
+    ``\\r``, any other control character (C0, DEL, C1) -> ``\\xNN`` and U+2028/U+2029 ->
+    ``\\uNNNN``.
 
-    The result contains no CR or LF. ``unescape_text(escape_text(s)) == s`` for every string.
+    The result contains no control character and no line break of any kind.
+    ``unescape_text(escape_text(s)) == s`` for every string.
     """
-    return _ESCAPE_RE.sub(lambda m: _ESCAPES[m.group()], text)
+    return _ESCAPE_RE.sub(_escape_one, text)
 
 
 def unescape_text(text: str) -> str:
-    """Undo :func:`escape_text`: ``\\\\`` -> ``\\``, ``\\n`` -> LF, ``\\r`` -> CR.
+    """Undo :func:`escape_text`: ``\\\\`` -> ``\\``, ``\\n`` -> LF, ``\\r`` -> CR,
+    ``\\xNN`` and ``\\uNNNN`` -> that character.
 
     Sequences are read left to right. Any other backslash is kept literally, so ``\\q`` stays
     ``\\q`` and a trailing lone ``\\`` stays; a handler never gets an error for a stray backslash.
     """
     if "\\" not in text:
         return text
-    return _UNESCAPE_RE.sub(lambda m: _UNESCAPES[m.group(1)], text)
+    return _UNESCAPE_RE.sub(_unescape_one, text)
+
+
+def safe_value(text: str) -> str:
+    """A value from the network made safe for a handler's environment: control characters
+    (C0 with NUL, LF and CR, DEL, C1) and U+2028/U+2029 as ``\\xNN``/``\\uNNNN``; backslashes
+    stay as they are (unlike :func:`escape_text`, this is not meant to be undone)."""
+    return _ESCAPE_RE.sub(lambda m: m.group() if m.group() == "\\" else _escape_code(m), text)
 
 
 # --------------------------------------------------------------------------------------------

@@ -179,7 +179,7 @@ class SessionUpdates:
                 low, high = GLARE_OWNER_DELAY if call.outgoing else GLARE_OTHER_DELAY
                 delay = round(random.uniform(low, high), 2)  # units of 10 ms (section 14.1)
                 call.log.info("re-INVITE crossed the far end's (491): again in %.2f s", delay)
-                self._retry = call.phone.loop.call_later(delay, self._on_retry)
+                self._retry = call.later(delay, self._on_retry)
                 return None
             return self._failed(verb, status, response.reason)
         try:
@@ -251,7 +251,7 @@ class SessionUpdates:
                 serialize(response),
                 tx.reply_to,
                 keep_going=lambda: not self.call.ended,
-                give_up=self._no_ack,
+                give_up=self.call.guard(self._no_ack),
             ),
         )
         if negotiated is not None:

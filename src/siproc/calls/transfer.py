@@ -144,7 +144,7 @@ class Transferor:
         """(Re)start the wait for the next NOTIFY: each NOTIFY shows the transfer is alive."""
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self.call.phone.loop.call_later(NOTIFY_WAIT, self._on_timeout)
+        self._timer = self.call.later(NOTIFY_WAIT, self._on_timeout)
 
     def _on_timeout(self) -> None:
         self._timer = None
@@ -267,7 +267,15 @@ class Transferee:
 
     def start(self) -> None:
         self._notify(Sipfrag(100, "Trying"), active())
-        new_call = self.call.phone.place_referred_call(self.target, self.referred_by)
+        self.call.phone.place_referred_call(
+            self.target, self.referred_by, self.call.guard(self._placed)
+        )
+
+    def _placed(self, new_call: Call | None) -> None:
+        if self.done:
+            if new_call is not None:  # the transfer ended while the target was looked up
+                new_call.hangup(None)
+            return
         if new_call is None:
             self._notify(Sipfrag(503, "Service Unavailable"), terminated())
             return
@@ -286,7 +294,7 @@ class Transferee:
                 self._notify(Sipfrag(180, "Ringing"), active())
             case CallState.CONNECTED:
                 self._notify(Sipfrag(200, "OK"), terminated())
-                self.call.phone.loop.call_later(OLD_CALL_BYE_WAIT, self._end_old_call)
+                self.call.later(OLD_CALL_BYE_WAIT, self._end_old_call)
             case CallState.ENDED:
                 status = new_call.end_status or 500
                 if status < 300:  # ended before it connected, yet no failure status
@@ -360,6 +368,8 @@ def on_refer(call: Call, request: Request, tx: ServerTransaction) -> None:
         target = refer_target(request.headers)
     except RemoteProtocolError as exc:
         return refuse(exc.status, exc.reason)
+    if not call.phone.refer_allowed(target):  # SIPROC_ACCEPT_REFER
+        return refuse(403, "Forbidden (transfer target not allowed)")
     referred_by = str(call.remote.uri)
     value = request.headers.get("Referred-By")
     if value:

@@ -678,6 +678,19 @@ a=rtpmap:96 telephone-event/8000
     assert neg.receive_telephone_events == {}  # so in-band detection, not 96 as events
 
 
+def test_unusable_telephone_event_lines_are_left_out() -> None:
+    # A clock rate of 0, and an rtpmap for a type the m= line does not list: no exception.
+    offer = offer_with("""
+m=audio 7078 RTP/AVP 0 98 101
+a=rtpmap:98 telephone-event/0
+a=rtpmap:200 telephone-event/8000
+a=rtpmap:101 telephone-event/8000
+""")
+    ans, neg = answer(offer)
+    assert ans.media[0].formats == ["0", "101"]
+    assert neg.receive_telephone_events == {101: 8000}
+
+
 def test_offer_telephone_events_one_per_codec_clock() -> None:
     assert offer_telephone_events([PCMU, PCMA], TE) == [TE]
     assert offer_telephone_events([OPUS, PCMU], None) == []

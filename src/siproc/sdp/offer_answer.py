@@ -289,7 +289,9 @@ def answer_offer(
     """Answer ``offer`` (RFC 3264 section 6): one audio stream, one codec.
 
     ``codecs`` is our priority order. The first acceptable audio m-line is taken; every other
-    m-line is answered with port 0 in the same position. ``hold`` puts the remote on hold (we
+    m-line is answered with port 0 in the same position. With ``telephone_event``, every
+    telephone-event the offer lists is answered with the offer's number and clock rate, the one
+    we send with (:func:`choose_telephone_event`) first. ``hold`` puts the remote on hold (we
     stop receiving: sendonly or inactive, RFC 3264 section 8.4). Raises
     :class:`OfferAnswerError` (status 488) when no audio stream has a common codec.
     """
@@ -323,7 +325,7 @@ def answer_offer(
     remote_receives = offer_dir in ("sendrecv", "recvonly") and remote_ip not in _UNSPECIFIED
     our_dir = _direction_from(send=remote_receives, receive=remote_sends and not hold)
     mux = rtcp_mux and offered.has_attribute("rtcp-mux")
-    events = _telephone_events(offered, codec.payload_type) if telephone_event else {}
+    events = _telephone_events(offered, codec.payload_type) if telephone_event is not None else {}
     event = choose_telephone_event(events, codec.clock_rate)
     # The chosen one first, then the others the offer has, each at the offer's own clock rate
     # (RFC 3264 section 6.1): a phone may send its events on any of them.
@@ -408,11 +410,12 @@ def _offered(media: MediaDescription) -> str:
 
 def _telephone_events(media: MediaDescription, *audio_pts: int | None) -> dict[int, int]:
     """Payload type -> clock rate of each telephone-event format of ``media``, in its order
-    (RFC 4733 section 7.1.1); a number that carries the audio (in either SDP) is left out."""
+    (RFC 4733 section 7.1.1); a number that carries the audio (in either SDP) is left out, and
+    so is a clock rate of 0. (The SDP parser refuses payload types beyond 127 in m= lines.)"""
     return {
         pt: clock
         for pt, (encoding, clock, _) in _formats(media)
-        if encoding.lower() == _TELEPHONE_EVENT and pt not in audio_pts
+        if encoding.lower() == _TELEPHONE_EVENT and pt not in audio_pts and clock > 0
     }
 
 

@@ -28,6 +28,7 @@ HOST = "127.0.0.1"
 PORTS = (42000, 43999)
 RATE = 8000
 EVENT_PT = 101
+WIDE_EVENT_PT = 99  # telephone-event/48000, also negotiated
 
 
 def _tone(path: Path, freq: float, seconds: float) -> Path:
@@ -78,14 +79,14 @@ class Peer:
             self.drain()
             await asyncio.sleep(0.02)
 
-    def send_digit(self, port: int, event: int) -> None:
+    def send_digit(self, port: int, event: int, pt: int = EVENT_PT) -> None:
         """One RFC 4733 event: start, two updates, three end packets (same timestamp)."""
         ts = 160 * self.seq
         for n, (end, duration) in enumerate(
             [(0, 160), (0, 320), (0, 480), (1, 640), (1, 640), (1, 640)]
         ):
             payload = struct.pack("!BBH", event, (end << 7) | 10, duration)
-            self.sock.sendto(_rtp(EVENT_PT, self.seq, ts, payload, n == 0), (HOST, port))
+            self.sock.sendto(_rtp(pt, self.seq, ts, payload, n == 0), (HOST, port))
             self.seq += 1
 
     def close(self) -> None:
@@ -126,7 +127,8 @@ def _configure(stream: RemoteStream, peer: Peer) -> None:
         0,
         EVENT_PT,
         "sendrecv",
-        receive_telephone_event_pt=EVENT_PT,
+        telephone_event_rate=8000,
+        receive_telephone_events={EVENT_PT: 8000, WIDE_EVENT_PT: 48000},
     )
     stream.configure_rtcp(mux=False)
 
@@ -150,7 +152,8 @@ def test_a_worker_plays_records_reports_dtmf_and_the_figures(tmp_path: Path) -> 
         assert stream.playing == [str(tone)]
         await peer.send_tone(stream.local_port, 440, 1.0)
         peer.send_digit(stream.local_port, 5)
-        await _until(lambda: digits == ["5"])
+        peer.send_digit(stream.local_port, 11, WIDE_EVENT_PT)  # the worker knows both types
+        await _until(lambda: digits == ["5", "#"])
         await _until(lambda: stopped == [str(tone)])
         assert stream.playing == []
         await _closed(stream)

@@ -297,6 +297,36 @@ def test_receiver_long_event_segments_are_one_key_press() -> None:
     assert receiver.on_packet(0xFFFF + 4000 + 480, pack_event(5, False, 10, 160)) == "5"
 
 
+def test_receiver_segments_continue_only_at_the_same_clock_rate() -> None:
+    # An unfinished 5 at 8000 Hz (duration 800), then a 5 whose timestamp is 800 later but on
+    # a 48000 Hz payload type: its units are not those of the first, so it is a new press.
+    receiver = DtmfReceiver()
+    assert receiver.on_packet(0, pack_event(5, False, 10, 800), 1, 8000) == "5"
+    assert receiver.on_packet(800, pack_event(5, False, 10, 960), 1, 48000) == "5"
+    # The same at one clock rate is a segment of one long press (RFC 4733 section 2.5.2.3).
+    receiver = DtmfReceiver()
+    assert receiver.on_packet(0, pack_event(5, False, 10, 4800), 1, 48000) == "5"
+    assert receiver.on_packet(4800, pack_event(5, False, 10, 960), 1, 48000) is None
+
+
+def test_sender_counts_durations_at_the_event_clock_rate() -> None:
+    # Opus (48000 Hz timestamps, 960 per 20 ms) with telephone-event/8000: 100 ms is 800.
+    sender = DtmfSender()
+    sender.set_clocks(8000, 48000)
+    sender.queue("9")
+    packets = [p for _, p in run_sender(sender, 96000, 11, 960) if p is not None]
+    assert [parse_event(p.payload).duration for p in packets] == [160, 320, 480, 640, 800] + [
+        800
+    ] * 3
+    assert {p.timestamp for p in packets} == {96000}  # the stream's timestamp of the start
+    sender.set_clocks(48000, 48000)
+    sender.queue("9")
+    packets = [p for _, p in run_sender(sender, 0, 11, 960) if p is not None]
+    assert [parse_event(p.payload).duration for p in packets][:5] == [960, 1920, 2880, 3840, 4800]
+    with pytest.raises(ValueError, match="clock rates"):
+        sender.set_clocks(0, 8000)
+
+
 def test_receiver_ignores_garbage_and_other_events() -> None:
     receiver = DtmfReceiver()
     assert receiver.on_packet(0, b"\x01\x0a") is None
@@ -596,7 +626,12 @@ def test_stream_reports_received_events_once(loop: asyncio.AbstractEventLoop) ->
     stream.on_dtmf = got.append
     # We send with the remote's 101; the remote sends with our 96 (RFC 3264 allows both).
     stream.configure(
-        ("127.0.0.1", 4000), get_codec("PCMU"), 0, 101, "sendrecv", receive_telephone_event_pt=96
+        ("127.0.0.1", 4000),
+        get_codec("PCMU"),
+        0,
+        101,
+        "sendrecv",
+        receive_telephone_events={96: 8000},
     )
     src = ("127.0.0.1", 5000)
     seq = 0
@@ -647,3 +682,93 @@ def test_stream_detects_in_band_tones_only_without_telephone_event(
     stream.datagram_received(rtp_packet(101, 1, 0, pack_event(1, False, 10, 160)), src)
     assert "handler gone" in caplog.text
     stream.close()
+
+
+#: The telephone-events of the answer to a WebRTC-style offer (issue 8 item 9).
+THREE_RATES = {99: 48000, 100: 16000, 101: 8000}
+
+
+def test_stream_receives_events_on_every_negotiated_type(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    stream = open_stream(loop)
+    got: list[str] = []
+    stream.on_dtmf = got.append
+    stream.configure(
+        ("127.0.0.1", 4000),
+        get_codec("PCMU"),
+        0,
+        101,
+        "sendrecv",
+        telephone_event_rate=8000,
+        receive_telephone_events=THREE_RATES,
+    )
+    src = ("127.0.0.1", 5000)
+    seq = 0
+    for pt, digit, start in [(99, "1", 48000), (100, "2", 16000), (101, "3", 8000)]:
+        clock = THREE_RATES[pt]
+        for end, ms in [(False, 20), (False, 40), (True, 60), (True, 60)]:
+            seq += 1  # all packets of one event carry its start timestamp (section 2.3.1)
+            payload = pack_event(int(digit), end, 10, clock * ms // 1000)
+            stream.datagram_received(rtp_packet(pt, seq, start, payload), src)
+    assert got == ["1", "2", "3"]
+    assert stream.stats.packets_ignored == 0
+    # A payload type nobody negotiated is not taken for events.
+    stream.datagram_received(rtp_packet(98, seq + 1, 1, pack_event(4, False, 10, 160)), src)
+    assert got == ["1", "2", "3"] and stream.stats.packets_ignored == 1
+    stream.close()
+
+
+def test_stream_never_takes_its_audio_type_for_events(
+    loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = open_stream(loop)
+    got: list[str] = []
+    stream.on_dtmf = got.append
+    stream.configure(
+        ("127.0.0.1", 4000),
+        get_codec("PCMU"),
+        0,
+        101,
+        "sendrecv",
+        receive_telephone_events={0: 8000, 101: 8000},
+    )
+    src = ("127.0.0.1", 5000)
+    stream.datagram_received(rtp_packet(0, 1, 0, pack_event(4, False, 10, 160)), src)
+    assert got == []
+    stream.close()
+    with pytest.raises(ValueError, match="invalid telephone-event"):
+        open_stream(loop).configure(
+            ("127.0.0.1", 4000),
+            get_codec("PCMU"),
+            0,
+            101,
+            "sendrecv",
+            receive_telephone_events={200: 8000},
+        )
+    with pytest.raises(ValueError, match="clock rate"):
+        open_stream(loop).configure(
+            ("127.0.0.1", 4000), get_codec("PCMU"), 0, 101, "sendrecv", telephone_event_rate=0
+        )
+
+
+def test_stream_sends_events_at_the_negotiated_clock_rate(
+    loop: asyncio.AbstractEventLoop, peer: socket.socket
+) -> None:
+    # Opus with telephone-event/8000 (an answerer without 48 kHz events): durations in 8 kHz
+    # units; with telephone-event/48000 (the default: the codec's clock) in 48 kHz units.
+    durations = {}
+    for rate in (8000, None):
+        stream = open_stream(loop)
+        stream.configure(
+            peer.getsockname(), get_codec("opus"), 111, 101, "sendrecv", telephone_event_rate=rate
+        )
+        stream.send_dtmf("7")
+        for n in range(8):
+            stream.tick(n * 0.02)
+        packets = receive_all(peer, 8)
+        stream.close()
+        assert {h.payload_type for h, _ in packets} == {101}
+        durations[rate] = [parse_event(p).duration for _, p in packets]
+    assert durations[8000] == [160, 320, 480, 640, 800, 800, 800, 800]
+    assert durations[None] == [960, 1920, 2880, 3840, 4800, 4800, 4800, 4800]

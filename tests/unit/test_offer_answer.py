@@ -12,6 +12,8 @@ from siproc.sdp.offer_answer import (
     accept_answer,
     answer_offer,
     build_offer,
+    choose_telephone_event,
+    offer_telephone_events,
 )
 
 PCMU = CodecSpec("PCMU", 8000, 1, 0)
@@ -78,6 +80,8 @@ def test_answer_baresip_offer() -> None:
         ptime=20,
         local_payload_type=0,
         local_telephone_event_pt=101,
+        telephone_event_rate=8000,
+        receive_telephone_events={101: 8000},
     )
     assert ans.serialize() == (
         b"v=0\r\n"
@@ -128,11 +132,19 @@ a=ptime:30
     ans, neg = answer(offer)
     assert neg.codec == PCMU
     assert neg.telephone_event_pt == 100
+    assert neg.telephone_event_rate == 8000
     assert neg.ptime == 30
     media = ans.media[0]
-    assert media.formats == ["0", "100"]
-    assert rtpmap(media) == {0: ("PCMU", 8000, 1), 100: ("telephone-event", 8000, 1)}
-    assert fmtp(media) == {100: "0-16"}
+    # The chosen one first; every telephone-event keeps the offer's own clock rate.
+    assert media.formats == ["0", "100", "101", "99"]
+    assert rtpmap(media) == {
+        0: ("PCMU", 8000, 1),
+        100: ("telephone-event", 8000, 1),
+        101: ("telephone-event", 48000, 1),
+        99: ("telephone-event", 16000, 1),
+    }
+    assert fmtp(media) == {100: "0-16", 101: "0-16", 99: "0-16"}
+    assert neg.receive_telephone_events == {101: 48000, 99: 16000, 100: 8000}
 
 
 def test_answer_telephone_event_follows_the_codec_clock() -> None:
@@ -325,13 +337,15 @@ def test_build_offer() -> None:
         b"s=-\r\n"
         b"c=IN IP4 127.0.0.1\r\n"
         b"t=0 0\r\n"
-        b"m=audio 4000 RTP/AVP 0 8 96 101\r\n"
+        b"m=audio 4000 RTP/AVP 0 8 96 101 102\r\n"
         b"a=rtpmap:0 PCMU/8000\r\n"
         b"a=rtpmap:8 PCMA/8000\r\n"
         b"a=rtpmap:96 opus/48000/2\r\n"
         b"a=fmtp:96 useinbandfec=1\r\n"
         b"a=rtpmap:101 telephone-event/8000\r\n"
         b"a=fmtp:101 0-16\r\n"
+        b"a=rtpmap:102 telephone-event/48000\r\n"
+        b"a=fmtp:102 0-16\r\n"
         b"a=ptime:20\r\n"
         b"a=rtcp-mux\r\n"
         b"a=sendrecv\r\n"
@@ -436,6 +450,8 @@ a=ptime:30
         ptime=30,
         local_payload_type=8,
         local_telephone_event_pt=101,
+        telephone_event_rate=8000,
+        receive_telephone_events={101: 8000},
     )
 
 
@@ -591,3 +607,167 @@ def test_accept_answer_rejected_stream_without_a_common_codec() -> None:
     neg = accept_answer(offer, sdp(offer_with("m=audio 0 RTP/AVP 0")), [PCMU])
     assert neg.rejected
     assert neg.codec == PCMA  # the first format we offered
+
+
+# ------------------------------------------------------ telephone-event at several clock rates
+
+#: A WebRTC-style offer (issue 8 item 9): Opus 111 and telephone-event at three clock rates.
+THREE_RATE_OFFER = offer_with("""
+m=audio 7078 RTP/AVP 111 0 99 100 101
+a=rtpmap:111 opus/48000/2
+a=fmtp:111 minptime=10;useinbandfec=1
+a=rtpmap:0 PCMU/8000
+a=rtpmap:99 telephone-event/48000
+a=rtpmap:100 telephone-event/16000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-16
+""")
+
+
+def test_three_rate_offer_answered_with_the_offers_own_rtpmaps() -> None:
+    ans, neg = answer(THREE_RATE_OFFER, [OPUS, PCMU])
+    assert neg.codec.payload_type == 111
+    # We send with the one at Opus' RTP clock (RFC 4733 section 2.1), at its own rate.
+    assert (neg.telephone_event_pt, neg.telephone_event_rate) == (99, 48000)
+    assert neg.local_telephone_event_pt == 99
+    assert neg.receive_telephone_events == {99: 48000, 100: 16000, 101: 8000}
+    text = ans.serialize().decode()
+    assert "m=audio 40000 RTP/AVP 111 99 100 101\r\n" in text
+    assert "a=rtpmap:99 telephone-event/48000\r\n" in text
+    assert "a=rtpmap:100 telephone-event/16000\r\n" in text
+    assert "a=rtpmap:101 telephone-event/8000\r\n" in text
+    assert "a=rtpmap:99 telephone-event/8000" not in text  # the bug of issue 8 item 9
+    # Every payload type of the answer means in it what it meant in the offer.
+    offered = rtpmap(sdp(THREE_RATE_OFFER).media[0])
+    for pt, encoding in rtpmap(ans.media[0]).items():
+        assert offered[pt][:2] == encoding[:2]
+
+
+def test_three_rate_offer_with_pcmu_chosen_sends_on_the_8000_one() -> None:
+    ans, neg = answer(THREE_RATE_OFFER, [PCMU])
+    assert neg.codec == PCMU
+    assert (neg.telephone_event_pt, neg.telephone_event_rate) == (101, 8000)
+    assert ans.media[0].formats == ["0", "101", "99", "100"]
+    assert rtpmap(ans.media[0])[101] == ("telephone-event", 8000, 1)
+
+
+def test_telephone_event_without_a_matching_rate() -> None:
+    # Only 16 kHz events with an 8 kHz codec: the one offered, at its own rate.
+    ans, neg = answer(offer_with("m=audio 7078 RTP/AVP 0 98\na=rtpmap:98 telephone-event/16000"))
+    assert (neg.telephone_event_pt, neg.telephone_event_rate) == (98, 16000)
+    assert rtpmap(ans.media[0])[98] == ("telephone-event", 16000, 1)
+    assert choose_telephone_event({97: 16000, 98: 32000}, 48000) == (97, 16000)
+    assert choose_telephone_event({97: 16000, 98: 8000}, 48000) == (98, 8000)
+    assert choose_telephone_event({}, 8000) is None
+
+
+def test_telephone_event_on_our_audio_number_is_not_received_as_events() -> None:
+    # The answerer renumbers Opus to 111 and puts telephone-event on our Opus number 96:
+    # audio the remote sends with our 96 must not be taken for events.
+    offer = our_offer(codecs=[OPUS, PCMU])
+    ans = sdp(
+        offer_with("""
+m=audio 10062 RTP/AVP 111 96
+a=rtpmap:111 opus/48000/2
+a=rtpmap:96 telephone-event/8000
+""")
+    )
+    neg = accept_answer(offer, ans, [OPUS, PCMU])
+    assert neg.local_payload_type == 96
+    assert neg.telephone_event_pt is None  # nothing left of the answer's
+    assert neg.receive_telephone_events == {}  # so in-band detection, not 96 as events
+
+
+def test_unusable_telephone_event_lines_are_left_out() -> None:
+    # A clock rate of 0, and an rtpmap for a type the m= line does not list: no exception.
+    offer = offer_with("""
+m=audio 7078 RTP/AVP 0 98 101
+a=rtpmap:98 telephone-event/0
+a=rtpmap:200 telephone-event/8000
+a=rtpmap:101 telephone-event/8000
+""")
+    ans, neg = answer(offer)
+    assert ans.media[0].formats == ["0", "101"]
+    assert neg.receive_telephone_events == {101: 8000}
+
+
+def test_offer_telephone_events_one_per_codec_clock() -> None:
+    assert offer_telephone_events([PCMU, PCMA], TE) == [TE]
+    assert offer_telephone_events([OPUS, PCMU], None) == []
+    opus_102 = CodecSpec("opus", 48000, 2, 102)
+    events = offer_telephone_events([opus_102, G722, PCMU], TE)
+    assert [(e.payload_type, e.clock_rate) for e in events] == [(101, 8000), (103, 48000)]
+    assert all(e.fmtp == TE.fmtp for e in events)
+    crowded = [CodecSpec(f"X{pt}", 16000, 1, pt) for pt in range(96, 128) if pt != 101]
+    assert offer_telephone_events(crowded, TE) == [TE]  # no number left: 8000 only
+
+
+def test_round_trip_with_opus_when_we_offer() -> None:
+    offer = our_offer(codecs=[OPUS, PCMU])
+    assert rtpmap(offer.media[0])[102] == ("telephone-event", 48000, 1)
+    ans, answerer_view = answer_offer(
+        parse_sdp(offer.serialize()),
+        address="127.0.0.2",
+        port=5000,
+        codecs=[OPUS, PCMU],
+        session_id=9,
+        session_version=9,
+        telephone_event=TE,
+    )
+    assert (answerer_view.telephone_event_pt, answerer_view.telephone_event_rate) == (102, 48000)
+    view = accept_answer(offer, parse_sdp(ans.serialize()), [OPUS, PCMU])
+    assert view.codec.payload_type == 96
+    assert (view.telephone_event_pt, view.telephone_event_rate) == (102, 48000)
+    assert view.local_telephone_event_pt == 102
+    assert view.receive_telephone_events == {102: 48000, 101: 8000}
+    # The same offer answered PCMU: the 8000 Hz one, both ways.
+    ans, answerer_view = answer_offer(
+        parse_sdp(offer.serialize()),
+        address="127.0.0.2",
+        port=5000,
+        codecs=[PCMU],
+        session_id=9,
+        session_version=9,
+        telephone_event=TE,
+    )
+    view = accept_answer(offer, parse_sdp(ans.serialize()), [OPUS, PCMU])
+    assert (view.telephone_event_pt, view.telephone_event_rate) == (101, 8000)
+    assert answerer_view.telephone_event_pt == 101
+
+
+def test_accept_answer_with_events_at_a_rate_other_than_the_codecs() -> None:
+    # An answerer that only does 8 kHz events with Opus, under its own numbers.
+    offer = our_offer(codecs=[OPUS, PCMU])
+    ans = sdp(
+        offer_with("""
+m=audio 10062 RTP/AVP 111 100 98
+a=rtpmap:111 opus/48000/2
+a=rtpmap:100 telephone-event/8000
+a=rtpmap:98 telephone-event/22050
+""")
+    )
+    neg = accept_answer(offer, ans, [OPUS, PCMU])
+    assert (neg.telephone_event_pt, neg.telephone_event_rate) == (100, 8000)
+    assert neg.local_telephone_event_pt == 101
+    # 98/22050 was never offered: not ours to receive; its 100 and our 101, 102 are.
+    assert neg.receive_telephone_events == {100: 8000, 101: 8000, 102: 48000}
+    no_events = sdp(offer_with("m=audio 10062 RTP/AVP 111\na=rtpmap:111 opus/48000/2"))
+    neg = accept_answer(offer, no_events, [OPUS, PCMU])
+    assert neg.telephone_event_pt is None and neg.receive_telephone_events == {}
+
+
+def test_negotiated_media_validates_telephone_events() -> None:
+    with pytest.raises(ValueError, match="clock rate"):
+        NegotiatedMedia(
+            ("127.0.0.1", 1), PCMU, 101, "sendrecv", False, False, telephone_event_rate=0
+        )
+    with pytest.raises(ValueError, match="bad telephone-event"):
+        NegotiatedMedia(
+            ("127.0.0.1", 1),
+            PCMU,
+            101,
+            "sendrecv",
+            False,
+            False,
+            receive_telephone_events={128: 8000},
+        )

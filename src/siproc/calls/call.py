@@ -501,7 +501,8 @@ class Call:
             negotiated.codec.payload_type,
             negotiated.telephone_event_pt,
             negotiated.direction,
-            receive_telephone_event_pt=negotiated.local_telephone_event_pt,
+            telephone_event_rate=negotiated.telephone_event_rate,
+            receive_telephone_events=negotiated.receive_telephone_events,
         )
         self.stream.configure_rtcp(mux=negotiated.rtcp_mux, remote=negotiated.remote_rtcp)
 

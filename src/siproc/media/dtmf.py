@@ -11,12 +11,17 @@ Theory of operation (pure: no I/O, no clock; the media edge drives everything pe
   final packet has the E bit and is sent three times with the same timestamp and duration
   (section 2.5.1.4). Between digits it leaves a pause of silence/audio ticks, so that two
   equal digits in a row are two key presses to any receiver (also one regenerating tones).
+  Durations count in units of the telephone-event payload type's clock rate (section 2.3.5),
+  which the peer may have chosen other than the audio's (Opus at 48000 with events at 8000):
+  the sender converts the stream's timestamp units to it (:meth:`DtmfSender.set_clocks`).
 * :class:`DtmfReceiver` reports each key press exactly once from received telephone-event
   packets (section 2.5.2): an event is identified by its SSRC and RTP timestamp, so updates,
   the three end packets, redundant copies and reordered packets of the same event are
   recognised and dropped; the key is reported at the first packet that arrives for a new
   event, whichever it is. A long event split into segments (section 2.5.2.3: each segment a new
-  timestamp) stays one key press.
+  timestamp) stays one key press. Events may come on several payload types at different clock
+  rates (RFC 4733 section 7.1.1); a segment continues an event only at the same clock rate,
+  the one its timestamps and duration are counted in.
 * :class:`GoertzelDetector` finds DTMF in decoded audio when the peer sends no
   telephone-events. It measures the eight DTMF frequencies (ITU-T Q.23) in 10 ms blocks with the
   Goertzel algorithm (one DFT bin per frequency, computed for all blocks of a frame as one
@@ -142,8 +147,10 @@ class DtmfSender:
     __slots__ = (
         "_code",
         "_duration",
+        "_event_rate",
         "_pending",
         "_phase_ticks",
+        "_rtp_rate",
         "_start",
         "end_packets",
         "pause_ticks",
@@ -172,6 +179,17 @@ class DtmfSender:
         self._start = 0  # its RTP timestamp
         self._duration = 0
         self._phase_ticks = 0  # ticks spent on the event in progress
+        self._event_rate = self._rtp_rate = 1  # durations: timestamp units * event / rtp
+
+    def set_clocks(self, event_rate: int, rtp_rate: int) -> None:
+        """Count durations at ``event_rate`` Hz, the clock rate of the telephone-event payload
+        type (RFC 4733 section 2.3.5), while the timestamps given to :meth:`next_packet` run at
+        ``rtp_rate`` Hz (the audio's). Equal rates, the usual case (section 2.1), convert
+        nothing. The packets keep the stream's timestamps, which identify the event."""
+        if event_rate <= 0 or rtp_rate <= 0:
+            raise ValueError(f"bad clock rates {event_rate}/{rtp_rate}")
+        divisor = math.gcd(event_rate, rtp_rate)
+        self._event_rate, self._rtp_rate = event_rate // divisor, rtp_rate // divisor
 
     def queue(self, digits: str) -> None:
         """Queue DTMF keys (``0-9 * # A-D``, case-insensitive) after any already queued.
@@ -218,6 +236,8 @@ class DtmfSender:
             # Time since the event's start, through the end of this frame (section 2.5.1.2);
             # measured on the timestamps, so ticks the clock skipped are counted too.
             elapsed = (timestamp - self._start + samples) % _TS_MOD
+            if self._event_rate != self._rtp_rate:
+                elapsed = elapsed * self._event_rate // self._rtp_rate
             self._duration = min(elapsed, MAX_DURATION)
             payload = pack_event(code, False, self.volume, self._duration)
             return EventPacket(payload, tick == 0, self._start, False)
@@ -249,8 +269,8 @@ class DtmfReceiver:
         self.memory = memory
         self._seen: set[tuple[int, int]] = set()
         self._order: deque[tuple[int, int]] = deque()
-        # The latest event started: (ssrc, timestamp, code, duration so far, ended).
-        self._last: tuple[int, int, int, int, bool] | None = None
+        # The latest event started: (ssrc, timestamp, code, duration so far, ended, clock).
+        self._last: tuple[int, int, int, int, bool, int] | None = None
 
     def reset(self) -> None:
         self._seen.clear()
@@ -258,11 +278,17 @@ class DtmfReceiver:
         self._last = None
 
     def on_packet(
-        self, timestamp: int, payload: bytes | bytearray | memoryview, ssrc: int = 0
+        self,
+        timestamp: int,
+        payload: bytes | bytearray | memoryview,
+        ssrc: int = 0,
+        clock_rate: int = 8000,
     ) -> str | None:
         """Account one telephone-event packet; return its key if it starts a new key press.
 
-        Malformed payloads and events that are not DTMF keys (codes above 15) return None.
+        ``clock_rate`` is that of the packet's payload type: its timestamp and duration count
+        in those units. Malformed payloads and events that are not DTMF keys (codes above 15)
+        return None.
         """
         try:
             event = parse_event(payload)
@@ -273,20 +299,22 @@ class DtmfReceiver:
         if key in self._seen:
             if last is not None and last[:2] == key:
                 ended = last[4] or event.end
-                self._last = (ssrc, timestamp, last[2], max(last[3], event.duration), ended)
+                duration = max(last[3], event.duration) if last[5] == clock_rate else last[3]
+                self._last = (ssrc, timestamp, last[2], duration, ended, last[5])
             return None
         self._remember(key)
         continues = (
             last is not None
             and last[0] == ssrc
             and last[2] == event.event
+            and last[5] == clock_rate
             and not last[4]
             and last[3] > 0
             and (timestamp - last[1]) % _TS_MOD == last[3]
         )
         newer = last is None or last[0] != ssrc or 0 < (timestamp - last[1]) % _TS_MOD < _TS_HALF
         if newer:
-            self._last = (ssrc, timestamp, event.event, event.duration, event.end)
+            self._last = (ssrc, timestamp, event.event, event.duration, event.end, clock_rate)
         if continues:
             return None
         return event.digit

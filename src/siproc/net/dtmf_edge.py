@@ -3,7 +3,8 @@
 
 ``send_dtmf`` queues RFC 4733 events whose packets replace the audio on their ticks (PT
 ``telephone_event_pt``, the event's start timestamp, while the stream timestamp runs on).
-Received telephone-events are reported once per key press through ``on_dtmf`` (the stream's
+Received telephone-events, on any negotiated telephone-event payload type at its own clock rate
+(RFC 4733 section 7.1.1), are reported once per key press through ``on_dtmf`` (the stream's
 receive path feeds :class:`~siproc.media.dtmf.DtmfReceiver`); without telephone-event, the
 decoded audio goes through a Goertzel detector. Keys due while the stream may not send (hold)
 are skipped, not delayed.
@@ -11,7 +12,7 @@ are skipped, not delayed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from siproc.media.codecs import AudioCodec, get_codec
 from siproc.media.dtmf import DtmfReceiver, DtmfSender, GoertzelDetector
@@ -26,11 +27,13 @@ class DtmfEdge(StreamParts):
     on_dtmf: Callable[[str], None] | None  # one key press received
     telephone_event_pt: int | None  # the type we send events with; None: not negotiated
     _event_pts: frozenset[int]  # telephone-event types we receive
+    _event_clocks: dict[int, int]  # ... and their clock rates
 
     def _init_dtmf(self) -> None:
         self.on_dtmf = None
         self.telephone_event_pt = None
         self._event_pts = frozenset()
+        self._event_clocks = {}
         self._dtmf_out = DtmfSender()
         self._dtmf_in = DtmfReceiver()
         self._dtmf_tones: GoertzelDetector | None = None
@@ -48,14 +51,29 @@ class DtmfEdge(StreamParts):
         self._dtmf_out.queue(digits)
 
     def _configure_dtmf(
-        self, codec: AudioCodec, send_pt: int | None, receive_pt: int | None
+        self,
+        codec: AudioCodec,
+        audio_pt: int,
+        send: tuple[int, int] | None,
+        receive: Mapping[int, int],
     ) -> None:
         """RFC 4733 events in both directions when negotiated; else in-band detection (the
-        detector decodes with its own codec instance when the codec has state)."""
-        pts = frozenset(pt for pt in (send_pt, receive_pt) if pt is not None)
-        self._event_pts = pts
-        if send_pt is None:
+        detector decodes with its own codec instance when the codec has state).
+
+        ``send`` is (payload type, clock rate) of the events we send; ``receive`` maps the
+        telephone-event payload types the remote may send to their clock rates (the send type
+        is one of them too). ``audio_pt`` is never taken for events.
+        """
+        clocks = dict(receive)
+        if send is not None:
+            clocks.setdefault(send[0], send[1])
+            self._dtmf_out.set_clocks(send[1], codec.clock_rate)
+        else:
             self._dtmf_out.clear()
+        clocks.pop(audio_pt, None)
+        self._event_clocks = clocks
+        pts = frozenset(clocks)
+        self._event_pts = pts
         if pts:
             self._dtmf_tones = self._dtmf_decoder = None
             return

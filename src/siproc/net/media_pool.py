@@ -36,7 +36,7 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from siproc.media.codecs import AudioCodec
@@ -93,7 +93,8 @@ class RemoteStream:
         telephone_event_pt: int | None,
         direction: str,
         *,
-        receive_telephone_event_pt: int | None = None,
+        telephone_event_rate: int | None = None,
+        receive_telephone_events: Mapping[int, int] | None = None,
     ) -> None:
         """As :meth:`RtpStream.configure`. The same codec instance as before stays the same
         instance in the worker (G.722 and Opus keep their state across a re-INVITE)."""
@@ -109,7 +110,8 @@ class RemoteStream:
             payload_type,
             telephone_event_pt,
             direction,
-            receive_telephone_event_pt,
+            telephone_event_rate,
+            None if receive_telephone_events is None else dict(receive_telephone_events),
         )
 
     def configure_rtcp(self, *, mux: bool, remote: Address | None = None) -> None:

@@ -154,7 +154,7 @@ class MediaWorker:
     def _command(self, sid: int, stream: _Stream, verb: object, args: list[object]) -> None:
         rtp = stream.rtp
         match verb, args:
-            case "configure", [remote, codec, pt, te_pt, direction, rx_te_pt]:
+            case "configure", [remote, codec, pt, te_pt, direction, te_rate, rx_events]:
                 if codec is not None:
                     stream.codec = codec  # type: ignore[assignment]
                 assert stream.codec is not None, "first configure without a codec"
@@ -164,7 +164,8 @@ class MediaWorker:
                     pt,  # type: ignore[arg-type]
                     te_pt,  # type: ignore[arg-type]
                     direction,  # type: ignore[arg-type]
-                    receive_telephone_event_pt=rx_te_pt,  # type: ignore[arg-type]
+                    telephone_event_rate=te_rate,  # type: ignore[arg-type]
+                    receive_telephone_events=rx_events,  # type: ignore[arg-type]
                 )
             case "configure_rtcp", [mux, remote]:
                 rtp.configure_rtcp(mux=bool(mux), remote=remote)  # type: ignore[arg-type]

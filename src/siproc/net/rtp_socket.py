@@ -45,7 +45,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 import numpy as np
@@ -308,13 +308,16 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         telephone_event_pt: int | None,
         direction: str,
         *,
-        receive_telephone_event_pt: int | None = None,
+        telephone_event_rate: int | None = None,
+        receive_telephone_events: Mapping[int, int] | None = None,
     ) -> None:
         """Apply a negotiated SDP (offer/answer or re-INVITE).
 
-        ``telephone_event_pt`` is the type we send RFC 4733 events with (the remote's number),
-        ``receive_telephone_event_pt`` the one in our SDP, which the remote sends with (default:
-        the same). Without either, received audio is watched for in-band DTMF tones.
+        ``telephone_event_pt`` is the type we send RFC 4733 events with (the remote's number)
+        and ``telephone_event_rate`` its clock rate (default: the codec's, RFC 4733 section
+        2.1); ``receive_telephone_events`` maps every telephone-event type the remote may send
+        with (those of both SDPs) to its clock rate (default: the send type only). Without any,
+        received audio is watched for in-band DTMF tones.
 
         ``remote`` is the SDP's connection address and port (IP literal); port 0 or an
         unspecified address (``0.0.0.0``, the RFC 2543 hold) means: send nothing. ``direction``
@@ -328,8 +331,11 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
             raise ValueError(f"invalid RTP payload type {payload_type}")
         if telephone_event_pt is not None and not 0 <= telephone_event_pt < 128:
             raise ValueError(f"invalid telephone-event payload type {telephone_event_pt}")
-        if receive_telephone_event_pt is not None and not 0 <= receive_telephone_event_pt < 128:
-            raise ValueError(f"invalid telephone-event payload type {receive_telephone_event_pt}")
+        if telephone_event_rate is not None and telephone_event_rate <= 0:
+            raise ValueError(f"invalid telephone-event clock rate {telephone_event_rate}")
+        for event_pt, event_rate in (receive_telephone_events or {}).items():
+            if not 0 <= event_pt < 128 or event_rate <= 0:
+                raise ValueError(f"invalid telephone-event {event_pt} at {event_rate} Hz")
         host, port = remote
         try:
             ip = ipaddress.ip_address(host)
@@ -367,11 +373,11 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         self._silence = None if codec.stateful else codec.encode(self._zeros)
         self._sender.payload_type = payload_type
         self.telephone_event_pt = telephone_event_pt
-        expected = {payload_type, COMFORT_NOISE_PT}
+        send_event = None
         if telephone_event_pt is not None:
-            expected.add(telephone_event_pt)
-        self._configure_dtmf(codec, telephone_event_pt, receive_telephone_event_pt)
-        self._expected_pts = frozenset(expected | self._event_pts)
+            send_event = (telephone_event_pt, telephone_event_rate or codec.clock_rate)
+        self._configure_dtmf(codec, payload_type, send_event, receive_telephone_events or {})
+        self._expected_pts = frozenset({payload_type, COMFORT_NOISE_PT} | self._event_pts)
         was_sending = self._tx
         self.direction = direction
         if old is not None and self._tx != was_sending:  # hold or resume (RFC 3264 8.4)
@@ -682,7 +688,7 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         if received is not None and audio and pt != COMFORT_NOISE_PT:
             received.jitter.push(seq, timestamp, ssrc, payload)
         if not audio:  # DTMF in: RFC 4733 section 2.5.2, one report per event
-            digit = self._dtmf_in.on_packet(timestamp, payload, ssrc)
+            digit = self._dtmf_in.on_packet(timestamp, payload, ssrc, self._event_clocks[pt])
             if digit is not None:
                 self._emit_dtmf(digit)
         elif self._dtmf_tones is not None and pt != COMFORT_NOISE_PT:

@@ -11,6 +11,13 @@ port, and the payload type numbers it expects (RFC 3264 section 5.1). So:
   0 (RFC 3264 section 6), and derive our direction from the offered one (section 6.1).
 - As offerer we accept the first codec the answerer lists that we offered (section 6.1: the
   answerer lists formats in its preference order).
+- Telephone-event (RFC 4733) may be offered at several clock rates, each its own payload type
+  (section 7.1.1 of RFC 4733; WebRTC offers 48000 and 8000). Every telephone-event format keeps
+  the clock rate its own ``a=rtpmap`` gives it, in our SDP too. We *send* events with one of
+  them: the one at the audio codec's RTP clock rate (RFC 4733 section 2.1), see
+  :func:`choose_telephone_event`. We *receive* them on every telephone-event payload type either
+  SDP defines (:attr:`NegotiatedMedia.receive_telephone_events`): an answer repeats all the
+  offered ones, and phones are known to send on the 8000 Hz one whatever was chosen.
 - Hold (RFC 3264 section 8.4): a side that does not want to receive marks the stream
   ``sendonly`` (or ``inactive``); RFC 2543 peers set ``c=0.0.0.0`` instead (RFC 3264 section
   8.4 asks to understand it).
@@ -20,8 +27,8 @@ Only ``RTP/AVP`` audio is negotiated (no SRTP yet); other streams are rejected.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from siproc.sdp.model import (
     DIRECTIONS,
@@ -39,12 +46,15 @@ __all__ = [
     "DEFAULT_PTIME",
     "STATIC_AUDIO_PAYLOAD_TYPES",
     "SUPPORTED_PROTOS",
+    "TELEPHONE_EVENT_BASE_RATE",
     "CodecSpec",
     "NegotiatedMedia",
     "OfferAnswerError",
     "accept_answer",
     "answer_offer",
     "build_offer",
+    "choose_telephone_event",
+    "offer_telephone_events",
 ]
 
 #: RFC 3551 section 6, table 4: static audio payload types (encoding, clock rate, channels).
@@ -74,6 +84,11 @@ SUPPORTED_PROTOS = ("RTP/AVP",)
 #: RFC 3551 section 4.5: 20 ms packets unless the receiver asks otherwise (a=ptime).
 DEFAULT_PTIME = 20
 _TELEPHONE_EVENT = "telephone-event"
+#: RFC 4733 section 7.1.1 (and RFC 2833 before it): the clock rate every implementation of
+#: telephone-event supports; the fallback when none matches the audio codec's.
+TELEPHONE_EVENT_BASE_RATE = 8000
+#: RFC 3551 section 3: dynamic payload types (extra telephone-event rates of our offers).
+_DYNAMIC_PTS = range(96, 128)
 _UNSPECIFIED = frozenset({"0.0.0.0", "::"})
 
 
@@ -133,6 +148,11 @@ class NegotiatedMedia:
     ``local_payload_type`` and ``local_telephone_event_pt`` are the numbers in our own SDP
     (what the remote sends to us). ``direction`` is OUR direction; ``remote_hold`` is True when
     the remote does not want to receive (sendonly/inactive, or c=0.0.0.0).
+
+    ``telephone_event_rate`` is the clock rate of ``telephone_event_pt`` (RFC 4733 section
+    2.3.5: event durations count in its units). ``receive_telephone_events`` maps every
+    telephone-event payload type the remote may send us (those of our SDP and of its SDP) to
+    its clock rate; empty when the remote does not do telephone-event.
     """
 
     remote_address: tuple[str, int]
@@ -145,10 +165,17 @@ class NegotiatedMedia:
     local_payload_type: int | None = None
     local_telephone_event_pt: int | None = None
     remote_rtcp: tuple[str, int] | None = None  # the remote's a=rtcp (RFC 3605), if any
+    telephone_event_rate: int | None = None
+    receive_telephone_events: Mapping[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise ValueError(f"bad direction {self.direction!r}")
+        if self.telephone_event_rate is not None and self.telephone_event_rate <= 0:
+            raise ValueError(f"bad telephone-event clock rate {self.telephone_event_rate}")
+        for pt, clock in self.receive_telephone_events.items():
+            if not 0 <= pt <= 127 or clock <= 0:
+                raise ValueError(f"bad telephone-event {pt} at {clock} Hz")
         if not 0 <= self.remote_address[1] <= 65535:
             raise ValueError(f"bad port {self.remote_address[1]}")
         if self.ptime <= 0:
@@ -179,7 +206,8 @@ def build_offer(
 
     Every format gets an ``a=rtpmap`` (static ones too, RFC 8866 section 6.6 recommends it),
     then ``a=fmtp`` where set, ``a=ptime``, ``a=rtcp-mux`` (RFC 5761 section 5.1.1) and the
-    direction. An IPv6 ``address`` gives ``IN IP6`` lines.
+    direction. An IPv6 ``address`` gives ``IN IP6`` lines. ``telephone_event`` is offered at
+    every codec's clock rate (:func:`offer_telephone_events`).
     """
     if not codecs:
         raise ValueError("an offer needs at least one codec")
@@ -189,7 +217,7 @@ def build_offer(
         raise ValueError(f"bad direction {direction!r}")
     if ptime <= 0:
         raise ValueError(f"bad ptime {ptime}")
-    formats = [*codecs, *([telephone_event] if telephone_event is not None else [])]
+    formats = [*codecs, *offer_telephone_events(codecs, telephone_event)]
     numbers = [c.payload_type for c in formats]
     if len(set(numbers)) != len(numbers):
         raise ValueError(f"duplicate payload types in offer: {numbers}")
@@ -200,6 +228,30 @@ def build_offer(
         media.attributes.append(("rtcp-mux", None))
     media.attributes.append((direction, None))
     return _session(address, session_id, session_version, [media])
+
+
+def offer_telephone_events(
+    codecs: Sequence[CodecSpec], telephone_event: CodecSpec | None
+) -> list[CodecSpec]:
+    """``telephone_event`` as offered: as given, then one more at each other RTP clock rate of
+    ``codecs`` (opus: 48000), so that an answerer can send events at the clock of the codec it
+    picks (RFC 4733 section 2.1). The extra ones take the next free dynamic payload types after
+    ``telephone_event``'s (RFC 3551 section 3); empty without ``telephone_event``.
+    """
+    if telephone_event is None:
+        return []
+    events = [telephone_event]
+    used = {c.payload_type for c in codecs} | {telephone_event.payload_type}
+    free = [pt for pt in _DYNAMIC_PTS if pt not in used]
+    free.sort(key=lambda pt: (pt < telephone_event.payload_type, pt))
+    for codec in codecs:
+        if codec.name.lower() == _TELEPHONE_EVENT:
+            continue
+        if all(e.clock_rate != codec.clock_rate for e in events) and free:
+            events.append(
+                replace(telephone_event, clock_rate=codec.clock_rate, payload_type=free.pop(0))
+            )
+    return events
 
 
 def _session(
@@ -237,13 +289,15 @@ def answer_offer(
     """Answer ``offer`` (RFC 3264 section 6): one audio stream, one codec.
 
     ``codecs`` is our priority order. The first acceptable audio m-line is taken; every other
-    m-line is answered with port 0 in the same position. ``hold`` puts the remote on hold (we
+    m-line is answered with port 0 in the same position. With ``telephone_event``, every
+    telephone-event the offer lists is answered with the offer's number and clock rate, the one
+    we send with (:func:`choose_telephone_event`) first. ``hold`` puts the remote on hold (we
     stop receiving: sendonly or inactive, RFC 3264 section 8.4). Raises
     :class:`OfferAnswerError` (status 488) when no audio stream has a common codec.
     """
     if not 0 < port <= 65535:
         raise ValueError(f"bad RTP port {port}")
-    chosen: tuple[int, CodecSpec, CodecSpec, int | None] | None = None
+    chosen: tuple[int, CodecSpec, CodecSpec] | None = None
     problems: list[str] = []
     for index, media in enumerate(offer.media):
         if media.media != "audio" or media.port == 0:
@@ -255,14 +309,13 @@ def answer_offer(
         if common is None:
             problems.append(f"m-line {index + 1}: no common codec in {_offered(media)}")
             continue
-        event_pt = _telephone_event_pt(media, telephone_event, common[1].clock_rate)
-        chosen = (index, *common, event_pt)
+        chosen = (index, *common)
         break
     if chosen is None:
         detail = "; ".join(problems) if problems else "no audio stream offered"
         raise OfferAnswerError(f"not acceptable here: {detail}", status=488)
 
-    index, local_codec, codec, event_pt = chosen
+    index, local_codec, codec = chosen
     offered = offer.media[index]
     remote_ip = connection_address(offer, offered)
     if remote_ip is None:
@@ -272,15 +325,23 @@ def answer_offer(
     remote_receives = offer_dir in ("sendrecv", "recvonly") and remote_ip not in _UNSPECIFIED
     our_dir = _direction_from(send=remote_receives, receive=remote_sends and not hold)
     mux = rtcp_mux and offered.has_attribute("rtcp-mux")
+    events = _telephone_events(offered, codec.payload_type) if telephone_event is not None else {}
+    event = choose_telephone_event(events, codec.clock_rate)
+    # The chosen one first, then the others the offer has, each at the offer's own clock rate
+    # (RFC 3264 section 6.1): a phone may send its events on any of them.
+    answered_events: list[CodecSpec] = []
+    if telephone_event is not None and event is not None:
+        answered_events = [
+            replace(telephone_event, payload_type=pt, clock_rate=clock)
+            for pt, clock in sorted(events.items(), key=lambda item: item[0] != event[0])
+        ]
 
     answer_media: list[MediaDescription] = []
     for i, media in enumerate(offer.media):
         if i != index:
             answer_media.append(MediaDescription(media.media, 0, media.proto, media.formats[:]))
             continue
-        formats = [local_codec]
-        if event_pt is not None and telephone_event is not None:
-            formats.append(replace(telephone_event, payload_type=event_pt))
+        formats = [local_codec, *answered_events]
         numbers = [str(c.payload_type) for c in formats]
         answered = MediaDescription("audio", port, media.proto, numbers)
         _describe_formats(answered, formats)
@@ -293,14 +354,16 @@ def answer_offer(
     negotiated = NegotiatedMedia(
         remote_address=(remote_ip, offered.port),
         codec=codec,
-        telephone_event_pt=event_pt,
+        telephone_event_pt=None if event is None else event[0],
         direction=our_dir,
         remote_hold=not remote_receives,
         rtcp_mux=mux,
         ptime=_ptime(offered),
         remote_rtcp=_rtcp_address(offered, remote_ip),
         local_payload_type=codec.payload_type,
-        local_telephone_event_pt=event_pt,
+        local_telephone_event_pt=None if event is None else event[0],
+        telephone_event_rate=None if event is None else event[1],
+        receive_telephone_events=events,
     )
     return _session(address, session_id, session_version, answer_media), negotiated
 
@@ -345,22 +408,32 @@ def _offered(media: MediaDescription) -> str:
     return ", ".join(names) if names else "(nothing recognisable)"
 
 
-def _telephone_event_pt(
-    media: MediaDescription, ours: CodecSpec | None, codec_clock: int
-) -> int | None:
-    """The payload type of the remote's telephone-event (RFC 4733 section 7.1.1).
-
-    Prefer the one at the audio codec's clock rate (RFC 4733 section 2.1), then the one at
-    our telephone-event clock rate; None when not offered or we do not do telephone-event.
-    """
-    if ours is None:
-        return None
-    events = {
-        clock: pt
-        for pt, (encoding, clock, _) in reversed(_formats(media))
-        if encoding.lower() == _TELEPHONE_EVENT
+def _telephone_events(media: MediaDescription, *audio_pts: int | None) -> dict[int, int]:
+    """Payload type -> clock rate of each telephone-event format of ``media``, in its order
+    (RFC 4733 section 7.1.1); a number that carries the audio (in either SDP) is left out, and
+    so is a clock rate of 0. (The SDP parser refuses payload types beyond 127 in m= lines.)"""
+    return {
+        pt: clock
+        for pt, (encoding, clock, _) in _formats(media)
+        if encoding.lower() == _TELEPHONE_EVENT and pt not in audio_pts and clock > 0
     }
-    return events.get(codec_clock, events.get(ours.clock_rate))
+
+
+def choose_telephone_event(events: Mapping[int, int], codec_clock: int) -> tuple[int, int] | None:
+    """The telephone-event to send with, as (payload type, clock rate), from ``events``
+    (payload type -> clock rate, in the SDP's order); None when there is none.
+
+    RFC 4733 section 2.1 asks for the audio codec's RTP clock rate (``codec_clock``): the
+    events then share the audio's timestamps. When none matches, 8000 Hz (the rate of RFC 2833,
+    which every implementation of telephone-event has), and failing that the first listed (the
+    peer's preference, RFC 3264 section 6.1); the sender then counts durations in that rate's
+    units (:class:`~siproc.media.dtmf.DtmfSender`).
+    """
+    for wanted in (codec_clock, TELEPHONE_EVENT_BASE_RATE):
+        for pt, clock in events.items():
+            if clock == wanted:
+                return pt, clock
+    return next(iter(events.items()), None)
 
 
 def _rtcp_address(media: MediaDescription, remote_ip: str) -> tuple[str, int] | None:
@@ -466,17 +539,24 @@ def accept_answer(
     remote_sends = answer_dir in ("sendrecv", "sendonly")
     our_send = offer_dir in ("sendrecv", "sendonly") and remote_receives
     our_receive = offer_dir in ("sendrecv", "recvonly") and remote_sends
-    event_pt: int | None = None
+    # Telephone-events of the answer that we offered (matched by clock rate: an answerer
+    # should keep our numbers, RFC 3264 section 6.1, but some do not).
+    ours_events = _telephone_events(ours, local_pt, codec.payload_type)
+    their_events = {
+        pt: clock
+        for pt, clock in _telephone_events(theirs, local_pt, codec.payload_type).items()
+        if clock in ours_events.values()
+    }
+    event = choose_telephone_event(their_events, codec.clock_rate)
     local_event_pt: int | None = None
-    offered_events = {e[1]: p for p, e in reversed(offered) if e[0].lower() == _TELEPHONE_EVENT}
-    for pt, (encoding, clock, _) in answer_formats:
-        if encoding.lower() == _TELEPHONE_EVENT and clock in offered_events:
-            event_pt, local_event_pt = pt, offered_events[clock]
-            break
+    receive: dict[int, int] = {}
+    if event is not None:
+        local_event_pt = next(pt for pt, clock in ours_events.items() if clock == event[1])
+        receive = {**their_events, **ours_events}
     return NegotiatedMedia(
         remote_address=(remote_ip, theirs.port),
         codec=codec,
-        telephone_event_pt=event_pt,
+        telephone_event_pt=None if event is None else event[0],
         direction=_direction_from(send=our_send, receive=our_receive),
         remote_hold=not remote_receives and offer_dir in ("sendrecv", "sendonly"),
         rtcp_mux=ours.has_attribute("rtcp-mux") and theirs.has_attribute("rtcp-mux"),
@@ -484,6 +564,8 @@ def accept_answer(
         local_payload_type=local_pt,
         local_telephone_event_pt=local_event_pt,
         remote_rtcp=_rtcp_address(theirs, remote_ip),
+        telephone_event_rate=None if event is None else event[1],
+        receive_telephone_events=receive,
     )
 
 

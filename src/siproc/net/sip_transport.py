@@ -33,7 +33,8 @@ from collections.abc import Callable
 from typing import cast
 
 from siproc.sip.errors import ParseError
-from siproc.sip.message import MAX_MESSAGE_SIZE, Message, StreamFramer
+from siproc.sip.framing import StreamFramer, StreamLimits
+from siproc.sip.message import Message
 from siproc.sip.transaction import Destination
 
 DatagramCallback = Callable[[bytes, Destination, str], None]
@@ -106,7 +107,9 @@ class _StreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.pending: list[bytes] = []
         self.pending_size = 0
-        self.framer = StreamFramer(MAX_MESSAGE_SIZE)
+        self.framer = StreamFramer(
+            StreamLimits(first_message_timeout=None, message_timeout=None), now=self._loop.time()
+        )
         self.last_activity = self._loop.time()
         self.closed = False
         self.lost: asyncio.Future[None] = self._loop.create_future()
@@ -149,7 +152,7 @@ class _StreamConnection(asyncio.Protocol):
             return
         self.last_activity = self._loop.time()
         before = self.framer.keepalives
-        items = self.framer.feed(data)
+        items = self.framer.feed(data, self._loop.time())
         pings = self.framer.keepalives - before
         if pings > 0 and not self.transport.is_closing():
             self.transport.write(KEEPALIVE_PONG * pings)

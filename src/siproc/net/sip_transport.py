@@ -146,8 +146,9 @@ class _PortTaken(Exception):
 class _StreamConnection(asyncio.Protocol):
     """One stream connection: framing, limits, keep-alive pongs, a queue while connecting.
 
-    Nothing here is TCP-specific: a TLS transport can run the same protocol class (asyncio's
-    `create_server(ssl=...)` and `create_connection(ssl=...)`) and keeps every limit.
+    The framing and every limit work on any asyncio stream transport: a TLS transport can run
+    this protocol class (asyncio's `create_server(ssl=...)`, `create_connection(ssl=...)`) and
+    keep them; only the transport name of `source` ("tcp") and the log wording would change.
     """
 
     def __init__(self, owner: SipTransport, outbound: Destination | None) -> None:

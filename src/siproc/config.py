@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from siproc.media.codecs.catalog import CodecEntry, CodecPriorityError, apply_priorities
+from siproc.net import sip_transport
 from siproc.net.media_priority import PRIORITIES as MEDIA_PRIORITIES
+from siproc.sip import framing
 from siproc.sip.errors import ParseError
 from siproc.sip.uri import NameAddr, SipUri, parse_host_port, parse_name_addr, parse_sip_uri
 
@@ -33,6 +35,16 @@ def default_media_workers() -> int:
     except (AttributeError, OSError):  # not Linux
         return max(1, min(MAX_MEDIA_WORKERS, os.cpu_count() or 1))
 
+
+# Limits of the SIP listener (net/sip_transport.py, sip/framing.py): safe on the open internet.
+# Message size (octets, UDP and TCP; 513 beyond, RFC 3261 section 21.5.14); TCP connections from
+# one IPv4 address or IPv6 /64; seconds to the first complete message and to complete each one;
+# seconds without traffic either way (RFC 5626 pings count) before a TCP connection is closed.
+DEFAULT_MAX_MESSAGE_SIZE = framing.DEFAULT_MAX_MESSAGE_SIZE
+MAX_MESSAGE_SIZE_RANGE = (1_500, 1 << 20)
+DEFAULT_TCP_MAX_PER_SOURCE = sip_transport.MAX_CONNECTIONS_PER_SOURCE
+DEFAULT_TCP_MESSAGE_TIMEOUT = framing.DEFAULT_MESSAGE_TIMEOUT
+DEFAULT_TCP_IDLE_TIMEOUT = sip_transport.TCP_IDLE_TIMEOUT
 
 DEFAULT_REGISTER_EXPIRES = 600
 DEFAULT_LOG_LEVEL = 3
@@ -126,6 +138,10 @@ class Config:
         DEFAULT_RTP_TIMEOUT,
         DEFAULT_MAX_CALL_DURATION,
     )
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    tcp_max_per_source: int = DEFAULT_TCP_MAX_PER_SOURCE
+    tcp_message_timeout: float = DEFAULT_TCP_MESSAGE_TIMEOUT
+    tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT
 
     @property
     def transport(self) -> str:
@@ -148,6 +164,19 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not _is_number(text) or int(text) < low or int(text) > high:
         raise ConfigError(name, f"must be a whole number from {low} to {high}, not {text!r}")
     return int(text)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    """A duration in seconds, decimals allowed (``2.5``)."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    whole, dot, fraction = text.partition(".")
+    valid = _is_number(whole) and (not dot or _is_number(fraction))
+    if not valid or not low <= float(text) <= high:
+        problem = f"must be a number of seconds from {low:g} to {high:g}, not {text!r}"
+        raise ConfigError(name, problem)
+    return float(text)
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
@@ -346,4 +375,16 @@ def load_config(env: Mapping[str, str]) -> Config:
         inbound=_inbound(env, registrar),
         accept_refer=_accept_refer(env),
         limits=_limits(env),
+        max_message_size=_int(
+            env, "SIPROC_MAX_MESSAGE_SIZE", DEFAULT_MAX_MESSAGE_SIZE, *MAX_MESSAGE_SIZE_RANGE
+        ),
+        tcp_max_per_source=_int(
+            env, "SIPROC_TCP_MAX_PER_SOURCE", DEFAULT_TCP_MAX_PER_SOURCE, 1, 100_000
+        ),
+        tcp_message_timeout=_seconds(
+            env, "SIPROC_TCP_MESSAGE_TIMEOUT", DEFAULT_TCP_MESSAGE_TIMEOUT, 0.1, 3600
+        ),
+        tcp_idle_timeout=_seconds(
+            env, "SIPROC_TCP_IDLE_TIMEOUT", DEFAULT_TCP_IDLE_TIMEOUT, 1, 86_400
+        ),
     )

@@ -430,3 +430,52 @@ def test_limits_and_t1() -> None:
     assert (config.limits.call_rate, config.limits.call_burst) == (2.5, 3)
     assert config.limits.spawn_rate == 50 and config.limits.ring_timeout == 0
     assert config.limits.max_call_duration == 3600 and config.timer_t1 == 0.1
+
+
+# -- limits of the SIP listener ------------------------------------------------------------------
+
+
+def test_listener_limits_default_to_safe_values() -> None:
+    config = load_config({})
+    assert config.max_message_size == 65_536
+    assert config.tcp_max_per_source == 32
+    assert config.tcp_message_timeout == 10.0
+    assert config.tcp_idle_timeout == 600.0
+    blank = {
+        "SIPROC_MAX_MESSAGE_SIZE": " ",
+        "SIPROC_TCP_MAX_PER_SOURCE": "",
+        "SIPROC_TCP_MESSAGE_TIMEOUT": " ",
+        "SIPROC_TCP_IDLE_TIMEOUT": "",
+    }
+    assert load_config(blank) == config
+
+
+def test_listener_limits_are_read() -> None:
+    config = load_config(
+        {
+            "SIPROC_MAX_MESSAGE_SIZE": "4096",
+            "SIPROC_TCP_MAX_PER_SOURCE": "4",
+            "SIPROC_TCP_MESSAGE_TIMEOUT": "2.5",
+            "SIPROC_TCP_IDLE_TIMEOUT": "120",
+        }
+    )
+    assert config.max_message_size == 4096
+    assert config.tcp_max_per_source == 4
+    assert config.tcp_message_timeout == 2.5
+    assert config.tcp_idle_timeout == 120.0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("SIPROC_MAX_MESSAGE_SIZE", "100", "1500 to 1048576"),
+        ("SIPROC_MAX_MESSAGE_SIZE", "64k", "whole number"),
+        ("SIPROC_TCP_MAX_PER_SOURCE", "0", "from 1"),
+        ("SIPROC_TCP_MESSAGE_TIMEOUT", "0", "seconds from 0.1"),
+        ("SIPROC_TCP_MESSAGE_TIMEOUT", "1e3", "seconds"),
+        ("SIPROC_TCP_IDLE_TIMEOUT", "nan", "seconds from 1 to 86400"),
+        ("SIPROC_TCP_IDLE_TIMEOUT", "-5", "'-5'"),
+    ],
+)
+def test_bad_listener_limits_name_the_variable(variable: str, value: str, fragment: str) -> None:
+    assert_error({variable: value}, variable, fragment)

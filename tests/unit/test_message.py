@@ -1,14 +1,13 @@
-"""SIP message parsing, serializing and stream framing (RFC 3261 sections 7, 18.3, 20.14).
+"""SIP message parsing and serializing (RFC 3261 sections 7, 20.14); stream framing is in
+test_framing.py.
 
 Byte fixtures go through a round trip (DESIGN.md section 4.1): parse, check the fields,
-serialize, parse again and compare start line, headers and body. `StreamFramer` is fed whole,
-byte by byte, in random cuts and with trailing data (DESIGN.md section 4.2). The fuzz invariant:
-no bytes make `parse_message` raise anything but `ParseError`, and `StreamFramer.feed` never raises.
+serialize, parse again and compare start line, headers and body. The fuzz invariant: no bytes
+make `parse_message` raise anything but `ParseError`, and `StreamFramer.feed` never raises.
 """
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from siproc.sip.errors import ParseError
+from siproc.sip.framing import StreamFramer, StreamLimits
 from siproc.sip.message import (
     COMPACT_FORMS,
     Headers,
     Message,
     Request,
     Response,
-    StreamFramer,
     canonical_name,
     parse_message,
     serialize,
@@ -506,147 +505,6 @@ def test_get_all_splits_only_list_headers() -> None:
     assert headers.get_all("Allow") == ["INVITE", "ACK", "BYE"]
 
 
-# -- stream framing (RFC 3261 section 18.3, RFC 5626 section 3.5.1) ------------------------------
-
-TCP_A = INVITE
-TCP_B = RESPONSE
-TCP_C = COMPACT
-
-
-def messages(items: list[Message | ParseError]) -> list[bytes]:
-    """The messages out of a feed, serialized (ParseErrors fail the test)."""
-    assert all(not isinstance(i, ParseError) for i in items), items
-    return [serialize(i) for i in items if not isinstance(i, ParseError)]
-
-
-def test_stream_whole() -> None:
-    framer = StreamFramer()
-    assert messages(framer.feed(TCP_A)) == [serialize(parse_message(TCP_A))]
-    assert framer.broken is None
-    assert framer.keepalives == 0
-
-
-def test_stream_byte_by_byte() -> None:
-    framer = StreamFramer()
-    stream = TCP_A + TCP_B
-    out: list[bytes] = []
-    completed_at: list[int] = []
-    for i in range(len(stream)):
-        got = messages(framer.feed(stream[i : i + 1]))
-        if got:
-            completed_at.append(i + 1)
-        out += got
-    assert out == [serialize(parse_message(TCP_A)), serialize(parse_message(TCP_B))]
-    assert completed_at == [len(TCP_A), len(stream)]  # each one on its very last byte
-    assert framer.broken is None
-
-
-def test_stream_trailing_data_waits_for_the_rest() -> None:
-    framer = StreamFramer()
-    cut = len(TCP_B) // 2
-    assert len(messages(framer.feed(TCP_A + TCP_B[:cut]))) == 1
-    assert framer.feed(b"") == []
-    got = messages(framer.feed(TCP_B[cut:]))
-    assert got == [serialize(parse_message(TCP_B))]
-
-
-def test_stream_body_split_over_chunks() -> None:
-    framer = StreamFramer()
-    body_start = TCP_A.index(b"\r\n\r\n") + 4
-    assert framer.feed(TCP_A[: body_start + 10]) == []
-    assert messages(framer.feed(TCP_A[body_start + 10 :]))[0].endswith(SDP)
-
-
-def test_stream_several_messages_in_one_chunk() -> None:
-    framer = StreamFramer()
-    got = framer.feed(TCP_A + TCP_B + TCP_C)
-    assert [type(m) for m in got] == [Request, Response, Request]
-    assert got[2].body == b"hello"  # type: ignore[union-attr]
-
-
-def test_stream_crlf_keepalives() -> None:
-    framer = StreamFramer()
-    assert framer.feed(b"\r\n\r\n") == []
-    assert framer.keepalives == 1
-    assert len(framer.feed(b"\r\n\r\n" + TCP_A + b"\r\n\r\n\r\n\r\n" + TCP_B)) == 2
-    assert framer.keepalives == 4
-    assert framer.broken is None
-
-
-def test_stream_keepalive_split_over_segments() -> None:
-    # A CRLFCRLF ping cut by TCP segmentation is still one ping (RFC 5626 section 3.5.1).
-    framer = StreamFramer()
-    for octet in b"\r\n\r\n":
-        framer.feed(bytes([octet]))
-    assert framer.keepalives == 1
-    framer.feed(b"\r\n")
-    assert framer.keepalives == 1
-    framer.feed(b"\r\n" + TCP_A[:10])
-    assert framer.keepalives == 2
-    framer.feed(TCP_A[10:] + b"\r\n")  # a lone CRLF after a message is no ping
-    framer.feed(TCP_B)
-    assert framer.keepalives == 2
-
-
-def test_stream_missing_content_length_breaks_the_stream() -> None:
-    framer = StreamFramer()
-    no_length = TCP_A.replace(b"Content-Length: ", b"X-Length: ")
-    got = framer.feed(no_length)
-    assert len(got) == 1
-    error = got[0]
-    assert isinstance(error, ParseError)
-    assert "Content-Length is mandatory" in str(error)
-    assert error.headers is not None and error.headers.get("CSeq") == "314159 INVITE"
-    assert framer.broken == "Content-Length is mandatory on stream transports"
-    assert framer.feed(TCP_B) == []  # nothing more from a broken stream
-
-
-def test_stream_missing_content_length_on_a_response_salvages_nothing() -> None:
-    framer = StreamFramer()
-    got = framer.feed(TCP_B.replace(b"Content-Length: 0\r\n", b""))
-    assert len(got) == 1 and isinstance(got[0], ParseError)
-    assert got[0].headers is None  # the endpoint must not answer a response with 400
-    assert framer.broken
-
-
-def test_stream_unframeable_head_breaks_the_stream() -> None:
-    framer = StreamFramer()
-    got = framer.feed(TCP_A + b"INVITE  sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n" + TCP_B)
-    assert isinstance(got[0], Request)
-    assert isinstance(got[1], ParseError)
-    assert "unframeable message" in str(got[1])
-    assert len(got) == 2
-    assert framer.broken and framer.broken.startswith("unframeable message")
-
-
-def test_stream_size_limits() -> None:
-    framer = StreamFramer(max_size=100)
-    got = framer.feed(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 101\r\n\r\n")
-    assert isinstance(got[0], ParseError) and "too large" in str(got[0])
-    framer = StreamFramer(max_size=100)
-    assert framer.feed(b"OPTIONS sip:a@b SIP/2.0\r\n" + b"X: y\r\n" * 10) == []
-    got = framer.feed(b"X: y\r\n" * 10)
-    assert isinstance(got[0], ParseError) and "header section larger" in str(got[0])
-    assert framer.broken
-
-
-@settings(max_examples=200)
-@given(st.lists(st.integers(0, len(TCP_A + TCP_B + TCP_C) + 8), max_size=12))
-def test_property_stream_any_cut_gives_the_same_messages(cuts: list[int]) -> None:
-    stream = b"\r\n\r\n" + TCP_A + TCP_B + b"\r\n\r\n" + TCP_C
-    whole = StreamFramer()
-    expected = messages(whole.feed(stream))
-    framer = StreamFramer()
-    got: list[bytes] = []
-    points = [0, *sorted(set(cuts)), len(stream)]
-    for start, end in itertools.pairwise(points):
-        got += messages(framer.feed(stream[start:end]))
-    assert got == expected
-    assert len(got) == 3
-    assert framer.keepalives == whole.keepalives == 2
-    assert framer.broken is None
-
-
 # -- fuzz invariant ------------------------------------------------------------------------------
 
 _FRAGMENTS = [
@@ -698,8 +556,8 @@ def test_property_parse_message_raises_only_parse_error(data: bytes) -> None:
 @settings(max_examples=300)
 @given(st.lists(st.one_of(st.binary(max_size=60), _SIPISH, _sip_shaped()), max_size=8))
 def test_property_stream_feed_never_raises(chunks: list[bytes]) -> None:
-    framer = StreamFramer(max_size=500)
+    framer = StreamFramer(StreamLimits(max_message_size=500))
     for chunk in chunks:
-        for item in framer.feed(chunk):
+        for item in framer.feed(chunk, 0.0):
             assert isinstance(item, Request | Response | ParseError)
     assert framer.keepalives >= 0

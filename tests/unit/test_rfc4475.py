@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 
 from siproc.sip.endpoint import Endpoint, Output, RequestReceived
 from siproc.sip.errors import ParseError
+from siproc.sip.framing import StreamFramer
 from siproc.sip.headers import has_tag, message_info, parse_via
-from siproc.sip.message import Request, Response, StreamFramer, parse_message
+from siproc.sip.message import Request, Response, parse_message
 from siproc.sip.transaction import Destination, Send
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "rfc4475"
@@ -489,7 +490,8 @@ def test_broken_response_on_a_stream_is_not_answered() -> None:
     framer = StreamFramer()
     [error] = framer.feed(
         b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bKs\r\n"
-        b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: s\r\nCSeq: 1 INVITE\r\n\r\n"
+        b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: s\r\nCSeq: 1 INVITE\r\n\r\n",
+        0.0,
     )
     assert isinstance(error, ParseError)
     tcp = Destination("tcp", "127.0.0.1", 40000)
@@ -498,7 +500,7 @@ def test_broken_response_on_a_stream_is_not_answered() -> None:
 
 def test_broken_request_on_a_stream_gets_400_on_the_connection() -> None:
     framer = StreamFramer()
-    [error] = framer.feed(_request().replace(b"Content-Length: 0\r\n", b""))
+    [error] = framer.feed(_request().replace(b"Content-Length: 0\r\n", b""), 0.0)
     assert isinstance(error, ParseError)
     tcp = Destination("tcp", "127.0.0.1", 40000)
     [send] = sends(endpoint().receive_message(error, tcp, LOCAL, 0.0))

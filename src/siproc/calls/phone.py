@@ -54,6 +54,7 @@ from siproc.sip.endpoint import (
     StrayResponse,
 )
 from siproc.sip.errors import ParseError, RemoteProtocolError
+from siproc.sip.framing import StreamLimits
 from siproc.sip.headers import MessageInfo, make_response
 from siproc.sip.message import Message, Request, Response
 from siproc.sip.registration import RegistrationState
@@ -96,6 +97,13 @@ class Phone:
         self.endpoint.admit = self._admit
         self.transport = SipTransport(self.loop, self._on_datagram, self._on_stream_message, log)
         self.transport.on_transport_error = self._on_transport_error
+        self.transport.limits = StreamLimits(
+            max_message_size=config.max_message_size,
+            first_message_timeout=config.tcp_message_timeout,
+            message_timeout=config.tcp_message_timeout,
+        )
+        self.transport.max_connections_per_source = config.tcp_max_per_source
+        self.transport.idle_timeout = config.tcp_idle_timeout
         self.clock = MediaClock(self.loop)  # the media of calls when there are no workers
         # Servers located (RFC 3263: SRV, then A/AAAA) off the loop and cached: net/locate.py
         self.locator = ServerLocator(self.loop, HostCache(self.loop), dns_srv, rng=self.rng)

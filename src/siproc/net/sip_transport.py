@@ -9,9 +9,22 @@ all on the same port number, so that the port in Via and Contact is right for ei
   listening socket of the destination's family, so the source port is our SIP port and symmetric
   responses (RFC 3581) come back to it.
 - TCP runs one `_StreamConnection` protocol per connection, cutting messages with `StreamFramer`
-  and handing them to `on_stream_message`. Connections live in one pool keyed by the peer's
-  address, whoever opened them, so that responses and in-dialog requests reuse the connection a
-  request came on (RFC 3261 section 18.2.2). Idle connections are closed after `idle_timeout`.
+  (sip/framing.py) and handing them to `on_stream_message`. Connections live in one pool keyed by
+  the peer's address, whoever opened them, so that responses and in-dialog requests reuse the
+  connection a request came on (RFC 3261 section 18.2.2).
+- Limits that make the TCP listener safe on the open internet, all in `_StreamConnection` and
+  its framer so that a TLS transport built on the same protocol class inherits them: a message
+  over `limits.max_message_size` is answered 513 if it is a request whose headers allow a
+  response, then the connection is closed (lingering: our side is shut, the peer's remaining
+  octets are read and discarded for up to `LINGER_TIMEOUT`, so that the 513 is not lost to a
+  reset); a connection a peer opened must deliver a complete message within
+  `limits.first_message_timeout`, and every message must be complete within
+  `limits.message_timeout` of its first octet; a connection without traffic either way (RFC 5626
+  CRLFCRLF pings count) is closed after `idle_timeout`; at most `max_connections_per_source`
+  connections from one source (an IPv4 address, an IPv6 /64) and `max_connections` in all.
+  One timer per connection serves all its deadlines. A UDP datagram over the size limit is
+  answered 513 if it is a request whose headers allow it (RFC 3261 section 18.1.1 lets the client
+  retry over TCP), else dropped.
 - `local_address_for(host)` answers "which of our addresses does the kernel use to reach host",
   the address to advertise in Via, Contact and SDP (DESIGN.md section 5).
 
@@ -33,9 +46,11 @@ from collections.abc import Callable
 from typing import cast
 
 from siproc.sip.errors import ParseError
-from siproc.sip.message import MAX_MESSAGE_SIZE, Message, StreamFramer
+from siproc.sip.framing import StreamFramer, StreamLimits, too_large_error
+from siproc.sip.message import Message
 from siproc.sip.transaction import Destination
 
+_Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 DatagramCallback = Callable[[bytes, Destination, str], None]
 StreamMessageCallback = Callable[[Message | ParseError, Destination, str], None]
 TransportErrorCallback = Callable[[Destination, str], None]
@@ -43,7 +58,15 @@ TransportErrorCallback = Callable[[Destination, str], None]
 UDP_RECV_SIZE = 65_535  # the largest datagram IPv4 or IPv6 (without jumbograms) can carry
 MAX_DATAGRAMS_PER_WAKEUP = 256  # bounded batch: a flood cannot starve the loop
 MAX_CONNECTIONS = 4096
-TCP_IDLE_TIMEOUT = 600.0  # seconds without traffic before a connection is closed
+# Connections from one source address (an IPv6 /64): more are closed at once.
+MAX_CONNECTIONS_PER_SOURCE = 32
+IPV6_SOURCE_PREFIX = 64  # one IPv6 site: an attacker has a /64 of addresses to pick from
+# Seconds without traffic before a connection is closed: well above the 120 s between RFC 5626
+# keep-alive pings on connection-oriented transports (RFC 5626 section 4.4.1).
+TCP_IDLE_TIMEOUT = 600.0
+LINGER_TIMEOUT = 2.0  # seconds to drain a peer's octets after our 513 or 400, before closing
+LINGER_MAX_OCTETS = 1 << 20  # octets discarded while lingering, at most; then reset
+WARNING_INTERVAL = 10.0  # seconds between two warnings of one kind about peers (then a count)
 TCP_CONNECT_TIMEOUT = 10.0
 MAX_WRITE_BUFFER = 1 << 20  # bytes queued for a peer that does not read; then we give up on it
 PORT_RETRIES = 20  # port 0: attempts at a port free for UDP and TCP in every family
@@ -84,6 +107,33 @@ def _ipv6_available() -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
+def _source_key(ip: str) -> str:
+    """What the per-source connection cap counts by: the IPv4 address, or the IPv6 /64."""
+    if ":" not in ip:
+        return ip
+    return str(ipaddress.IPv6Network((ip, IPV6_SOURCE_PREFIX), strict=False))
+
+
+class _RateLimitedWarning:
+    """A warning logged at most once per `interval` seconds; the next one counts the rest."""
+
+    def __init__(self, interval: float = WARNING_INTERVAL) -> None:
+        self.interval = interval
+        self._next = float("-inf")
+        self._suppressed = 0
+
+    def warn(self, log: _Log, now: float, message: str, *args: object) -> None:
+        if now < self._next:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            message += f" (and {self._suppressed} more like it in the last {self.interval:g} s)"
+            self._suppressed = 0
+        self._next = now + self.interval
+        log.warning(message, *args)
+
+
 def _describe(exc: OSError) -> str:
     """The system's words for an error (asyncio's own texts hide ECONNREFUSED and friends)."""
     return os.strerror(exc.errno) if exc.errno else str(exc)
@@ -94,7 +144,12 @@ class _PortTaken(Exception):
 
 
 class _StreamConnection(asyncio.Protocol):
-    """One TCP connection: framing, keep-alive pongs, the idle timer, a queue while connecting."""
+    """One stream connection: framing, limits, keep-alive pongs, a queue while connecting.
+
+    The framing and every limit work on any asyncio stream transport: a TLS transport can run
+    this protocol class (asyncio's `create_server(ssl=...)`, `create_connection(ssl=...)`) and
+    keep them; only the transport name of `source` ("tcp") and the log wording would change.
+    """
 
     def __init__(self, owner: SipTransport, outbound: Destination | None) -> None:
         self._owner = owner
@@ -106,12 +161,20 @@ class _StreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.pending: list[bytes] = []
         self.pending_size = 0
-        self.framer = StreamFramer(MAX_MESSAGE_SIZE)
-        self.last_activity = self._loop.time()
+        now = self._loop.time()
+        # A peer that connects to us must send a complete message in time; our own connections
+        # wait for answers without that deadline.
+        self.framer = StreamFramer(owner.limits, now=now, accepted=outbound is None)
+        self.last_activity = now
+        self.source_key: str | None = None  # counted against the per-source cap
         self.closed = False
+        self.lingering = False  # shut down after answering a broken stream; draining the peer
+        self._discarded = 0
+        self._sends = 0
         self.lost: asyncio.Future[None] = self._loop.create_future()
         self.connect_task: asyncio.Task[None] | None = None
-        self._idle_handle: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     def __repr__(self) -> str:
         return f"TCP {self.peer_text()}"
@@ -137,7 +200,7 @@ class _StreamConnection(asyncio.Protocol):
             transport.close()
             return
         self.last_activity = self._loop.time()
-        self._arm_idle()
+        self._arm_timer()
         if self.pending:
             data = b"".join(self.pending)
             self.pending.clear()
@@ -147,19 +210,46 @@ class _StreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed or self.source is None or self.transport is None:
             return
-        self.last_activity = self._loop.time()
-        before = self.framer.keepalives
-        items = self.framer.feed(data)
-        pings = self.framer.keepalives - before
+        if self.lingering:
+            self._discarded += len(data)
+            if self._discarded > LINGER_MAX_OCTETS:
+                self.transport.abort()
+            return
+        now = self._loop.time()
+        self.last_activity = now
+        framer = self.framer
+        before = framer.keepalives
+        items = framer.feed(data, now)
+        pings = framer.keepalives - before
         if pings > 0 and not self.transport.is_closing():
             self.transport.write(KEEPALIVE_PONG * pings)
+        sends = self._sends
         for item in items:
             self._owner._deliver_stream(item, self.source, self.local_host)
-        if self.framer.broken:
-            self._owner.log.warning(
-                "closing TCP connection from %s: %s", self.peer_text(), self.framer.broken
-            )
-            self.transport.close()
+        if framer.broken:
+            self._close_broken(framer.broken, answered=self._sends != sends)
+        else:
+            self._arm_timer()
+
+    def _close_broken(self, reason: str, *, answered: bool) -> None:
+        """Close a connection whose stream broke; lingering if we answered its last message.
+
+        Closing with unread octets makes the kernel reset the connection, and a reset can
+        destroy our answer before the peer reads it: so after a 513 or 400 our side is shut
+        and the peer's octets are drained for up to LINGER_TIMEOUT (RFC 7230 section 6.6 does
+        the same for HTTP). TLS cannot half-close: it just closes after the answer.
+        """
+        transport = self.transport
+        assert transport is not None
+        self._owner._warn_peer("closing TCP connection from %s: %s", self.peer_text(), reason)
+        if not answered or transport.is_closing() or not transport.can_write_eof():
+            transport.close()
+            return
+        self.lingering = True
+        transport.write_eof()
+        self._cancel_timer()
+        self._timer_at = self._loop.time() + LINGER_TIMEOUT
+        self._timer = self._loop.call_at(self._timer_at, self._on_timer)
 
     def eof_received(self) -> bool | None:
         return None  # close our side too: SIP has no use for half-open connections
@@ -175,6 +265,7 @@ class _StreamConnection(asyncio.Protocol):
 
     def send(self, data: bytes, destination: Destination) -> None:
         self.last_activity = self._loop.time()
+        self._sends += 1
         limit = self._owner.max_write_buffer
         if self.transport is None:
             if self.pending_size + len(data) > limit:
@@ -207,37 +298,61 @@ class _StreamConnection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-            self._idle_handle = None
+        self._cancel_timer()
         self.pending.clear()
         self._owner._forget(self)
         if not self.lost.done():
             self.lost.set_result(None)
 
-    def _arm_idle(self) -> None:
-        deadline = self.last_activity + self._owner.idle_timeout
-        self._idle_handle = self._loop.call_at(deadline, self._check_idle)
+    # the one timer: the framer's deadlines, the idle timeout, the lingering close
 
-    def _check_idle(self) -> None:
-        self._idle_handle = None
+    def _arm_timer(self) -> None:
+        """Have the timer fire by the earliest deadline (an early firing just re-arms)."""
+        deadline = self.last_activity + self._owner.idle_timeout
+        framer_deadline = self.framer.next_deadline()
+        if framer_deadline is not None and framer_deadline < deadline:
+            deadline = framer_deadline
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
         if self.closed or self.transport is None:
             return
-        if self._loop.time() >= self.last_activity + self._owner.idle_timeout:
+        if self.lingering:
+            self.transport.abort()  # the peer neither closed nor stopped sending in time
+            return
+        now = self._loop.time()
+        reason = self.framer.handle_timer(now)
+        if reason is not None:
+            self._owner._warn_peer("closing TCP connection from %s: %s", self.peer_text(), reason)
+            self.transport.close()
+        elif now >= self.last_activity + self._owner.idle_timeout:
             self._owner.log.info("closing idle TCP connection %s", self.peer_text())
             self.transport.close()
         else:
-            self._arm_idle()
+            self._arm_timer()
 
 
 class SipTransport:
     """UDP + TCP listeners on one port, a pool of TCP connections, and the local-address oracle.
 
     `on_datagram(data, source, local_host)` gets each UDP datagram whole;
-    `on_stream_message(message, source, local_host)` gets each message framed from a TCP stream
-    (or the `ParseError` of one that could not be framed or parsed). `source` is where it came
-    from (the peer's address; for TCP the pool key responses reuse), `local_host` our address it
-    arrived on. `on_transport_error(destination, reason)`, when set, hears of sends that failed.
+    `on_stream_message(message, source, local_host)` gets each message framed from a TCP stream,
+    or the `ParseError` of one that could not be framed or parsed or is too large (a UDP datagram
+    over the size limit comes this way too, as a `ParseError` of status 513). `source` is where
+    it came from (the peer's address; for TCP the pool key responses reuse), `local_host` our
+    address it arrived on. `on_transport_error(destination, reason)`, when set, hears of sends
+    that failed.
     """
 
     def __init__(
@@ -245,7 +360,7 @@ class SipTransport:
         loop: asyncio.AbstractEventLoop,
         on_datagram: DatagramCallback,
         on_stream_message: StreamMessageCallback,
-        log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+        log: _Log | None = None,
     ) -> None:
         self._loop = loop
         self.on_datagram = on_datagram
@@ -254,19 +369,26 @@ class SipTransport:
         self.log = log if log is not None else logging.getLogger(__name__)
         self.port = 0
         self.bind_host: str | None = None  # the specific address bound, None for all addresses
+        # Limits: set them before start() (connections take the values they find when made).
+        self.limits = StreamLimits()  # message size (UDP and TCP), TCP message deadlines
         self.idle_timeout = TCP_IDLE_TIMEOUT
         self.connect_timeout = TCP_CONNECT_TIMEOUT
         self.max_connections = MAX_CONNECTIONS
+        self.max_connections_per_source = MAX_CONNECTIONS_PER_SOURCE
         self.max_datagrams_per_wakeup = MAX_DATAGRAMS_PER_WAKEUP
         self.max_write_buffer = MAX_WRITE_BUFFER
         self.datagrams_received = 0
         self.datagrams_ignored = 0  # empty, keep-alive, STUN or other non-SIP datagrams
+        self.datagrams_too_large = 0
         self._udp: dict[socket.AddressFamily, socket.socket] = {}
         self._servers: list[asyncio.Server] = []
         self._pool: dict[tuple[str, int], _StreamConnection] = {}
         self._connections: set[_StreamConnection] = set()
         self._local_addresses: dict[str, str] = {}
+        self._per_source: dict[str, int] = {}  # accepted connections by _source_key
         self._limit_warned = False
+        self._source_warning = _RateLimitedWarning()
+        self._peer_warning = _RateLimitedWarning()
         self._started = False
         self._closed = False
 
@@ -470,9 +592,26 @@ class SipTransport:
             source = Destination("udp", address[0], address[1])
             try:
                 local_host = bound if bound is not None else self.local_address_for(address[0])
-                self.on_datagram(data, source, local_host)
+                if len(data) > self.limits.max_message_size:
+                    self._datagram_too_large(data, source, local_host)
+                else:
+                    self.on_datagram(data, source, local_host)
             except Exception:
                 self._log_callback_error("on_datagram", source)
+
+    def _datagram_too_large(self, data: bytes, source: Destination, local_host: str) -> None:
+        """513 to a request over the size limit whose headers allow it; else it is dropped."""
+        self.datagrams_too_large += 1
+        self._warn_peer(
+            "UDP datagram of %d octets from %s:%d is over the limit of %d",
+            len(data),
+            source.host,
+            source.port,
+            self.limits.max_message_size,
+        )
+        self._deliver_stream(
+            too_large_error(data, self.limits.max_message_size), source, local_host
+        )
 
     def _deliver_stream(
         self, item: Message | ParseError, source: Destination, local_host: str
@@ -481,6 +620,10 @@ class SipTransport:
             self.on_stream_message(item, source, local_host)
         except Exception:
             self._log_callback_error("on_stream_message", source)
+
+    def _warn_peer(self, message: str, *args: object) -> None:
+        """A rate-limited warning about a peer that broke a rule: a flood must not flood the log."""
+        self._peer_warning.warn(self.log, self._loop.time(), message, *args)
 
     def _log_callback_error(self, name: str, destination: Destination) -> None:
         self.log.error("%s raised for %s (traceback at debug level)", name, destination)
@@ -499,6 +642,19 @@ class SipTransport:
             self._warn_limit()
             return False
         assert conn.key is not None
+        source_key = _source_key(conn.key[0])
+        count = self._per_source.get(source_key, 0)
+        if count >= self.max_connections_per_source:
+            self._source_warning.warn(
+                self.log,
+                self._loop.time(),
+                "TCP connections from %s over the limit of %d per source: refusing more",
+                source_key,
+                self.max_connections_per_source,
+            )
+            return False
+        self._per_source[source_key] = count + 1
+        conn.source_key = source_key
         self._connections.add(conn)
         old = self._pool.get(conn.key)
         if old is None or not old.usable or old.transport is None:
@@ -508,6 +664,11 @@ class SipTransport:
 
     def _forget(self, conn: _StreamConnection) -> None:
         self._connections.discard(conn)
+        if conn.source_key is not None:
+            left = self._per_source.pop(conn.source_key, 1) - 1
+            if left > 0:
+                self._per_source[conn.source_key] = left
+            conn.source_key = None
         if conn.key is not None and self._pool.get(conn.key) is conn:
             del self._pool[conn.key]
         if len(self._connections) < self.max_connections:

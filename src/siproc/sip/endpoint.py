@@ -220,7 +220,8 @@ class Endpoint:
     def _answer_broken(
         self, headers: Headers, exc: ParseError, source: Destination, method: str | None = None
     ) -> list[Output]:
-        """400 to a request we cannot parse fully, if its headers allow a response at all.
+        """400 (or the error's status) to a request we cannot parse fully, if its headers allow a
+        response at all.
 
         Via (where to) and CSeq (the client matches on branch and CSeq method, section 17.1.3)
         suffice: RFC 4475 section 3.3.1 wants a 400 even without Call-ID, From and To.
@@ -240,8 +241,11 @@ class Endpoint:
             return []
         request = Request("UNKNOWN", "sip:invalid", headers)
         _stamp_via(request, via, source)  # RFC 3261 section 18.2.1 holds for broken ones too
-        reason = "Bad Request (" + str(exc).replace("\r", " ").replace("\n", " ")[:120] + ")"
-        response = make_response(request, 400, reason, to_tag=self.new_token())
+        detail = str(exc).replace("\r", " ").replace("\n", " ")[:120]
+        # 400, or 513 for a message over the size limit (RFC 3261 section 21.5.14)
+        phrase = "Message Too Large" if exc.status == 513 else "Bad Request"
+        reason = f"{phrase} ({detail})"
+        response = make_response(request, exc.status, reason, to_tag=self.new_token())
         return [self._send_stateless_response(response, via, source)]
 
     def _send_stateless_response(self, response: Response, via: Via, source: Destination) -> Send:

@@ -17,11 +17,16 @@ if TYPE_CHECKING:
 
 
 class ParseError(ValueError):
-    """Text that does not follow the SIP grammar."""
+    """Text that does not follow the SIP grammar.
 
-    def __init__(self, message: str, *, headers: Headers | None = None) -> None:
+    `status` is what a request it carries the headers of is answered with: 400, or 513 for a
+    message over the size limit (RFC 3261 section 21.5.14).
+    """
+
+    def __init__(self, message: str, *, headers: Headers | None = None, status: int = 400) -> None:
         super().__init__(message)
         self.headers = headers
+        self.status = status
 
 
 class RemoteProtocolError(Exception):

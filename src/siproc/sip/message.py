@@ -5,7 +5,7 @@ Headers stay raw text (with compact names expanded and folded lines joined) so t
 not understand is relayed byte for byte; typed views (Via, CSeq, From ...) live in `headers.py`
 and are parsed when asked for. Framing differs by transport (RFC 3261 section 18.3): a datagram
 holds one message and Content-Length may be absent; on a stream Content-Length is mandatory and
-`StreamFramer` cuts messages out of the byte stream.
+`framing.StreamFramer` cuts messages out of the byte stream.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from siproc.sip.errors import ParseError
 from siproc.sip.uri import TOKEN_CHARS, split_list
 
 SIP_VERSION = "SIP/2.0"
-MAX_MESSAGE_SIZE = 65_535  # larger than any UDP datagram; a TCP peer that sends more is wrong
 
 # RFC 3261 section 7.3.3 and the IANA registry: compact forms.
 COMPACT_FORMS = {
@@ -388,69 +387,3 @@ def _parse_head(head: bytes) -> Message:
         raise ParseError("empty message")
     start, headers = _split_head(text)
     return _parse_start(start, headers)
-
-
-class StreamFramer:
-    """Cut SIP messages out of a byte stream (TCP, TLS): RFC 3261 section 18.3.
-
-    `feed()` returns the complete messages, and `ParseError`s for what could not be parsed; a
-    framing error (no or bad Content-Length) makes the rest of the stream unusable, which
-    `broken` then says: the edge closes the connection. Leading CRLFs between messages are
-    keep-alives (RFC 5626 section 3.5.1) and are counted in `keepalives`, so that the edge can
-    answer a double-CRLF ping with a single CRLF pong.
-    """
-
-    def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
-        self._buffer = bytearray()
-        self._max_size = max_size
-        self.broken: str | None = None
-        self.keepalives = 0
-        self._crlf_run = 0  # CR/LF octets seen since the last message, across feed() calls
-
-    def feed(self, data: bytes) -> list[Message | ParseError]:
-        if self.broken:
-            return []
-        self._buffer += data
-        out: list[Message | ParseError] = []
-        while True:
-            stripped = self._buffer.lstrip(b"\r\n")
-            if len(stripped) != len(self._buffer):
-                # A CRLFCRLF ping may arrive split over several segments: count it however
-                # the stream was cut (RFC 5626 section 3.5.1).
-                run = self._crlf_run + len(self._buffer) - len(stripped)
-                self.keepalives += run // 4 - self._crlf_run // 4
-                self._crlf_run = run
-                self._buffer = bytearray(stripped)
-            if self._buffer:
-                self._crlf_run = 0
-            head_end, body_start = _find_head_end(self._buffer)
-            if head_end < 0:
-                if len(self._buffer) > self._max_size:
-                    self._break(out, "header section larger than the maximum message size")
-                return out
-            try:
-                message = _parse_head(bytes(self._buffer[:head_end]))
-                length = _content_length(message)
-            except ParseError as exc:
-                self._break(out, f"unframeable message: {exc}", exc.headers)
-                return out
-            if length is None:
-                self._break(
-                    out, "Content-Length is mandatory on stream transports", _salvaged(message)
-                )
-                return out
-            if length > self._max_size:
-                self._break(out, f"Content-Length {length} too large", _salvaged(message))
-                return out
-            if len(self._buffer) < body_start + length:
-                return out
-            message.body = bytes(self._buffer[body_start : body_start + length])
-            del self._buffer[: body_start + length]
-            out.append(message)
-
-    def _break(
-        self, out: list[Message | ParseError], reason: str, headers: Headers | None = None
-    ) -> None:
-        self.broken = reason
-        self._buffer.clear()
-        out.append(ParseError(reason, headers=headers))

@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote
 
 from siproc.media.codecs.catalog import CodecEntry, CodecPriorityError, apply_priorities
 from siproc.net.media_priority import PRIORITIES as MEDIA_PRIORITIES
+from siproc.sdp.sdes import SrtpMode
 from siproc.sip.errors import ParseError
 from siproc.sip.uri import NameAddr, SipUri, parse_host_port, parse_name_addr, parse_sip_uri
 
@@ -78,6 +79,7 @@ class Config:
     register_expires: int
     log_level: int
     codecs: tuple[CodecEntry, ...]
+    srtp: SrtpMode = SrtpMode.OFF  # SIPROC_SRTP: SDES-keyed SRTP (RFC 4568, sdp/sdes.py)
 
     @property
     def transport(self) -> str:
@@ -226,4 +228,5 @@ def load_config(env: Mapping[str, str]) -> Config:
         register_expires=_int(env, "SIPROC_REGISTER_EXPIRES", DEFAULT_REGISTER_EXPIRES, 60, 86400),
         log_level=_int(env, "SIPROC_LOG_LEVEL", DEFAULT_LOG_LEVEL, 0, 6),
         codecs=codecs,
+        srtp=SrtpMode(_choice(env, "SIPROC_SRTP", tuple(m.value for m in SrtpMode))),
     )

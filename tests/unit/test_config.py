@@ -358,3 +358,15 @@ def test_a_bad_media_priority_names_the_variable_and_the_choices() -> None:
     exc = error({"SIPROC_MEDIA_PRIORITY": "urgent"})
     assert exc.variable == "SIPROC_MEDIA_PRIORITY"
     assert "realtime, high, normal" in str(exc) and "'urgent'" in str(exc)
+
+
+def test_srtp_mode() -> None:
+    from siproc.sdp.sdes import SrtpMode
+
+    assert load_config({}).srtp is SrtpMode.OFF
+    assert load_config({"SIPROC_SRTP": " Mandatory "}).srtp is SrtpMode.MANDATORY
+    assert load_config({"SIPROC_SRTP": "optional"}).srtp is SrtpMode.OPTIONAL
+    assert load_config({"SIPROC_SRTP": ""}).srtp is SrtpMode.OFF
+    exc = error({"SIPROC_SRTP": "yes"})
+    assert exc.variable == "SIPROC_SRTP"
+    assert "off, optional, mandatory" in str(exc) and "'yes'" in str(exc)

@@ -153,3 +153,23 @@ def test_repr_shows_no_key() -> None:
     text = repr(context)
     assert key.base64() not in text and key.key_salt.hex()[:8] not in text
     assert "AES_CM_128_HMAC_SHA1_80" in text
+
+
+def test_a_reinvite_with_the_same_keys_keeps_the_crypto_context() -> None:
+    """RFC 4568 7.1.4: past a sequence wrap, a fresh context (ROC 0) could not decrypt."""
+    suite = CryptoSuite.AES_CM_128_HMAC_SHA1_80
+    a, b = MasterKey.generate(suite), MasterKey.generate(suite)
+    alice, bob = SrtpContext(suite, a, b), SrtpContext(suite, b, a)
+    sent = [alice.protect(rtp(seq % 65536)) for seq in range(65530, 65540)]  # ROC is now 1
+    assert all(bob.unprotect(packet) is not None for packet in sent)
+    bob = bob.replaced(SrtpParams(suite, b, a, 1))
+    assert bob.unprotect(alice.protect(rtp(4))) == rtp(4)
+    assert bob.unprotect(sent[-1]) is None and bob.drops.replay == 1  # the window is kept
+    # A new remote key starts a new receive context; the send context is kept.
+    c = MasterKey.generate(suite)
+    carol = SrtpContext(suite, c, b)
+    bob2 = bob.replaced(SrtpParams(suite, b, c, 1))
+    assert bob2.unprotect(carol.protect(rtp(1))) == rtp(1)
+    assert bob2.unprotect(alice.protect(rtp(5))) is None  # the old key no longer works
+    assert bob2.drops is bob.drops and bob2.drops.auth == 1
+    assert alice.unprotect(bob2.protect(rtp(9))) == rtp(9)

@@ -60,10 +60,12 @@ class SrtpDrops:
 class SrtpContext:
     """One stream's send and receive SRTP/SRTCP contexts (RFC 3711 section 3.2)."""
 
-    __slots__ = ("_rx", "_tx", "drops", "suite")
+    __slots__ = ("_local_key", "_remote_key", "_rx", "_tx", "drops", "suite")
 
     def __init__(self, suite: CryptoSuite, local_key: MasterKey, remote_key: MasterKey) -> None:
         self.suite = suite
+        self._local_key = local_key
+        self._remote_key = remote_key
         self._tx = pylibsrtp.Session(_policy(suite, local_key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
         self._rx = pylibsrtp.Session(_policy(suite, remote_key, pylibsrtp.Policy.SSRC_ANY_INBOUND))
         self.drops = SrtpDrops()
@@ -72,6 +74,20 @@ class SrtpContext:
     def from_params(cls, params: SrtpParams) -> SrtpContext:
         """The contexts for what offer/answer negotiated (:class:`SrtpParams`)."""
         return cls(params.suite, params.local_key, params.remote_key)
+
+    def replaced(self, params: SrtpParams) -> SrtpContext:
+        """The contexts after a new offer/answer (a re-INVITE): a direction whose suite and key
+        stay the same keeps its context (its rollover counter and replay window, RFC 4568
+        section 7.1.4: unchanged keys continue the crypto context); a changed one starts anew.
+        The drop counters carry over."""
+        fresh = SrtpContext.from_params(params)
+        if params.suite is self.suite:
+            if params.local_key == self._local_key:
+                fresh._tx = self._tx
+            if params.remote_key == self._remote_key:
+                fresh._rx = self._rx
+        fresh.drops = self.drops
+        return fresh
 
     # -- sending --------------------------------------------------------------------------
 

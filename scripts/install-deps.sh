@@ -81,7 +81,7 @@ stamp_dir=build
 stamp="$stamp_dir/.install-deps-stamp"
 want="$(python3 -c 'import sys; print(sys.executable)') $(sha256sum pyproject.toml | cut -d' ' -f1)"
 have="$(cat "$stamp" 2>/dev/null || true)"
-where="$(cd / && python3 -c 'import os, siproc, pytest, pytest_timeout, hypothesis, mypy, ruff, alsaaudio, uvloop
+where="$(cd / && python3 -c 'import os, siproc, pylibsrtp, pytest, pytest_timeout, hypothesis, mypy, ruff, alsaaudio, uvloop
 print(os.path.realpath(siproc.__file__))' 2>/dev/null || true)"
 if [ "${SIPROC_FORCE_PIP:-0}" = 1 ] || [ "$want" != "$have" ] || [[ "$where" != "$PWD/src/siproc/"* ]]; then
     log "pip install -e .[dev,alsa,fast]"

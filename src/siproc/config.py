@@ -18,6 +18,7 @@ from urllib.parse import quote, unquote
 from siproc.media.codecs.catalog import CodecEntry, CodecPriorityError, apply_priorities
 from siproc.net import sip_transport
 from siproc.net.media_priority import PRIORITIES as MEDIA_PRIORITIES
+from siproc.sdp.sdes import SrtpMode
 from siproc.sip import framing
 from siproc.sip.errors import ParseError
 from siproc.sip.uri import NameAddr, SipUri, parse_host_port, parse_name_addr, parse_sip_uri
@@ -142,6 +143,7 @@ class Config:
     tcp_max_per_source: int = DEFAULT_TCP_MAX_PER_SOURCE
     tcp_message_timeout: float = DEFAULT_TCP_MESSAGE_TIMEOUT
     tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT
+    srtp: SrtpMode = SrtpMode.OFF  # SIPROC_SRTP: SDES-keyed SRTP (RFC 4568, sdp/sdes.py)
 
     @property
     def transport(self) -> str:
@@ -387,4 +389,5 @@ def load_config(env: Mapping[str, str]) -> Config:
         tcp_idle_timeout=_seconds(
             env, "SIPROC_TCP_IDLE_TIMEOUT", DEFAULT_TCP_IDLE_TIMEOUT, 1, 86_400
         ),
+        srtp=SrtpMode(_choice(env, "SIPROC_SRTP", tuple(m.value for m in SrtpMode))),
     )

@@ -479,3 +479,15 @@ def test_listener_limits_are_read() -> None:
 )
 def test_bad_listener_limits_name_the_variable(variable: str, value: str, fragment: str) -> None:
     assert_error({variable: value}, variable, fragment)
+
+
+def test_srtp_mode() -> None:
+    from siproc.sdp.sdes import SrtpMode
+
+    assert load_config({}).srtp is SrtpMode.OFF
+    assert load_config({"SIPROC_SRTP": " Mandatory "}).srtp is SrtpMode.MANDATORY
+    assert load_config({"SIPROC_SRTP": "optional"}).srtp is SrtpMode.OPTIONAL
+    assert load_config({"SIPROC_SRTP": ""}).srtp is SrtpMode.OFF
+    exc = error({"SIPROC_SRTP": "yes"})
+    assert exc.variable == "SIPROC_SRTP"
+    assert "off, optional, mandatory" in str(exc) and "'yes'" in str(exc)

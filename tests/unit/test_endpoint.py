@@ -864,3 +864,27 @@ def test_server_invite_timers_are_tracked_too() -> None:
         (32.0, TransactionTerminated),
     ]
     assert ep.transaction_count == 0 and ep._heap == []
+
+
+def test_sip_trace_masks_credentials_and_srtp_keys() -> None:
+    """SIPROC_LOG_LEVEL 6 logs whole messages: never a password digest nor an SDES key."""
+    from siproc.sip.endpoint import _trace
+
+    key = "PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR"
+    body = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n"
+    ).encode()
+    request = parse_message(
+        b"INVITE sip:bob@127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\n"
+        b"From: <sip:alice@127.0.0.1>;tag=1\r\nTo: <sip:bob@127.0.0.1>\r\n"
+        b"Call-ID: c1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+        b'Authorization: Digest username="a", response="0123456789abcdef"\r\n'
+        b"Content-Type: application/sdp\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    text = _trace(request)
+    assert key not in text and "0123456789abcdef" not in text
+    assert "a=crypto:1 AES_CM_128_HMAC_SHA1_80 <masked>" in text
+    assert "m=audio 4000 RTP/SAVP 0" in text

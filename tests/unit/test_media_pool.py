@@ -72,3 +72,41 @@ def test_after_its_worker_died_a_stream_refuses_with_the_commands_own_errors(
     stream.when_closed(lambda: ended.append(True))
     assert ended == [True]
     assert stream._worker.channel.sent == []  # type: ignore[attr-defined]
+
+
+def test_srtp_keys_go_to_the_worker_over_its_channel_and_are_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+    import pickle
+
+    from siproc.net.media_worker import MediaWorker, _Stream
+    from siproc.sdp.crypto import CryptoSuite, MasterKey
+    from siproc.sdp.sdes import SrtpParams
+
+    suite = CryptoSuite.AES_CM_128_HMAC_SHA1_32
+    params = SrtpParams(suite, MasterKey.generate(suite), MasterKey.generate(suite), 2)
+    stream = RemoteStream(FakeWorker(), 7, "127.0.0.1", 40000)  # type: ignore[arg-type]
+    stream.configure_srtp(params)
+    stream.configure_srtp(None)
+    sent = stream._worker.channel.sent  # type: ignore[attr-defined]
+    assert sent == [("configure_srtp", 7, params), ("configure_srtp", 7, None)]
+    message = pickle.loads(pickle.dumps(sent[0]))  # what the worker gets
+
+    class FakeRtp:
+        def __init__(self) -> None:
+            self.srtp: list[SrtpParams | None] = []
+
+        def configure_srtp(self, value: SrtpParams | None) -> None:
+            self.srtp.append(value)
+
+    rtp = FakeRtp()
+    worker = MediaWorker.__new__(MediaWorker)  # only _command: no loop, no channel
+    with caplog.at_level(logging.DEBUG):
+        worker._command(7, _Stream(rtp), message[0], list(message[2:]))  # type: ignore[arg-type]
+        worker._command(7, _Stream(rtp), "configure_srtp", [None])  # type: ignore[arg-type]
+        worker._command(7, _Stream(rtp), "configure_srtp", ["key?"])  # type: ignore[arg-type]
+    assert rtp.srtp == [params, None]
+    assert "malformed 'configure_srtp' for stream 7" in caplog.text
+    for key in (params.local_key, params.remote_key):
+        assert key.base64() not in caplog.text

@@ -590,3 +590,74 @@ def test_two_streams_with_the_media_clock(tmp_path: Path) -> None:
         assert a.stats.packets_sent >= 16
 
     asyncio.run(main())
+
+
+def test_srtp_stream_over_sockets(caplog: pytest.LogCaptureFixture) -> None:
+    """configure_srtp: what leaves is SRTP/SRTCP under our key, what arrives must verify under
+    theirs (RFC 3711); plain, forged and replayed packets are dropped, and no key is logged."""
+    from siproc.media.rtcp import SenderReport
+    from siproc.media.srtp import SrtpContext
+    from siproc.sdp.crypto import CryptoSuite, MasterKey
+    from siproc.sdp.sdes import SrtpParams
+
+    suite = CryptoSuite.AES_CM_128_HMAC_SHA1_80
+    ours, theirs = MasterKey.generate(suite), MasterKey.generate(suite)
+    peer_ctx = SrtpContext(suite, theirs, ours)
+    report = SenderReport(99, 1 << 40, 1000, 1, 160).pack()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        peer = udp_socket()
+        stream = RtpStream.open(loop, MediaClock(loop), HOST, PORTS, random.Random(5))
+        seen: list[tuple[int, bytes]] = []
+        stream.on_rtp = lambda h, p: seen.append((h.sequence, bytes(p)))
+        try:
+            with caplog.at_level(logging.DEBUG):
+                stream.configure(peer.getsockname(), get_codec("PCMU"), 0, None, "sendrecv")
+                stream.configure_rtcp(mux=True)
+                stream.configure_srtp(SrtpParams(suite, ours, theirs, 1))
+                stream.tick(0.0)
+                data = peer.recv(2048)
+                assert len(data) == 172 + 10
+                header, payload = parse_rtp(peer_ctx.unprotect(data) or b"")
+                assert header.ssrc == stream.ssrc and len(payload) == 160
+                assert bytes(payload) not in data  # encrypted on the wire
+                # The hot receive path (a real socket) decrypts and latches.
+                protected = peer_ctx.protect(rtp(seq=1, payload=b"\x11" * 160))
+                peer.sendto(protected, (HOST, stream.local_port))
+                await until(lambda: stream.stats.packets_received == 1)
+                assert seen == [(1, b"\x11" * 160)]
+                assert stream.latched_address == peer.getsockname()
+                src = (HOST, 5000)
+                stream.datagram_received(memoryview(protected), src)  # replayed
+                stream.datagram_received(memoryview(rtp(seq=2)), src)  # plain RTP
+                forged = bytearray(peer_ctx.protect(rtp(seq=3)))
+                forged[20] ^= 1
+                stream.datagram_received(memoryview(bytes(forged)), src)
+                assert stream.stats.packets_invalid == 3 and len(seen) == 1
+                assert stream.latched_address == peer.getsockname()  # no latching to forgers
+                # SRTCP multiplexed on the RTP port (RFC 5761): verified, plain refused.
+                stream.datagram_received(memoryview(peer_ctx.protect_rtcp(report)), src)
+                stream.datagram_received(memoryview(report), src)
+                assert (stream.stats.rtcp_received, stream.stats.rtcp_invalid) == (2, 1)
+                # A re-INVITE that keeps the keys keeps the context: the replay is still seen.
+                stream.configure_srtp(SrtpParams(suite, ours, theirs, 1))
+                stream.datagram_received(memoryview(protected), src)
+                assert stream.stats.packets_invalid == 4
+                stream.configure_srtp(None)  # plain RTP again
+                stream.datagram_received(memoryview(rtp(seq=4)), peer.getsockname())
+                assert [s for s, _ in seen] == [1, 4]
+                stream.configure_srtp(SrtpParams(suite, ours, theirs, 1))
+                stream.close()  # the RTCP BYE goes out as SRTCP
+            bye = peer.recv(2048)
+            while not 192 <= bye[1] <= 223:
+                bye = peer.recv(2048)
+            assert peer_ctx.unprotect_rtcp(bye) is not None
+        finally:
+            stream.close()
+            peer.close()
+        for key in (ours, theirs):
+            assert key.base64() not in caplog.text
+        assert "SRTP on (AES_CM_128_HMAC_SHA1_80)" in caplog.text
+
+    asyncio.run(main())

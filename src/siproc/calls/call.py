@@ -49,6 +49,7 @@ from siproc.sdp.offer_answer import (
     answer_offer,
     build_offer,
 )
+from siproc.sdp.sdes import SrtpMode
 from siproc.sip.auth import DigestSession
 from siproc.sip.dialog import Dialog, DialogState
 from siproc.sip.errors import RemoteProtocolError
@@ -115,6 +116,8 @@ class PhoneServices(Protocol):
     def codecs(self) -> list[CodecSpec]: ...
     @property
     def telephone_event(self) -> CodecSpec | None: ...
+    @property
+    def srtp(self) -> SrtpMode: ...
     @property
     def timer_t1(self) -> float: ...
     @property
@@ -505,6 +508,7 @@ class Call:
             receive_telephone_events=negotiated.receive_telephone_events,
         )
         self.stream.configure_rtcp(mux=negotiated.rtcp_mux, remote=negotiated.remote_rtcp)
+        self.stream.configure_srtp(negotiated.srtp)
 
     def start_media(self) -> None:
         if self.negotiated is not None:
@@ -521,6 +525,7 @@ class Call:
             session_version=self._sdp_version,
             direction=direction,
             telephone_event=self.phone.telephone_event,
+            srtp=self.phone.srtp,
         )
 
     def make_answer(
@@ -537,6 +542,7 @@ class Call:
             session_version=self._sdp_version,
             telephone_event=self.phone.telephone_event,
             hold=hold,
+            srtp=self.phone.srtp,
         )
         self.configure_media(negotiated)
         return answer

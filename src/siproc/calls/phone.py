@@ -44,6 +44,7 @@ from siproc.net.rtp_socket import RtpStream
 from siproc.net.sip_transport import SipTransport
 from siproc.sdp.model import SdpError
 from siproc.sdp.offer_answer import CodecSpec, OfferAnswerError
+from siproc.sdp.sdes import SrtpMode
 from siproc.sip.auth import DigestSession
 from siproc.sip.endpoint import (
     AckFor2xx,
@@ -398,6 +399,10 @@ class Phone:
     @property
     def telephone_event(self) -> CodecSpec | None:
         return self._telephone_event
+
+    @property
+    def srtp(self) -> SrtpMode:
+        return self.config.srtp
 
     @property
     def timer_t1(self) -> float:

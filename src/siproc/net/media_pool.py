@@ -46,6 +46,7 @@ from siproc.media.rtcp import RTCP_MIN_INTERVAL
 from siproc.net.media_channel import Channel, Message
 from siproc.net.rtp_socket import DIRECTIONS, RtpStream, bind_rtp_pair
 from siproc.net.rtp_state import DEFAULT_RATE, Address, RtpStats
+from siproc.sdp.sdes import SrtpParams
 
 __all__ = ["MediaPool", "MediaStream", "RemoteStream"]
 
@@ -116,6 +117,11 @@ class RemoteStream:
 
     def configure_rtcp(self, *, mux: bool, remote: Address | None = None) -> None:
         self._send("configure_rtcp", mux, remote)
+
+    def configure_srtp(self, params: SrtpParams | None) -> None:
+        """As :meth:`RtpStream.configure_srtp`. The keys go to the worker over its channel
+        (never through its environment or command line) and are never logged."""
+        self._send("configure_srtp", params)
 
     def start(self) -> None:
         if not self._closed:  # (closed: its worker died; the call is being hung up)

@@ -17,9 +17,10 @@ error found late, the final figures) goes back as events. Messages are tuples:
 
 control -> worker: ``open sid host rtcp_interval`` (+ 2 fds), ``log_as sid call``,
 ``configure sid remote codec pt te_pt direction rx_te_pt`` (codec None: keep the current
-instance), ``configure_rtcp sid mux remote``, ``start sid``, ``play sid id path``, ``stop sid
-id``, ``record sid path stereo``, ``record_stop sid``, ``dtmf sid digits``, ``sound sid verb
-device``, ``close sid``.
+instance), ``configure_rtcp sid mux remote``, ``configure_srtp sid params`` (SrtpParams or
+None: the keys travel only over this channel, and are never logged), ``start sid``, ``play
+sid id path``, ``stop sid id``, ``record sid path stereo``, ``record_stop sid``, ``dtmf sid
+digits``, ``sound sid verb device``, ``close sid``.
 
 worker -> control: ``ready 0`` (once, when it can take streams),
 ``dtmf sid digit``, ``error sid verb reason``, ``play_failed sid id reason``, ``stopped sid id
@@ -55,6 +56,7 @@ from siproc.net.media_channel import Channel, Message
 from siproc.net.media_priority import PRIORITIES, OverloadGuard, set_priority
 from siproc.net.rtp_socket import RtpStream
 from siproc.net.rtp_state import RtpStats
+from siproc.sdp.sdes import SrtpParams
 
 __all__ = ["MediaWorker", "main"]
 
@@ -169,6 +171,8 @@ class MediaWorker:
                 )
             case "configure_rtcp", [mux, remote]:
                 rtp.configure_rtcp(mux=bool(mux), remote=remote)  # type: ignore[arg-type]
+            case "configure_srtp", [SrtpParams() | None as params]:
+                rtp.configure_srtp(params)
             case "start", []:
                 rtp.start()
             case "log_as", [str() as call]:

@@ -16,6 +16,7 @@ import socket
 
 from siproc.media.rtcp import ReceiverReport, SenderReport
 from siproc.media.rtp import RTP_HEADER_SIZE, ParseError
+from siproc.media.srtp import SrtpError
 from siproc.net.rtp_state import Address, StreamParts
 
 __all__ = ["RtcpEdge"]
@@ -108,8 +109,13 @@ class RtcpEdge(StreamParts):
         if dest is None:
             return
         sock = self._sock if self._rtcp_mux else self._rtcp_sock
+        srtp = self._srtp
         try:
-            sock.sendto(data, dest)
+            sock.sendto(data if srtp is None else srtp.protect_rtcp(data), dest)
+        except SrtpError as exc:  # our own packet: a local fault
+            self.stats.send_errors += 1
+            self.log.debug("RTCP not sent: %s", exc)
+            return
         except OSError as exc:
             self.stats.send_errors += 1
             self.log.debug("RTCP send to %s failed: %s", dest, exc)
@@ -143,10 +149,22 @@ class RtcpEdge(StreamParts):
             reason = self._rtcp.bye_reason
             self.log.info("RTCP BYE from the peer%s", f" ({reason})" if reason else "")
 
+    def _srtcp_dropped(self) -> None:
+        self.stats.rtcp_received += 1
+        self.stats.rtcp_invalid += 1
+
     def _read_rtcp(self) -> None:
         """Read one datagram from the RTCP socket (the clock's receive phase)."""
         try:
             size, source = self._recv_rtcp(self._rbuf)
         except OSError:  # BlockingIOError included
             return
-        self._rtcp_received(self._rview[:size], source)
+        data = self._rview[:size]
+        srtp = self._srtp
+        if srtp is not None:
+            plain = srtp.unprotect_rtcp(data)
+            if plain is None:  # forged, replayed or plain RTCP: dropped (RFC 3711 3.4)
+                self._srtcp_dropped()
+                return
+            data = memoryview(plain)
+        self._rtcp_received(data, source)

@@ -66,6 +66,7 @@ from siproc.media.rtp import (
     is_rtcp,
     parse_rtp,
 )
+from siproc.media.srtp import SrtpContext, SrtpError
 from siproc.net.clock import MediaClock
 from siproc.net.dtmf_edge import DtmfEdge
 from siproc.net.media_taps import AudioSink, AudioSource, MediaTaps
@@ -78,6 +79,7 @@ from siproc.net.rtp_state import (
     RtpStats,
     SymmetricRtpLatch,
 )
+from siproc.sdp.sdes import SrtpParams
 
 __all__ = [
     "DIRECTIONS",
@@ -237,6 +239,7 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         self._reception = self._rtcp.reception
         self.stats.rtcp = self._rtcp
         self._init_rtcp()
+        self._srtp: SrtpContext | None = None
         self._latch = SymmetricRtpLatch()
         self._mixer = PlaybackMixer()
         self._rbuf = bytearray(RECV_BUFFER)
@@ -386,6 +389,22 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
                 "resumed" if self._tx else "paused",
                 self.stats.packets_sent,
             )
+
+    def configure_srtp(self, params: SrtpParams | None) -> None:
+        """Protect the stream with SRTP/SRTCP (RFC 3711) with the negotiated suite and keys,
+        or not (None: plain RTP). Call after each offer/answer, with
+        :attr:`NegotiatedMedia.srtp`. A direction whose key is unchanged keeps its crypto
+        context (:meth:`SrtpContext.replaced`). With SRTP on, received packets that do not
+        verify are dropped (counted in ``packets_invalid``), plain RTP included."""
+        if params is None:
+            if self._srtp is not None:
+                self.log.info("SRTP off")
+            self._srtp = None
+        elif self._srtp is None:
+            self._srtp = SrtpContext.from_params(params)
+            self.log.info("SRTP on (%s)", params.suite.value)
+        else:
+            self._srtp = self._srtp.replaced(params)
 
     def start(self) -> None:
         """Join the media clock: sending (and playback) begins on the next tick."""
@@ -553,8 +572,16 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
             self._mixer.prefetch(self._frame_samples)
 
     def _send(self, packet: bytes, dest: Address) -> None:
+        size = len(packet)  # RTP octets: the SR's octet count leaves out the SRTP tag
+        srtp = self._srtp
         try:
-            self._sendto(packet, dest)
+            self._sendto(packet if srtp is None else srtp.protect(packet), dest)
+        except SrtpError as exc:  # our own packet: a bug, or a key used up (2^48 packets)
+            self.stats.send_errors += 1
+            if not self._send_error_logged:
+                self._send_error_logged = True
+                self.log.error("%s (logged once)", exc)
+            return
         except OSError as exc:  # BlockingIOError (buffer full), unreachable, ...
             self.stats.send_errors += 1
             if not self._send_error_logged:
@@ -563,7 +590,7 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
             return
         stats = self.stats
         stats.packets_sent += 1
-        stats.bytes_sent += len(packet)
+        stats.bytes_sent += size
 
     def _emit_stopped(self, name: str) -> None:
         callback = self.on_stopped
@@ -601,7 +628,13 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
                 self.log.debug("RTP receive error: %s", exc)
             return
         # 0x80: V=2, P=0, X=0, CC=0. Second octet 192..223 is RTCP (RFC 5761 section 4).
-        if size < RTP_HEADER_SIZE or buf[0] != 0x80 or 192 <= buf[1] <= 223:
+        # SRTP takes the general path too (it is decrypted there).
+        if (
+            size < RTP_HEADER_SIZE
+            or buf[0] != 0x80
+            or 192 <= buf[1] <= 223
+            or self._srtp is not None
+        ):
             self._datagram(self._rview[:size], source, arrival)
             return
         _, b1, seq, timestamp, ssrc = _unpack_header(buf)
@@ -626,7 +659,18 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
     def _datagram(self, data: memoryview, source: Address, arrival: float) -> None:
         """The general receive path; ``arrival`` in seconds of the wall clock (the kernel's
         receive timestamps are CLOCK_REALTIME)."""
-        if is_rtcp(data):
+        rtcp = is_rtcp(data)
+        srtp = self._srtp
+        if srtp is not None:  # authenticate before anything else (latching included)
+            plain = srtp.unprotect_rtcp(data) if rtcp else srtp.unprotect(data)
+            if plain is None:
+                if rtcp:
+                    self._srtcp_dropped()
+                else:
+                    self.stats.packets_invalid += 1
+                return
+            data = memoryview(plain)
+        if rtcp:
             self._rtcp_received(data, source)
             return
         try:

@@ -20,6 +20,7 @@ from siproc.media.mixer import PlaybackMixer
 from siproc.media.rtcp import ReceptionStats
 from siproc.media.rtcp_session import RtcpSession
 from siproc.media.rtp import RtpSender
+from siproc.media.srtp import SrtpContext
 
 __all__ = [
     "DEFAULT_RATE",
@@ -46,7 +47,7 @@ class RtpStats:
     bytes_sent: int = 0
     packets_received: int = 0  # valid RTP of an expected type from the latched source
     bytes_received: int = 0
-    packets_invalid: int = 0  # not RTP (parse error)
+    packets_invalid: int = 0  # not RTP (parse error), or SRTP/SRTCP that failed to verify
     packets_ignored: int = 0  # valid RTP, but an unexpected payload type or an unlatched source
     rtcp_received: int = 0  # on the RTCP port, or multiplexed (RFC 5761)
     rtcp_invalid: int = 0  # RTCP that did not parse (counted in rtcp_received too)
@@ -179,6 +180,7 @@ class StreamParts:
     _ts_step: int
     _rtcp: RtcpSession
     _reception: ReceptionStats
+    _srtp: SrtpContext | None  # RFC 3711, from configure_srtp(); None: plain RTP
 
     @property
     def remote_address(self) -> Address | None:

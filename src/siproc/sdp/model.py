@@ -131,6 +131,16 @@ class MediaDescription:
                 return value
         return None
 
+    def __repr__(self) -> str:
+        """As the dataclass's, but ``a=crypto`` values (SRTP keys, RFC 4568) are masked."""
+        attributes = [(k, "<masked>" if k.lower() == "crypto" else v) for k, v in self.attributes]
+        return (
+            f"MediaDescription(media={self.media!r}, port={self.port!r}, proto={self.proto!r}, "
+            f"formats={self.formats!r}, port_count={self.port_count!r}, "
+            f"connection={self.connection!r}, attributes={attributes!r}, "
+            f"bandwidths={self.bandwidths!r}, other_lines={self.other_lines!r})"
+        )
+
     def attribute_values(self, name: str) -> list[str | None]:
         """The values of every ``a=<name>`` line, in order."""
         return [value for key, value in self.attributes if key == name]

@@ -22,7 +22,9 @@ port, and the payload type numbers it expects (RFC 3264 section 5.1). So:
   ``sendonly`` (or ``inactive``); RFC 2543 peers set ``c=0.0.0.0`` instead (RFC 3264 section
   8.4 asks to understand it).
 
-Only ``RTP/AVP`` audio is negotiated (no SRTP yet); other streams are rejected.
+Only ``RTP/AVP`` and ``RTP/SAVP`` audio is negotiated; other streams are rejected. SRTP keying
+(SDES, RFC 4568) follows an :class:`~siproc.sdp.sdes.SrtpMode` and lives in
+:mod:`siproc.sdp.sdes`; its outcome is :attr:`NegotiatedMedia.srtp`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,15 @@ from siproc.sdp.model import (
     direction,
     fmtp,
     rtpmap,
+)
+from siproc.sdp.sdes import (
+    AnswerKeying,
+    KeyingError,
+    SrtpMode,
+    SrtpParams,
+    accept_keying,
+    answer_keying,
+    offer_keying,
 )
 
 __all__ = [
@@ -79,8 +90,9 @@ STATIC_AUDIO_PAYLOAD_TYPES: dict[int, tuple[str, int, int]] = {
     18: ("G729", 8000, 1),
 }
 
-#: Transport protocols we answer (RFC 3551 section 1). No SRTP (RTP/SAVP) yet.
-SUPPORTED_PROTOS = ("RTP/AVP",)
+#: Transport protocols we answer (RFC 3551 section 1; RTP/SAVP: RFC 3711 section 12, as
+#: :mod:`siproc.sdp.sdes` allows).
+SUPPORTED_PROTOS = ("RTP/AVP", "RTP/SAVP")
 #: RFC 3551 section 4.5: 20 ms packets unless the receiver asks otherwise (a=ptime).
 DEFAULT_PTIME = 20
 _TELEPHONE_EVENT = "telephone-event"
@@ -147,7 +159,8 @@ class NegotiatedMedia:
     ``telephone_event_pt`` use the remote's payload type numbers (what we send);
     ``local_payload_type`` and ``local_telephone_event_pt`` are the numbers in our own SDP
     (what the remote sends to us). ``direction`` is OUR direction; ``remote_hold`` is True when
-    the remote does not want to receive (sendonly/inactive, or c=0.0.0.0).
+    the remote does not want to receive (sendonly/inactive, or c=0.0.0.0). ``srtp`` is the
+    SRTP suite and keys (None: plain RTP).
 
     ``telephone_event_rate`` is the clock rate of ``telephone_event_pt`` (RFC 4733 section
     2.3.5: event durations count in its units). ``receive_telephone_events`` maps every
@@ -167,6 +180,7 @@ class NegotiatedMedia:
     remote_rtcp: tuple[str, int] | None = None  # the remote's a=rtcp (RFC 3605), if any
     telephone_event_rate: int | None = None
     receive_telephone_events: Mapping[int, int] = field(default_factory=dict)
+    srtp: SrtpParams | None = None
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -201,8 +215,12 @@ def build_offer(
     telephone_event: CodecSpec | None = None,
     ptime: int = DEFAULT_PTIME,
     rtcp_mux: bool = True,
+    srtp: SrtpMode = SrtpMode.OFF,
 ) -> SessionDescription:
     """An offer with one ``RTP/AVP`` audio stream listing ``codecs`` in priority order.
+
+    ``srtp`` other than off adds ``a=crypto`` lines with fresh keys (``RTP/SAVP`` when
+    mandatory, :func:`siproc.sdp.sdes.offer_keying`).
 
     Every format gets an ``a=rtpmap`` (static ones too, RFC 8866 section 6.6 recommends it),
     then ``a=fmtp`` where set, ``a=ptime``, ``a=rtcp-mux`` (RFC 5761 section 5.1.1) and the
@@ -221,8 +239,10 @@ def build_offer(
     numbers = [c.payload_type for c in formats]
     if len(set(numbers)) != len(numbers):
         raise ValueError(f"duplicate payload types in offer: {numbers}")
-    media = MediaDescription("audio", port, "RTP/AVP", [str(n) for n in numbers])
+    proto, crypto = offer_keying(srtp)
+    media = MediaDescription("audio", port, proto, [str(n) for n in numbers])
     _describe_formats(media, formats)
+    media.attributes += [("crypto", attribute.value) for attribute in crypto]
     media.attributes.append(("ptime", str(ptime)))
     if rtcp_mux:
         media.attributes.append(("rtcp-mux", None))
@@ -285,6 +305,7 @@ def answer_offer(
     hold: bool = False,
     ptime: int = DEFAULT_PTIME,
     rtcp_mux: bool = True,
+    srtp: SrtpMode = SrtpMode.OFF,
 ) -> tuple[SessionDescription, NegotiatedMedia]:
     """Answer ``offer`` (RFC 3264 section 6): one audio stream, one codec.
 
@@ -292,19 +313,26 @@ def answer_offer(
     m-line is answered with port 0 in the same position. With ``telephone_event``, every
     telephone-event the offer lists is answered with the offer's number and clock rate, the one
     we send with (:func:`choose_telephone_event`) first. ``hold`` puts the remote on hold (we
-    stop receiving: sendonly or inactive, RFC 3264 section 8.4). Raises
-    :class:`OfferAnswerError` (status 488) when no audio stream has a common codec.
+    stop receiving: sendonly or inactive, RFC 3264 section 8.4). ``srtp`` decides which
+    transports and keys are acceptable (:func:`siproc.sdp.sdes.answer_keying`). Raises
+    :class:`OfferAnswerError` (status 488) when no audio stream is acceptable.
     """
     if not 0 < port <= 65535:
         raise ValueError(f"bad RTP port {port}")
     chosen: tuple[int, CodecSpec, CodecSpec] | None = None
     problems: list[str] = []
+    keying = AnswerKeying(None, None)
     for index, media in enumerate(offer.media):
         if media.media != "audio" or media.port == 0:
             continue
         if media.proto not in SUPPORTED_PROTOS:
             problems.append(f"m-line {index + 1}: unsupported transport {media.proto}")
             continue
+        offered_keying = answer_keying(media, srtp)
+        if isinstance(offered_keying, str):
+            problems.append(f"m-line {index + 1}: {offered_keying}")
+            continue
+        keying = offered_keying
         common = _first_common(media, codecs)
         if common is None:
             problems.append(f"m-line {index + 1}: no common codec in {_offered(media)}")
@@ -345,6 +373,8 @@ def answer_offer(
         numbers = [str(c.payload_type) for c in formats]
         answered = MediaDescription("audio", port, media.proto, numbers)
         _describe_formats(answered, formats)
+        if keying.attribute is not None:
+            answered.attributes.append(("crypto", keying.attribute.value))
         answered.attributes.append(("ptime", str(ptime)))
         if mux:
             answered.attributes.append(("rtcp-mux", None))
@@ -364,6 +394,7 @@ def answer_offer(
         local_telephone_event_pt=None if event is None else event[0],
         telephone_event_rate=None if event is None else event[1],
         receive_telephone_events=events,
+        srtp=keying.params,
     )
     return _session(address, session_id, session_version, answer_media), negotiated
 
@@ -533,6 +564,10 @@ def accept_answer(
             f"answer lists no codec we offered (answer: {_offered(theirs)}; "
             f"offer: {_offered(ours)})"
         )
+    try:
+        srtp = accept_keying(ours, theirs)
+    except KeyingError as exc:
+        raise OfferAnswerError(str(exc)) from None
     answer_dir = direction(answer, theirs)
     offer_dir = direction(offer, ours)
     remote_receives = answer_dir in ("sendrecv", "recvonly") and remote_ip not in _UNSPECIFIED
@@ -566,6 +601,7 @@ def accept_answer(
         remote_rtcp=_rtcp_address(theirs, remote_ip),
         telephone_event_rate=None if event is None else event[1],
         receive_telephone_events=receive,
+        srtp=srtp,
     )
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from siproc.sdp.crypto import mask_crypto
 from siproc.sip.errors import ParseError, RemoteProtocolError
 from siproc.sip.headers import (
     BRANCH_MAGIC_COOKIE,
@@ -534,4 +535,5 @@ def _trace(message: Message) -> str:
         else line
         for line in text.split("\r\n")
     ]
-    return "\n".join(lines)
+    # Nor SRTP keys (RFC 4568 a=crypto lines in an SDP body).
+    return mask_crypto("\n".join(lines))

@@ -235,6 +235,19 @@ def test_latch() -> None:
     assert latch.offer(c) and latch.address == c
 
 
+def test_trusted_latch_takes_only_the_sdp_or_signalling_address() -> None:
+    latch = SymmetricRtpLatch(relatch_packets=2)
+    latch.trusted = frozenset({"192.0.2.1"})  # the signalling peer
+    latch.sdp_host = "198.51.100.7"
+    victim = ("203.0.113.66", 9)
+    assert not latch.offer(victim) and latch.address is None  # a forged source never latches
+    assert latch.offer(("198.51.100.7", 4000))  # the SDP's host, any port (NAT)
+    assert not latch.offer(victim) and not latch.offer(victim) and not latch.offer(victim)
+    assert latch.address == ("198.51.100.7", 4000)
+    assert not latch.offer(("192.0.2.1", 7000))
+    assert latch.offer(("192.0.2.1", 7000)) and latch.address == ("192.0.2.1", 7000)
+
+
 # -- RtpStream, ticked by hand ---------------------------------------------------------------------
 
 
@@ -416,6 +429,24 @@ def test_no_sending_on_hold_but_clock_runs(
     assert h2.timestamp == (h0.timestamp + 6 * 160) % (1 << 32)
     assert h1.sequence == (h0.sequence + 1) % 65536
     assert (h0.marker, h1.marker, h2.marker) == (True, True, True)  # each resume is marked
+    stream.close()
+
+
+def test_unproven_far_end_gets_a_limited_number_of_packets(
+    loop: asyncio.AbstractEventLoop, peer: socket.socket
+) -> None:
+    stream = open_stream(loop)
+    stream.configure(peer.getsockname(), get_codec("PCMU"), 0, None, "sendrecv")
+    stream.guard_unproven(3)
+    for i in range(6):
+        stream.tick(i * 0.02)
+    assert len(drain(peer, 3)) == 3
+    peer.settimeout(0.1)
+    with pytest.raises(TimeoutError):
+        peer.recv(2048)
+    stream.prove()  # the ACK came
+    stream.tick(0.2)
+    assert len(drain(peer, 1)) == 1
     stream.close()
 
 

@@ -86,6 +86,9 @@ HANDLER_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 # a read loop sees why the call ended even if it does not trap SIGTERM.
 TERM_DELAY = 0.2
 WARN_REFUSED = 5  # refused handler commands logged one by one; after that at 10, 100, 1000...
+#: RTP packets (5 s) an incoming call may send before the ACK confirms the far end, unless its
+#: RTP arrived first: early media to the SDP of an INVITE with a forged source stops there.
+UNPROVEN_PACKETS = 250
 P = ParamSpec("P")
 
 
@@ -153,6 +156,7 @@ class Call:
         self.stream = stream
         stream.on_stopped = self.guard(lambda file: self.event(protocol.Stopped(file)))
         stream.on_dtmf = self.guard(lambda digit: self.event(protocol.DtmfReceived(digit)))
+        stream.on_rtp_timeout = self.guard(self._rtp_stopped)
         if not isinstance(stream, RtpStream):  # a media worker's: errors found late
             stream.on_error = self.guard(self.report_error)
             stream.on_lost = self.guard(self._media_lost)
@@ -162,6 +166,7 @@ class Call:
         self.handler_done = False
         self.request_uri: str = ""
         self.remote_contact: str = ""
+        self.signalling_host = ""  # the address the INVITE came from or went to
         self.log = CallLog(log, {"call": call_id[:12]})
         stream.log_as(call_id[:12])
         self.started = phone.loop.time()
@@ -169,7 +174,8 @@ class Call:
         self.media_closed = False  # the stream is closed and its recording final
         self._refused = 0
         self._aborting = False
-        self._limit_timers: list[asyncio.TimerHandle] = []  # ring, duration and RTP limits
+        self._limit_timers: list[asyncio.TimerHandle] = []  # ring and duration limits
+        self._rtp_timeout = 0.0
         self.end_reason = ""
         self._auth: DigestSession | None = None  # the INVITE's, shared by in-dialog requests
         # the side of the INVITE we play (calls/outgoing.py, calls/incoming.py)
@@ -272,10 +278,14 @@ class Call:
 
     # -- limits (siproc(1), LIMITS) -------------------------------------------------------------
 
-    def start_limits(self, ring_timeout: float, max_duration: float) -> None:
+    def start_limits(
+        self, ring_timeout: float, max_duration: float, rtp_timeout: float = 0.0
+    ) -> None:
         """Arm the call's limits: an incoming call unanswered after ``ring_timeout`` seconds
         gets 480 (RFC 3261 section 21.4.18); any call is hung up after ``max_duration``
-        seconds. 0 turns a limit off."""
+        seconds; a connected call without RTP for ``rtp_timeout`` seconds (both sides sending,
+        not on hold) is hung up. 0 turns a limit off."""
+        self._rtp_timeout = rtp_timeout  # watched from CONNECTED on (start_media)
         if ring_timeout and not self.outgoing:
             self._limit_timers.append(self.later(ring_timeout, self._ring_timeout))
         if max_duration:
@@ -292,6 +302,10 @@ class Call:
             assert self.uas is not None
             self.uas.respond(480, "Temporarily Unavailable (no answer)")
             self.finish(480, "no answer")
+
+    def _rtp_stopped(self) -> None:
+        if self.state is CallState.CONNECTED:
+            self.send_bye("no RTP from the far end")
 
     def _too_long(self) -> None:
         reason = "maximum call duration"
@@ -491,6 +505,7 @@ class Call:
     def configure_media(self, negotiated: NegotiatedMedia) -> None:
         if negotiated.rejected:
             raise OfferAnswerError("the remote end rejected the audio stream (port 0)")
+        first = self.negotiated is None
         self.negotiated = negotiated
         # One codec instance per call: a re-INVITE that keeps the codec keeps its state (G.722
         # and Opus encoders/decoders carry history from frame to frame).
@@ -498,6 +513,10 @@ class Call:
         if self._codec is None or self._codec[0] != key:
             self._codec = (key, get_codec(negotiated.codec.name, negotiated.codec.fmtp))
         codec = self._codec[1]
+        if first and self.signalling_host:
+            self.stream.latch_from([self.signalling_host])
+            if not self.outgoing and self.state is not CallState.CONNECTED:
+                self.stream.guard_unproven(UNPROVEN_PACKETS)
         self.stream.configure(
             negotiated.remote_address,
             codec,
@@ -512,6 +531,8 @@ class Call:
 
     def start_media(self) -> None:
         if self.negotiated is not None:
+            if self._rtp_timeout and self.connected:
+                self.stream.watch_rtp(self._rtp_timeout)
             self.stream.start()
 
     def make_offer(self, address: str, *, direction: str = "sendrecv") -> SessionDescription:

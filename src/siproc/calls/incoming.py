@@ -149,6 +149,7 @@ class IncomingInvite:
         if self.bye_after_ack:
             call.send_bye()
             return
+        call.stream.prove()  # the ACK came: our 2xx reached the far end
         call.start_media()
         call.event(protocol.Connected())
 

@@ -602,8 +602,10 @@ class Phone:
         )
         call.request_uri = str(uri)
         call.referred_by = referred_by
+        call.signalling_host = destination.host
         self._add_call(call)
-        call.start_limits(0, self.config.limits.max_call_duration)
+        limits = self.config.limits
+        call.start_limits(0, limits.max_call_duration, limits.rtp_timeout)
         self.loop.create_task(self._start_outgoing(call, uri, destination, headers))
         return call
 
@@ -778,6 +780,7 @@ class Phone:
             local_tag=tag,
             stream=stream,
         )
+        call.signalling_host = event.source.host
         try:
             call.start_incoming(request, tx, event.local_host)
         except Exception as exc:
@@ -793,7 +796,7 @@ class Phone:
         self._by_invite_tx[tx] = call
         self.call_changed(call)
         limits = self.config.limits
-        call.start_limits(limits.ring_timeout, limits.max_call_duration)
+        call.start_limits(limits.ring_timeout, limits.max_call_duration, limits.rtp_timeout)
         call.log.info("incoming call from %s", _quoted(info.from_))
         self.loop.create_task(self._start_incoming_handler(call))
 

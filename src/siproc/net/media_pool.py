@@ -36,7 +36,7 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from siproc.media.codecs import AudioCodec
@@ -72,6 +72,7 @@ class RemoteStream:
         self.on_dtmf: Callable[[str], None] | None = None
         self.on_error: Callable[[str, str], None] | None = None
         self.on_lost: Callable[[], None] | None = None  # the worker died mid-call
+        self.on_rtp_timeout: Callable[[], None] | None = None
         self.telephone_event_pt: int | None = None
         self._codec: AudioCodec | None = None
         self._play_ids = itertools.count(1)
@@ -117,6 +118,18 @@ class RemoteStream:
 
     def configure_rtcp(self, *, mux: bool, remote: Address | None = None) -> None:
         self._send("configure_rtcp", mux, remote)
+
+    def latch_from(self, hosts: Sequence[str]) -> None:
+        self._send("latch_from", tuple(hosts))
+
+    def guard_unproven(self, packets: int) -> None:
+        self._send("guard_unproven", packets)
+
+    def prove(self) -> None:
+        self._send("prove")
+
+    def watch_rtp(self, seconds: float) -> None:
+        self._send("watch_rtp", seconds)
 
     def configure_srtp(self, params: SrtpParams | None) -> None:
         """As :meth:`RtpStream.configure_srtp`. The keys go to the worker over its channel
@@ -229,6 +242,9 @@ class RemoteStream:
                     self._emit("stopped", name)
             case "dtmf", [str() as digit]:
                 self._emit("dtmf", digit)
+            case "rtp_timeout", []:
+                if self.on_rtp_timeout is not None:
+                    self.on_rtp_timeout()
             case "error", [str() as verb_, str() as reason]:
                 self._report(verb_, reason)
             case "play_failed", [int() as play_id, str() as reason]:

@@ -173,6 +173,14 @@ class MediaWorker:
                 rtp.configure_rtcp(mux=bool(mux), remote=remote)  # type: ignore[arg-type]
             case "configure_srtp", [SrtpParams() | None as params]:
                 rtp.configure_srtp(params)
+            case "latch_from", [tuple() as hosts]:
+                rtp.latch_from([str(host) for host in hosts])
+            case "guard_unproven", [int() as packets]:
+                rtp.guard_unproven(packets)
+            case "prove", []:
+                rtp.prove()
+            case "watch_rtp", [int() | float() as seconds]:
+                rtp.watch_rtp(float(seconds))
             case "start", []:
                 rtp.start()
             case "log_as", [str() as call]:
@@ -239,6 +247,7 @@ class MediaWorker:
         stream = _Stream(rtp)
         rtp.on_stopped = lambda name: self._stopped(sid, stream, name)
         rtp.on_dtmf = lambda digit: self._send("dtmf", sid, digit)
+        rtp.on_rtp_timeout = lambda: self._send("rtp_timeout", sid)
         self._streams[sid] = stream
 
     def _stopped(self, sid: int, stream: _Stream, name: str) -> None:

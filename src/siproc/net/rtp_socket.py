@@ -45,7 +45,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 import numpy as np
@@ -230,6 +230,10 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         self.stats = RtpStats()
         self.on_stopped: Callable[[str], None] | None = None
         self.on_rtp: Callable[[RtpHeader, memoryview], None] | None = None
+        self.on_rtp_timeout: Callable[[], None] | None = None  # see watch_rtp()
+        self._rtp_timeout = 0.0  # watch_rtp(): seconds; 0: not watching
+        self._rtp_check_at = 0.0  # when the received count is looked at next
+        self._rtp_seen = (-1, 0.0)  # (packets received, when that count was first seen)
         self._sender = RtpSender(0, rng)
         # RTCP (media/rtcp_session.py): reports on their own schedule, BYE at close().
         wall_offset = time.time() - loop.time()  # loop.time() + wall_offset: the wall clock
@@ -241,6 +245,7 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         self._init_rtcp()
         self._srtp: SrtpContext | None = None
         self._latch = SymmetricRtpLatch()
+        self._unproven: int | None = None  # guard_unproven(): packets left to send
         self._mixer = PlaybackMixer()
         self._rbuf = bytearray(RECV_BUFFER)
         self._rview = memoryview(self._rbuf)
@@ -349,6 +354,7 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         if not 0 <= port <= 65535:
             raise ValueError(f"invalid remote RTP port {port}")
         new_remote = None if port == 0 or ip.is_unspecified else (str(ip), port)
+        self._latch.sdp_host = None if new_remote is None else new_remote[0]
         old = self._codec
         if new_remote != self._remote:
             if old is not None:  # a re-INVITE moved the media: learn the source anew
@@ -405,6 +411,41 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
             self.log.info("SRTP on (%s)", params.suite.value)
         else:
             self._srtp = self._srtp.replaced(params)
+
+    def latch_from(self, hosts: Sequence[str]) -> None:
+        """Latch (symmetric RTP) only to sources at the SDP's address or at ``hosts`` (the
+        signalling peer's address), see :class:`SymmetricRtpLatch`."""
+        self._latch.trusted = frozenset(hosts)
+
+    def watch_rtp(self, seconds: float) -> None:
+        """Call ``on_rtp_timeout`` once when no RTP arrived for ``seconds`` while both sides
+        send (sendrecv: a held call is not watched); 0 stops watching. Checked once a second."""
+        self._rtp_timeout = seconds
+        self._rtp_seen = (-1, 0.0)
+
+    def _check_rtp(self, now: float) -> None:
+        self._rtp_check_at = now + 1.0
+        count = self.stats.packets_received
+        if count != self._rtp_seen[0] or not (self._rx and self._tx) or self._remote is None:
+            self._rtp_seen = (count, now)
+        elif now - self._rtp_seen[1] >= self._rtp_timeout:
+            self._rtp_timeout = 0.0
+            self.log.info("no RTP for %.0f s", now - self._rtp_seen[1])
+            if self.on_rtp_timeout is not None:
+                try:
+                    self.on_rtp_timeout()
+                except Exception:
+                    self.log.exception("on_rtp_timeout failed")
+
+    def guard_unproven(self, packets: int) -> None:
+        """Until :meth:`prove` or a packet from the far end latches, send at most ``packets``
+        packets: early media to an address nothing has confirmed (the SDP of an INVITE whose
+        source may be forged) must not turn us into a packet cannon."""
+        self._unproven = packets
+
+    def prove(self) -> None:
+        """The far end is confirmed (the ACK to our 2xx came): send without limit."""
+        self._unproven = None
 
     def start(self) -> None:
         """Join the media clock: sending (and playback) begins on the next tick."""
@@ -521,6 +562,11 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         dest = self._remote
         if dest is not None and self._latch.address is not None:
             dest = self._latch.address  # symmetric RTP
+        elif self._unproven is not None and dest is not None:  # guard_unproven()
+            if self._unproven <= 0:
+                dest = None
+            else:
+                self._unproven -= 1
         codec = self._codec
         sender, ts_step = self._sender, self._ts_step
         # RFC 4733 (media/dtmf.py): an event packet, if a digit is on, replaces the audio.
@@ -549,6 +595,8 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
             packet = sender.audio_packet(payload, ts_step, self._need_marker or talkspurt)
             self._need_marker = False
             self._send(packet, dest)
+        if self._rtp_timeout and now >= self._rtp_check_at:
+            self._check_rtp(now)
         if frame is not None or self._received is not None or finished or now >= self._rtcp_due:
             # RECORD/ARECORD (sent: the frame, or silence), STOPPED, RTCP, reading ahead in
             # the files: after the receive phase, so that every stream's packet leaves first

@@ -109,9 +109,23 @@ class SymmetricRtpLatch:
     The first valid packet's source becomes the latched address. A different source takes over
     only after ``relatch_packets`` consecutive valid packets from it (a NAT rebinding), so a
     single stray or spoofed packet cannot steal the stream. Pure logic, no I/O.
+
+    With ``trusted`` set (the call's signalling peer), only a source at the SDP's address
+    (``sdp_host``) or at a trusted address may latch, on any port: otherwise a few forged
+    packets could point our stream at any host on the internet (a packet cannon). A NAT may
+    still change the port; a peer behind a NAT that does not rewrite its SDP is reached where
+    its signalling comes from.
     """
 
-    __slots__ = ("_candidate", "_count", "address", "relatch_packets", "relatches")
+    __slots__ = (
+        "_candidate",
+        "_count",
+        "address",
+        "relatch_packets",
+        "relatches",
+        "sdp_host",
+        "trusted",
+    )
 
     def __init__(self, relatch_packets: int = RELATCH_PACKETS) -> None:
         if relatch_packets < 1:
@@ -119,6 +133,8 @@ class SymmetricRtpLatch:
         self.relatch_packets = relatch_packets
         self.address: Address | None = None
         self.relatches = 0
+        self.sdp_host: str | None = None
+        self.trusted: frozenset[str] | None = None  # None: any source may latch
         self._candidate: Address | None = None
         self._count = 0
 
@@ -137,6 +153,9 @@ class SymmetricRtpLatch:
     def offer(self, source: Address) -> bool:
         """Account one valid packet from ``source``; True if it comes from the latched address
         (possibly latched by this very packet), False if it is from another source."""
+        trusted = self.trusted
+        if trusted is not None and source[0] != self.sdp_host and source[0] not in trusted:
+            return source == self.address
         if self.address is None:
             self.address = source
             return True

@@ -35,6 +35,12 @@ def default_media_workers() -> int:
 
 
 DEFAULT_REGISTER_EXPIRES = 600
+DEFAULT_REGISTER_RETRY = 30  # seconds before the first retry; doubles up to 15 min
+DEFAULT_USER_AGENT = "siproc"  # no version: strangers need not learn which bugs we have
+MAX_USER_AGENT = 200
+# Variables no child process gets: handlers (calls/phone.py) and media workers
+# (net/media_pool.py, which passes no SIPROC_ variable at all) run without them.
+SECRET_VARIABLES = frozenset({"SIPROC_PASSWORD"})
 DEFAULT_LOG_LEVEL = 3
 
 # SIPROC_LOG_LEVEL 0-6 (0 quietest) onto Python logging levels. 5 adds the transaction and
@@ -78,6 +84,8 @@ class Config:
     register_expires: int
     log_level: int
     codecs: tuple[CodecEntry, ...]
+    register_retry: int = DEFAULT_REGISTER_RETRY  # first retry of a failed registration (s)
+    user_agent: str = DEFAULT_USER_AGENT  # our User-Agent and Server headers
 
     @property
     def transport(self) -> str:
@@ -142,6 +150,21 @@ def _public_address(env: Mapping[str, str]) -> str | None:
     raise ConfigError(
         "SIPROC_PUBLIC_ADDRESS", f"must be an IP address or a host name (no port), not {text!r}"
     )
+
+
+def _user_agent(env: Mapping[str, str]) -> str:
+    """SIPROC_USER_AGENT: the User-Agent / Server header value (RFC 3261 sections 20.35,
+    20.41), printable text only (it goes into every message as it is)."""
+    text = env.get("SIPROC_USER_AGENT", "").strip()
+    if not text:
+        return DEFAULT_USER_AGENT
+    if len(text) > MAX_USER_AGENT or not text.isprintable():
+        raise ConfigError(
+            "SIPROC_USER_AGENT",
+            f"must be printable text of at most {MAX_USER_AGENT} characters, such as "
+            f"'siproc' or 'acme-doorbell/2', not {text[:40]!r}",
+        )
+    return text
 
 
 def load_config(env: Mapping[str, str]) -> Config:
@@ -226,4 +249,6 @@ def load_config(env: Mapping[str, str]) -> Config:
         register_expires=_int(env, "SIPROC_REGISTER_EXPIRES", DEFAULT_REGISTER_EXPIRES, 60, 86400),
         log_level=_int(env, "SIPROC_LOG_LEVEL", DEFAULT_LOG_LEVEL, 0, 6),
         codecs=codecs,
+        register_retry=_int(env, "SIPROC_REGISTER_RETRY", DEFAULT_REGISTER_RETRY, 1, 900),
+        user_agent=_user_agent(env),
     )

@@ -358,3 +358,15 @@ def test_a_bad_media_priority_names_the_variable_and_the_choices() -> None:
     exc = error({"SIPROC_MEDIA_PRIORITY": "urgent"})
     assert exc.variable == "SIPROC_MEDIA_PRIORITY"
     assert "realtime, high, normal" in str(exc) and "'urgent'" in str(exc)
+
+
+def test_register_retry_and_user_agent() -> None:
+    config = load_config({})
+    assert config.register_retry == 30
+    assert config.user_agent == "siproc"  # no version for strangers to look up
+    config = load_config({"SIPROC_REGISTER_RETRY": "2", "SIPROC_USER_AGENT": " acme-door/2 "})
+    assert config.register_retry == 2 and config.user_agent == "acme-door/2"
+    assert_error({"SIPROC_REGISTER_RETRY": "0"}, "SIPROC_REGISTER_RETRY", "1 to 900")
+    assert_error({"SIPROC_REGISTER_RETRY": "901"}, "SIPROC_REGISTER_RETRY", "1 to 900")
+    assert_error({"SIPROC_USER_AGENT": "a\r\nVia: x"}, "SIPROC_USER_AGENT", "printable")
+    assert_error({"SIPROC_USER_AGENT": "x" * 201}, "SIPROC_USER_AGENT", "200")

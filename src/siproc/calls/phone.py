@@ -33,7 +33,7 @@ from siproc.calls.account import Account
 from siproc.calls.call import ALLOW, Call, CallState
 from siproc.calls.control import ControlError, Dial, Quit, parse_control_line
 from siproc.calls.handler import HandlerSpawnError
-from siproc.config import SIP_TRACE_LEVEL, Config
+from siproc.config import SECRET_VARIABLES, SIP_TRACE_LEVEL, Config
 from siproc.media.codecs.catalog import enabled_codecs, telephone_event_spec
 from siproc.net.clock import MediaClock
 from siproc.net.hosts import HostCache
@@ -69,7 +69,6 @@ from siproc.sip.uri import NameAddr, SipUri, format_host, parse_name_addr, parse
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = f"siproc/{__version__}"
 SHUTDOWN_TIMEOUT = 5.0  # seconds to wait for BYEs, CANCELs and the un-REGISTER on QUIT
 TxCallback = Callable[[ResponseReceived | TransactionTimeout], None]
 
@@ -83,16 +82,20 @@ class Phone:
         self.config = config
         self.handler_argv = handler_argv
         self.base_env = dict(os.environ if env is None else env)
-        self.base_env.pop("SIPROC_PASSWORD", None)  # never handed to handlers
+        for name in SECRET_VARIABLES:  # never handed to handlers
+            self.base_env.pop(name, None)
         self.loop = asyncio.get_running_loop()
         self.rng = random.SystemRandom()
         self.timers = Timers()
         self.endpoint = Endpoint(
-            allow=[m.strip() for m in ALLOW.split(",")], timers=self.timers, user_agent=USER_AGENT
+            allow=[m.strip() for m in ALLOW.split(",")],
+            timers=self.timers,
+            user_agent=config.user_agent,
         )
         self.endpoint.trace = config.log_level >= SIP_TRACE_LEVEL
         self.transport = SipTransport(self.loop, self._on_datagram, self._on_stream_message, log)
         self.transport.on_transport_error = self._on_transport_error
+        self.transport.on_connection_lost = self._on_connection_lost
         self.clock = MediaClock(self.loop)  # the media of calls when there are no workers
         # Servers located (RFC 3263: SRV, then A/AAAA) off the loop and cached: net/locate.py
         self.locator = ServerLocator(self.loop, HostCache(self.loop), dns_srv, rng=self.rng)
@@ -124,8 +127,8 @@ class Phone:
         if self.media is not None:
             await self.media.started()
         log.info("siproc %s ready on SIP port %d", __version__, self.transport.port)
-        if self.config.registrar is not None:  # located before it is needed, off the loop
-            await self.locator.locate(self.config.registrar)
+        # The registrar is located off the loop; a name that does not resolve yet is retried
+        # with the registration's backoff while siproc serves (calls/account.py).
         self.account.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.request_shutdown, sig.name)
@@ -219,6 +222,9 @@ class Phone:
             reason,
         )
         self._process(self.endpoint.transport_error(destination, reason))
+
+    def _on_connection_lost(self, destination: Destination) -> None:
+        self.account.connection_lost(destination)
 
     def _process(self, outputs: list[Output]) -> None:
         for item in outputs:
@@ -327,10 +333,23 @@ class Phone:
             return self.destination_for(self.config.registrar)
         return self.destination_for(uri)
 
-    def local_host_for(self, destination: Destination) -> str:
+    def local_host_for(self, destination: Destination, *, fresh: bool = False) -> str:
+        """Our address for ``destination`` (SIPROC_PUBLIC_ADDRESS, else the one that routes
+        to it); ``fresh`` asks the routing table again instead of the transport's cache."""
         if self.config.public_address:
             return self.config.public_address
-        return self.transport.local_address_for(destination.host)
+        return self.transport.local_address_for(destination.host, fresh=fresh)
+
+    def local_contact(self, destination: Destination) -> SipUri:
+        """A Contact at our own address for ``destination`` (not the registered one)."""
+        identity = self.identity().uri
+        user = identity.user if isinstance(identity, SipUri) else None
+        uri = SipUri(
+            "sip", self.local_host_for(destination), user or "siproc", None, self.transport.port
+        )
+        if destination.transport != "udp":
+            uri = uri.with_params(transport=destination.transport)
+        return uri
 
     def contact_for(self, destination: Destination) -> SipUri:
         """Our Contact for `destination`: the registered one (NAT-corrected) when it fits."""
@@ -341,14 +360,7 @@ class Phone:
             and reg.contact.transport == destination.transport
         ):
             return reg.contact
-        identity = self.identity().uri
-        user = identity.user if isinstance(identity, SipUri) else None
-        uri = SipUri(
-            "sip", self.local_host_for(destination), user or "siproc", None, self.transport.port
-        )
-        if destination.transport != "udp":
-            uri = uri.with_params(transport=destination.transport)
-        return uri
+        return self.local_contact(destination)
 
     def new_token(self) -> str:
         return self.endpoint.new_token()

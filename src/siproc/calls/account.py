@@ -189,6 +189,8 @@ class Account:
     def _on_event(self, event: ResponseReceived | TransactionTimeout) -> None:
         reg = self.registration
         assert reg is not None
+        if self.unregistered.is_set():
+            return  # a late answer to a REGISTER sent before the un-REGISTER ended
         now = self.phone.loop.time()
         if isinstance(event, TransactionTimeout):
             self._on_result(reg.on_timeout(now))

@@ -154,7 +154,11 @@ class Phone:
                 SHUTDOWN_TIMEOUT,
             )
         except TimeoutError:
-            log.warning("shutdown: gave up waiting for %d call(s) to end", len(self.calls))
+            log.warning(
+                "shutdown: gave up waiting for %d call(s) to end%s",
+                len(self.calls),
+                "" if self.account.unregistered.is_set() else " and for the un-REGISTER",
+            )
             for call in list(self.calls):
                 call.stream.close()  # finishes a recording that is still open
                 if call.handler is not None and not call.handler_done:
@@ -214,7 +218,10 @@ class Phone:
         self._process(self.endpoint.receive_message(message, source, local_host, self.loop.time()))
 
     def _on_transport_error(self, destination: Destination, reason: str) -> None:
-        log.warning(
+        # The registration says it in its own failure line: one line per attempt.
+        registrar = self.account.destination == destination
+        log.log(
+            logging.DEBUG if registrar else logging.WARNING,
             "cannot send to %s:%d (%s): %s",
             destination.host,
             destination.port,
@@ -224,6 +231,10 @@ class Phone:
         self._process(self.endpoint.transport_error(destination, reason))
 
     def _on_connection_lost(self, destination: Destination) -> None:
+        """A TCP connection closed: requests still waiting for an answer over it end with
+        a 503 (RFC 3261 section 17.1.4), not after Timer B or F, and the account registers
+        again if it was the registrar's."""
+        self._process(self.endpoint.transport_error(destination, "connection lost"))
         self.account.connection_lost(destination)
 
     def _process(self, outputs: list[Output]) -> None:

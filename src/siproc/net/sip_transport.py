@@ -436,7 +436,9 @@ class SipTransport:
             conn.connect_task = None
 
     def _report_error(self, destination: Destination, reason: str) -> None:
-        self.log.warning("cannot send to %s: %s", destination, reason)
+        # The owner's callback logs it in its own words (once, not twice).
+        level = logging.DEBUG if self.on_transport_error is not None else logging.WARNING
+        self.log.log(level, "cannot send to %s: %s", destination, reason)
         if self.on_transport_error is not None:
             self._loop.call_soon(self._call_error_callback, destination, reason)
 

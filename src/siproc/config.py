@@ -2,7 +2,11 @@
 
 The variables are those of the original manual page (its ENVIRONMENT section; note its typo:
 the password variable is SIPROC_PASSWORD) plus the ones this version adds, all documented in
-siproc(1). A missing or malformed value raises `ConfigError` naming the variable, and the CLI
+siproc(1). Among them: SIPROC_REGISTER_RETRY, the first step of the backoff with which every
+failed registration is retried (an unresolvable registrar name, no answer, a refused or
+dropped TCP connection: calls/account.py), and SIPROC_USER_AGENT, the User-Agent and Server
+headers, "siproc" without the version by default. SECRET_VARIABLES never reach a child
+process. A missing or malformed value raises `ConfigError` naming the variable, and the CLI
 exits 1 with that one line.
 """
 

@@ -506,7 +506,10 @@ class Phone:
         try:
             await self.locator.locate(route)
         except OSError as exc:
+            # The call still gets its handler, which learns at once that it is over: a name
+            # that does not resolve is a 503 (RFC 3263 section 4.3, RFC 3261 section 8.1.3.1).
             print(f"siproc: {what}: {exc}", file=sys.stderr, flush=True)
+            self._dial(target, headers, what, unreachable=str(exc))
             return
         self._dial(target, headers, what)
 
@@ -522,6 +525,7 @@ class Phone:
         what: str,
         *,
         referred_by: str = "",
+        unreachable: str | None = None,
     ) -> Call | None:
         if self._stopping:
             return None
@@ -534,7 +538,10 @@ class Phone:
             return None
         uri = _as_sip(target.uri)
         try:
-            destination = self.outbound_destination(uri)
+            if unreachable is None:
+                destination = self.outbound_destination(uri)
+            else:  # nowhere to send it: the handler is told at once (_start_outgoing)
+                destination = Destination("udp", "127.0.0.1", 5060)
             local_host = self.local_host_for(destination)
             stream = self._open_stream(local_host)
         except OSError as exc:
@@ -557,7 +564,7 @@ class Phone:
         call.request_uri = str(uri)
         call.referred_by = referred_by
         self._add_call(call)
-        self.loop.create_task(self._start_outgoing(call, uri, destination, headers))
+        self.loop.create_task(self._start_outgoing(call, uri, destination, headers, unreachable))
         return call
 
     async def _start_outgoing(
@@ -566,6 +573,7 @@ class Phone:
         uri: SipUri,
         destination: Destination,
         headers: tuple[tuple[str, str], ...],
+        unreachable: str | None = None,
     ) -> None:
         try:
             await call.spawn_handler()
@@ -575,6 +583,9 @@ class Phone:
             call.handler_done = True
             call._set_state(CallState.ENDED)
             self.call_finished(call)
+            return
+        if unreachable is not None:
+            call.finish(503, f"Service Unavailable ({unreachable})")
             return
         call.log.info("calling %s", uri)
         call.start_outgoing(uri, destination, headers)

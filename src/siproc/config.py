@@ -2,7 +2,11 @@
 
 The variables are those of the original manual page (its ENVIRONMENT section; note its typo:
 the password variable is SIPROC_PASSWORD) plus the ones this version adds, all documented in
-siproc(1). A missing or malformed value raises `ConfigError` naming the variable, and the CLI
+siproc(1). Among them: SIPROC_REGISTER_RETRY, the first step of the backoff with which every
+failed registration is retried (an unresolvable registrar name, no answer, a refused or
+dropped TCP connection: calls/account.py), and SIPROC_USER_AGENT, the User-Agent and Server
+headers, "siproc" without the version by default. SECRET_VARIABLES never reach a child
+process. A missing or malformed value raises `ConfigError` naming the variable, and the CLI
 exits 1 with that one line.
 """
 
@@ -48,6 +52,12 @@ DEFAULT_TCP_MESSAGE_TIMEOUT = framing.DEFAULT_MESSAGE_TIMEOUT
 DEFAULT_TCP_IDLE_TIMEOUT = sip_transport.TCP_IDLE_TIMEOUT
 
 DEFAULT_REGISTER_EXPIRES = 600
+DEFAULT_REGISTER_RETRY = 30  # seconds before the first retry; doubles up to 15 min
+DEFAULT_USER_AGENT = "siproc"  # no version: strangers need not learn which bugs we have
+MAX_USER_AGENT = 200
+# Variables no child process gets: handlers (calls/phone.py) and media workers
+# (net/media_pool.py, which passes no SIPROC_ variable at all) run without them.
+SECRET_VARIABLES = frozenset({"SIPROC_PASSWORD"})
 DEFAULT_LOG_LEVEL = 3
 DEFAULT_TIMER_T1_MS = 500  # RFC 3261 section 17.1.1.1
 # Flood limits (siproc(1), LIMITS): new incoming calls per source address, handler starts in all.
@@ -144,6 +154,8 @@ class Config:
     tcp_message_timeout: float = DEFAULT_TCP_MESSAGE_TIMEOUT
     tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT
     srtp: SrtpMode = SrtpMode.OFF  # SIPROC_SRTP: SDES-keyed SRTP (RFC 4568, sdp/sdes.py)
+    register_retry: int = DEFAULT_REGISTER_RETRY  # first retry of a failed registration (s)
+    user_agent: str = DEFAULT_USER_AGENT  # our User-Agent and Server headers
 
     @property
     def transport(self) -> str:
@@ -291,6 +303,21 @@ def _limits(env: Mapping[str, str]) -> Limits:
     )
 
 
+def _user_agent(env: Mapping[str, str]) -> str:
+    """SIPROC_USER_AGENT: the User-Agent / Server header value (RFC 3261 sections 20.35,
+    20.41), printable text only (it goes into every message as it is)."""
+    text = env.get("SIPROC_USER_AGENT", "").strip()
+    if not text:
+        return DEFAULT_USER_AGENT
+    if len(text) > MAX_USER_AGENT or not text.isprintable():
+        raise ConfigError(
+            "SIPROC_USER_AGENT",
+            f"must be printable text of at most {MAX_USER_AGENT} characters, such as "
+            f"'siproc' or 'acme-doorbell/2', not {text[:40]!r}",
+        )
+    return text
+
+
 def load_config(env: Mapping[str, str]) -> Config:
     """Read and check every SIPROC_ variable of `env`."""
     registrar: SipUri | None = None
@@ -390,4 +417,6 @@ def load_config(env: Mapping[str, str]) -> Config:
             env, "SIPROC_TCP_IDLE_TIMEOUT", DEFAULT_TCP_IDLE_TIMEOUT, 1, 86_400
         ),
         srtp=SrtpMode(_choice(env, "SIPROC_SRTP", tuple(m.value for m in SrtpMode))),
+        register_retry=_int(env, "SIPROC_REGISTER_RETRY", DEFAULT_REGISTER_RETRY, 1, 900),
+        user_agent=_user_agent(env),
     )

@@ -281,9 +281,19 @@ def test_a_call_to_a_host_name_is_resolved_without_blocking(workdir: Path, phone
     alice_log = wait_file(workdir / "alice.log", r"EVENT DISCONNECTED 200")
     assert "EVENT STOPPED tone.wav" in alice_log
     assert "resolving" not in alice.stderr()  # nothing was resolved on the loop
+    started = time.monotonic()
     alice.call("sip:bob@nowhere.invalid:5060")
     alice.wait_for(r"siproc: CALL sip:bob@nowhere\.invalid:5060: cannot resolve .nowhere\.invalid.")
+    # Its handler ran and was told at once that the call is over, why, and was ended.
+    log = wait_file(workdir / "alice.log", r"EVENT DISCONNECTED 503 .*nowhere\.invalid", 15)
+    assert time.monotonic() - started < 15
+    assert "START outgoing=y uri=sip:bob@nowhere.invalid:5060" in log
+    alice.wait_for(r"call ended: 503 Service Unavailable \(cannot resolve")
     assert alice.proc.poll() is None
+    deadline = time.monotonic() + 10
+    while alice.children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alice.children() == []  # no handler left over
 
 
 def test_a_refused_tcp_connection_ends_the_call_with_503_at_once(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]

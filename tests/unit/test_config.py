@@ -491,3 +491,15 @@ def test_srtp_mode() -> None:
     exc = error({"SIPROC_SRTP": "yes"})
     assert exc.variable == "SIPROC_SRTP"
     assert "off, optional, mandatory" in str(exc) and "'yes'" in str(exc)
+
+
+def test_register_retry_and_user_agent() -> None:
+    config = load_config({})
+    assert config.register_retry == 30
+    assert config.user_agent == "siproc"  # no version for strangers to look up
+    config = load_config({"SIPROC_REGISTER_RETRY": "2", "SIPROC_USER_AGENT": " acme-door/2 "})
+    assert config.register_retry == 2 and config.user_agent == "acme-door/2"
+    assert_error({"SIPROC_REGISTER_RETRY": "0"}, "SIPROC_REGISTER_RETRY", "1 to 900")
+    assert_error({"SIPROC_REGISTER_RETRY": "901"}, "SIPROC_REGISTER_RETRY", "1 to 900")
+    assert_error({"SIPROC_USER_AGENT": "a\r\nVia: x"}, "SIPROC_USER_AGENT", "printable")
+    assert_error({"SIPROC_USER_AGENT": "x" * 201}, "SIPROC_USER_AGENT", "200")

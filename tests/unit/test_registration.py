@@ -470,3 +470,51 @@ def test_illegal_use_raises_local_protocol_error() -> None:
     reg = make_registration()
     with pytest.raises(LocalProtocolError, match="illegal"):
         reg._set_state(S.UNREGISTERED)
+
+
+# -- a registrar that cannot be reached (DNS, TCP) ----------------------------------------------
+
+
+def test_retry_min_sets_the_first_step_of_the_backoff() -> None:
+    reg = Registration(
+        registrar=REGISTRAR,
+        aor=AOR,
+        contact=CONTACT,
+        expires=600,
+        call_id="c",
+        from_tag="f",
+        auth=None,
+        retry_min=2.0,
+    )
+    reg.start()
+    steps = [reg.on_transport_error("cannot resolve 'pbx'", 100.0) for _ in range(12)]
+    assert [s.retry_at for s in steps if isinstance(s, Failed)][:4] == [102.0, 104.0, 108.0, 116.0]
+    reason = "cannot reach the registrar: cannot resolve 'pbx'"
+    assert steps[-1] == Failed(reason, 100.0 + RETRY_MAX)
+    with pytest.raises(LocalProtocolError):
+        Registration(
+            registrar=REGISTRAR,
+            aor=AOR,
+            contact=CONTACT,
+            expires=600,
+            call_id="c",
+            from_tag="f",
+            auth=None,
+            retry_min=0.0,
+        )
+
+
+def test_a_refresh_that_cannot_go_out_fails_and_backs_off() -> None:
+    reg = make_registration(password=None)
+    req = reg.build_request()
+    assert isinstance(reg.on_response(answer(req, 200), 0.0), Registered)
+    # The refresh could not even be sent (no address for the registrar): not an illegal
+    # registered -> failed, but a failed attempt retried like any other.
+    result = reg.on_transport_error("cannot resolve 'pbx.example.com'", 540.0)
+    assert result == Failed(
+        "cannot reach the registrar: cannot resolve 'pbx.example.com'", 540.0 + RETRY_MIN
+    )
+    assert reg.state is S.FAILED
+    assert reg.stop() is False and reg.state is S.UNREGISTERING
+    assert reg.on_transport_error("gone", 600.0) == Unregistered(503)
+    assert reg.on_transport_error("gone", 601.0) == Unregistered(503)

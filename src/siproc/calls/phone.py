@@ -34,7 +34,7 @@ from siproc.calls.call import ALLOW, Call, CallState
 from siproc.calls.control import ControlError, Dial, Quit, parse_control_line
 from siproc.calls.handler import HandlerSpawnError
 from siproc.calls.inbound import RateTable, TokenBucket, admits, refer_allowed
-from siproc.config import SIP_TRACE_LEVEL, Config
+from siproc.config import SECRET_VARIABLES, SIP_TRACE_LEVEL, Config
 from siproc.media.codecs.catalog import enabled_codecs, telephone_event_spec
 from siproc.net.clock import MediaClock
 from siproc.net.hosts import HostCache, ip_literal
@@ -73,7 +73,6 @@ from siproc.sip.uri import NameAddr, SipUri, format_host, parse_name_addr, parse
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = f"siproc/{__version__}"
 SHUTDOWN_TIMEOUT = 5.0  # seconds to wait for BYEs, CANCELs and the un-REGISTER on QUIT
 TxCallback = Callable[[ResponseReceived | TransactionTimeout], None]
 
@@ -87,12 +86,15 @@ class Phone:
         self.config = config
         self.handler_argv = handler_argv
         self.base_env = dict(os.environ if env is None else env)
-        self.base_env.pop("SIPROC_PASSWORD", None)  # never handed to handlers
+        for name in SECRET_VARIABLES:  # never handed to handlers
+            self.base_env.pop(name, None)
         self.loop = asyncio.get_running_loop()
         self.rng = random.SystemRandom()
         self.timers = Timers(t1=config.timer_t1)
         self.endpoint = Endpoint(
-            allow=[m.strip() for m in ALLOW.split(",")], timers=self.timers, user_agent=USER_AGENT
+            allow=[m.strip() for m in ALLOW.split(",")],
+            timers=self.timers,
+            user_agent=config.user_agent,
         )
         self.endpoint.trace = config.log_level >= SIP_TRACE_LEVEL
         self.endpoint.admit = self._admit
@@ -105,6 +107,7 @@ class Phone:
         )
         self.transport.max_connections_per_source = config.tcp_max_per_source
         self.transport.idle_timeout = config.tcp_idle_timeout
+        self.transport.on_connection_lost = self._on_connection_lost
         self.clock = MediaClock(self.loop)  # the media of calls when there are no workers
         # Servers located (RFC 3263: SRV, then A/AAAA) off the loop and cached: net/locate.py
         self.locator = ServerLocator(self.loop, HostCache(self.loop), dns_srv, rng=self.rng)
@@ -142,8 +145,8 @@ class Phone:
         if self.media is not None:
             await self.media.started()
         log.info("siproc %s ready on SIP port %d", __version__, self.transport.port)
-        if self.config.registrar is not None:  # located before it is needed, off the loop
-            await self.locator.locate(self.config.registrar)
+        # The registrar is located off the loop; a name that does not resolve yet is retried
+        # with the registration's backoff while siproc serves (calls/account.py).
         self.account.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.request_shutdown, sig.name)
@@ -169,7 +172,11 @@ class Phone:
                 SHUTDOWN_TIMEOUT,
             )
         except TimeoutError:
-            log.warning("shutdown: gave up waiting for %d call(s) to end", len(self.calls))
+            log.warning(
+                "shutdown: gave up waiting for %d call(s) to end%s",
+                len(self.calls),
+                "" if self.account.unregistered.is_set() else " and for the un-REGISTER",
+            )
             for call in list(self.calls):
                 call.stream.close()  # finishes a recording that is still open
                 if call.handler is not None and not call.handler_done:
@@ -229,7 +236,10 @@ class Phone:
         self._process(self.endpoint.receive_message(message, source, local_host, self.loop.time()))
 
     def _on_transport_error(self, destination: Destination, reason: str) -> None:
-        log.warning(
+        # The registration says it in its own failure line: one line per attempt.
+        registrar = self.account.destination == destination
+        log.log(
+            logging.DEBUG if registrar else logging.WARNING,
             "cannot send to %s:%d (%s): %s",
             destination.host,
             destination.port,
@@ -237,6 +247,13 @@ class Phone:
             reason,
         )
         self._process(self.endpoint.transport_error(destination, reason))
+
+    def _on_connection_lost(self, destination: Destination) -> None:
+        """A TCP connection closed: requests still waiting for an answer over it end with
+        a 503 (RFC 3261 section 17.1.4), not after Timer B or F, and the account registers
+        again if it was the registrar's."""
+        self._process(self.endpoint.transport_error(destination, "connection lost"))
+        self.account.connection_lost(destination)
 
     def _process(self, outputs: list[Output]) -> None:
         for item in outputs:
@@ -366,10 +383,23 @@ class Phone:
             return self.destination_for(self.config.registrar)
         return self.destination_for(uri)
 
-    def local_host_for(self, destination: Destination) -> str:
+    def local_host_for(self, destination: Destination, *, fresh: bool = False) -> str:
+        """Our address for ``destination`` (SIPROC_PUBLIC_ADDRESS, else the one that routes
+        to it); ``fresh`` asks the routing table again instead of the transport's cache."""
         if self.config.public_address:
             return self.config.public_address
-        return self.transport.local_address_for(destination.host)
+        return self.transport.local_address_for(destination.host, fresh=fresh)
+
+    def local_contact(self, destination: Destination) -> SipUri:
+        """A Contact at our own address for ``destination`` (not the registered one)."""
+        identity = self.identity().uri
+        user = identity.user if isinstance(identity, SipUri) else None
+        uri = SipUri(
+            "sip", self.local_host_for(destination), user or "siproc", None, self.transport.port
+        )
+        if destination.transport != "udp":
+            uri = uri.with_params(transport=destination.transport)
+        return uri
 
     def contact_for(self, destination: Destination) -> SipUri:
         """Our Contact for `destination`: the registered one (NAT-corrected) when it fits."""
@@ -380,14 +410,7 @@ class Phone:
             and reg.contact.transport == destination.transport
         ):
             return reg.contact
-        identity = self.identity().uri
-        user = identity.user if isinstance(identity, SipUri) else None
-        uri = SipUri(
-            "sip", self.local_host_for(destination), user or "siproc", None, self.transport.port
-        )
-        if destination.transport != "udp":
-            uri = uri.with_params(transport=destination.transport)
-        return uri
+        return self.local_contact(destination)
 
     def new_token(self) -> str:
         return self.endpoint.new_token()
@@ -529,7 +552,10 @@ class Phone:
         try:
             await self.locator.locate(route)
         except OSError as exc:
+            # The call still gets its handler, which learns at once that it is over: a name
+            # that does not resolve is a 503 (RFC 3263 section 4.3, RFC 3261 section 8.1.3.1).
             print(f"siproc: {what}: {exc}", file=sys.stderr, flush=True)
+            self._dial(target, headers, what, unreachable=str(exc))
             return
         self._dial(target, headers, what)
 
@@ -568,6 +594,7 @@ class Phone:
         what: str,
         *,
         referred_by: str = "",
+        unreachable: str | None = None,
     ) -> Call | None:
         if self._stopping:
             return None
@@ -580,7 +607,10 @@ class Phone:
             return None
         uri = _as_sip(target.uri)
         try:
-            destination = self.outbound_destination(uri)
+            if unreachable is None:
+                destination = self.outbound_destination(uri)
+            else:  # nowhere to send it: the handler is told at once (_start_outgoing)
+                destination = Destination("udp", "127.0.0.1", 5060)
             local_host = self.local_host_for(destination)
             stream = self._open_stream(local_host)
         except OSError as exc:
@@ -606,7 +636,7 @@ class Phone:
         self._add_call(call)
         limits = self.config.limits
         call.start_limits(0, limits.max_call_duration, limits.rtp_timeout)
-        self.loop.create_task(self._start_outgoing(call, uri, destination, headers))
+        self.loop.create_task(self._start_outgoing(call, uri, destination, headers, unreachable))
         return call
 
     async def _start_outgoing(
@@ -615,6 +645,7 @@ class Phone:
         uri: SipUri,
         destination: Destination,
         headers: tuple[tuple[str, str], ...],
+        unreachable: str | None = None,
     ) -> None:
         wait = self._spawns.wait(self.loop.time())
         if wait:  # SIPROC_SPAWN_RATE: our own CALLs queue rather than fail
@@ -628,6 +659,9 @@ class Phone:
             call.stream.close()
             call._set_state(CallState.ENDED)
             self.call_finished(call)
+            return
+        if unreachable is not None:
+            call.finish(503, f"Service Unavailable ({unreachable})")
             return
         call.log.info("calling %s", uri)
         call.guard(call.start_outgoing)(uri, destination, headers)

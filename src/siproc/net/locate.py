@@ -190,7 +190,16 @@ class ServerLocator:
             target = self._target(p)
             assert target is not None
         host, port, transport = target
-        return Destination(transport, await self.hosts.resolve(host), port)
+        try:
+            address = await self.hosts.resolve(host)
+        except OSError:
+            # Nothing usable was found: the SRV answer (perhaps none, from a DNS not up yet)
+            # is asked again next time rather than kept for the TTL.
+            if p.srv and p not in self._pending:
+                self._found.pop(p, None)
+                self._current.pop(p, None)
+            raise
+        return Destination(transport, address, port)
 
     def unreachable(self, destination: Destination) -> None:
         """``destination`` did not answer, or said 503 (RFC 3263 section 4.3): the targets

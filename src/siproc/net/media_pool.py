@@ -300,6 +300,13 @@ class RemoteStream:
 MediaStream = RtpStream | RemoteStream  # what a call's media is: here, or in a worker
 
 
+def worker_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """A media worker's environment: siproc's without any SIPROC_ variable. A worker takes
+    its few settings on its command line, and so never holds SIPROC_PASSWORD (nor any secret a
+    future variable carries) where /proc/PID/environ or a core dump would show it."""
+    return {name: value for name, value in env.items() if not name.upper().startswith("SIPROC_")}
+
+
 class _Worker:
     """One worker process and its channel."""
 
@@ -320,6 +327,7 @@ class _Worker:
                         pool.priority,
                     ],
                     pass_fds=[theirs.fileno()],
+                    env=worker_environment(os.environ),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                 )

@@ -54,6 +54,7 @@ _Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 DatagramCallback = Callable[[bytes, Destination, str], None]
 StreamMessageCallback = Callable[[Message | ParseError, Destination, str], None]
 TransportErrorCallback = Callable[[Destination, str], None]
+ConnectionLostCallback = Callable[[Destination], None]
 
 UDP_RECV_SIZE = 65_535  # the largest datagram IPv4 or IPv6 (without jumbograms) can carry
 MAX_DATAGRAMS_PER_WAKEUP = 256  # bounded batch: a flood cannot starve the loop
@@ -301,6 +302,8 @@ class _StreamConnection(asyncio.Protocol):
         self._cancel_timer()
         self.pending.clear()
         self._owner._forget(self)
+        if self.transport is not None and self.source is not None:  # it was connected
+            self._owner._report_lost(self.source)
         if not self.lost.done():
             self.lost.set_result(None)
 
@@ -366,6 +369,7 @@ class SipTransport:
         self.on_datagram = on_datagram
         self.on_stream_message = on_stream_message
         self.on_transport_error: TransportErrorCallback | None = None
+        self.on_connection_lost: ConnectionLostCallback | None = None
         self.log = log if log is not None else logging.getLogger(__name__)
         self.port = 0
         self.bind_host: str | None = None  # the specific address bound, None for all addresses
@@ -554,7 +558,9 @@ class SipTransport:
             conn.connect_task = None
 
     def _report_error(self, destination: Destination, reason: str) -> None:
-        self.log.warning("cannot send to %s: %s", destination, reason)
+        # The owner's callback logs it in its own words (once, not twice).
+        level = logging.DEBUG if self.on_transport_error is not None else logging.WARNING
+        self.log.log(level, "cannot send to %s: %s", destination, reason)
         if self.on_transport_error is not None:
             self._loop.call_soon(self._call_error_callback, destination, reason)
 
@@ -566,6 +572,21 @@ class SipTransport:
             callback(destination, reason)
         except Exception:
             self._log_callback_error("on_transport_error", destination)
+
+    def _report_lost(self, source: Destination) -> None:
+        """A TCP connection that was up has closed (either side, or broken): tell the owner
+        (the account re-registers when it carried the registration), from the loop."""
+        if self.on_connection_lost is not None and not self._closed:
+            self._loop.call_soon(self._call_lost_callback, source)
+
+    def _call_lost_callback(self, source: Destination) -> None:
+        callback = self.on_connection_lost
+        if callback is None or self._closed:
+            return
+        try:
+            callback(source)
+        except Exception:
+            self._log_callback_error("on_connection_lost", source)
 
     # receiving
 
@@ -688,15 +709,18 @@ class SipTransport:
 
     # addresses
 
-    def local_address_for(self, host: str) -> str:
+    def local_address_for(self, host: str, *, fresh: bool = False) -> str:
         """Our address the kernel would use to reach `host` (for Via, Contact and SDP).
 
         Bound to one address, that address. Otherwise the routing table is asked by connecting
-        a throwaway UDP socket (no packet is sent); the answer is cached per host. With no route,
+        a throwaway UDP socket (no packet is sent); the answer is cached per host (``fresh``:
+        asked again, and the cache updated: our address may have changed). With no route,
         the wildcard address of the host's family is returned (and not cached).
         """
         if self.bind_host is not None:
             return self.bind_host
+        if fresh:
+            self._local_addresses.pop(host, None)
         cached = self._local_addresses.get(host)
         if cached is not None:
             return cached

@@ -7,9 +7,12 @@ section 10.2) and digests each final response into one `RegistrationResult`:
   expiry to Min-Expires (section 10.2.8), or the registrar saw us behind a NAT and the Contact
   must carry the address it saw (RFC 3581 `received`/`rport` in the top Via of the 200)).
 - `Registered`: when to refresh (well before expiry).
-- `Failed`: a one-line reason and when to try again: the backoff doubles from 30 s to 15 min,
-  and a rejected password is not retried faster than that, so a wrong password is one clear
-  error line per attempt, not a loop of noise.
+- `Failed`: a one-line reason and when to try again: the backoff doubles from `retry_min`
+  (30 s by default, SIPROC_REGISTER_RETRY) to 15 min, and a rejected password is not retried
+  faster than that, so a wrong password is one clear error line per attempt, not a loop of
+  noise. The same backoff serves a registrar that cannot be reached at all: a name that does
+  not resolve (yet), no answer (Timer F), or a TCP connection that cannot be made
+  (`on_transport_error`).
 
 The caller (the phone) sends what `build_request()` returns and feeds back responses, timeouts
 and transport errors; it owns the clock and the timer.
@@ -98,6 +101,7 @@ class Registration:
         from_tag: str,
         auth: DigestSession | None,
         rewrite_contact: bool = True,
+        retry_min: float = RETRY_MIN,
     ) -> None:
         self.registrar = registrar
         self.aor = aor.without_params("tag")
@@ -107,6 +111,9 @@ class Registration:
         self.from_tag = from_tag
         self.auth = auth
         self.rewrite_contact = rewrite_contact
+        if not 0 < retry_min <= RETRY_MAX:
+            raise LocalProtocolError(f"registration: retry_min {retry_min} not in (0, {RETRY_MAX}]")
+        self.retry_min = retry_min
         self.cseq = 0
         self.state = RegistrationState.IDLE
         self.failures = 0
@@ -216,9 +223,16 @@ class Registration:
         return self._fail("no answer from the registrar (timeout)", now)
 
     def on_transport_error(self, reason: str, now: float) -> RegistrationResult:
+        """The registrar could not be reached: a refused or broken connection, or, before a
+        REGISTER could even be built for it, a name that does not resolve (RFC 3263 section
+        4.3: no server left to try). Failed, retried with the backoff."""
+        if self.state is RegistrationState.UNREGISTERED:
+            return Unregistered(503)
         if self.state is RegistrationState.UNREGISTERING:
             self._set_state(RegistrationState.UNREGISTERED)
             return Unregistered(503)
+        if self.state in (RegistrationState.IDLE, RegistrationState.REGISTERED):
+            self._set_state(RegistrationState.REGISTERING)  # a refresh that could not go out
         return self._fail(f"cannot reach the registrar: {reason}", now)
 
     def _answer_challenge(self, response: Response) -> bool:
@@ -230,7 +244,7 @@ class Registration:
     def _fail(self, reason: str, now: float) -> Failed:
         self._set_state(RegistrationState.FAILED)
         self.failures += 1
-        delay = min(RETRY_MIN * 2 ** (self.failures - 1), RETRY_MAX)
+        delay = min(self.retry_min * 2 ** min(self.failures - 1, 32), RETRY_MAX)
         return Failed(reason, now + delay)
 
     def _granted_expires(self, response: Response) -> int:

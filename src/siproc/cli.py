@@ -14,6 +14,7 @@ import sys
 
 from siproc import __version__
 from siproc.config import LOG_LEVELS, Config, ConfigError, load_config
+from siproc.logs import SafeFormatter
 
 log = logging.getLogger("siproc")
 
@@ -32,7 +33,7 @@ def setup_logging(level: int, program: str = "siproc") -> None:
     handler = logging.StreamHandler(sys.stderr)
     detail = " %(name)s" if level >= 4 else ""
     handler.setFormatter(
-        logging.Formatter(f"{program}[%(process)d] %(levelname)s{detail}: %(message)s")
+        SafeFormatter(f"{program}[%(process)d] %(levelname)s{detail}: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -7,9 +7,30 @@ process wrote it."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
-__all__ = ["CallLog"]
+__all__ = ["CallLog", "SafeFormatter"]
+
+# Control characters but LF and TAB, DEL, C1, and the Unicode line separators.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+class SafeFormatter(logging.Formatter):
+    """A formatter whose messages cannot forge log lines: control characters (a CR, an ESC
+    sequence, a NUL from a peer's text) are written as ``\\xNN``/``\\uNNNN``, and every line
+    after the first (the SIP trace of level 6 has many) is indented, so that only siproc's
+    own lines start at the margin. Tracebacks are left as they are."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        text = super().formatMessage(record)
+        text = _CONTROL.sub(
+            lambda m: (
+                f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"
+            ),
+            text,
+        )
+        return text.replace("\n", "\n    ")
 
 
 class CallLog(logging.LoggerAdapter[logging.Logger]):

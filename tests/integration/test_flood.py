@@ -100,7 +100,7 @@ def test_an_invite_flood_is_held_to_the_per_source_limit(tmp_path: Path) -> None
                 time.sleep(0.2)
             assert len(list(caller_dir.glob("up-*"))) == ORDINARY_CALLS, caller.stderr()
             ends = [p.read_text().strip() for p in caller_dir.glob("end-*")]
-            assert ends == ["DISCONNECTED 200"] * ORDINARY_CALLS, ends
+            assert ends == ["DISCONNECTED 200 remote hangup"] * ORDINARY_CALLS, ends
 
             # Within a minute everything is idle again: the ringing flood calls got 480.
             deadline = time.monotonic() + 60

@@ -13,18 +13,15 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.interop.test_transfer_interop import (  # noqa: F401 (fixtures)
-    PASSWORDS,
-    calls_in,
-    kam,
-    make_siproc,
-    siproc_account,
-    workdir,
-)
+from tests.interop import test_transfer_interop as transfer
+from tests.interop.test_transfer_interop import PASSWORDS, calls_in, siproc_account
 from tests.peers import Baresip, Kamailio
 from tests.siproc_proc import Siproc, wait_file
 
 MakeBaresip = Callable[..., Baresip]
+# The transfer tests' fixtures: siproc's working directory with their handler, the siproc
+# factory, and Kamailio with the users alice, bob and carol.
+workdir, make_siproc, kam = transfer.workdir, transfer.make_siproc, transfer.kam
 
 
 def direct_invite(port: int, user: str) -> str:

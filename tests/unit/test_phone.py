@@ -7,6 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from siproc.calls.phone import file_safe_user, header_variable
+from siproc.sip.transaction import Destination
+from tests.phone_sim import OFFER, FarEnd, PhoneSim
 
 
 @pytest.mark.parametrize(
@@ -44,3 +46,113 @@ def test_file_safe_user_is_a_safe_file_name(user: str) -> None:
 
 def test_header_variable() -> None:
     assert header_variable("X-Foo.Bar") == "SIPROC_HEADER_X_FOO_BAR"
+
+
+# --- the whole phone in virtual time (tests/phone_sim.py) -------------------------------------
+
+T1 = 0.5
+
+
+def statuses(sim: PhoneSim, far: FarEnd) -> list[int]:
+    return [r.status for r in sim.responses(far.call_id)]
+
+
+def test_a_call_answered_acked_and_hung_up_by_the_caller() -> None:
+    with PhoneSim() as sim:
+        far = FarEnd(sim)
+        far.send("INVITE", OFFER)
+        sim.advance(0.1)
+        assert statuses(sim, far)[-1] == 200
+        far.learn_tag()
+        far.send("ACK", cseq=1)
+        sim.advance(0.1)
+        [handler] = sim.handlers
+        assert handler.events == ["CONNECTED"]
+        assert sim.streams[0].started and sim.streams[0].proven
+        far.send("BYE")
+        sim.advance(1)
+        assert handler.events[-1] == "DISCONNECTED 200 remote hangup"
+        sim.advance(64 * T1)
+        assert sim.idle() == []
+
+
+def test_no_ack_ends_the_call_with_a_bye_and_releases_everything() -> None:
+    with PhoneSim() as sim:
+        far = FarEnd(sim)
+        far.send("INVITE", OFFER)
+        sim.advance(64 * T1 + 4)  # 2xx retransmitted (T1 doubling to T2), then given up: BYE
+        byes = [m for m, _ in sim.sent if getattr(m, "method", "") == "BYE"]
+        assert byes, [type(m).__name__ for m, _ in sim.sent]
+        sim.advance(64 * T1 + 5)  # the BYE is not answered either
+        assert sim.handlers[0].events[-1].startswith("DISCONNECTED 408")
+        assert sim.idle() == []
+
+
+def test_a_bad_sdp_in_the_ack_ends_the_call() -> None:
+    with PhoneSim() as sim:
+        far = FarEnd(sim)
+        far.send("INVITE")  # no offer: siproc offers in the 200
+        sim.advance(0.1)
+        far.learn_tag()
+        far.send("ACK", "v=0\r\nm=audio 99999999999999 RTP/AVP 0\r\n", cseq=1)
+        sim.advance(0.1)
+        bye = [m for m, _ in sim.sent if getattr(m, "method", "") == "BYE"]
+        assert len(bye) == 1
+        sim.advance(64 * T1 + 5)
+        assert sim.idle() == []
+
+
+def test_a_nul_in_the_callers_user_reaches_the_handler_escaped() -> None:
+    with PhoneSim() as sim:
+        far = FarEnd(sim, user="%00")
+        far.send("INVITE", OFFER)
+        sim.advance(0.1)
+        [handler] = sim.handlers
+        assert handler.env["SIPROC_REMOTE_USER"] == "%00"
+        assert statuses(sim, far)[-1] == 200
+
+
+def test_an_unanswered_call_gets_480_at_the_ring_timeout() -> None:
+    with PhoneSim(script=lambda env: ("RINGING",)) as sim:
+        far = FarEnd(sim)
+        far.send("INVITE", OFFER)
+        sim.advance(19)
+        assert statuses(sim, far)[-1] == 180
+        sim.advance(2)
+        assert statuses(sim, far)[-1] == 480
+        assert sim.handlers[0].events[-1] == "DISCONNECTED 480 no answer"
+        far.send("ACK", cseq=1, branch=far.invite_branch)
+        sim.advance(64 * T1)
+        assert sim.idle() == []
+
+
+def test_an_invite_flood_from_one_source_starts_at_most_the_burst() -> None:
+    with PhoneSim(script=lambda env: ("RINGING",)) as sim:
+        for _ in range(100):
+            FarEnd(sim, user="flood").send("INVITE", OFFER)
+        assert len(sim.handlers) == 20  # SIPROC_CALL_BURST
+        refused = [r for r in sim.responses() if r.status == 503]
+        assert len(refused) == 80 and refused[0].headers.get("Retry-After") == "1"
+        sim.advance(1.0)  # 10 more a second
+        for _ in range(20):
+            FarEnd(sim, user="flood").send("INVITE", OFFER)
+        assert len(sim.handlers) == 30
+        other = FarEnd(sim, source=Destination("udp", "127.0.0.9", 5060))
+        other.send("INVITE", OFFER)
+        assert len(sim.handlers) == 31  # another address has its own budget
+        sim.advance(21 + 64 * T1)  # every call rang out (480)
+        assert sim.idle() == []
+
+
+def test_cancel_before_the_answer() -> None:
+    with PhoneSim(script=lambda env: ("RINGING",)) as sim:
+        far = FarEnd(sim)
+        far.send("INVITE", OFFER)
+        sim.advance(0.1)
+        far.send("CANCEL", cseq=1, branch=far.invite_branch)
+        sim.advance(0.1)
+        assert 487 in statuses(sim, far)
+        assert sim.handlers[0].events[-1].startswith("DISCONNECTED 487")
+        far.send("ACK", cseq=1, branch=far.invite_branch)
+        sim.advance(64 * T1)
+        assert sim.idle() == []

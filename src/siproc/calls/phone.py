@@ -654,9 +654,9 @@ class Phone:
         try:
             call.start_incoming(request, tx, event.local_host)
         except (SdpError, OfferAnswerError, RemoteProtocolError, ParseError) as exc:
+            # A malformed offer (SdpError: a control character, a 5000-digit number...) is an
+            # unacceptable session description: 488, as for a re-INVITE (RFC 3261 21.4.26).
             status = getattr(exc, "status", 488 if not isinstance(exc, ParseError) else 400)
-            if isinstance(exc, SdpError):
-                status = 400
             log.warning("refusing call from %s: %s", info.from_.uri, exc)
             stream.close()
             self.respond(tx, make_response(request, status, _short_reason(status, exc), to_tag=tag))

@@ -175,6 +175,46 @@ def test_options_is_answered(phones) -> None:  # type: ignore[no-untyped-def]
     assert "\r\nSupported:" in response
 
 
+@pytest.mark.parametrize(
+    "media",
+    [
+        "m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PC\x01MU/8000",  # a control character
+        "m=audio 4000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\na=fmtp:96 a=1\rb=2",  # a CR
+        "m=audio " + "9" * 5000 + " RTP/AVP 0",  # a number int() refuses
+    ],
+    ids=["control-character", "cr-in-fmtp", "5000-digit-port"],
+)
+def test_an_invite_with_a_malformed_offer_gets_488_and_no_handler(
+    workdir: Path,
+    phones,  # type: ignore[no-untyped-def]
+    media: str,
+) -> None:
+    """RFC 3261 section 21.4.26: the session description is not acceptable; no call is left
+    behind (the handler, which logs every event, never starts)."""
+    bob = phones("bob", "answer")
+    sdp = f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n{media}\r\n"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5.0)
+        local_port = sock.getsockname()[1]
+        invite = (
+            f"INVITE sip:bob@127.0.0.1:{bob.port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{time.time_ns()};rport\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:tester@127.0.0.1>;tag=t1\r\n"
+            f"To: <sip:bob@127.0.0.1:{bob.port}>\r\nCall-ID: bad-sdp-{time.time_ns()}@test\r\n"
+            f"CSeq: 1 INVITE\r\nContact: <sip:tester@127.0.0.1:{local_port}>\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(sdp.encode())}\r\n\r\n{sdp}"
+        )
+        sock.sendto(invite.encode(), ("127.0.0.1", bob.port))
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            data, _ = sock.recvfrom(65535)
+            statuses.append(int(data.split(b" ", 2)[1]))
+    assert statuses[-1] == 488
+    bob.wait_for(r"refusing call from .*: .*control character|refusing call from .*bad m= port")
+    assert not (workdir / "bob.log").exists() or "EVENT" not in (workdir / "bob.log").read_text()
+
+
 def test_public_address_is_advertised(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
     """SIPROC_PUBLIC_ADDRESS replaces the local address in Via, Contact and SDP."""
     bob = phones("bob", "answer")

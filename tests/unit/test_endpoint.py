@@ -245,6 +245,31 @@ def test_400_for_the_rfc4475_insuf_message() -> None:
     assert sent(outputs)[0].destination == Destination("udp", "127.0.0.1", 5060)
 
 
+@pytest.mark.parametrize("value", ["\x00", "a\rInjected: 1", "a\nInjected: 1"])
+def test_400_for_a_bare_cr_lf_or_nul_in_a_header(value: str) -> None:
+    """No request with such a header value goes up to the call layer (a handler would get it
+    in its environment); it is answered 400 naming the header."""
+    ep = endpoint()
+    data = raw("INVITE", extra=f"X-Evil: {value}\r\n")
+    response = only_response(feed(ep, data), 400)
+    assert "X-Evil" in response.reason
+    assert ep.transaction_count == 0
+
+
+def test_400_for_a_nul_in_the_from_tag() -> None:
+    data = raw("INVITE").replace(b"tag=alice1", b"tag=alice\x00")
+    response = only_response(feed(endpoint(), data), 400)
+    assert "NUL" in response.reason
+
+
+def test_escaped_nul_in_the_from_user_goes_up_as_received() -> None:
+    """%00 in a user part is legal syntax (RFC 4475 section 3.1.1.4): the request is processed;
+    making the value safe for a handler is the call layer's job."""
+    data = raw("INVITE").replace(b"sip:alice@", b"sip:%00@")
+    event = request_received(feed(endpoint(), data))
+    assert str(event.info.from_.uri) == "sip:%00@127.0.0.1"
+
+
 def test_unanswerable_garbage_is_dropped_and_counted() -> None:
     ep = endpoint()
     assert feed(ep, b"\x00\x01 not sip at all") == []

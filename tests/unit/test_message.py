@@ -447,6 +447,64 @@ def test_malformed_header_line_salvages_the_headers_before_it() -> None:
     assert "CSeq" not in info.value.headers
 
 
+# -- control characters in the header section (RFC 3261 section 25.1) ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "what"),
+    [
+        (b"X-Name: evil\rInjected: 1", "a bare CR"),
+        (b"X-Name: evil\nInjected: 1", "a bare LF"),
+        (b"X-Name: ev\x00il", "a NUL octet"),
+        (b"From: <sip:a@b>;tag=\x00", "a NUL octet"),
+        (b'To: "a\\\\\x00" <sip:a@b>', "a NUL octet"),  # escaped backslash, then a raw NUL
+        (b"X-Name: folded\r\n  on\x00", "a NUL octet"),
+    ],
+)
+def test_control_characters_in_a_header_are_refused(line: bytes, what: str) -> None:
+    """Bare CR, LF and NUL are refused with a ParseError naming the header; the other headers
+    are salvaged, so the endpoint can still answer 400 (Via and CSeq are intact)."""
+    data = HEAD + line + b"\r\nCSeq: 1 OPTIONS\r\n\r\n"
+    with pytest.raises(ParseError, match=what) as info:
+        parse_message(data)
+    headers = info.value.headers
+    assert headers is not None
+    assert headers.get("CSeq") == "1 OPTIONS"
+    assert headers.get("Via") == "SIP/2.0/UDP 127.0.0.1"
+    assert all("\x00" not in v and "\r" not in v and "\n" not in v for _, v in headers)
+
+
+def test_lf_mode_message_with_a_bare_cr_is_refused() -> None:
+    data = HEAD.replace(b"\r\n", b"\n") + b"X-Name: a\rb\n\n"
+    with pytest.raises(ParseError, match="a bare CR"):
+        parse_message(data)
+
+
+def test_control_characters_in_the_start_line_are_refused() -> None:
+    with pytest.raises(ParseError, match="start line") as info:
+        parse_message(b"OPTIONS sip:a\x00@127.0.0.1 SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n")
+    assert info.value.headers is not None  # a request: still answerable
+    with pytest.raises(ParseError, match="start line") as info:
+        parse_message(b"SIP/2.0 200 O\x00K\r\nCSeq: 1 OPTIONS\r\n\r\n")
+    assert info.value.headers is None  # a response: dropped
+
+
+def test_quoted_pair_nul_and_percent_escaped_nul_parse() -> None:
+    """RFC 3261 section 25.1 quoted-pair allows an escaped NUL (RFC 4475 section 3.1.1.2) and
+    %00 is a legal escape in a user part (section 3.1.1.4): both parse, kept as received."""
+    message = parse_message(
+        HEAD + b'To: "NUL:\\\x00" <sip:null-%00-null@example.com>\r\nCSeq: 1 OPTIONS\r\n\r\n'
+    )
+    assert message.headers.get("To") == '"NUL:\\\x00" <sip:null-%00-null@example.com>'
+
+
+def test_stream_framer_refuses_a_header_with_a_nul() -> None:
+    framer = StreamFramer()
+    [error] = framer.feed(HEAD + b"X-A: \x00\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+    assert isinstance(error, ParseError)
+    assert "NUL" in str(error)
+
+
 # -- serialize and Headers -----------------------------------------------------------------------
 
 

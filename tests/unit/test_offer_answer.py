@@ -771,3 +771,19 @@ def test_negotiated_media_validates_telephone_events() -> None:
             False,
             receive_telephone_events={128: 8000},
         )
+
+
+def test_huge_numbers_int_cannot_take_are_skipped() -> None:
+    """A 5000-digit format (legal for a non-RTP proto, which the model does not check) or
+    a=rtcp port once escaped as a ValueError from int(); they are skipped."""
+    huge = "9" * 5000
+    ans = sdp(
+        offer_with(f"""
+m=audio 10062 udp {huge} 0
+a=rtpmap:0 PCMU/8000
+a=rtcp:{huge}
+""")
+    )
+    neg = accept_answer(our_offer(), ans, [PCMU, PCMA])
+    assert neg.codec == PCMU
+    assert neg.remote_rtcp is None

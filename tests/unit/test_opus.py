@@ -381,3 +381,10 @@ def test_rtp_stream_sends_48_khz_frames(
     assert audio.size == 30 * 960
     assert peak_frequency(audio[960 : 24 * 960]) == pytest.approx(440, abs=3)
     assert level(audio[-960:]) < 30  # encoded silence after the file
+
+
+def test_settings_ignore_numbers_int_cannot_take() -> None:
+    """A peer's 5000-digit maxaveragebitrate is ignored, not a ValueError from int() that would
+    escape from the call's media setup."""
+    huge = "9" * 5000
+    assert settings_for(f"maxaveragebitrate={huge};maxplaybackrate={huge}") == OpusSettings()

@@ -518,3 +518,26 @@ def test_a_refresh_that_cannot_go_out_fails_and_backs_off() -> None:
     assert reg.stop() is False and reg.state is S.UNREGISTERING
     assert reg.on_transport_error("gone", 600.0) == Unregistered(503)
     assert reg.on_transport_error("gone", 601.0) == Unregistered(503)
+
+
+# -- hostile registrar responses: numbers int() cannot take ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", ["9" * 5000, "\u00b2", "4294967296"], ids=["5000-digits", "superscript", "2**32"]
+)
+def test_unusable_contact_expires_falls_back_to_the_request(value: str) -> None:
+    """A 5000-digit (or superscript, or out of range) expires parameter is ignored: it once
+    escaped as a ValueError from int()."""
+    reg = make_registration()
+    req = reg.build_request()
+    contact = f"<sip:alice@192.168.1.10:5060>;expires={value}"
+    result = reg.on_response(answer(req, 200, headers=[("Contact", contact)]), 0.0)
+    assert result == Registered(600, 540.0)
+
+
+def test_huge_rport_is_ignored() -> None:
+    reg = make_registration()
+    req = reg.build_request()
+    via = f"SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bKreg1;rport={'9' * 5000}"
+    assert reg.on_response(answer(req, 200, via=via), 0.0) == Registered(600, 540.0)

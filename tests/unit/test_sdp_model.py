@@ -422,3 +422,74 @@ def test_fuzz_parse_it_or_raise_sdp_error(data: bytes) -> None:
         return
     again = parse_sdp(sdp.serialize())
     assert again.serialize() == sdp.serialize()
+
+
+# -- hostile input: huge numbers and control characters (found by tests/fuzz/test_model.py) ---
+
+HUGE = "9" * 5000
+AUDIO = "m=audio 5004 RTP/AVP 0 96\nc=IN IP4 192.0.2.1\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (f"v=0\no=- {HUGE} 1 IN IP4 192.0.2.1\ns=-\nt=0 0\n", "must be numeric"),
+        (f"v=0\no=- 1 {'1' * 21} IN IP4 192.0.2.1\ns=-\nt=0 0\n", "at most 20 digits"),
+        (MINIMAL.replace("t=0 0", f"t=0 {HUGE}"), "t= needs"),
+        (MINIMAL + f"m=audio {HUGE} RTP/AVP 0\n", "bad m= port"),
+        (MINIMAL + f"m=audio 5004/{HUGE} RTP/AVP 0\n", "bad m= port count"),
+        (MINIMAL + f"m=audio 5004 RTP/AVP 0 {HUGE}\n", "bad RTP payload type"),
+        (MINIMAL + f"m=audio 5004 RTP/AVP 0\nc=IN IP4 224.2.1.1/{HUGE}\n", "bad c= address"),
+    ],
+    ids=["sess-id", "sess-version", "t=", "m=port", "m=port-count", "m=pt", "c=ttl"],
+)
+def test_huge_numbers_are_sdp_errors(text: str, message: str) -> None:
+    """A 5000-digit number is malformed SDP, not a ValueError from int() (Python refuses to
+    convert more than 4300 digits) and not a slow conversion."""
+    with pytest.raises(SdpError, match=message):
+        parse_sdp(text.encode())
+
+
+def test_huge_numbers_in_lenient_lines_are_ignored() -> None:
+    text = (
+        MINIMAL
+        + AUDIO
+        + (
+            f"b=AS:{HUGE}\na=rtpmap:{HUGE} PCMU/8000\na=rtpmap:96 opus/{HUGE}/2\n"
+            f"a=rtpmap:96 opus/48000/{HUGE}\na=fmtp:{HUGE} x=1\n"
+        )
+    )
+    sdp = parse_sdp(text.encode())
+    media = sdp.media[0]
+    assert media.bandwidths == []
+    assert rtpmap(media) == {}
+    assert fmtp(media) == {}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "a=rtpmap:96 op\x01us/48000/2",
+        "a=fmtp:96 useinbandfec=1\rmaxaveragebitrate=20000",
+        "a=fmtp:96 useinbandfec=1\x00",
+        "s=\x1b[2J",
+        "a=ptime:\t20",
+        "a=sendrecv\x7f",
+        "i=a\r\rb",
+    ],
+)
+def test_control_characters_are_sdp_errors(line: str) -> None:
+    """RFC 8866 section 9: no control characters in SDP text (a CR inside an fmtp once broke
+    the answer: CodecSpec refuses it with a plain ValueError)."""
+    with pytest.raises(SdpError, match="control character"):
+        parse_sdp((MINIMAL + AUDIO + line + "\r\n").encode())
+
+
+def test_crlf_and_lf_line_ends_are_no_control_characters() -> None:
+    text = (MINIMAL + AUDIO).replace("\n", "\r\n") + "a=ptime:20\n"
+    assert parse_sdp(text.encode()).media[0].attribute("ptime") == "20"
+
+
+def test_non_ascii_type_letter_is_refused() -> None:
+    with pytest.raises(SdpError, match="is not <type>=<value>"):
+        parse_sdp((MINIMAL + "\u00e9=x\n").encode())

@@ -872,14 +872,15 @@ def _worth_logging(count: int) -> bool:
 
 def _refusal_status(exc: Exception) -> int:
     """The final response to an INVITE whose offer or headers we cannot take: the status a
-    RemoteProtocolError carries; 400 for a malformed message or SDP; 488 for an offer we
-    cannot answer (RFC 3261 section 21.4.26); 500 for our own bugs."""
+    RemoteProtocolError carries; 488 for an offer we cannot answer or parse (a malformed
+    session description is not acceptable either, RFC 3261 section 21.4.26, as for a
+    re-INVITE); 400 for a malformed message; 500 for our own bugs."""
     if isinstance(exc, RemoteProtocolError):
         return exc.status
-    if isinstance(exc, SdpError | ParseError):
-        return 400
-    if isinstance(exc, OfferAnswerError):
+    if isinstance(exc, SdpError | OfferAnswerError):
         return 488
+    if isinstance(exc, ParseError):
+        return 400
     return 500
 
 

@@ -13,6 +13,11 @@ media to the wrong place:
   field, RTP payload types must be 0-127, and every active stream must have a connection
   address at media or session level (section 5.7). Violations raise :class:`SdpError` naming
   the line.
+- Numbers have a digit limit (:data:`MAX_DIGITS`, 20 for the 64-bit ``o=`` and ``t=`` values):
+  a longer one is malformed, never a slow or failing ``int()``.
+- A control character (below 0x20 other than the CRLF or LF line end, or 0x7f) anywhere
+  raises :class:`SdpError`: section 9 allows none outside ``byte-string`` text, and nothing
+  we pass on (to a codec, a log line or a handler) may carry one.
 
 Serialization writes CRLF and the line order of RFC 8866 section 5 (session: v o s i u e p c b
 t r z k a; media: m i c b k a).
@@ -21,10 +26,12 @@ t r z k a; media: m i c b k a).
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
 __all__ = [
     "DIRECTIONS",
+    "MAX_DIGITS",
     "Connection",
     "MediaDescription",
     "Origin",
@@ -45,6 +52,12 @@ _SESSION_BEFORE_C = "iuep"
 _SESSION_AFTER_T = "trzk"
 _MEDIA_BEFORE_C = "i"
 _MEDIA_AFTER_B = "k"
+
+#: Longest number we read (ports, payload types, clock rates, bandwidths, TTLs): 10 digits
+#: hold any 32-bit value; the 64-bit o= sess-id/sess-version and t= times get 20.
+MAX_DIGITS = 10
+_MAX_DIGITS_64 = 20
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class SdpError(ValueError):
@@ -226,10 +239,13 @@ def parse_sdp(data: bytes) -> SessionDescription:
     medias: list[MediaDescription] = []
 
     for number, raw in enumerate(text.split("\n"), start=1):
-        line = raw.rstrip("\r")
+        line = raw[:-1] if raw.endswith("\r") else raw
+        control = _CONTROL_RE.search(line)
+        if control is not None:
+            raise SdpError(f"line {number}: control character {control.group()!r} in {line[:40]!r}")
         if not line.strip():
             continue
-        if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
+        if len(line) < 2 or line[1] != "=" or not (line[0].isascii() and line[0].isalpha()):
             raise SdpError(f"line {number}: {line!r} is not <type>=<value>")
         kind, value = line[0], line[2:]
         current = medias[-1] if medias else None
@@ -292,17 +308,22 @@ def _parse_o(value: str, number: int) -> Origin:
     fields = value.split()
     if len(fields) != 6:
         raise SdpError(f"line {number}: o= needs 6 fields, got {len(fields)}: {value!r}")
-    username, sess_id, sess_version, nettype, addrtype, address = fields
-    if not (_is_uint(sess_id) and _is_uint(sess_version)):
-        raise SdpError(f"line {number}: o= sess-id and sess-version must be numeric: {value!r}")
-    return Origin(username, int(sess_id), int(sess_version), nettype, addrtype, address)
+    username, sess_id_text, sess_version_text, nettype, addrtype, address = fields
+    sess_id = _uint(sess_id_text, _MAX_DIGITS_64)
+    sess_version = _uint(sess_version_text, _MAX_DIGITS_64)
+    if sess_id is None or sess_version is None:
+        raise SdpError(
+            f"line {number}: o= sess-id and sess-version must be numeric "
+            f"(at most {_MAX_DIGITS_64} digits): {value[:80]!r}"
+        )
+    return Origin(username, sess_id, sess_version, nettype, addrtype, address)
 
 
 def _parse_t(value: str, number: int) -> tuple[int, int]:
-    fields = value.split()
-    if len(fields) != 2 or not all(_is_uint(f) for f in fields):
-        raise SdpError(f"line {number}: t= needs <start-time> <stop-time>: {value!r}")
-    return int(fields[0]), int(fields[1])
+    times = [_uint(f, _MAX_DIGITS_64) for f in value.split()]
+    if len(times) != 2 or times[0] is None or times[1] is None:
+        raise SdpError(f"line {number}: t= needs <start-time> <stop-time>: {value[:80]!r}")
+    return times[0], times[1]
 
 
 def _parse_c(value: str, number: int) -> Connection:
@@ -312,19 +333,20 @@ def _parse_c(value: str, number: int) -> Connection:
             f"line {number}: c= needs <nettype> <addrtype> <connection-address>: {value!r}"
         )
     nettype, addrtype, address_field = fields
-    address, *suffixes = address_field.split("/")
-    if len(suffixes) > 2 or not all(_is_uint(s) for s in suffixes):
-        raise SdpError(f"line {number}: bad c= address {address_field!r}")
+    address, *suffix_texts = address_field.split("/")
+    suffixes = [_uint(s) for s in suffix_texts]
+    if len(suffixes) > 2 or None in suffixes:
+        raise SdpError(f"line {number}: bad c= address {address_field[:80]!r}")
     ttl: int | None = None
     count: int | None = None
     upper = addrtype.upper()
     if upper == "IP4" and suffixes:
-        ttl = int(suffixes[0])
-        count = int(suffixes[1]) if len(suffixes) == 2 else None
+        ttl = suffixes[0]
+        count = suffixes[1] if len(suffixes) == 2 else None
     elif suffixes:  # RFC 8866 section 5.7: IP6 multicast has a count and no TTL
         if len(suffixes) != 1:
-            raise SdpError(f"line {number}: bad c= address {address_field!r}")
-        count = int(suffixes[0])
+            raise SdpError(f"line {number}: bad c= address {address_field[:80]!r}")
+        count = suffixes[0]
     if nettype.upper() == "IN" and upper in ("IP4", "IP6"):
         _check_address(upper, address, number)
     return Connection(nettype, addrtype, address, ttl, count)
@@ -357,20 +379,21 @@ def _parse_m(value: str, number: int) -> MediaDescription:
         raise SdpError(f"line {number}: m= needs <media> <port> <proto> <fmt>...: {value!r}")
     media, port_field, proto, *formats = fields
     port_text, _, count_text = port_field.partition("/")
-    if not _is_uint(port_text) or int(port_text) > 65535:
-        raise SdpError(f"line {number}: bad m= port {port_field!r}")
-    port = int(port_text)
+    port = _uint(port_text)
+    if port is None or port > 65535:
+        raise SdpError(f"line {number}: bad m= port {port_field[:40]!r}")
     port_count: int | None = None
     if count_text:
-        if not _is_uint(count_text) or int(count_text) < 1:
-            raise SdpError(f"line {number}: bad m= port count {port_field!r}")
-        port_count = int(count_text)
+        port_count = _uint(count_text)
+        if port_count is None or port_count < 1:
+            raise SdpError(f"line {number}: bad m= port count {port_field[:40]!r}")
     if not formats and port != 0:
-        raise SdpError(f"line {number}: m= line without formats: {value!r}")
+        raise SdpError(f"line {number}: m= line without formats: {value[:80]!r}")
     if "RTP/" in proto.upper():
         for fmt in formats:
-            if not _is_uint(fmt) or int(fmt) > 127:
-                raise SdpError(f"line {number}: bad RTP payload type {fmt!r} in m= line")
+            payload_type = _uint(fmt)
+            if payload_type is None or payload_type > 127:
+                raise SdpError(f"line {number}: bad RTP payload type {fmt[:20]!r} in m= line")
     return MediaDescription(media, port, proto, formats, port_count)
 
 
@@ -379,16 +402,22 @@ def _is_uint(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def _uint(text: str, max_digits: int = MAX_DIGITS) -> int | None:
+    """The value of 1 to ``max_digits`` ASCII digits, else None (never a slow ``int()``)."""
+    return int(text) if len(text) <= max_digits and _is_uint(text) else None
+
+
 def _parse_a(value: str) -> tuple[str, str | None]:
     name, colon, rest = value.partition(":")
     return (name.strip(), rest.strip() if colon else None)
 
 
 def _parse_b(value: str) -> tuple[str, int] | None:
-    kind, colon, amount = value.partition(":")
-    if not colon or not kind.strip() or not _is_uint(amount.strip()):
+    kind, colon, amount_text = value.partition(":")
+    amount = _uint(amount_text.strip())
+    if not colon or not kind.strip() or amount is None:
         return None
-    return kind.strip(), int(amount)
+    return kind.strip(), amount
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,12 +465,13 @@ def rtpmap(media: MediaDescription) -> dict[int, tuple[str, int, int]]:
             continue
         pt_text, _, encoding = value.partition(" ")
         parts = encoding.strip().split("/")
-        if not _is_uint(pt_text) or len(parts) not in (2, 3) or not parts[0]:
+        pt = _uint(pt_text)
+        numbers = [_uint(p.strip()) for p in parts[1:]]
+        if pt is None or len(parts) not in (2, 3) or not parts[0] or None in numbers:
             continue
-        if not all(_is_uint(p.strip()) for p in parts[1:]):
-            continue
-        channels = int(parts[2]) if len(parts) == 3 else 1
-        result.setdefault(int(pt_text), (parts[0], int(parts[1]), channels))
+        clock, channels = numbers[0], numbers[1] if len(numbers) == 2 else 1
+        assert clock is not None and channels is not None
+        result.setdefault(pt, (parts[0], clock, channels))
     return result
 
 
@@ -452,8 +482,9 @@ def fmtp(media: MediaDescription) -> dict[int, str]:
         if value is None:
             continue
         pt_text, _, params = value.partition(" ")
-        if _is_uint(pt_text):
-            result.setdefault(int(pt_text), params.strip())
+        pt = _uint(pt_text)
+        if pt is not None:
+            result.setdefault(pt, params.strip())
     return result
 
 

@@ -425,7 +425,7 @@ def _formats(media: MediaDescription) -> list[tuple[int, tuple[str, int, int]]]:
     maps = rtpmap(media)
     result: list[tuple[int, tuple[str, int, int]]] = []
     for fmt in media.formats:
-        if not (fmt.isascii() and fmt.isdigit()):
+        if not (fmt.isascii() and fmt.isdigit() and len(fmt) <= 3):  # 0-127 (RFC 3551 3)
             continue
         pt = int(fmt)
         encoding = maps.get(pt) or STATIC_AUDIO_PAYLOAD_TYPES.get(pt)
@@ -474,7 +474,7 @@ def _rtcp_address(media: MediaDescription, remote_ip: str) -> tuple[str, int] | 
     if value is None:
         return None
     fields = value.split()
-    if not fields or not (fields[0].isascii() and fields[0].isdigit()):
+    if not fields or not (fields[0].isascii() and fields[0].isdigit() and len(fields[0]) <= 5):
         return None
     port = int(fields[0])
     if not 0 < port <= 65535:

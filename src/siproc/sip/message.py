@@ -257,24 +257,68 @@ def serialize(message: Message) -> bytes:
     return head.encode("utf-8") + message.body
 
 
+def _bare_control(text: str) -> str | None:
+    """What makes `text` (one line of a header section) illegal, or None.
+
+    RFC 3261 section 25.1: CR and LF occur only as the CRLF that ends a line (or folds one), and
+    NUL only inside a quoted-pair (`\\` then NUL, legal in a quoted display name: RFC 4475
+    section 3.1.1.2); a NUL after an odd number of backslashes is such a pair.
+    """
+    if "\r" in text:
+        return "a bare CR"
+    if "\n" in text:
+        return "a bare LF"
+    index = text.find("\x00")
+    while index >= 0:
+        start = index
+        while start > 0 and text[start - 1] == "\\":  # runs end at each NUL: linear overall
+            start -= 1
+        if (index - start) % 2 == 0:
+            return "a NUL octet"
+        index = text.find("\x00", index + 1)
+    return None
+
+
+def _has_stray_controls(head: str, crlf: bool) -> bool:
+    """True when `head` may hold a CR, LF or NUL outside line ends: a quick test, done with
+    C-speed counts, that keeps the per-line check off the common path."""
+    if "\x00" in head:
+        return True
+    pairs = head.count("\r\n") if crlf else 0
+    return head.count("\r") != pairs or (crlf and head.count("\n") != pairs)
+
+
 def _split_head(head: str) -> tuple[str, Headers]:
-    """Start line and headers of a header section (unfolding continuation lines)."""
-    lines = head.split("\r\n") if "\r\n" in head else head.split("\n")
+    """Start line and headers of a header section (unfolding continuation lines).
+
+    A header holding a bare CR or LF, or a NUL outside a quoted-pair, raises `ParseError`
+    naming it; the error carries the other headers (of a request), so that the request can
+    still be answered with 400 (RFC 3261 sections 8.2.2 and 25.1). So does a start line.
+    """
+    crlf = "\r\n" in head
+    lines = head.split("\r\n") if crlf else head.split("\n")
+    check = _has_stray_controls(head, crlf)
     start, header_lines = lines[0], lines[1:]
     headers = Headers()
     name: str | None = None
     value = ""
+    refused: str | None = None  # why the first refused header was refused
+    bad = False  # the current header (with its continuation lines) is refused
     for line in header_lines:
+        problem = _bare_control(line) if check else None
         if line[:1] in (" ", "\t"):  # RFC 3261 section 7.3.1: folded continuation
             if name is None:
                 raise ParseError("continuation line before the first header")
+            if problem is not None:
+                bad = True
+                refused = refused or f"header {name[:40]!r} contains {problem}"
             # The fold and the whitespace around it count as one SP (RFC 3261 section 7.3.1);
             # leading and trailing whitespace is not part of the value.
             part = line.strip(" \t")
             if part:
                 value = f"{value} {part}" if value else part
             continue
-        if name is not None:
+        if name is not None and not bad:
             headers.add(name, value)
         raw_name, colon, raw_value = line.partition(":")
         raw_name = raw_name.rstrip(" \t")
@@ -284,8 +328,16 @@ def _split_head(head: str) -> tuple[str, Headers]:
                 headers=None if _is_status_line(start) else headers,
             )
         name, value = raw_name, raw_value.strip()
-    if name is not None:
+        bad = problem is not None
+        if bad:
+            refused = refused or f"header {name[:40]!r} contains {problem}"
+    if name is not None and not bad:
         headers.add(name, value)
+    problem = _bare_control(start) if check else None
+    if problem is not None:
+        refused = f"start line {start[:60]!r} contains {problem}"
+    if refused is not None:
+        raise ParseError(refused, headers=None if _is_status_line(start) else headers)
     return start, headers
 
 

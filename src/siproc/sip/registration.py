@@ -255,13 +255,11 @@ class Registration:
                 continue
             for contact in contacts:
                 if isinstance(contact.uri, SipUri) and contact.uri.matches(self.contact):
-                    text = contact.param("expires")
-                    if text and text.isdigit():
-                        return int(text)
-        text = response.headers.get("Expires")
-        if text and text.strip().isdigit():
-            return int(text.strip())
-        return self.expires
+                    granted = _delta_seconds(contact.param("expires"))
+                    if granted is not None:
+                        return granted
+        granted = _delta_seconds(response.headers.get("Expires"))
+        return self.expires if granted is None else granted
 
     def _nat_contact(self, response: Response) -> SipUri | None:
         """The Contact the registrar can reach, if it differs from ours (RFC 3581 section 4)."""
@@ -273,7 +271,20 @@ class Registration:
         rport = via.rport
         # A Contact without a port means the transport's default (RFC 3261 section 19.1.2).
         ours = self.contact.port or (5061 if self.contact.transport == "tls" else 5060)
-        port = int(rport) if rport and rport.isdigit() and 0 < int(rport) < 65536 else ours
+        port = ours
+        if rport and rport.isascii() and rport.isdigit() and len(rport) <= 5:
+            port = int(rport) if 0 < int(rport) < 65536 else ours
         if host == self.contact.host and port == ours:
             return None
         return replace(self.contact, host=host, port=port)
+
+
+def _delta_seconds(text: str | None) -> int | None:
+    """An expires value (RFC 3261 section 20.19: delta-seconds, at most 2**32-1), or None when
+    absent or malformed (a registrar's 5000-digit number or "²" is ignored, not a crash)."""
+    if text is None:
+        return None
+    try:
+        return parse_delta_seconds(text, "expires")
+    except ParseError:
+        return None

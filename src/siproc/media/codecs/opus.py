@@ -164,7 +164,8 @@ def settings_for(fmtp: str | Mapping[str, str] | None) -> OpusSettings:
 
     def number(key: str) -> int | None:
         value = params.get(key, "")
-        return int(value) if value.isascii() and value.isdigit() else None
+        # At most 10 digits: a peer's 5000-digit number is ignored, not a failing int().
+        return int(value) if value.isascii() and value.isdigit() and len(value) <= 10 else None
 
     bitrate = DEFAULT_BITRATE
     cap = number("maxaveragebitrate")

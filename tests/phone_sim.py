@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import selectors
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -231,10 +232,12 @@ class PhoneSim:
         env: Mapping[str, str] | None = None,
         script: Callable[[dict[str, str]], Sequence[str]] = lambda env: ("ANSWER",),
     ) -> None:
+        random.seed(0)  # calls/session.py draws its 491 back-off from the global generator
         self.loop = VirtualLoop()
         asyncio.set_event_loop(self.loop)
         self.script = script
         self.handlers: list[FakeHandler] = []
+        self.far_ends = 0  # FarEnd numbers, for their Call-IDs and tags
         self.streams: list[FakeStream] = []
         self.sent: list[tuple[Message, Destination]] = []
         self.unparseable_sent: list[bytes] = []
@@ -250,6 +253,8 @@ class PhoneSim:
 
     async def _make(self, config: Any) -> Phone:
         phone = Phone(config, ["fake-handler"], env={})
+        phone.rng = random.Random(1)  # tags, branches and ports the same in every run
+        phone.endpoint.rng = random.Random(2)
         transport = phone.transport
         transport.port = 5060  # type: ignore[misc]
         transport.send = self._send  # type: ignore[method-assign]
@@ -405,14 +410,13 @@ OFFER = (
 class FarEnd:
     """The caller in a simulated call: builds its requests with the dialog's identifiers."""
 
-    _count = 0
-
     def __init__(self, sim: PhoneSim, user: str = "alice", source: Destination = PEER) -> None:
-        FarEnd._count += 1
+        sim.far_ends += 1
+        self.n = n = sim.far_ends
         self.sim = sim
         self.source = source
-        self.call_id = f"call{FarEnd._count}@far"
-        self.from_ = f"<sip:{user}@{source.host}>;tag=ft{FarEnd._count}"
+        self.call_id = f"call{n}@far"
+        self.from_ = f"<sip:{user}@{source.host}>;tag=ft{n}"
         self.to = f"<sip:siproc@{LOCAL}>"
         self.cseq = 0
         self.branch = 0
@@ -432,7 +436,7 @@ class FarEnd:
             cseq = self.cseq
         if branch is None:
             self.branch += 1
-            branch = f"z9hG4bKfar{FarEnd._count}x{self.branch}"
+            branch = f"z9hG4bKfar{self.n}x{self.branch}"
         if method == "INVITE" and not self.invite_branch:
             self.invite_branch = branch
         lines = [

@@ -355,3 +355,12 @@ def _attribute_lines(draw: st.DrawFn, formats: list[str], connection: str) -> st
     if kind == "b":
         return f"b={draw(st.sampled_from(['AS', 'TIAS', 'CT', '']))}:{draw(numbers)}"
     return f"a={draw(token)}:{draw(text)}"
+
+
+@st.composite
+def mutations_of(draw: st.DrawFn, data: bytes, most: int = 3) -> bytes:
+    """``data`` with zero to ``most`` mutations: messages built during a run (in a dialog)."""
+    out = bytearray(data)
+    for _ in range(draw(st.integers(0, most))):
+        out = _mutate_once(draw, out)
+    return bytes(out)

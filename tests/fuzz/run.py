@@ -24,6 +24,7 @@ MODULES = (
     "test_rtp",
     "test_rtcp",
     "test_protocol",
+    "test_phone",
 )
 
 

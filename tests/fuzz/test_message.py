@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from siproc.sip import refer
 from siproc.sip.auth import AuthError, parse_challenge
 from siproc.sip.errors import ParseError, RemoteProtocolError
-from siproc.sip.headers import message_info, parse_cseq, parse_delta_seconds, parse_via
 from siproc.sip.framing import DEFAULT_MAX_MESSAGE_SIZE as MAX_MESSAGE_SIZE
 from siproc.sip.framing import StreamFramer
+from siproc.sip.headers import message_info, parse_cseq, parse_delta_seconds, parse_via
 from siproc.sip.message import Message, Request, parse_message, serialize
 from siproc.sip.uri import parse_name_addr, parse_name_addr_list, parse_uri
 from tests.fuzz.mutations import inputs, sdp_bodies, sip_messages, sip_seeds

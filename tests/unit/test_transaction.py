@@ -16,6 +16,7 @@ from siproc.sip.errors import LocalProtocolError, ParseError
 from siproc.sip.headers import make_response, message_info
 from siproc.sip.message import Request, Response, parse_message, serialize
 from siproc.sip.transaction import (
+    DEFAULT_TIMERS,
     AckReceived,
     AckToTU,
     ClientTransaction,
@@ -892,3 +893,24 @@ def test_simulation_stops_at_max_time_without_events() -> None:
     assert sim.now == 5.0 and sim.next_event() is None
     sim.run_for(2.5)
     assert sim.now == 7.5
+
+
+def test_invite_client_ends_64_t1_after_our_cancel_without_a_final() -> None:
+    """RFC 3261 section 9.1: a callee that sent 180 and then nothing does not hold our INVITE
+    transaction for ever once we CANCELled it."""
+    timeout = 64 * DEFAULT_TIMERS.t1
+    tx = started(request())
+    tx.on_response(reply(request(), 180), 0.1)
+    assert tx.state is TransactionState.PROCEEDING and tx.next_deadline() is None
+    assert isinstance(tx, InviteClientTransaction)
+    tx.cancel_sent(1.0)
+    assert tx.next_deadline() == 1.0 + timeout
+    assert kinds(tx.handle_timer(1.0 + timeout)) == [TransactionTimeout, TransactionTerminated]
+    assert tx.state is TransactionState.TERMINATED
+    # A 487 in time stops the wait instead.
+    tx = started(request())
+    assert isinstance(tx, InviteClientTransaction)
+    tx.cancel_sent(0.5)
+    tx.on_response(reply(request(), 487), 0.6)
+    assert tx.state is TransactionState.COMPLETED
+    assert tx.next_deadline() == 0.6 + DEFAULT_TIMERS.d

@@ -16,6 +16,7 @@ from siproc.sip.transaction_common import (
     DEFAULT_TIMERS,
     TIMER_A,
     TIMER_B,
+    TIMER_CANCELLED,
     TIMER_D,
     TIMER_E,
     TIMER_F,
@@ -122,7 +123,7 @@ class InviteClientTransaction(ClientTransaction):
     _TIMEOUT = TIMER_B
     _TRANSITIONS: ClassVar[Transitions] = {
         _S.CALLING: frozenset({_S.PROCEEDING, _S.COMPLETED, _S.ACCEPTED, _S.TERMINATED}),
-        _S.PROCEEDING: frozenset({_S.COMPLETED, _S.ACCEPTED}),
+        _S.PROCEEDING: frozenset({_S.COMPLETED, _S.ACCEPTED, _S.TERMINATED}),
         _S.COMPLETED: frozenset({_S.TERMINATED}),
         _S.ACCEPTED: frozenset({_S.TERMINATED}),
     }
@@ -132,6 +133,14 @@ class InviteClientTransaction(ClientTransaction):
     ) -> None:
         super().__init__(request, destination, timers, branch, _S.CALLING)
         self._ack_data = b""
+
+    def cancel_sent(self, now: float) -> None:
+        """Our CANCEL for this INVITE went out. RFC 3261 section 9.1: with no final response
+        64*T1 later, the transaction is over (a timeout to the TU); without this, a callee that
+        sent 180 and then nothing would hold the transaction for ever (Timer B ends with the
+        first provisional response)."""
+        if self.state in (_S.CALLING, _S.PROCEEDING):
+            self._arm(TIMER_CANCELLED, now + self.timers.timeout)
 
     def _on_response(self, response: Response, now: float) -> list[Output]:
         passed_up: list[Output] = [ResponseReceived(self, response)]
@@ -144,14 +153,14 @@ class InviteClientTransaction(ClientTransaction):
                 return passed_up
             case _S.CALLING | _S.PROCEEDING, 2:
                 # RFC 6026 section 7.2: Accepted, so that 2xx retransmissions reach the TU.
-                self._cancel(TIMER_A, TIMER_B)
+                self._cancel(TIMER_A, TIMER_B, TIMER_CANCELLED)
                 self._arm(TIMER_M, now + self.timers.timeout)
                 self._set_state(_S.ACCEPTED)
                 return passed_up
             case _S.CALLING | _S.PROCEEDING, _:
                 # 17.1.1.2: ACK a 300-699 ourselves, pass it up once, wait Timer D.
                 self._ack_data = serialize(make_ack_for_non_2xx(self.request, response))
-                self._cancel(TIMER_A, TIMER_B)
+                self._cancel(TIMER_A, TIMER_B, TIMER_CANCELLED)
                 self._linger(TIMER_D, self.timers.d, now)
                 self._set_state(_S.COMPLETED)
                 return [Send(self._ack_data, self.destination), *passed_up]
@@ -165,7 +174,7 @@ class InviteClientTransaction(ClientTransaction):
     def _fire(self, name: str, at: float, now: float) -> list[Output]:
         if name == TIMER_A:
             return self._retransmit(at, now, 2 * self._intervals[TIMER_A])  # 17.1.1.2: doubling
-        if name == TIMER_B:
+        if name in (TIMER_B, TIMER_CANCELLED):
             return self._timeout()
         if name in (TIMER_D, TIMER_M):
             return self._terminate()

@@ -39,6 +39,7 @@ from siproc.sip.transaction import (
     AckToTU,
     ClientTransaction,
     Destination,
+    InviteClientTransaction,
     ResponseReceived,
     Send,
     ServerTransaction,
@@ -394,6 +395,11 @@ class Endpoint:
         self._clients[tx.key] = tx
         if self.trace:
             log.debug("send to %s:%s\n%s", destination.host, destination.port, _trace(request))
+        if request.method == "CANCEL":  # RFC 3261 section 9.1: the INVITE ends 64*T1 later
+            invite = self._clients.get((tx.key[0], "INVITE"))
+            if isinstance(invite, InviteClientTransaction):
+                invite.cancel_sent(now)
+                self._track(invite, [])
         return tx, self._track(tx, tx.start(now))
 
     def send_stateless(self, request: Request, destination: Destination) -> Send:

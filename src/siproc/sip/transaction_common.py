@@ -40,6 +40,7 @@ TIMER_J = "J"  # non-INVITE server wait for request retransmissions (17.2.2)
 TIMER_K = "K"  # non-INVITE client wait for response retransmissions (17.1.2.2)
 TIMER_L = "L"  # INVITE server wait in Accepted (RFC 6026 section 7.1)
 TIMER_M = "M"  # INVITE client wait in Accepted (RFC 6026 section 7.2)
+TIMER_CANCELLED = "cancelled"  # INVITE client: no final 64*T1 after our CANCEL (9.1)
 RETRANSMIT_TIMERS = frozenset({TIMER_A, TIMER_E, TIMER_G})
 
 

@@ -19,10 +19,11 @@ from siproc.sip.registration import (
     Registered,
     Registration,
     RegistrationResult,
+    RegistrationState,
     SendAgain,
     Unregistered,
 )
-from siproc.sip.transaction import ResponseReceived, TransactionTimeout
+from siproc.sip.transaction import Destination, ResponseReceived, TransactionTimeout
 from siproc.sip.uri import format_host
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["Account"]
 
 log = logging.getLogger(__name__)
+
+RELOST_INTERVAL = 5.0  # seconds between two re-registrations after a lost connection
 
 
 class Account:
@@ -43,6 +46,7 @@ class Account:
         self._timer: asyncio.TimerHandle | None = None
         self._last_error: str | None = None
         self._stopping = False
+        self._lost_at = float("-inf")  # when a lost registrar connection was last replaced
 
     def start(self) -> None:
         """REGISTER at the configured registrar; without one there is nothing to do."""
@@ -75,6 +79,30 @@ class Account:
             self._send()
         else:
             self.unregistered.set()
+
+    def connection_lost(self, destination: Destination) -> None:
+        """A TCP or TLS connection closed: if it carried our registration, register again at
+        once over a new one (RFC 5626 section 4.4.1 in spirit), at most once per
+        RELOST_INTERVAL seconds (a registrar that drops every connection is not hammered)."""
+        reg = self.registration
+        registrar = self.phone.config.registrar
+        if reg is None or registrar is None or self._stopping:
+            return
+        if reg.state is not RegistrationState.REGISTERED:
+            return  # a REGISTER in flight learns it from its transaction (503)
+        if destination != self.phone.locator.lookup(registrar):
+            return
+        now = self.phone.loop.time()
+        at = max(now, self._lost_at + RELOST_INTERVAL)
+        self._lost_at = at
+        log.warning(
+            "connection to the registrar %s:%d (%s) lost: registering again%s",
+            destination.host,
+            destination.port,
+            destination.transport.upper(),
+            "" if at <= now else f" in {round(at - now)} s",
+        )
+        self._schedule(at)
 
     def _send(self) -> None:
         reg = self.registration

@@ -114,9 +114,11 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class TlsSettings:
-    """SIP over TLS (siproc(1), TLS; net/tls.py). ``verify`` False (SIPROC_TLS_VERIFY=no) skips
-    the certificate and host name checks of servers; ``cert_file`` and ``key_file`` (both or
-    neither) make siproc listen for TLS on ``port`` (0: a free port)."""
+    """SIP over TLS (siproc(1), TLS; net/tls.py): SIPROC_TLS_CA_FILE, SIPROC_TLS_VERIFY,
+    SIPROC_TLS_CERT_FILE, SIPROC_TLS_KEY_FILE and SIPROC_TLS_PORT. ``verify`` False
+    (SIPROC_TLS_VERIFY=no) skips the certificate and host name checks of servers;
+    ``cert_file`` and ``key_file`` (both or neither) make siproc listen for TLS on ``port``
+    (0: a free port)."""
 
     ca_file: str | None = None  # None: the system's CA store
     verify: bool = True

@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 # libopus0: Opus in siproc (through ctypes); the Opus interop test fails without it, never skips.
 # libasound2-dev + gcc: pyalsaaudio (the alsa extra: APLAY/ARECORD/ASTOP) builds from source
 # against them; libasound2 runs it; alsa-utils: the tests compare with `aplay -L`, `arecord`.
-APT_PACKAGES=(kamailio kamailio-sqlite-modules baresip-core sip-tester sox sqlite3 iproute2 libsndfile1 libopus0
+# kamailio-tls-modules: Kamailio's tls.so (the TLS interop test); tshark: the TLS tests check a
+# capture on lo (port-filtered) for cleartext SIP and RTP.
+APT_PACKAGES=(kamailio kamailio-sqlite-modules kamailio-tls-modules tshark baresip-core sip-tester sox sqlite3 iproute2 libsndfile1 libopus0
               libasound2 libasound2-dev alsa-utils gcc)
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }

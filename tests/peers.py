@@ -238,10 +238,14 @@ class Kamailio:
         realm: str = "siproc.test",
         call_auth: bool = True,
         qop: bool = True,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port if port is not None else free_port("sip")
+        # (certificate, key): also listen for SIP over TLS on tls_port (kamailio-tls-modules)
+        self.tls = tls
+        self.tls_port = free_port("tcp") if tls is not None else 0
         self.realm = realm
         self.call_auth = call_auth
         self.qop = qop
@@ -264,6 +268,23 @@ class Kamailio:
     def aor(self, user: str) -> str:
         """``sip:user@127.0.0.1:PORT``: a user's address of record at this proxy."""
         return f"sip:{user}@{self.hostport}"
+
+    @property
+    def tls_hostport(self) -> str:
+        """``127.0.0.1:TLSPORT``: where it listens for SIP over TLS."""
+        return f"{LOOPBACK}:{self.tls_port}"
+
+    def _write_tls_config(self) -> Path:
+        """The tls module's configuration: our certificate; peers are not asked for theirs."""
+        assert self.tls is not None
+        cert, key = self.tls
+        path = self.workdir / "tls.cfg"
+        common = "method = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n"
+        path.write_text(
+            f"[server:default]\n{common}certificate = {cert}\nprivate_key = {key}\n\n"
+            f"[client:default]\n{common}"
+        )
+        return path
 
     def _create_db(self) -> None:
         with contextlib.closing(sqlite3.connect(self.db_path)) as db, db:
@@ -330,6 +351,14 @@ class Kamailio:
         ]  # fmt: skip
         if self.call_auth:
             argv += ["-A", "WITH_CALL_AUTH"]
+        if self.tls is not None:
+            if not any(Path("/usr/lib").glob("*/kamailio/modules/tls.so")):
+                raise PeerMissing(
+                    "kamailio's tls module is missing: "
+                    f"{INSTALL_HINT}, or apt-get install -y kamailio-tls-modules"
+                )
+            argv += ["-l", f"tls:{self.tls_hostport}", "-A", "WITH_TLS"]
+            argv += ["-A", f'TLSCFG="{self._write_tls_config()}"']
         return argv
 
     def start(self, timeout: float = 10.0) -> None:
@@ -453,12 +482,13 @@ class Baresip:
         codecs: Sequence[str] = ("PCMU", "PCMA"),
         *,
         answermode: Literal["auto", "manual", "early"] = "auto",
-        transport: Literal["udp", "tcp"] = "udp",
+        transport: Literal["udp", "tcp", "tls"] = "udp",
         regint: int = 600,
         silence_seconds: float = 60.0,
         extra_config: Mapping[str, str] | None = None,
         contacts: Sequence[str] = (),
         console: bool = False,
+        mediaenc: str | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -476,6 +506,7 @@ class Baresip:
         self.silence_seconds = silence_seconds
         self.extra_config = dict(extra_config or {})
         self.contacts = tuple(contacts)  # name-addrs; the first is the current contact
+        self.mediaenc = mediaenc  # e.g. "srtp-mand" (SDES, the srtp module)
         # The cons module sends the UI output (e.g. received MESSAGE text) to a TCP client.
         self.console_port = free_port("tcp") if console else None
         self.console_path = self.workdir / "console.log"
@@ -508,12 +539,14 @@ class Baresip:
     @property
     def direct_uri(self) -> str:
         """A URI that reaches this phone directly, without any proxy."""
+        if self.transport == "tls":  # baresip listens for TLS on sip_port + 1
+            return f"sip:{self.user}@{LOOPBACK}:{self.sip_port + 1};transport=tls"
         suffix = ";transport=tcp" if self.transport == "tcp" else ""
         return f"sip:{self.user}@{LOOPBACK}:{self.sip_port}{suffix}"
 
     def account_line(self) -> str:
         """The account as baresip's ``accounts`` file / ``uanew`` command spell it."""
-        uri = self.aor + (";transport=tcp" if self.transport == "tcp" else "")
+        uri = self.aor + (f";transport={self.transport}" if self.transport != "udp" else "")
         params = [
             f"answermode={self.answermode}",
             f"audio_codecs={','.join(self.codecs)}",
@@ -522,6 +555,8 @@ class Baresip:
         ]
         if self.password is not None:
             params.append(f"auth_pass={self.password}")
+        if self.mediaenc is not None:
+            params.append(f"mediaenc={self.mediaenc}")
         return f"<{uri}>;" + ";".join(params)
 
     # -- configuration -----------------------------------------------------------------------
@@ -536,6 +571,8 @@ class Baresip:
             if name not in modules:
                 modules.append(name)
         modules += ["aufile", "aubridge"]
+        if self.mediaenc is not None:  # srtp, srtp-mand, srtp-mandf: the srtp module
+            modules.append("dtls_srtp" if self.mediaenc.startswith("dtls") else "srtp")
         if self.record:
             modules.append("sndfile")
         if self.console_port is not None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from siproc.media.codecs.catalog import CodecEntry, CodecPriorityError, apply_priorities
-from siproc.net import sip_transport
+from siproc.net import sip_transport, tls
 from siproc.net.media_priority import PRIORITIES as MEDIA_PRIORITIES
 from siproc.sdp.sdes import SrtpMode
 from siproc.sip import framing
@@ -123,6 +123,25 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """SIP over TLS (siproc(1), TLS; net/tls.py): SIPROC_TLS_CA_FILE, SIPROC_TLS_VERIFY,
+    SIPROC_TLS_CERT_FILE, SIPROC_TLS_KEY_FILE and SIPROC_TLS_PORT. ``verify`` False
+    (SIPROC_TLS_VERIFY=no) skips the certificate and host name checks of servers;
+    ``cert_file`` and ``key_file`` (both or neither) make siproc listen for TLS on ``port``
+    (0: a free port)."""
+
+    ca_file: str | None = None  # None: the system's CA store
+    verify: bool = True
+    cert_file: str | None = None
+    key_file: str | None = None
+    port: int = tls.DEFAULT_TLS_PORT
+
+    @property
+    def listens(self) -> bool:
+        return self.cert_file is not None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     registrar: SipUri | None
     identity: NameAddr | None  # None: built from the local address at run time
@@ -156,6 +175,9 @@ class Config:
     srtp: SrtpMode = SrtpMode.OFF  # SIPROC_SRTP: SDES-keyed SRTP (RFC 4568, sdp/sdes.py)
     register_retry: int = DEFAULT_REGISTER_RETRY  # first retry of a failed registration (s)
     user_agent: str = DEFAULT_USER_AGENT  # our User-Agent and Server headers
+    # SIPROC_SRTP_INSECURE_SIGNALLING=yes: SDES keys also in SDP sent over UDP/TCP (cleartext)
+    srtp_insecure_signalling: bool = False
+    tls: TlsSettings = TlsSettings()
 
     @property
     def transport(self) -> str:
@@ -318,6 +340,42 @@ def _user_agent(env: Mapping[str, str]) -> str:
     return text
 
 
+def _yes_no(env: Mapping[str, str], name: str, default: bool) -> bool:
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text in ("yes", "y", "1", "true", "on"):
+        return True
+    if text in ("no", "n", "0", "false", "off"):
+        return False
+    raise ConfigError(name, f"must be yes or no, not {text!r}")
+
+
+def _tls(env: Mapping[str, str]) -> TlsSettings:
+    """The TLS variables; the files are loaded once here, so a bad one is an error at start."""
+    ca_file = env.get("SIPROC_TLS_CA_FILE", "").strip() or None
+    cert_file = env.get("SIPROC_TLS_CERT_FILE", "").strip() or None
+    key_file = env.get("SIPROC_TLS_KEY_FILE", "").strip() or None
+    verify = _yes_no(env, "SIPROC_TLS_VERIFY", True)
+    if cert_file and not key_file:
+        raise ConfigError("SIPROC_TLS_KEY_FILE", "is needed with SIPROC_TLS_CERT_FILE")
+    if key_file and not cert_file:
+        raise ConfigError("SIPROC_TLS_CERT_FILE", "is needed with SIPROC_TLS_KEY_FILE")
+    try:
+        tls.client_context(ca_file, verify=verify)
+        if cert_file and key_file:
+            tls.server_context(cert_file, key_file)
+    except tls.TlsFileError as exc:
+        raise ConfigError(exc.variable, exc.problem) from None
+    return TlsSettings(
+        ca_file=ca_file,
+        verify=verify,
+        cert_file=cert_file,
+        key_file=key_file,
+        port=_int(env, "SIPROC_TLS_PORT", tls.DEFAULT_TLS_PORT, 0, 65535),
+    )
+
+
 def load_config(env: Mapping[str, str]) -> Config:
     """Read and check every SIPROC_ variable of `env`."""
     registrar: SipUri | None = None
@@ -329,10 +387,16 @@ def load_config(env: Mapping[str, str]) -> Config:
             raise ConfigError(
                 "SIPROC_REGISTRAR_URI", f"not a SIP URI like sip:pbx.example.com ({exc})"
             ) from None
-        if registrar.transport not in ("udp", "tcp"):
+        explicit = (registrar.param("transport") or "").lower()
+        if registrar.scheme == "sips" and explicit not in ("", "tcp", "tls"):
             raise ConfigError(
                 "SIPROC_REGISTRAR_URI",
-                f"transport={registrar.transport} is not supported; use udp or tcp",
+                f"a sips: URI is always TLS over TCP, not transport={explicit}",
+            )
+        if registrar.transport not in ("udp", "tcp", "tls"):
+            raise ConfigError(
+                "SIPROC_REGISTRAR_URI",
+                f"transport={registrar.transport} is not supported; use udp, tcp or tls",
             )
     identity: NameAddr | None = None
     text = env.get("SIPROC_ID_URI", "").strip()
@@ -419,4 +483,6 @@ def load_config(env: Mapping[str, str]) -> Config:
         srtp=SrtpMode(_choice(env, "SIPROC_SRTP", tuple(m.value for m in SrtpMode))),
         register_retry=_int(env, "SIPROC_REGISTER_RETRY", DEFAULT_REGISTER_RETRY, 1, 900),
         user_agent=_user_agent(env),
+        srtp_insecure_signalling=_yes_no(env, "SIPROC_SRTP_INSECURE_SIGNALLING", False),
+        tls=_tls(env),
     )

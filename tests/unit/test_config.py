@@ -110,7 +110,7 @@ def test_registrar_uri_valid(text: str, transport: str) -> None:
         ("http://pbx.example.com", "not a SIP URI"),
         ("sip:", "not a SIP URI"),
         ("sip:pbx example.com", "not a SIP URI"),
-        ("sips:pbx.example.com", "transport=tls is not supported"),
+        ("sips:pbx.example.com;transport=udp", "a sips: URI is always TLS over TCP"),
         ("sip:pbx.example.com;transport=sctp", "transport=sctp is not supported"),
     ],
 )
@@ -503,3 +503,42 @@ def test_register_retry_and_user_agent() -> None:
     assert_error({"SIPROC_REGISTER_RETRY": "901"}, "SIPROC_REGISTER_RETRY", "1 to 900")
     assert_error({"SIPROC_USER_AGENT": "a\r\nVia: x"}, "SIPROC_USER_AGENT", "printable")
     assert_error({"SIPROC_USER_AGENT": "x" * 201}, "SIPROC_USER_AGENT", "200")
+
+
+def test_tls_defaults_and_variables(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.tls_certs import make_pki
+
+    config = load_config({})
+    assert config.tls.verify and config.tls.ca_file is None and not config.tls.listens
+    assert config.tls.port == 5061
+    assert not config.srtp_insecure_signalling
+    pki = make_pki(tmp_path / "pki")
+    config = load_config(
+        {
+            "SIPROC_TLS_CA_FILE": str(pki.ca),
+            "SIPROC_TLS_CERT_FILE": str(pki.cert),
+            "SIPROC_TLS_KEY_FILE": str(pki.key),
+            "SIPROC_TLS_PORT": "5071",
+            "SIPROC_TLS_VERIFY": "NO",
+            "SIPROC_SRTP_INSECURE_SIGNALLING": "yes",
+        }
+    )
+    assert config.tls.ca_file == str(pki.ca) and config.tls.listens and config.tls.port == 5071
+    assert not config.tls.verify and config.srtp_insecure_signalling
+    assert_error({"SIPROC_TLS_VERIFY": "maybe"}, "SIPROC_TLS_VERIFY", "yes or no")
+    assert_error({"SIPROC_TLS_CERT_FILE": str(pki.cert)}, "SIPROC_TLS_KEY_FILE", "needed")
+    assert_error({"SIPROC_TLS_KEY_FILE": str(pki.key)}, "SIPROC_TLS_CERT_FILE", "needed")
+    assert_error({"SIPROC_TLS_CA_FILE": str(tmp_path / "x")}, "SIPROC_TLS_CA_FILE", "no such")
+    assert_error({"SIPROC_TLS_PORT": "70000"}, "SIPROC_TLS_PORT", "0 to 65535")
+    assert_error(
+        {"SIPROC_SRTP_INSECURE_SIGNALLING": "sure"}, "SIPROC_SRTP_INSECURE_SIGNALLING", "yes or no"
+    )
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["sips:pbx.example.com", "sip:pbx.example.com;transport=tls", "sips:pbx:5071;transport=tcp"],
+)
+def test_a_tls_registrar_is_accepted(uri: str) -> None:
+    config = load_config({"SIPROC_REGISTRAR_URI": uri, "SIPROC_USERNAME": "alice"})
+    assert config.transport == "tls"

@@ -170,3 +170,46 @@ def test_an_unreachable_server_moves_its_targets_to_the_next_srv_record(
         assert locator.lookup(uri) == primary
 
     asyncio.run(main())
+
+
+def test_plan_of_sips_and_transport_tls_is_tls_only() -> None:
+    """RFC 3263 section 4.1: a sips: URI only ever uses TLS, SRV _sips._tcp, port 5061; the
+    certificate must name the URI's host (RFC 5922 section 4), an IP literal needs no name."""
+    p = plan(parse_sip_uri("sips:alice@pbx.example"))
+    assert p.srv == (("_sips._tcp.pbx.example", "tls"),)
+    assert (p.host, p.port, p.transport, p.server_name) == (
+        "pbx.example",
+        5061,
+        "tls",
+        "pbx.example",
+    )
+    p = plan(parse_sip_uri("sip:PBX.example.;transport=TLS"))
+    assert p.srv == (("_sips._tcp.PBX.example", "tls"),) and p.server_name == "pbx.example"
+    p = plan(parse_sip_uri("sips:pbx.example;transport=tcp"))  # still TLS (RFC 5630)
+    assert p.transport == "tls" and p.srv
+    p = plan(parse_sip_uri("sips:10.0.0.1"))
+    assert (p.srv, p.port, p.transport, p.server_name) == ((), 5061, "tls", "")
+    p = plan(parse_sip_uri("sips:pbx.example:5071"))
+    assert (p.srv, p.port, p.server_name) == ((), 5071, "pbx.example")
+
+
+def test_sips_srv_target_keeps_the_uri_host_as_the_name_to_verify(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def main() -> None:
+        dns = FakeDns()
+        dns.srv["_sips._tcp.pbx.example"] = [SrvRecord(10, 0, 5071, "edge.provider.example.")]
+        dns.a["edge.provider.example"] = "192.0.2.20"
+        locator = _locator(monkeypatch, dns, [0.0])
+        uri = parse_sip_uri("sips:alice@pbx.example")
+        found = await locator.locate(uri)
+        assert found == Destination("tls", "192.0.2.20", 5071)
+        assert found.server_name == "pbx.example"  # not the SRV target
+        assert dns.queries == ["_sips._tcp.pbx.example"]  # no _sip._udp/_tcp for sips:
+        known = locator.lookup(uri)
+        assert known is not None and known.server_name == "pbx.example"
+        assert locator.locate_now(uri).server_name == "pbx.example"
+        udp = await locator.locate(parse_sip_uri("sip:192.0.2.20:5071"))
+        assert udp.server_name == ""  # only TLS destinations carry one
+
+    asyncio.run(main())

@@ -500,7 +500,7 @@ def test_quoted_pair_nul_and_percent_escaped_nul_parse() -> None:
 
 def test_stream_framer_refuses_a_header_with_a_nul() -> None:
     framer = StreamFramer()
-    [error] = framer.feed(HEAD + b"X-A: \x00\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+    [error] = framer.feed(HEAD + b"X-A: \x00\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n", 0.0)
     assert isinstance(error, ParseError)
     assert "NUL" in str(error)
 

@@ -120,7 +120,8 @@ def test_ipv6_reference_is_stored_without_brackets_and_written_with_them() -> No
         ("sip:a@b", "udp"),  # RFC 3263 section 4.1: UDP for sip
         ("sips:a@b", "tls"),  # and TLS for sips
         ("sip:a@b;transport=TCP", "tcp"),  # lowercased
-        ("sips:a@b;transport=tcp", "tcp"),
+        ("sips:a@b;transport=tcp", "tls"),  # sips: is TLS over TCP (RFC 5630 section 3.1.3)
+        ("sip:a@b;transport=tls", "tls"),
         ("sip:a@b;transport", "udp"),  # a flag without value asks for nothing
     ],
 )

@@ -106,8 +106,8 @@ class Account:
             self.unregistered.set()
 
     def connection_lost(self, destination: Destination) -> None:
-        """A TCP connection closed: if it carried our registration, register again over a new
-        one (see the module docstring)."""
+        """A TCP or TLS connection closed: if it carried our registration, register again over
+        a new one (see the module docstring)."""
         reg = self.registration
         if (
             reg is None

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, ParamSpec, Protocol
 
 from siproc.calls import commands, protocol, transfer
@@ -85,6 +86,10 @@ HANDLER_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 # DISCONNECTED and end of file reach the handler this long before SIGTERM, so that a handler in
 # a read loop sees why the call ended even if it does not trap SIGTERM.
 TERM_DELAY = 0.2
+INSECURE_SRTP_REASON = (
+    "SIPROC_SRTP=mandatory: SDES keys are sent only over TLS (a sips: or ;transport=tls path); "
+    "this call's signalling is not TLS (SIPROC_SRTP_INSECURE_SIGNALLING=yes allows it)"
+)
 WARN_REFUSED = 5  # refused handler commands logged one by one; after that at 10, 100, 1000...
 #: RTP packets (5 s) an incoming call may send before the ACK confirms the far end, unless its
 #: RTP arrived first: early media to the SDP of an INVITE with a forged source stops there.
@@ -121,6 +126,8 @@ class PhoneServices(Protocol):
     def telephone_event(self) -> CodecSpec | None: ...
     @property
     def srtp(self) -> SrtpMode: ...
+    @property
+    def srtp_insecure_signalling(self) -> bool: ...
     @property
     def timer_t1(self) -> float: ...
     @property
@@ -167,6 +174,10 @@ class Call:
         self.request_uri: str = ""
         self.remote_contact: str = ""
         self.signalling_host = ""  # the address the INVITE came from or went to
+        # Our first signalling hop is TLS (calls/session.py: SDES keys go only over TLS), and
+        # the request URI is sips: (RFC 3261 section 8.1.1.8: our Contact is sips: then too)
+        self.secure_signalling = False
+        self.sips = False
         self.log = CallLog(log, {"call": call_id[:12]})
         stream.log_as(call_id[:12])
         self.started = phone.loop.time()
@@ -529,6 +540,25 @@ class Call:
         self.stream.configure_rtcp(mux=negotiated.rtcp_mux, remote=negotiated.remote_rtcp)
         self.stream.configure_srtp(negotiated.srtp)
 
+    def srtp_mode(self) -> SrtpMode:
+        """SIPROC_SRTP for this call: SDES keys are put into SDP only over a TLS signalling
+        path (RFC 4568 section 8.3: they are in clear in the SDP), unless the user allowed
+        otherwise (SIPROC_SRTP_INSECURE_SIGNALLING=yes). Over UDP or TCP, ``optional``
+        falls back to plain RTP and ``mandatory`` raises (488 to an offer)."""
+        mode = self.phone.srtp
+        if mode is SrtpMode.OFF or self.secure_signalling or self.phone.srtp_insecure_signalling:
+            return mode
+        if mode is SrtpMode.OPTIONAL:
+            return SrtpMode.OFF
+        raise OfferAnswerError(INSECURE_SRTP_REASON)
+
+    def contact_for(self, destination: Destination) -> SipUri:
+        """Our Contact in this call's requests and responses: sips: in a sips: call."""
+        contact = self.phone.contact_for(destination)
+        if self.sips and contact.scheme != "sips":
+            contact = replace(contact, scheme="sips").without_params("transport")
+        return contact
+
     def start_media(self) -> None:
         if self.negotiated is not None:
             if self._rtp_timeout and self.connected:
@@ -546,7 +576,7 @@ class Call:
             session_version=self._sdp_version,
             direction=direction,
             telephone_event=self.phone.telephone_event,
-            srtp=self.phone.srtp,
+            srtp=self.srtp_mode(),
         )
 
     def make_answer(
@@ -563,7 +593,7 @@ class Call:
             session_version=self._sdp_version,
             telephone_event=self.phone.telephone_event,
             hold=hold,
-            srtp=self.phone.srtp,
+            srtp=self.srtp_mode(),
         )
         self.configure_media(negotiated)
         return answer
@@ -576,6 +606,8 @@ class Call:
         """Send the INVITE to `target`; `extra` headers go into it."""
         assert self.uac is not None
         self.request_uri = str(target)
+        self.secure_signalling = destination.transport == "tls"
+        self.sips = target.scheme == "sips"
         self._auth = self.phone.auth_session()
         self.uac.start(target, destination, extra)
 
@@ -583,6 +615,8 @@ class Call:
         """Take the far end's INVITE; raises for an offer we cannot answer (see
         `IncomingInvite.start`)."""
         assert self.uas is not None
+        self.secure_signalling = tx.reply_to.transport == "tls"
+        self.sips = request.uri.lower().startswith("sips:")
         self.uas.start(request, tx, local_host)
 
     def on_ack(self, request: Request) -> None:

@@ -67,7 +67,7 @@ class IncomingInvite:
         assert tx is not None and invite is not None
         extra: list[tuple[str, str]] = []
         if status < 300:
-            extra.append(("Contact", f"<{call.phone.contact_for(tx.reply_to)}>"))
+            extra.append(("Contact", f"<{call.contact_for(tx.reply_to)}>"))
         if 100 < status < 300:
             # A response that creates a dialog copies the request's Record-Route values, in
             # order (RFC 3261 section 12.1.1), so the caller's in-dialog requests take the route.

@@ -61,7 +61,7 @@ class OutgoingInvite:
         headers.add("To", str(call.remote))
         headers.add("Call-ID", call.call_id)
         headers.add("CSeq", "1 INVITE")
-        headers.add("Contact", f"<{call.phone.contact_for(destination)}>")
+        headers.add("Contact", f"<{call.contact_for(destination)}>")
         headers.add("Allow", ALLOW)
         for name, value in extra:  # CALL <uri> Header: value (calls/control.py)
             headers.add(name, value)

@@ -30,7 +30,7 @@ from urllib.parse import quote, unquote
 from siproc import __version__
 from siproc.calls import protocol
 from siproc.calls.account import Account
-from siproc.calls.call import ALLOW, Call, CallState
+from siproc.calls.call import ALLOW, INSECURE_SRTP_REASON, Call, CallState
 from siproc.calls.control import ControlError, Dial, Quit, parse_control_line
 from siproc.calls.handler import HandlerSpawnError
 from siproc.calls.inbound import RateTable, TokenBucket, admits, refer_allowed
@@ -42,6 +42,7 @@ from siproc.net.locate import ServerLocator, dns_srv
 from siproc.net.media_pool import MediaPool, MediaStream
 from siproc.net.rtp_socket import RtpStream
 from siproc.net.sip_transport import SipTransport
+from siproc.net.tls import client_context, server_context
 from siproc.sdp.model import SdpError
 from siproc.sdp.offer_answer import CodecSpec, OfferAnswerError
 from siproc.sdp.sdes import SrtpMode
@@ -74,6 +75,9 @@ from siproc.sip.uri import NameAddr, SipUri, format_host, parse_name_addr, parse
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 5.0  # seconds to wait for BYEs, CANCELs and the un-REGISTER on QUIT
+# RFC 5626 section 4.4.1: CRLFCRLF pings on the registrar's TCP/TLS connection, every this many
+# seconds, or as its Flow-Timer says (then at 80 to 100 % of it, at random)
+KEEPALIVE_INTERVAL = 30.0
 TxCallback = Callable[[ResponseReceived | TransactionTimeout], None]
 
 
@@ -108,6 +112,12 @@ class Phone:
         self.transport.max_connections_per_source = config.tcp_max_per_source
         self.transport.idle_timeout = config.tcp_idle_timeout
         self.transport.on_connection_lost = self._on_connection_lost
+        # TLS (net/tls.py): we always verify servers unless SIPROC_TLS_VERIFY=no; we listen
+        # for TLS only with a certificate
+        tls = config.tls
+        self.transport.tls_client = client_context(tls.ca_file, verify=tls.verify)
+        if tls.cert_file is not None and tls.key_file is not None:
+            self.transport.tls_server = server_context(tls.cert_file, tls.key_file)
         self.clock = MediaClock(self.loop)  # the media of calls when there are no workers
         # Servers located (RFC 3263: SRV, then A/AAAA) off the loop and cached: net/locate.py
         self.locator = ServerLocator(self.loop, HostCache(self.loop), dns_srv, rng=self.rng)
@@ -141,7 +151,14 @@ class Phone:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def run(self, stdin: int | None = 0) -> int:
-        await self.transport.start(self.config.bind_address, self.config.sip_port)
+        if not self.config.tls.verify:
+            log.warning(
+                "SIPROC_TLS_VERIFY=no: TLS servers' certificates and names are NOT checked; "
+                "anyone on the path can read and change SIP over TLS and the SRTP keys in it"
+            )
+        await self.transport.start(
+            self.config.bind_address, self.config.sip_port, tls_port=self.config.tls.port
+        )
         if self.media is not None:
             await self.media.started()
         log.info("siproc %s ready on SIP port %d", __version__, self.transport.port)
@@ -249,9 +266,9 @@ class Phone:
         self._process(self.endpoint.transport_error(destination, reason))
 
     def _on_connection_lost(self, destination: Destination) -> None:
-        """A TCP connection closed: requests still waiting for an answer over it end with
-        a 503 (RFC 3261 section 17.1.4), not after Timer B or F, and the account registers
-        again if it was the registrar's."""
+        """A TCP or TLS connection closed: requests still waiting for an answer over it end
+        with a 503 (RFC 3261 section 17.1.4), not after Timer B or F, and the account
+        registers again if it was the registrar's."""
         self._process(self.endpoint.transport_error(destination, "connection lost"))
         self.account.connection_lost(destination)
 
@@ -285,6 +302,8 @@ class Phone:
             ):
                 if isinstance(item, TransactionTimeout) or item.response.status == 503:
                     self.locator.unreachable(tx.destination)  # RFC 3263 4.3: next SRV target
+                elif tx.request.method == "REGISTER" and 200 <= item.response.status < 300:
+                    self._keep_alive(tx.destination, item.response)
                 callback = self._owners.get(tx)
                 if callback is not None:
                     callback(item)
@@ -305,6 +324,19 @@ class Phone:
                     call.on_stray_ok(response)
             case _:
                 pass
+
+    def _keep_alive(self, destination: Destination, response: Response) -> None:
+        """Keep the flow to the registrar up (RFC 5626 section 4.4.1): CRLFCRLF pings on the
+        TCP or TLS connection we registered on, every KEEPALIVE_INTERVAL seconds or at 80 to
+        100 % of the registrar's Flow-Timer; a connection that breaks anyway is noticed and
+        the account registers again (`_on_connection_lost`)."""
+        if not destination.reliable:
+            return
+        interval = KEEPALIVE_INTERVAL
+        flow_timer = (response.headers.get("Flow-Timer") or "").strip()
+        if flow_timer.isascii() and flow_timer.isdigit() and 0 < len(flow_timer) <= 6:
+            interval = max(1.0, int(flow_timer) * self.rng.uniform(0.8, 1.0))
+        self.transport.keep_alive(destination, interval)
 
     def _rearm(self) -> None:
         deadline = self.endpoint.next_deadline()
@@ -330,7 +362,7 @@ class Phone:
         """Start a client transaction; a CANCEL keeps the INVITE's Via (RFC 3261 section 9.1)."""
         if request.method != "CANCEL":
             local_host = self.local_host_for(destination)
-            self.endpoint.add_via(request, destination, local_host, self.transport.port)
+            self.endpoint.add_via(request, destination, local_host, self.port_for(destination))
         tx, outputs = self.endpoint.send_request(request, destination, self.loop.time())
         self._owners[tx] = on_event
         self._process(outputs)
@@ -338,7 +370,7 @@ class Phone:
 
     def send_ack(self, request: Request, destination: Destination) -> bytes:
         local_host = self.local_host_for(destination)
-        self.endpoint.add_via(request, destination, local_host, self.transport.port)
+        self.endpoint.add_via(request, destination, local_host, self.port_for(destination))
         send = self.endpoint.send_stateless(request, destination)
         self.transport.send(send.data, destination)
         return send.data
@@ -395,11 +427,22 @@ class Phone:
         identity = self.identity().uri
         user = identity.user if isinstance(identity, SipUri) else None
         uri = SipUri(
-            "sip", self.local_host_for(destination), user or "siproc", None, self.transport.port
+            "sip",
+            self.local_host_for(destination),
+            user or "siproc",
+            None,
+            self.port_for(destination),
         )
         if destination.transport != "udp":
             uri = uri.with_params(transport=destination.transport)
         return uri
+
+    def port_for(self, destination: Destination) -> int:
+        """Our port in Via and Contact towards ``destination``: the TLS listener's for TLS
+        (when there is none, peers reach us over the connection we opened, RFC 3261 18.2.2)."""
+        if destination.transport == "tls" and self.transport.tls_port:
+            return self.transport.tls_port
+        return self.transport.port
 
     def contact_for(self, destination: Destination) -> SipUri:
         """Our Contact for `destination`: the registered one (NAT-corrected) when it fits."""
@@ -426,6 +469,10 @@ class Phone:
     @property
     def srtp(self) -> SrtpMode:
         return self.config.srtp
+
+    @property
+    def srtp_insecure_signalling(self) -> bool:
+        return self.config.srtp_insecure_signalling
 
     @property
     def timer_t1(self) -> float:
@@ -611,6 +658,28 @@ class Phone:
                 destination = self.outbound_destination(uri)
             else:  # nowhere to send it: the handler is told at once (_start_outgoing)
                 destination = Destination("udp", "127.0.0.1", 5060)
+        except OSError as exc:
+            print(f"siproc: {what}: {exc}", file=sys.stderr, flush=True)
+            return None
+        if uri.scheme == "sips" and destination.transport != "tls" and unreachable is None:
+            # RFC 3261 section 26.2.2: a sips: target is reached over TLS only, never in clear
+            print(
+                f"siproc: {what}: refused: a sips: URI needs a TLS path, but the next hop "
+                f"is {destination.transport.upper()} (make SIPROC_REGISTRAR_URI sips: or "
+                ";transport=tls)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return None
+        if (
+            self.config.srtp is SrtpMode.MANDATORY
+            and destination.transport != "tls"
+            and not self.config.srtp_insecure_signalling
+            and unreachable is None
+        ):
+            print(f"siproc: {what}: refused: {INSECURE_SRTP_REASON}", file=sys.stderr, flush=True)
+            return None
+        try:
             local_host = self.local_host_for(destination)
             stream = self._open_stream(local_host)
         except OSError as exc:

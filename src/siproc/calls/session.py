@@ -144,7 +144,7 @@ class SessionUpdates:
             call.digest_session(),
             self._on_final,
             headers=[
-                ("Contact", f"<{phone.contact_for(destination)}>"),
+                ("Contact", f"<{call.contact_for(destination)}>"),
                 ("Allow", self.allow),
                 ("Content-Type", "application/sdp"),
             ],
@@ -305,7 +305,7 @@ class SessionUpdates:
         dialog = call.dialog
         if dialog is not None:  # the dialog took the new Contact in check_request()
             call.remote_contact = str(dialog.remote_target)
-        headers = [("Contact", f"<{call.phone.contact_for(tx.reply_to)}>"), ("Allow", self.allow)]
+        headers = [("Contact", f"<{call.contact_for(tx.reply_to)}>"), ("Allow", self.allow)]
         body = sdp.serialize() if sdp is not None else b""
         return make_response(request, 200, "OK", headers=headers, body=body)
 

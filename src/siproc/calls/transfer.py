@@ -82,7 +82,7 @@ def send_in_dialog(
     if dialog is None or call.ended or dialog.state is DialogState.TERMINATED:
         return None
     destination = call.phone.destination_for(dialog.next_hop())
-    contact = ("Contact", f"<{call.phone.contact_for(destination)}>")
+    contact = ("Contact", f"<{call.contact_for(destination)}>")
     request = InDialogRequest(
         call.phone,
         dialog,
@@ -379,7 +379,7 @@ def on_refer(call: Call, request: Request, tx: ServerTransaction) -> None:
             call.log.info("ignoring unparseable Referred-By %r", value[:80])
     destination = tx.reply_to
     response = make_response(
-        request, 202, "Accepted", headers=[("Contact", f"<{call.phone.contact_for(destination)}>")]
+        request, 202, "Accepted", headers=[("Contact", f"<{call.contact_for(destination)}>")]
     )
     call.phone.respond(tx, response)
     transferee = Transferee(call, request, target, referred_by)

@@ -10,6 +10,13 @@ Theory of operation. :func:`plan` reads the URI the way section 4.1 and 4.2 ask:
   ports; NAPTR is not used (section 4.1 allows a client to start at SRV, which is what most
   deployments publish). Without any SRV record, the host's own address is used, on UDP (or the
   parameter's transport) and port 5060.
+* TLS: a ``sips:`` URI only ever uses TLS (section 4.1; RFC 5630), whatever its ``transport``
+  parameter, and so does ``;transport=tls``: the only SRV name is ``_sips._tcp.<host>`` and the
+  default port 5061. Every TLS destination carries the name its server's certificate must show
+  (``server_name``): the URI's host, not the SRV target (RFC 5922 section 4), so that a forged
+  SRV answer cannot send us to a server that has some other valid certificate. A ``sip:`` URI
+  without a transport parameter is not upgraded to TLS by an ``_sips._tcp`` record (it is looked
+  up as before): a TLS registrar is configured with ``sips:`` or ``;transport=tls``.
 
 :func:`order_srv` sorts SRV records as RFC 2782 says: by priority, then at random in proportion
 to the weights. The first target is used (its address from the :class:`~siproc.net.hosts.HostCache`,
@@ -59,6 +66,7 @@ log = logging.getLogger(__name__)
 
 SRV_TIMEOUT: Final = 5.0  # seconds for one SRV query, retries included
 DEFAULT_PORT: Final = 5060  # RFC 3261 section 19.1.2, for sip: over UDP and TCP
+DEFAULT_TLS_PORT: Final = 5061  # RFC 3261 section 19.1.2, for sips: and TLS
 SRV_TRANSPORTS: Final = ("udp", "tcp")  # what siproc speaks, in the order SRV is tried
 
 
@@ -87,12 +95,19 @@ class Plan:
     host: str
     port: int
     transport: str
+    server_name: str = ""  # TLS: the name the certificate must carry ("" for an IP literal)
 
 
 def plan(uri: SipUri) -> Plan:
     """The lookups RFC 3263 section 4 asks for ``uri`` (its maddr, else its host)."""
     host = uri.param("maddr") or uri.host
     explicit = (uri.param("transport") or "").lower()
+    if uri.scheme == "sips" or explicit == "tls":
+        name = "" if ip_literal(uri.host) is not None else uri.host.rstrip(".").lower()
+        if uri.port is not None or ip_literal(host) is not None:
+            return Plan((), host, uri.port or DEFAULT_TLS_PORT, "tls", name)
+        srv_name = f"_sips._tcp.{host.rstrip('.')}"
+        return Plan(((srv_name, "tls"),), host, DEFAULT_TLS_PORT, "tls", name)
     transport = explicit if explicit in SRV_TRANSPORTS else "udp"
     if uri.port is not None or ip_literal(host) is not None:
         return Plan((), host, uri.port or DEFAULT_PORT, transport)
@@ -161,7 +176,7 @@ class ServerLocator:
             return None
         host, port, transport = target
         address = self.hosts.lookup(host)
-        return None if address is None else Destination(transport, address, port)
+        return None if address is None else _destination(p, transport, address, port)
 
     def known_destinations(self, uri: SipUri) -> list[Destination]:
         """Every destination ``uri`` is known to resolve to (all its SRV targets whose address
@@ -173,7 +188,7 @@ class ServerLocator:
         for host, port, transport in targets:
             address = self.hosts.lookup(host)
             if address is not None:
-                out.append(Destination(transport, address, port))
+                out.append(_destination(p, transport, address, port))
         return out
 
     async def locate(self, uri: SipUri) -> Destination:
@@ -199,7 +214,7 @@ class ServerLocator:
                 self._found.pop(p, None)
                 self._current.pop(p, None)
             raise
-        return Destination(transport, address, port)
+        return _destination(p, transport, address, port)
 
     def unreachable(self, destination: Destination) -> None:
         """``destination`` did not answer, or said 503 (RFC 3263 section 4.3): the targets
@@ -245,7 +260,7 @@ class ServerLocator:
         looked up, blocking only if it is not cached (logged by the host cache)."""
         p = plan(uri)
         host, port, transport = self._target(p) or (p.host, p.port, p.transport)
-        return Destination(transport, self.hosts.resolve_now(host), port)
+        return _destination(p, transport, self.hosts.resolve_now(host), port)
 
     def _target(self, p: Plan) -> Target | None:
         if not p.srv:
@@ -289,6 +304,12 @@ class ServerLocator:
                 )
                 return [(r.target.rstrip("."), r.port, kind) for r in ordered]
         return [(p.host, p.port, p.transport)]
+
+
+def _destination(p: Plan, transport: str, address: str, port: int) -> Destination:
+    """A destination; over TLS with the name the server's certificate must carry."""
+    name = p.server_name if transport == "tls" else ""
+    return Destination(transport, address, port, name)
 
 
 # -- SRV queries with dnspython (the system's resolv.conf) --------------------------------------

@@ -1,4 +1,4 @@
-"""The SIP transport edge: UDP and TCP over IPv4 and IPv6 (RFC 3261 section 18).
+"""The SIP transport edge: UDP, TCP and TLS over IPv4 and IPv6 (RFC 3261 sections 18, 26.2).
 
 Theory of operation: one `SipTransport` owns a UDP socket and a TCP listener per address family,
 all on the same port number, so that the port in Via and Contact is right for either transport.
@@ -25,6 +25,16 @@ all on the same port number, so that the port in Via and Contact is right for ei
   One timer per connection serves all its deadlines. A UDP datagram over the size limit is
   answered 513 if it is a request whose headers allow it (RFC 3261 section 18.1.1 lets the client
   retry over TCP), else dropped.
+- TLS (net/tls.py builds the contexts) runs the same `_StreamConnection` over asyncio's TLS
+  transport (`create_connection(ssl=..., server_hostname=...)`, `create_server(ssl=...)`), so
+  framing, limits and keep-alive pongs are those of TCP; its connections live in a pool of
+  their own, so a `tls` destination is never sent over a plain TCP connection to the same
+  address. A connection we open verifies the server's certificate and name before a single
+  octet of SIP goes out (the queued messages wait for the handshake); when it fails, the
+  requests waiting on it fail with the ssl library's reason (`on_transport_error`), and
+  nothing is ever sent in clear instead. With a server context, a TLS listener runs on
+  `tls_port` beside UDP and TCP. `keep_alive(destination, interval)` sends RFC 5626 CRLFCRLF
+  pings on the connection to `destination` (the registrar's flow) every `interval` seconds.
 - `local_address_for(host)` answers "which of our addresses does the kernel use to reach host",
   the address to advertise in Via, Contact and SDP (DESIGN.md section 5).
 
@@ -42,9 +52,11 @@ import ipaddress
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Callable
 from typing import cast
 
+from siproc.net.tls import describe_ssl_error
 from siproc.sip.errors import ParseError
 from siproc.sip.framing import StreamFramer, StreamLimits, too_large_error
 from siproc.sip.message import Message
@@ -72,6 +84,7 @@ TCP_CONNECT_TIMEOUT = 10.0
 MAX_WRITE_BUFFER = 1 << 20  # bytes queued for a peer that does not read; then we give up on it
 PORT_RETRIES = 20  # port 0: attempts at a port free for UDP and TCP in every family
 KEEPALIVE_PONG = b"\r\n"  # RFC 5626 section 3.5.1: a CRLF answers a double-CRLF ping
+KEEPALIVE_PING = b"\r\n\r\n"  # RFC 5626 section 3.5.1: the client's ping
 LOCAL_ADDRESS_CACHE_SIZE = 1024
 # The bytes a SIP message can start with: a token character (RFC 3261 section 25.1: alphanum and
 # -.!%*_+`'~) opens a request's method, "S" a response. Not CR, LF or STUN's 0x00/0x01.
@@ -147,14 +160,19 @@ class _PortTaken(Exception):
 class _StreamConnection(asyncio.Protocol):
     """One stream connection: framing, limits, keep-alive pongs, a queue while connecting.
 
-    The framing and every limit work on any asyncio stream transport: a TLS transport can run
-    this protocol class (asyncio's `create_server(ssl=...)`, `create_connection(ssl=...)`) and
-    keep them; only the transport name of `source` ("tcp") and the log wording would change.
+    The framing and every limit work on any asyncio stream transport: TLS connections run
+    this protocol class too (``name`` "tls"); asyncio calls `connection_made` only once the
+    TLS handshake is done, so what is queued before that is never sent in clear.
     """
 
-    def __init__(self, owner: SipTransport, outbound: Destination | None) -> None:
+    def __init__(
+        self, owner: SipTransport, outbound: Destination | None, name: str = "tcp"
+    ) -> None:
         self._owner = owner
         self._loop = owner._loop
+        self.name = name  # "tcp" or "tls": the transport of `source`
+        self.ping_interval: float | None = None  # RFC 5626 keep-alive pings we send
+        self.next_ping = 0.0
         self.outbound = outbound  # the destination we connect to; None if the peer connected
         self.key: tuple[str, int] | None = None  # the peer's address, the pool key
         self.source: Destination | None = None
@@ -178,7 +196,7 @@ class _StreamConnection(asyncio.Protocol):
         self._timer_at = 0.0
 
     def __repr__(self) -> str:
-        return f"TCP {self.peer_text()}"
+        return f"{self.name.upper()} {self.peer_text()}"
 
     def peer_text(self) -> str:
         if self.key is None:
@@ -195,7 +213,7 @@ class _StreamConnection(asyncio.Protocol):
         host = _canonical_ip(peer[0]) or peer[0]
         if self.key is None:  # an outbound connection keeps the key it was pooled under
             self.key = (host, int(peer[1]))
-        self.source = Destination("tcp", self.key[0], self.key[1])
+        self.source = Destination(self.name, self.key[0], self.key[1])
         self.local_host = (_canonical_ip(local[0]) or local[0]) if local else ""
         if self.outbound is None and not self._owner._accept(self):
             transport.close()
@@ -242,7 +260,7 @@ class _StreamConnection(asyncio.Protocol):
         """
         transport = self.transport
         assert transport is not None
-        self._owner._warn_peer("closing TCP connection from %s: %s", self.peer_text(), reason)
+        self._owner._warn_peer("closing %r: %s", self, reason)
         if not answered or transport.is_closing() or not transport.can_write_eof():
             transport.close()
             return
@@ -257,9 +275,9 @@ class _StreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None:
-            self._owner.log.info("TCP connection %s lost: %s", self.peer_text(), exc)
+            self._owner.log.info("%r connection lost: %s", self, exc)
         else:
-            self._owner.log.debug("TCP connection %s closed", self.peer_text())
+            self._owner.log.debug("%r connection closed", self)
         self._finish()
 
     # used by SipTransport
@@ -312,6 +330,8 @@ class _StreamConnection(asyncio.Protocol):
     def _arm_timer(self) -> None:
         """Have the timer fire by the earliest deadline (an early firing just re-arms)."""
         deadline = self.last_activity + self._owner.idle_timeout
+        if self.ping_interval is not None and self.next_ping < deadline:
+            deadline = self.next_ping
         framer_deadline = self.framer.next_deadline()
         if framer_deadline is not None and framer_deadline < deadline:
             deadline = framer_deadline
@@ -337,13 +357,24 @@ class _StreamConnection(asyncio.Protocol):
         now = self._loop.time()
         reason = self.framer.handle_timer(now)
         if reason is not None:
-            self._owner._warn_peer("closing TCP connection from %s: %s", self.peer_text(), reason)
+            self._owner._warn_peer("closing %r: %s", self, reason)
             self.transport.close()
         elif now >= self.last_activity + self._owner.idle_timeout:
-            self._owner.log.info("closing idle TCP connection %s", self.peer_text())
+            self._owner.log.info("closing idle connection %r", self)
             self.transport.close()
         else:
+            if self.ping_interval is not None and now >= self.next_ping:
+                self.ping(now)
             self._arm_timer()
+
+    def ping(self, now: float) -> None:
+        """An RFC 5626 section 4.4.1 keep-alive: CRLFCRLF, answered by the peer's CRLF."""
+        assert self.ping_interval is not None
+        self.next_ping = now + self.ping_interval
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(KEEPALIVE_PING)
+            self.last_activity = now
+            self._owner.log.debug("keep-alive ping to %r", self)
 
 
 class SipTransport:
@@ -355,7 +386,9 @@ class SipTransport:
     over the size limit comes this way too, as a `ParseError` of status 513). `source` is where
     it came from (the peer's address; for TCP the pool key responses reuse), `local_host` our
     address it arrived on. `on_transport_error(destination, reason)`, when set, hears of sends
-    that failed.
+    that failed; `on_connection_lost(source)` of a TCP or TLS connection that was up and closed.
+    `tls_client` (a verifying `ssl.SSLContext`, net/tls.py) lets it send to `tls` destinations;
+    `tls_server` makes `start()` listen for TLS on `tls_port` too.
     """
 
     def __init__(
@@ -370,6 +403,9 @@ class SipTransport:
         self.on_stream_message = on_stream_message
         self.on_transport_error: TransportErrorCallback | None = None
         self.on_connection_lost: ConnectionLostCallback | None = None
+        self.tls_client: ssl.SSLContext | None = None  # None: SIP over TLS cannot be sent
+        self.tls_server: ssl.SSLContext | None = None  # None: no TLS listener
+        self.tls_port = 0  # the TLS listener's port once started (0: none)
         self.log = log if log is not None else logging.getLogger(__name__)
         self.port = 0
         self.bind_host: str | None = None  # the specific address bound, None for all addresses
@@ -386,7 +422,8 @@ class SipTransport:
         self.datagrams_too_large = 0
         self._udp: dict[socket.AddressFamily, socket.socket] = {}
         self._servers: list[asyncio.Server] = []
-        self._pool: dict[tuple[str, int], _StreamConnection] = {}
+        self._pool: dict[tuple[str, int], _StreamConnection] = {}  # TCP
+        self._tls_pool: dict[tuple[str, int], _StreamConnection] = {}
         self._connections: set[_StreamConnection] = set()
         self._local_addresses: dict[str, str] = {}
         self._per_source: dict[str, int] = {}  # accepted connections by _source_key
@@ -398,8 +435,9 @@ class SipTransport:
 
     # lifecycle
 
-    async def start(self, bind_host: str | None, port: int) -> None:
-        """Bind UDP and TCP on `port` (0: a free one, the same for all) on `bind_host` or on all.
+    async def start(self, bind_host: str | None, port: int, tls_port: int = 0) -> None:
+        """Bind UDP and TCP on `port` (0: a free one, the same for all) on `bind_host` or on all,
+        and with `tls_server` set, TLS on `tls_port` (0: a free one).
 
         With `bind_host` None both 0.0.0.0 and :: (IPV6_V6ONLY) are bound, the latter only where
         the kernel has IPv6. A port in use raises OSError(EADDRINUSE) saying what to change.
@@ -435,6 +473,8 @@ class SipTransport:
                         self._accepted_connection, sock=sock, backlog=socket.SOMAXCONN
                     )
                     self._servers.append(server)
+            if self.tls_server is not None:
+                await self._start_tls(hosts, tls_port)
         except BaseException:
             for server in self._servers:
                 server.close()
@@ -449,6 +489,37 @@ class SipTransport:
         self.log.info(
             "SIP transport listening on %s port %d (UDP, TCP)", " and ".join(hosts), self.port
         )
+        if self.tls_port:
+            self.log.info(
+                "SIP transport listening on %s TLS port %d", " and ".join(hosts), self.tls_port
+            )
+
+    async def _start_tls(self, hosts: list[str], port: int) -> None:
+        """The TLS listeners, on `port` (0: one free on every host). The handshake must end
+        within the first-message deadline: a peer that stalls it holds no slot for long."""
+        sockets: list[socket.socket] = []
+        try:
+            for host in hosts:
+                try:
+                    sock = _listening_socket(host, socket.SOCK_STREAM, port)
+                except OSError as exc:
+                    raise _bind_error(exc, host, socket.SOCK_STREAM, port, tls=True) from exc
+                sockets.append(sock)
+                port = sock.getsockname()[1]
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        self.tls_port = port
+        for sock in sockets:
+            server = await self._loop.create_server(
+                self._accepted_tls_connection,
+                sock=sock,
+                backlog=socket.SOMAXCONN,
+                ssl=self.tls_server,
+                ssl_handshake_timeout=max(1.0, self.limits.first_message_timeout or 60.0),
+            )
+            self._servers.append(server)
 
     async def close(self) -> None:
         """Close the listeners and every connection (queued TCP data is flushed if it can be)."""
@@ -486,10 +557,8 @@ class SipTransport:
         transport = destination.transport.lower()
         if transport == "udp":
             self._send_udp(data, destination)
-        elif transport == "tcp":
-            self._send_tcp(data, destination)
-        elif transport == "tls":
-            self._report_error(destination, "SIP over TLS is not supported yet")
+        elif transport in ("tcp", "tls"):
+            self._send_stream(data, destination, transport)
         else:
             self._report_error(destination, f"unknown transport {destination.transport!r}")
 
@@ -517,23 +586,27 @@ class SipTransport:
                 return
             self._report_error(destination, f"UDP send failed: {_describe(exc)}")
 
-    def _send_tcp(self, data: bytes, destination: Destination) -> None:
+    def _send_stream(self, data: bytes, destination: Destination, name: str) -> None:
         ip = _canonical_ip(destination.host)
         if ip is None:
             self._report_error(destination, f"not an IP address: {destination.host!r}")
             return
+        if name == "tls" and self.tls_client is None:
+            self._report_error(destination, "SIP over TLS is not set up")
+            return
+        pool = self._tls_pool if name == "tls" else self._pool
         key = (ip, destination.port)
-        conn = self._pool.get(key)
-        if conn is not None and conn.usable:
+        conn = pool.get(key)
+        if conn is not None and conn.usable and _verified_for(conn, destination):
             conn.send(data, destination)
             return
         if len(self._connections) >= self.max_connections:
             self._warn_limit()
             self._report_error(destination, f"too many TCP connections ({self.max_connections})")
             return
-        conn = _StreamConnection(self, destination)
+        conn = _StreamConnection(self, destination, name)
         conn.key = key
-        self._pool[key] = conn
+        pool[key] = conn
         self._connections.add(conn)
         conn.send(data, destination)
         conn.connect_task = self._loop.create_task(self._connect(conn, destination))
@@ -542,18 +615,43 @@ class SipTransport:
         assert conn.key is not None
         ip, port = conn.key
         local_addr = (self.bind_host, 0) if self.bind_host is not None else None
+        tls = conn.name == "tls"
+        # RFC 5922 section 4: the certificate must name the URI's host (an IP: its IP SAN).
+        server_name = destination.server_name or ip
+        what = "TLS" if tls else "TCP"
         try:
             async with asyncio.timeout(self.connect_timeout):
-                await self._loop.create_connection(lambda: conn, ip, port, local_addr=local_addr)
+                if tls:
+                    await self._loop.create_connection(
+                        lambda: conn,
+                        ip,
+                        port,
+                        local_addr=local_addr,
+                        ssl=self.tls_client,
+                        server_hostname=server_name,
+                        ssl_handshake_timeout=self.connect_timeout,
+                    )
+                else:
+                    await self._loop.create_connection(
+                        lambda: conn, ip, port, local_addr=local_addr
+                    )
         except asyncio.CancelledError:
             conn._finish()
             raise
         except TimeoutError:
             conn._finish()
-            self._report_error(destination, f"TCP connect timed out after {self.connect_timeout}s")
-        except OSError as exc:
+            self._report_error(
+                destination, f"{what} connect timed out after {self.connect_timeout}s"
+            )
+        except ssl.SSLError as exc:
             conn._finish()
-            self._report_error(destination, f"TCP connect failed: {_describe(exc)}")
+            self._report_error(
+                destination, f"TLS with {server_name} failed: {describe_ssl_error(exc)}"
+            )
+        except (OSError, ValueError) as exc:  # ValueError: a server name ssl refuses
+            conn._finish()
+            reason = _describe(exc) if isinstance(exc, OSError) else str(exc)
+            self._report_error(destination, f"{what} connect failed: {reason}")
         finally:
             conn.connect_task = None
 
@@ -564,18 +662,9 @@ class SipTransport:
         if self.on_transport_error is not None:
             self._loop.call_soon(self._call_error_callback, destination, reason)
 
-    def _call_error_callback(self, destination: Destination, reason: str) -> None:
-        callback = self.on_transport_error
-        if callback is None:
-            return
-        try:
-            callback(destination, reason)
-        except Exception:
-            self._log_callback_error("on_transport_error", destination)
-
     def _report_lost(self, source: Destination) -> None:
-        """A TCP connection that was up has closed (either side, or broken): tell the owner
-        (the account re-registers when it carried the registration), from the loop."""
+        """A TCP or TLS connection that was up has closed (either side, or broken): tell the
+        owner (the account registers again when it carried the registration), from the loop."""
         if self.on_connection_lost is not None and not self._closed:
             self._loop.call_soon(self._call_lost_callback, source)
 
@@ -587,6 +676,30 @@ class SipTransport:
             callback(source)
         except Exception:
             self._log_callback_error("on_connection_lost", source)
+
+    def keep_alive(self, destination: Destination, interval: float | None) -> bool:
+        """Send RFC 5626 CRLFCRLF pings every `interval` seconds on the connection to
+        `destination` (None: stop); False if there is no such connection."""
+        pool = self._tls_pool if destination.transport == "tls" else self._pool
+        ip = _canonical_ip(destination.host)
+        conn = pool.get((ip, destination.port)) if ip is not None else None
+        if conn is None or not conn.usable:
+            return False
+        if conn.ping_interval != interval:
+            conn.ping_interval = interval
+            if interval is not None:
+                conn.next_ping = self._loop.time() + interval
+                conn._arm_timer()
+        return True
+
+    def _call_error_callback(self, destination: Destination, reason: str) -> None:
+        callback = self.on_transport_error
+        if callback is None:
+            return
+        try:
+            callback(destination, reason)
+        except Exception:
+            self._log_callback_error("on_transport_error", destination)
 
     # receiving
 
@@ -655,6 +768,9 @@ class SipTransport:
     def _accepted_connection(self) -> _StreamConnection:
         return _StreamConnection(self, None)
 
+    def _accepted_tls_connection(self) -> _StreamConnection:
+        return _StreamConnection(self, None, "tls")
+
     def _accept(self, conn: _StreamConnection) -> bool:
         """Register a connection a peer opened; False if it must be refused."""
         if self._closed:
@@ -677,10 +793,11 @@ class SipTransport:
         self._per_source[source_key] = count + 1
         conn.source_key = source_key
         self._connections.add(conn)
-        old = self._pool.get(conn.key)
+        pool = self._tls_pool if conn.name == "tls" else self._pool
+        old = pool.get(conn.key)
         if old is None or not old.usable or old.transport is None:
-            self._pool[conn.key] = conn
-        self.log.debug("accepted TCP connection from %s", conn.peer_text())
+            pool[conn.key] = conn
+        self.log.debug("accepted %s connection from %s", conn.name.upper(), conn.peer_text())
         return True
 
     def _forget(self, conn: _StreamConnection) -> None:
@@ -690,8 +807,9 @@ class SipTransport:
             if left > 0:
                 self._per_source[conn.source_key] = left
             conn.source_key = None
-        if conn.key is not None and self._pool.get(conn.key) is conn:
-            del self._pool[conn.key]
+        pool = self._tls_pool if conn.name == "tls" else self._pool
+        if conn.key is not None and pool.get(conn.key) is conn:
+            del pool[conn.key]
         if len(self._connections) < self.max_connections:
             self._limit_warned = False
 
@@ -779,6 +897,19 @@ class SipTransport:
         return sockets
 
 
+def _verified_for(conn: _StreamConnection, destination: Destination) -> bool:
+    """Whether a pooled connection may carry a message for `destination`: always over TCP;
+    over TLS, only if its server's certificate was checked for the name `destination` needs
+    (a connection verified for one name is not reused for another one at the same address).
+    A destination without a name (an IP address: responses, a Contact) may use a connection
+    the peer opened to us (RFC 3261 section 18.2.2, RFC 5923)."""
+    if conn.name != "tls":
+        return True
+    if conn.outbound is None:
+        return not destination.server_name
+    return conn.outbound.server_name == destination.server_name
+
+
 def _listening_socket(host: str, kind: socket.SocketKind, port: int) -> socket.socket:
     sock = socket.socket(_family(host), kind)
     try:
@@ -797,11 +928,14 @@ def _listening_socket(host: str, kind: socket.SocketKind, port: int) -> socket.s
     return sock
 
 
-def _bind_error(exc: OSError, host: str, kind: socket.SocketKind, port: int) -> OSError:
-    proto = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
+def _bind_error(
+    exc: OSError, host: str, kind: socket.SocketKind, port: int, *, tls: bool = False
+) -> OSError:
+    proto = "TLS" if tls else "UDP" if kind == socket.SOCK_DGRAM else "TCP"
     where = f"[{host}]" if ":" in host else host
+    variable = "SIPROC_TLS_PORT" if tls else "SIPROC_TRANSPORT_PORT"
     if exc.errno == errno.EADDRINUSE:
-        message = f"SIP port {port} is in use on {where} ({proto}): set SIPROC_TRANSPORT_PORT"
+        message = f"SIP port {port} is in use on {where} ({proto}): set {variable}"
     elif exc.errno == errno.EACCES:
         message = f"no permission to bind SIP port {port} on {where} ({proto}): use a port >= 1024"
     elif exc.errno == errno.EADDRNOTAVAIL:

@@ -9,7 +9,7 @@ section 17.1.1.3 and `TransactionBase`, the timer bookkeeping and the one `_set_
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, ClassVar, TypeGuard
 
@@ -73,11 +73,16 @@ DEFAULT_TIMERS = Timers()
 
 @dataclass(frozen=True, slots=True)
 class Destination:
-    """Where a transaction's messages go: transport (lower case), host and port."""
+    """Where a transaction's messages go: transport (lower case), host and port.
+
+    ``server_name``, for TLS only, is the name the server's certificate must carry (RFC 5922
+    section 4: the host of the URI that was resolved); empty: the host (an IP address) itself.
+    It takes no part in equality: a destination is its transport address."""
 
     transport: str
     host: str
     port: int
+    server_name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:

@@ -136,11 +136,12 @@ class SipUri:
 
     @property
     def transport(self) -> str:
-        """The transport this URI asks for, lowercase (RFC 3263 section 4.1 defaults)."""
-        value = self.param("transport")
-        if value:
-            return value.lower()
-        return "tls" if self.scheme == "sips" else "udp"
+        """The transport this URI asks for, lowercase (RFC 3263 section 4.1 defaults): a
+        sips: URI is always TLS (over TCP; RFC 5630 section 3.1.3), whatever its parameter."""
+        value = (self.param("transport") or "").lower()
+        if self.scheme == "sips":
+            return "tls"
+        return value or "udp"
 
     def with_params(self, **changes: str | None) -> SipUri:
         params = self.params

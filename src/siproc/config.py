@@ -362,7 +362,8 @@ def _tls(env: Mapping[str, str]) -> TlsSettings:
     if key_file and not cert_file:
         raise ConfigError("SIPROC_TLS_CERT_FILE", "is needed with SIPROC_TLS_KEY_FILE")
     try:
-        tls.client_context(ca_file, verify=verify)
+        if ca_file:  # the system store needs no check (and takes tens of ms to load)
+            tls.client_context(ca_file, verify=verify)
         if cert_file and key_file:
             tls.server_context(cert_file, key_file)
     except tls.TlsFileError as exc:

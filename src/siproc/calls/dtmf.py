@@ -78,7 +78,13 @@ class CallDtmf:
         request = call.dialog.create_request("INFO")
         request.headers.add("Content-Type", "application/dtmf-relay")
         request.body = f"Signal={digit}\r\nDuration={INFO_DTMF_DURATION_MS}\r\n".encode()
-        destination = call.phone.destination_for(call.dialog.next_hop())
+        try:
+            destination = call.phone.destination_for(call.dialog.next_hop())
+        except OSError as exc:  # the remote target's name is not resolved
+            dropped = len(self._info_digits)
+            self._info_digits.clear()
+            more = f"; {dropped} more not sent" if dropped else ""
+            return call.report_error("DTMF", f"the far end cannot be reached: {exc}{more}")
         self._info_in_flight = True
         call.phone.send_request(request, destination, self._on_info_response)
 

@@ -75,7 +75,11 @@ class InDialogRequest:
                 request.headers.add(name, value)
         request.body = self.body
         self.request = request
-        destination = self.phone.destination_for(self.dialog.next_hop())
+        try:
+            destination = self.phone.destination_for(self.dialog.next_hop())
+        except OSError:  # the remote target's name is not resolved: as if unanswered
+            self.phone.loop.call_soon(self._final, request, None)
+            return
         self.phone.send_request(request, destination, lambda event: self._on_event(request, event))
 
     def _on_event(self, request: Request, event: ResponseReceived | TransactionTimeout) -> None:

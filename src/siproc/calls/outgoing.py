@@ -15,6 +15,7 @@ the call ended with BYE (section 15).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,8 @@ class OutgoingInvite:
         self._offer: SessionDescription | None = None
         self._provisional = False  # a provisional response came: a CANCEL may go out
         self._ack: tuple[bytes, Destination] | None = None
+        self._ack_request: Request | None = None  # the ACK of our INVITE's 2xx, once it came
+        self._ack_wait: asyncio.TimerHandle | None = None  # see _send_ack
         self._early_events: set[str] = set()  # RINGING / PROGRESS events already sent
 
     def start(
@@ -145,7 +148,7 @@ class OutgoingInvite:
             self.call.event(event)
 
     def _on_ok(self, response: Response) -> None:
-        if self._ack is not None:  # a retransmitted 2xx: re-ACK (section 13.2.2.4)
+        if self._ack_request is not None:  # a retransmitted 2xx: re-ACK (section 13.2.2.4)
             self.resend_ack()
             return
         call = self.call
@@ -157,9 +160,8 @@ class OutgoingInvite:
             return call.finish(502, f"bad 2xx from the remote end: {exc}")
         call.dialog = dialog
         call.remote_contact = str(dialog.remote_target)
-        ack = dialog.create_request("ACK", cseq=dialog.local_cseq)
-        destination = call.phone.destination_for(dialog.next_hop())
-        self._ack = (call.phone.send_ack(ack, destination), destination)
+        self._ack_request = dialog.create_request("ACK", cseq=dialog.local_cseq)
+        self._send_ack()
         if call.state is CallState.CANCELLING:  # the 2xx crossed our CANCEL: ACK, then BYE
             call.send_bye()
             return
@@ -177,10 +179,37 @@ class OutgoingInvite:
         call.start_media()
         call.event(protocol.Connected())
 
+    def _send_ack(self) -> None:
+        """ACK the 2xx at the dialog's remote target. A name not resolved yet (the far end's
+        Contact, looked up off the loop) defers the ACK to the 2xx's next retransmission; if
+        it still cannot be sent 64*T1 later, the call ends (the far end gives up on us then
+        too, RFC 3261 section 13.3.1.4)."""
+        call = self.call
+        assert self._ack_request is not None and call.dialog is not None
+        try:
+            destination = call.phone.destination_for(call.dialog.next_hop())
+        except OSError as exc:
+            if self._ack_wait is None:
+                call.log.info("the ACK waits: %s", exc)
+                self._ack_wait = call.later(64 * call.phone.timer_t1, self._ack_never_sent)
+            return
+        self._ack = (call.phone.send_ack(self._ack_request, destination), destination)
+        if self._ack_wait is not None:
+            self._ack_wait.cancel()
+            self._ack_wait = None
+
+    def _ack_never_sent(self) -> None:
+        self._ack_wait = None
+        if self._ack is None and not self.call.ended:
+            self.call.log.warning("the far end's Contact could not be reached: no ACK sent")
+            self.call.finish(503, "the far end's Contact cannot be reached")
+
     def resend_ack(self) -> None:
         """Send the ACK to our INVITE's 2xx again, if there is one (section 13.2.2.4)."""
         if self._ack is not None:
             self.call.phone.send_raw(*self._ack)
+        elif self._ack_request is not None:
+            self._send_ack()
 
     def _on_failure(self, response: Response) -> None:
         call = self.call

@@ -115,7 +115,7 @@ class Phone:
         # TLS (net/tls.py): we always verify servers unless SIPROC_TLS_VERIFY=no; we listen
         # for TLS only with a certificate
         tls = config.tls
-        self.transport.tls_client = client_context(tls.ca_file, verify=tls.verify)
+        self.transport.tls_client_factory = lambda: client_context(tls.ca_file, verify=tls.verify)
         if tls.cert_file is not None and tls.key_file is not None:
             self.transport.tls_server = server_context(tls.cert_file, tls.key_file)
         self.clock = MediaClock(self.loop)  # the media of calls when there are no workers

@@ -133,7 +133,12 @@ class SessionUpdates:
             self._want = None
             return
         phone = call.phone
-        destination = phone.destination_for(dialog.next_hop())
+        verb = "HOLD" if self._want else "RESUME"
+        try:
+            destination = phone.destination_for(dialog.next_hop())
+        except OSError as exc:
+            self._want = None
+            return call.report_error(verb, f"the far end cannot be reached: {exc}")
         direction = ("inactive" if self.remote_hold else "sendonly") if self._want else "sendrecv"
         offer = call.make_offer(phone.local_host_for(destination), direction=direction)
         self._client_offer = offer
@@ -163,8 +168,11 @@ class SessionUpdates:
     def _on_final(self, request: Request, response: Response | None) -> None:
         self._client = None
         call = self.call
-        if response is not None and 200 <= response.status < 300:
-            self._acknowledge(request, response)  # in any state: a 2xx is always ACKed
+        # In any state a 2xx is always ACKed; a target we cannot reach ends the call.
+        ok = response is not None and 200 <= response.status < 300
+        if ok and response is not None and not self._acknowledge(request, response):
+            self._want = None
+            return call.send_bye("the far end's new Contact cannot be reached")
         want, offer = self._want, self._client_offer
         if not call.connected or want is None or offer is None:
             self._want = None
@@ -194,9 +202,10 @@ class SessionUpdates:
         self._applied(negotiated, _offer_direction(offer))
         return None
 
-    def _acknowledge(self, request: Request, response: Response) -> None:
+    def _acknowledge(self, request: Request, response: Response) -> bool:
         """ACK a 2xx to our re-INVITE: CSeq and credentials of the INVITE (section 13.2.2.4),
-        sent to the remote target the 2xx refreshed (section 12.2.1.2)."""
+        sent to the remote target the 2xx refreshed (section 12.2.1.2). False when that
+        target's name is not resolved (it is never looked up on the event loop)."""
         call = self.call
         dialog = call.dialog
         assert dialog is not None
@@ -207,8 +216,13 @@ class SessionUpdates:
         for name in ("Authorization", "Proxy-Authorization"):
             for value in request.headers.get_raw(name):
                 ack.headers.add(name, value)
-        destination = call.phone.destination_for(dialog.next_hop())
+        try:
+            destination = call.phone.destination_for(dialog.next_hop())
+        except OSError as exc:
+            call.log.warning("cannot ACK the 2xx to our re-INVITE: %s", exc)
+            return False
         self._ack = (cseq, call.phone.send_ack(ack, destination), destination)
+        return True
 
     def reack(self, response: Response) -> bool:
         """A retransmitted 2xx to our re-INVITE: send its ACK again (section 13.2.2.4)."""

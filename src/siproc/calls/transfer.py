@@ -81,7 +81,10 @@ def send_in_dialog(
     dialog = call.dialog
     if dialog is None or call.ended or dialog.state is DialogState.TERMINATED:
         return None
-    destination = call.phone.destination_for(dialog.next_hop())
+    try:
+        destination = call.phone.destination_for(dialog.next_hop())
+    except OSError:  # the remote target's name is not resolved: as if the dialog were gone
+        return None
     contact = ("Contact", f"<{call.contact_for(destination)}>")
     request = InDialogRequest(
         call.phone,

@@ -156,3 +156,45 @@ def test_cancel_before_the_answer() -> None:
         far.send("ACK", cseq=1, branch=far.invite_branch)
         sim.advance(64 * T1)
         assert sim.idle() == []
+
+
+def test_requests_with_a_to_tag_of_no_dialog_get_a_stateless_481() -> None:
+    """A forged INVITE with a guessed To tag held an INVITE server transaction for 64*T1 and
+    got its 481 retransmitted (Timer G) ten times to a source that may be forged; nor did the
+    flood limits count it. Now: one 481, no state."""
+    with PhoneSim() as sim:
+        for i in range(50):
+            far = FarEnd(sim, source=Destination("udp", "127.0.0.7", 5060))
+            far.to = f"<sip:siproc@127.0.0.1>;tag=guess{i}"
+            far.send("INVITE", OFFER)
+            far.send("REFER", headers=["Refer-To: <sip:900@127.0.0.1>"])
+        assert sim.phone.endpoint.transaction_count == 0
+        sim.advance(64 * T1)
+        assert sorted({r.status for r in sim.responses()}) == [481]
+        assert len(sim.responses()) == 100
+        assert sim.handlers == [] and sim.idle() == []
+
+
+def test_requests_refused_outside_a_dialog_hold_no_transaction() -> None:
+    with PhoneSim() as sim:
+        far = FarEnd(sim)
+        for method in ("BYE", "INFO", "UPDATE", "NOTIFY", "REFER"):
+            far.send(method)
+        assert sim.phone.endpoint.transaction_count == 0
+        assert [r.status for r in sim.responses()] == [481, 481, 481, 481, 403]
+
+
+def test_in_dialog_requests_of_a_call_still_reach_it() -> None:
+    with PhoneSim() as sim:
+        far = FarEnd(sim)
+        far.send("INVITE", OFFER)
+        sim.advance(0.1)
+        far.learn_tag()
+        far.send("ACK", cseq=1)
+        far.send("INFO", headers=["Content-Type: application/dtmf-relay"])
+        sim.advance(0.1)
+        assert statuses(sim, far)[-1] != 481
+        far.send("BYE")
+        sim.advance(0.1)
+        assert statuses(sim, far)[-1] == 200
+        assert sim.handlers[0].events[-1] == "DISCONNECTED 200 remote hangup"

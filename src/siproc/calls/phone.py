@@ -814,7 +814,17 @@ class Phone:
         SIPROC_INBOUND for all but OPTIONS, then the flood limits for INVITE (SIPROC_CALL_RATE
         and SIPROC_CALL_BURST per source address, SIPROC_SPAWN_RATE for all). What is refused
         here is answered statelessly, or dropped, and never reaches a handler; the warnings are
-        rate-limited (the first few, then at each power of ten)."""
+        rate-limited (the first few, then at each power of ten).
+
+        A request with a To tag is in a dialog (RFC 3261 section 12.2.2): one of ours passes,
+        any other gets its 481 here, statelessly. A stateful 481 to an INVITE would be
+        retransmitted (Timer G) to a source that may be forged, ten packets for one and held
+        for 64*T1, with no limit on how many: a packet cannon. Requests that are refused
+        outside a dialog whoever sends them (BYE, REFER...) are answered statelessly too."""
+        if info.to.tag:
+            if (info.call_id, info.to.tag, info.from_.tag or "") in self._by_dialog:
+                return None
+            return Refuse(481, "Call/Transaction Does Not Exist")
         policy = self.config.inbound
         if request.method != "OPTIONS" and not policy.open:
             registrar = self.config.registrar
@@ -838,6 +848,9 @@ class Phone:
                         self._refused_inbound,
                     )
                 return Refuse(policy.reject, "Forbidden")
+        refusal = _REFUSED_OUTSIDE_A_DIALOG.get(request.method)
+        if refusal is not None:
+            return refusal
         if request.method != "INVITE" or self._stopping:
             return None
         if self._call_rates.take(source.host, now) and self._spawns.take(now):
@@ -914,6 +927,16 @@ class Phone:
                 call.uas.respond(500, "Server Internal Error (handler failed to start)")
             call.finish(500, "handler failed to start")
 
+
+#: Requests refused outside a dialog whoever sends them (see `Phone._on_request`): answered
+#: statelessly by the admission gate.
+_REFUSED_OUTSIDE_A_DIALOG = {
+    "BYE": Refuse(481, "Call/Transaction Does Not Exist"),
+    "INFO": Refuse(481, "Call/Transaction Does Not Exist"),
+    "UPDATE": Refuse(481, "Call/Transaction Does Not Exist"),  # RFC 3311 section 5.2
+    "NOTIFY": Refuse(481, "Subscription Does Not Exist"),  # RFC 6665 section 4.1.3
+    "REFER": Refuse(403, "Forbidden (REFER outside a call)"),
+}
 
 #: What stays percent-escaped in SIPROC_REMOTE_USER: control characters (C0, DEL, C1), the
 #: Unicode line separators, the path separators, and the escape character itself.

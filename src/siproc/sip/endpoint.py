@@ -159,9 +159,10 @@ class Endpoint:
         self._seq = 0
         self.dropped = 0  # messages dropped as unparseable or unwanted
         self.trace: bool = False  # log every message in and out (SIPROC_LOG_LEVEL 6)
-        # Asked for each new request outside a dialog (but ACK and CANCEL) before a transaction
-        # is made for it, so that a flood of refused requests costs no state and no
-        # retransmissions (an attacker with forged sources gets one response per request).
+        # Asked for each new request (but ACK and CANCEL), in a dialog or not, before a
+        # transaction is made for it, so that a flood of refused requests costs no state and
+        # no retransmissions (an attacker with forged sources gets one response per request):
+        # a request with a To tag that matches no dialog is refused here too.
         self.admit: Admit | None = None
 
     # -- identifiers ----------------------------------------------------------------------------
@@ -290,7 +291,7 @@ class Endpoint:
             return self._track(existing, to_dialog)
         if existing is not None:  # a retransmission
             return self._track(existing, existing.on_request(request, now))
-        if self.admit is not None and not info.to.tag and request.method != "CANCEL":
+        if self.admit is not None and request.method != "CANCEL":
             refusal = self.admit(request, info, source, now)
             if refusal is not None:
                 self.dropped += 1

@@ -61,7 +61,7 @@ SECRET_VARIABLES = frozenset({"SIPROC_PASSWORD"})
 DEFAULT_LOG_LEVEL = 3
 DEFAULT_TIMER_T1_MS = 500  # RFC 3261 section 17.1.1.1
 # Flood limits (siproc(1), LIMITS): new incoming calls per source address, handler starts in all.
-DEFAULT_CALL_RATE = 10.0  # per second and source address
+DEFAULT_CALL_RATE = 10.0  # per second and source address (IPv6: /64)
 DEFAULT_CALL_BURST = 20
 DEFAULT_SPAWN_RATE = 400.0  # handler starts per second, all calls together
 DEFAULT_RING_TIMEOUT = 120  # seconds an incoming call may ring unanswered (then 480)

@@ -198,3 +198,20 @@ def test_in_dialog_requests_of_a_call_still_reach_it() -> None:
         sim.advance(0.1)
         assert statuses(sim, far)[-1] == 200
         assert sim.handlers[0].events[-1] == "DISCONNECTED 200 remote hangup"
+
+
+def test_the_call_rate_counts_an_ipv6_source_by_its_64() -> None:
+    """An attacker has a whole /64 of addresses: counted by address, each of 100 INVITEs from
+    one /64 had a fresh burst and started a handler."""
+    with PhoneSim(script=lambda env: ("RINGING",)) as sim:
+        for i in range(100):
+            far = FarEnd(sim)
+            sim.receive(
+                far.request("INVITE", OFFER), Destination("udp", f"2001:db8::{i + 1:x}", 5060)
+            )
+        assert len(sim.handlers) == 20  # SIPROC_CALL_BURST
+        other = FarEnd(sim)
+        sim.receive(other.request("INVITE", OFFER), Destination("udp", "2001:db8:0:1::1", 5060))
+        assert len(sim.handlers) == 21  # another /64 has its own budget
+        sim.advance(21 + 64 * T1)
+        assert sim.idle() == []

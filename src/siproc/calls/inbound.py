@@ -25,7 +25,7 @@ from siproc.config import InboundPolicy
 from siproc.sip.transaction import Destination
 from siproc.sip.uri import SipUri, format_host
 
-__all__ = ["RateTable", "TokenBucket", "admits", "refer_allowed"]
+__all__ = ["RateTable", "TokenBucket", "admits", "refer_allowed", "source_key"]
 
 #: Source addresses whose call rate is remembered at once; beyond it the least recently seen
 #: address is forgotten (it starts again with a full burst, which only favours it).
@@ -109,6 +109,22 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+#: The per-source call rate counts an IPv6 source by its /64: one site (one attacker) has a
+#: whole /64 to pick addresses from, as the TCP connection cap counts it (net/sip_transport.py).
+IPV6_SOURCE_PREFIX = 64
+
+
+def source_key(host: str) -> str:
+    """What the per-source flood limits count by: the IPv4 address (also when IPv4-mapped),
+    or the IPv6 /64 it is in."""
+    address = _address(host)
+    if address is None:
+        return host
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address)
+    return str(ipaddress.IPv6Network((address, IPV6_SOURCE_PREFIX), strict=False))
 
 
 def _same_transport_address(source: Destination, allowed: Destination) -> bool:

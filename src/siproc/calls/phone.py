@@ -33,7 +33,7 @@ from siproc.calls.account import Account
 from siproc.calls.call import ALLOW, INSECURE_SRTP_REASON, Call, CallState
 from siproc.calls.control import ControlError, Dial, Quit, parse_control_line
 from siproc.calls.handler import HandlerSpawnError
-from siproc.calls.inbound import RateTable, TokenBucket, admits, refer_allowed
+from siproc.calls.inbound import RateTable, TokenBucket, admits, refer_allowed, source_key
 from siproc.config import SECRET_VARIABLES, SIP_TRACE_LEVEL, Config
 from siproc.media.codecs.catalog import enabled_codecs, telephone_event_spec
 from siproc.net.clock import MediaClock
@@ -853,7 +853,8 @@ class Phone:
             return refusal
         if request.method != "INVITE" or self._stopping:
             return None
-        if self._call_rates.take(source.host, now) and self._spawns.take(now):
+        key = source_key(source.host)
+        if self._call_rates.take(key, now) and self._spawns.take(now):
             return None
         self._flood_refused += 1
         if _worth_logging(self._flood_refused):
@@ -862,7 +863,7 @@ class Phone:
                 source.host,
                 self._flood_refused,
             )
-        retry = self._call_rates.retry_after(source.host, now)
+        retry = self._call_rates.retry_after(key, now)
         return Refuse(503, "Service Unavailable (too many calls)", (("Retry-After", str(retry)),))
 
     def _own_user(self) -> str | None:

@@ -112,3 +112,17 @@ def test_refer_allowed(setting: tuple[str, ...] | bool, target: str, allowed: bo
 )
 def test_source_key_counts_ipv6_by_its_64(host: str, key: str) -> None:
     assert source_key(host) == key
+
+
+@pytest.mark.parametrize(
+    ("target", "allowed"),
+    [
+        ("sip:100@pbx.example.com", True),
+        ("sip:100@pbx.example.com;maddr=pbx.example.com", True),
+        ("sip:100@pbx.example.com;maddr=198.51.100.7", False),
+        ("sip:100@pbx.example.com;MADDR=198.51.100.7", False),
+    ],
+)
+def test_refer_allowed_checks_the_maddr_too(target: str, allowed: bool) -> None:
+    """maddr is where the INVITE goes (RFC 3263 section 4): it is a target host as well."""
+    assert refer_allowed(("sip:*@pbx.example.com",), parse_sip_uri(target)) is allowed

@@ -167,10 +167,25 @@ def admits(
 def refer_allowed(setting: tuple[str, ...] | bool, target: SipUri) -> bool:
     """``SIPROC_ACCEPT_REFER``: yes (True), no (False), or glob patterns matched against the
     target's ``scheme:user@host[:port]`` (no parameters, user percent-decoded),
-    case-insensitively: ``sip:*@pbx.example.com``, ``sip:1??@*``."""
+    case-insensitively: ``sip:*@pbx.example.com``, ``sip:1??@*``.
+
+    A ``maddr`` parameter sends the request to that host instead (RFC 3263 section 4, RFC 3261
+    section 19.1.1): the target must match with the maddr in place of the host as well, or
+    ``sip:900@pbx.example.com;maddr=elsewhere`` would pass ``sip:*@pbx.example.com``."""
     if isinstance(setting, bool):
         return setting
     port = f":{target.port}" if target.port else ""
     user = f"{unquote(target.user)}@" if target.user is not None else ""
-    text = f"{target.scheme}:{user}{format_host(target.host)}{port}".lower()
-    return any(fnmatch.fnmatchcase(text, pattern.lower()) for pattern in setting)
+    hosts = [target.host]
+    maddr = target.param("maddr")
+    if maddr is not None:
+        hosts.append(maddr)
+    return all(
+        any(
+            fnmatch.fnmatchcase(
+                f"{target.scheme}:{user}{format_host(host)}{port}".lower(), p.lower()
+            )
+            for p in setting
+        )
+        for host in hosts
+    )

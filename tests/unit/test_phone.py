@@ -6,7 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from siproc.calls import transfer
 from siproc.calls.phone import file_safe_user, header_variable
+from siproc.sip.headers import make_response
+from siproc.sip.message import Request, serialize
 from siproc.sip.transaction import Destination
 from tests.phone_sim import OFFER, FarEnd, PhoneSim
 
@@ -215,3 +218,66 @@ def test_the_call_rate_counts_an_ipv6_source_by_its_64() -> None:
         assert len(sim.handlers) == 21  # another /64 has its own budget
         sim.advance(21 + 64 * T1)
         assert sim.idle() == []
+
+
+def test_a_transfer_whose_notify_fails_does_not_wedge_the_new_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The transferee's NOTIFY about the new call is sent from inside the new call's state
+    change: when it raised as the new call ended, the new call was left ENDED without its
+    handler told or its slot freed, and abort() took it as over already."""
+    with PhoneSim() as sim:
+        far = FarEnd(sim)
+        far.send("INVITE", OFFER)
+        sim.advance(0.1)
+        far.learn_tag()
+        far.send("ACK", cseq=1)
+        sim.advance(0.1)
+        far.send("REFER", headers=["Refer-To: <sip:200@127.0.0.1:5098>"])
+        sim.advance(0.1)
+        [invite] = [
+            m
+            for m, d in sim.sent
+            if isinstance(m, Request) and m.method == "INVITE" and d.port == 5098
+        ]
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("NOTIFY could not be sent")
+
+        for notify in [m for m, _ in sim.sent if isinstance(m, Request) and m.method == "NOTIFY"]:
+            sim.receive(serialize(make_response(notify, 200, "OK")))
+        sim.advance(0.1)
+        monkeypatch.setattr(transfer, "send_in_dialog", broken)
+        busy = make_response(invite, 486, "Busy Here", to_tag="t486")
+        sim.receive(serialize(busy), Destination("udp", "127.0.0.1", 5098))
+        sim.advance(64 * T1 + 5)
+        assert len(sim.handlers) == 2
+        assert sim.handlers[1].events[-1].startswith("DISCONNECTED 486")
+        assert sim.handlers[1].exited
+        assert sim.loop.errors == []
+        assert all(c.state.value != "ended" for c in sim.phone.calls)
+        sim.advance(64 * T1 + 5)  # the old call, whose NOTIFY failed, ends too
+        assert sim.idle() == []
+
+
+def test_a_call_whose_media_cannot_close_still_ends() -> None:
+    """The last resort of Call.abort closed the stream again, which raised again: the
+    exception escaped the datagram callback and the handler was never stopped."""
+    with PhoneSim() as sim:
+        far = FarEnd(sim)
+        far.send("INVITE", OFFER)
+        sim.advance(0.1)
+        far.learn_tag()
+        far.send("ACK", cseq=1)
+        sim.advance(0.1)
+
+        def broken() -> None:
+            raise RuntimeError("recording: No space left on device")
+
+        sim.streams[0].close = broken  # type: ignore[method-assign]
+        far.send("BYE")  # must not raise out of the datagram callback
+        sim.advance(1)
+        [handler] = sim.handlers
+        assert handler.events[-1].startswith("DISCONNECTED")
+        assert handler.exited
+        assert sim.phone.calls == set()

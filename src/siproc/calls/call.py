@@ -424,11 +424,26 @@ class Call:
             self.state = CallState.ENDED
             self._cancel_limits()
             self.end_status, self.end_reason = status, reason
-            self.stream.close()
             self.media_closed = True
+            # Each step on its own: one that fails (a recording that cannot be finished on a
+            # full disk) must not keep the handler running or the slot taken.
+            steps: list[Callable[[], object]] = [self.stream.close]
             if self.handler is not None and not self.handler_done:
-                self.handler.terminate(HANDLER_GRACE)
-            self.phone.call_finished(self)
+                steps.append(lambda: self._last_words(status, reason))
+            steps.append(lambda: self.phone.call_finished(self))
+            for step in steps:
+                try:
+                    step()
+                except Exception:
+                    self.log.exception("ending the call: a step failed")
+
+    def _last_words(self, status: int, reason: str) -> None:
+        """DISCONNECTED and SIGTERM to a handler whose call ended the hard way."""
+        assert self.handler is not None
+        try:
+            self.event(protocol.Disconnected(status, reason))
+        finally:
+            self.handler.terminate(HANDLER_GRACE)
 
     def finish(self, status: int, reason: str) -> None:
         """The SIP side is over: stop media, tell and stop the handler."""
@@ -441,8 +456,10 @@ class Call:
         self.stream.close()
         if self.dialog is not None and self.dialog.state is not DialogState.TERMINATED:
             self.dialog.set_state(DialogState.TERMINATED)
-        self._set_state(CallState.ENDED)
-        self.stream.when_closed(self._media_closed)
+        try:
+            self._set_state(CallState.ENDED)
+        finally:  # once ENDED, the handler must hear of it and the slot must free, whatever
+            self.stream.when_closed(self._media_closed)  # the state change's callbacks raised
 
     def _media_closed(self) -> None:
         """The media is closed and the recording final: log the figures, then tell the

@@ -281,7 +281,10 @@ class Phone:
                 if call is None:
                     log.exception("internal error handling %s", type(item).__name__)
                 else:  # whatever went wrong inside a call ends that call, cleanly
-                    call.abort(exc)
+                    try:
+                        call.abort(exc)
+                    except Exception:
+                        log.exception("internal error ending call %s", _quoted(call.call_id))
         self._rearm()
 
     def _call_of(self, item: Output) -> Call | None:

@@ -283,7 +283,9 @@ class Transferee:
             self._notify(Sipfrag(503, "Service Unavailable"), terminated())
             return
         self.new_call = new_call
-        new_call.on_state_change = self._on_new_call_state
+        # What goes wrong in telling the transferor (a NOTIFY on the old call) is the old
+        # call's fault, and must not break the new call's state change (calls/call.py guard)
+        new_call.on_state_change = self.call.guard(self._on_new_call_state)
         self.call.log.info(
             "transferred by %s to %s: new call %s", self.referred_by, self.target, new_call.call_id
         )

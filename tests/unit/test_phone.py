@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -281,3 +283,45 @@ def test_a_call_whose_media_cannot_close_still_ends() -> None:
         assert handler.events[-1].startswith("DISCONNECTED")
         assert handler.exited
         assert sim.phone.calls == set()
+
+
+SRTP_OFFER = (
+    OFFER.replace("RTP/AVP", "RTP/SAVP")
+    + "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"
+    + base64.b64encode(bytes(range(30))).decode()
+    + "\r\n"
+)
+
+
+def _call_over_tls_with_a_udp_contact(sim: PhoneSim, offer: str) -> None:
+    """A call that came in over TLS whose Contact (the remote target) is a plain sip: URI."""
+    tls = Destination("tls", "127.0.0.1", 5099)
+    far = FarEnd(sim, source=tls)
+    sim.receive(far.request("INVITE", offer).replace(b"SIP/2.0/UDP", b"SIP/2.0/TLS"), tls)
+    sim.advance(0.01)
+    far.learn_tag()
+    sim.receive(far.request("ACK", cseq=1).replace(b"SIP/2.0/UDP", b"SIP/2.0/TLS"), tls)
+    sim.advance(0.5)  # the handler's HOLD sends a re-INVITE to the Contact, over UDP
+
+
+def _reinvites(sim: PhoneSim) -> list[tuple[Request, Destination]]:
+    return [(m, d) for m, d in sim.sent if isinstance(m, Request) and m.method == "INVITE"]
+
+
+def test_sdes_keys_never_go_to_a_remote_target_that_is_not_tls() -> None:
+    """The call's INVITE came over TLS, so its re-INVITEs offered SDES keys: to a remote
+    target that is not TLS, in clear (RFC 4568 section 8.3). Optional: plain RTP then."""
+    with PhoneSim({"SIPROC_SRTP": "optional"}, script=lambda env: ("ANSWER", "HOLD")) as sim:
+        _call_over_tls_with_a_udp_contact(sim, OFFER)
+        [(reinvite, destination)] = _reinvites(sim)
+        assert destination.transport == "udp"
+        assert b"a=crypto" not in reinvite.body
+
+
+def test_with_srtp_mandatory_a_hold_over_a_hop_that_is_not_tls_is_refused() -> None:
+    with PhoneSim({"SIPROC_SRTP": "mandatory"}, script=lambda env: ("ANSWER", "HOLD")) as sim:
+        _call_over_tls_with_a_udp_contact(sim, SRTP_OFFER)
+        [ok] = [r for r in sim.responses() if r.status == 200]
+        assert b"a=crypto" in ok.body  # the INVITE's answer went over TLS
+        assert _reinvites(sim) == []
+        assert sim.handlers[0].events[-1].startswith("ERROR HOLD")

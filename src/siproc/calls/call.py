@@ -557,13 +557,17 @@ class Call:
         self.stream.configure_rtcp(mux=negotiated.rtcp_mux, remote=negotiated.remote_rtcp)
         self.stream.configure_srtp(negotiated.srtp)
 
-    def srtp_mode(self) -> SrtpMode:
+    def srtp_mode(self, secure: bool | None = None) -> SrtpMode:
         """SIPROC_SRTP for this call: SDES keys are put into SDP only over a TLS signalling
         path (RFC 4568 section 8.3: they are in clear in the SDP), unless the user allowed
         otherwise (SIPROC_SRTP_INSECURE_SIGNALLING=yes). Over UDP or TCP, ``optional``
-        falls back to plain RTP and ``mandatory`` raises (488 to an offer)."""
+        falls back to plain RTP and ``mandatory`` raises (488 to an offer). ``secure``: whether
+        the message that carries the SDP goes over TLS (default: the INVITE's first hop); an
+        in-dialog request goes to the remote target, which need not be TLS when the INVITE's
+        hop was."""
         mode = self.phone.srtp
-        if mode is SrtpMode.OFF or self.secure_signalling or self.phone.srtp_insecure_signalling:
+        secure = self.secure_signalling if secure is None else secure
+        if mode is SrtpMode.OFF or secure or self.phone.srtp_insecure_signalling:
             return mode
         if mode is SrtpMode.OPTIONAL:
             return SrtpMode.OFF
@@ -582,8 +586,11 @@ class Call:
                 self.stream.watch_rtp(self._rtp_timeout)
             self.stream.start()
 
-    def make_offer(self, address: str, *, direction: str = "sendrecv") -> SessionDescription:
-        """Our offer; ``direction`` sendonly/inactive puts the call on hold (RFC 3264 8.4)."""
+    def make_offer(
+        self, address: str, *, direction: str = "sendrecv", secure: bool | None = None
+    ) -> SessionDescription:
+        """Our offer; ``direction`` sendonly/inactive puts the call on hold (RFC 3264 8.4);
+        ``secure``: see :meth:`srtp_mode`."""
         self._sdp_version += 1
         return build_offer(
             address=address,
@@ -593,13 +600,19 @@ class Call:
             session_version=self._sdp_version,
             direction=direction,
             telephone_event=self.phone.telephone_event,
-            srtp=self.srtp_mode(),
+            srtp=self.srtp_mode(secure),
         )
 
     def make_answer(
-        self, offer: SessionDescription, address: str, *, hold: bool = False
+        self,
+        offer: SessionDescription,
+        address: str,
+        *,
+        hold: bool = False,
+        secure: bool | None = None,
     ) -> SessionDescription:
-        """Answer ``offer`` and apply it to the stream; ``hold``: we keep the call on hold."""
+        """Answer ``offer`` and apply it to the stream; ``hold``: we keep the call on hold;
+        ``secure``: see :meth:`srtp_mode`."""
         self._sdp_version += 1
         answer, negotiated = answer_offer(
             offer,
@@ -610,7 +623,7 @@ class Call:
             session_version=self._sdp_version,
             telephone_event=self.phone.telephone_event,
             hold=hold,
-            srtp=self.srtp_mode(),
+            srtp=self.srtp_mode(secure),
         )
         self.configure_media(negotiated)
         return answer

@@ -140,7 +140,15 @@ class SessionUpdates:
             self._want = None
             return call.report_error(verb, f"the far end cannot be reached: {exc}")
         direction = ("inactive" if self.remote_hold else "sendonly") if self._want else "sendrecv"
-        offer = call.make_offer(phone.local_host_for(destination), direction=direction)
+        try:  # SDES keys go only over TLS: the remote target's hop may not be (RFC 4568 8.3)
+            offer = call.make_offer(
+                phone.local_host_for(destination),
+                direction=direction,
+                secure=destination.transport == "tls",
+            )
+        except OfferAnswerError as exc:
+            self._want = None
+            return call.report_error(verb, str(exc))
         self._client_offer = offer
         self._client = InDialogRequest(
             phone,
@@ -251,7 +259,7 @@ class SessionUpdates:
             return
         self._stop_waiting_for_ack()  # a new INVITE: the ACK to the last 2xx is overdue anyway
         try:
-            sdp, negotiated = self._answer(request, local_host)
+            sdp, negotiated = self._answer(request, local_host, tx.reply_to.transport == "tls")
         except (SdpError, OfferAnswerError) as exc:
             phone.respond(tx, make_response(request, 488, f"Not Acceptable Here ({exc})"))
             return
@@ -292,7 +300,7 @@ class SessionUpdates:
             phone.respond(tx, make_response(request, 491, "Request Pending"))
             return
         try:
-            sdp, negotiated = self._answer(request, local_host)
+            sdp, negotiated = self._answer(request, local_host, tx.reply_to.transport == "tls")
         except (SdpError, OfferAnswerError) as exc:
             phone.respond(tx, make_response(request, 488, f"Not Acceptable Here ({exc})"))
             return
@@ -301,16 +309,18 @@ class SessionUpdates:
             self._applied(negotiated, None)
 
     def _answer(
-        self, request: Request, local_host: str
+        self, request: Request, local_host: str, secure: bool
     ) -> tuple[SessionDescription, NegotiatedMedia | None]:
         """Our SDP for the far end's request: the answer to its offer (media applied now,
         RFC 3264 section 6), or, without one, our offer (negotiated when the ACK answers)."""
         call = self.call
         if request.body and content_type(request.headers) == "application/sdp":
-            answer = call.make_answer(parse_sdp(request.body), local_host, hold=self.local_hold)
+            answer = call.make_answer(
+                parse_sdp(request.body), local_host, hold=self.local_hold, secure=secure
+            )
             return answer, call.negotiated
         direction = ("inactive" if self.remote_hold else "sendonly") if self.local_hold else None
-        return call.make_offer(local_host, direction=direction or "sendrecv"), None
+        return call.make_offer(local_host, direction=direction or "sendrecv", secure=secure), None
 
     def _ok(
         self, request: Request, tx: ServerTransaction, sdp: SessionDescription | None

@@ -64,7 +64,7 @@ def sdp_origins_sent(trace: str) -> dict[str, str]:
     """{status: SDP o= line} of the responses to the INVITE in a siproc SIP trace (level 6)."""
     origins: dict[str, str] = {}
     for block in re.split(r"\n(?=siproc\[)", trace):
-        lines = block.splitlines()
+        lines = [line.strip() for line in block.splitlines()]  # the trace lines are indented
         if len(lines) < 2 or " send to " not in lines[0]:
             continue
         status = re.fullmatch(r"SIP/2\.0 (\d{3}) .*", lines[1])

@@ -92,7 +92,7 @@ def sdp_directions(
     found = []
     way = " recv from " if received else " send to "
     for block in re.split(r"\n(?=siproc\[)", "\n".join(proc.lines)):
-        lines = block.splitlines()
+        lines = [line.strip() for line in block.splitlines()]  # the trace lines are indented
         if len(lines) < 2 or way not in lines[0] or not lines[1].startswith(start_line):
             continue
         if any(re.fullmatch(rf"CSeq: \d+ {method}", line) for line in lines):

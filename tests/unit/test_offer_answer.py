@@ -787,3 +787,13 @@ a=rtcp:{huge}
     neg = accept_answer(our_offer(), ans, [PCMU, PCMA])
     assert neg.codec == PCMU
     assert neg.remote_rtcp is None
+
+
+@pytest.mark.parametrize("conn", ["IN IP4 pbx.example.com", "!IN IP4 092.0.2.198", "X Y z"])
+def test_a_c_address_that_is_no_ip_address_is_not_acceptable(conn: str) -> None:
+    """siproc resolves no name a peer chose, and a malformed address is no address: 488 (the
+    whole-phone fuzz target found a leading-zero address reaching the RTP stream)."""
+    offer = offer_with("m=audio 7078 RTP/AVP 0", conn=conn)
+    with pytest.raises(OfferAnswerError, match="is not an IP address") as info:
+        answer(offer)
+    assert info.value.status == 488

@@ -325,3 +325,14 @@ def test_with_srtp_mandatory_a_hold_over_a_hop_that_is_not_tls_is_refused() -> N
         assert b"a=crypto" in ok.body  # the INVITE's answer went over TLS
         assert _reinvites(sim) == []
         assert sim.handlers[0].events[-1].startswith("ERROR HOLD")
+
+
+def test_a_call_the_global_limit_refuses_costs_its_source_nothing() -> None:
+    env = {"SIPROC_CALL_RATE": "0.01", "SIPROC_CALL_BURST": "2", "SIPROC_SPAWN_RATE": "1"}
+    with PhoneSim(env, script=lambda env: ("RINGING",)) as sim:
+        FarEnd(sim).send("INVITE", OFFER)
+        FarEnd(sim).send("INVITE", OFFER)  # the handler-start budget (1 a second) is spent
+        assert len(sim.handlers) == 1
+        sim.advance(1.0)
+        FarEnd(sim).send("INVITE", OFFER)  # the source still has the second of its burst
+        assert len(sim.handlers) == 2

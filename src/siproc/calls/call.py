@@ -545,15 +545,20 @@ class Call:
             self.stream.latch_from([self.signalling_host])
             if not self.outgoing and self.state is not CallState.CONNECTED:
                 self.stream.guard_unproven(UNPROVEN_PACKETS)
-        self.stream.configure(
-            negotiated.remote_address,
-            codec,
-            negotiated.codec.payload_type,
-            negotiated.telephone_event_pt,
-            negotiated.direction,
-            telephone_event_rate=negotiated.telephone_event_rate,
-            receive_telephone_events=negotiated.receive_telephone_events,
-        )
+        try:
+            self.stream.configure(
+                negotiated.remote_address,
+                codec,
+                negotiated.codec.payload_type,
+                negotiated.telephone_event_pt,
+                negotiated.direction,
+                telephone_event_rate=negotiated.telephone_event_rate,
+                receive_telephone_events=negotiated.receive_telephone_events,
+            )
+        except OfferAnswerError:
+            raise
+        except ValueError as exc:  # the peer's media the stream cannot use (address family)
+            raise OfferAnswerError(f"unusable media: {exc}") from None
         self.stream.configure_rtcp(mux=negotiated.rtcp_mux, remote=negotiated.remote_rtcp)
         self.stream.configure_srtp(negotiated.srtp)
 

@@ -74,6 +74,7 @@ from siproc.sip.uri import NameAddr, SipUri, format_host, parse_name_addr, parse
 
 log = logging.getLogger(__name__)
 
+RATE_PRUNE_INTERVAL = 60.0  # seconds between two prunings of the per-source call rates
 SHUTDOWN_TIMEOUT = 5.0  # seconds to wait for BYEs, CANCELs and the un-REGISTER on QUIT
 # RFC 5626 section 4.4.1: CRLFCRLF pings on the registrar's TCP/TLS connection, every this many
 # seconds, or as its Flow-Timer says (then at 80 to 100 % of it, at random)
@@ -146,6 +147,7 @@ class Phone:
         self._spawns = TokenBucket(limits.spawn_rate, max(1.0, limits.spawn_rate), self.loop.time())
         self._refused_inbound = 0  # requests SIPROC_INBOUND refused (logged at powers of ten)
         self._flood_refused = 0  # INVITEs refused by the flood limits (likewise)
+        self._prune_at = 0.0  # next RateTable.prune()
         self._all_calls_gone.set()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -857,7 +859,12 @@ class Phone:
         if request.method != "INVITE" or self._stopping:
             return None
         key = source_key(source.host)
-        if self._call_rates.take(key, now) and self._spawns.take(now):
+        if now >= self._prune_at:  # forget the sources whose budget is full again
+            self._prune_at = now + RATE_PRUNE_INTERVAL
+            self._call_rates.prune(now)
+        # The global budget first: a call it refuses costs the source nothing.
+        if self._spawns.wait(now) == 0 and self._call_rates.take(key, now):
+            self._spawns.take(now)
             return None
         self._flood_refused += 1
         if _worth_logging(self._flood_refused):

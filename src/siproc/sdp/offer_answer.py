@@ -29,6 +29,7 @@ Only ``RTP/AVP`` and ``RTP/SAVP`` audio is negotiated; other streams are rejecte
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -345,9 +346,7 @@ def answer_offer(
 
     index, local_codec, codec = chosen
     offered = offer.media[index]
-    remote_ip = connection_address(offer, offered)
-    if remote_ip is None:
-        raise OfferAnswerError(f"m-line {index + 1} has no c= address", status=400)
+    remote_ip = _ip(connection_address(offer, offered), index)
     offer_dir = direction(offer, offered)
     remote_sends = offer_dir in ("sendrecv", "sendonly")
     remote_receives = offer_dir in ("sendrecv", "recvonly") and remote_ip not in _UNSPECIFIED
@@ -467,6 +466,20 @@ def choose_telephone_event(events: Mapping[int, int], codec_clock: int) -> tuple
     return next(iter(events.items()), None)
 
 
+def _ip(address: str | None, index: int) -> str:
+    """The c= address of m-line ``index`` as an IP literal: siproc resolves no name a peer
+    chose (RFC 8866 section 5.7 allows names; phones send addresses), so a name, or anything
+    else that is no IP address, makes the SDP unusable (488)."""
+    if address is None:
+        raise OfferAnswerError(f"m-line {index + 1} has no c= address", status=400)
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        raise OfferAnswerError(
+            f"m-line {index + 1}: the c= address {address[:60]!r} is not an IP address"
+        ) from None
+
+
 def _rtcp_address(media: MediaDescription, remote_ip: str) -> tuple[str, int] | None:
     """The remote's RTCP address from ``a=rtcp:<port> [IN IP4|IP6 <address>]`` (RFC 3605
     section 2.1), the address defaulting to the media's; None when absent or malformed."""
@@ -547,7 +560,7 @@ def accept_answer(
             codec = replace(spec, name=encoding, payload_type=pt, fmtp=fmtp(theirs).get(pt))
             local_pt = next(p for p, e in offered if spec.matches(*e))
             break
-    remote_ip = connection_address(answer, theirs) or "0.0.0.0"
+    remote_ip = "0.0.0.0" if theirs.port == 0 else _ip(connection_address(answer, theirs), 0)
     if theirs.port == 0:
         fallback = codec or (usable[0] if usable else _first_offered(offered))
         return NegotiatedMedia(

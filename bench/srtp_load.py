@@ -122,7 +122,7 @@ def run(n: int, mode: str, args: argparse.Namespace, workdir: Path) -> Result:
     )  # fmt: skip
     try:
         assert caller.stdin is not None
-        for i in range(n):
+        for _ in range(n):
             caller.stdin.write(b"CALL sip:bench@127.0.0.1:5070\n")
             caller.stdin.flush()
             time.sleep(1 / args.rate)

@@ -22,12 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from siproc.sip.auth import Challenge, compute_response
 from siproc.sip.headers import make_response
-from siproc.sip.message import (
-    Request,
-    StreamFramer,
-    parse_message,
-    serialize,
-)
+from siproc.sip.framing import StreamFramer
+from siproc.sip.message import Request, parse_message, serialize
 
 REALM = "test"
 
@@ -124,7 +120,7 @@ class _Tcp(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        for item in self.framer.feed(data):
+        for item in self.framer.feed(data, 0.0):
             if isinstance(item, Request) and self.transport is not None:
                 self.transport.write(self.registrar.answer(item, "tcp"))
 

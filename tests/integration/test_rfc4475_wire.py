@@ -47,7 +47,7 @@ NOT_ALLOWED = frozenset({(405,), (501,)})  # a method we do not do (REGISTER: we
 # A leading 100 Trying before a rejection of an INVITE is always accepted.
 EXPECTED: dict[str, tuple[str, frozenset[tuple[int, ...]] | None]] = {
     # To carries a tag: an in-dialog request for a dialog we do not know (RFC 3261 12.2.2)
-    "wsinv.dat": ("valid", frozenset({(100, 481)})),
+    "wsinv.dat": ("valid", frozenset({(100, 481), (481,)})),  # 481 stateless: RFC 3261 8.2.7
     "intmeth.dat": ("valid", NOT_ALLOWED),
     "esc01.dat": ("valid", INVITE_TAKEN),
     "escnull.dat": ("valid", NOT_ALLOWED),

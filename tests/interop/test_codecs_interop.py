@@ -96,8 +96,8 @@ def sip_messages(stderr_lines: list[str]) -> list[tuple[str, str]]:
                 messages.append((kind, "\n".join(current)))
             match = re.search(r": (send|recv)( to| from)? ?\S*$", line)
             current, kind = ([], match.group(1)) if match else (None, "")
-        elif current is not None:
-            current.append(line)
+        elif current is not None:  # the trace's lines are indented by 4 (siproc/logs.py)
+            current.append(line.removeprefix("    "))
     return messages
 
 

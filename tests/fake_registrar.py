@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from siproc.sip.auth import Challenge, compute_response
-from siproc.sip.headers import make_response
 from siproc.sip.framing import StreamFramer
+from siproc.sip.headers import make_response
 from siproc.sip.message import Request, parse_message, serialize
 
 REALM = "test"

@@ -39,7 +39,7 @@ from tests.audio import make_tone  # noqa: E402
 CALLEE_HANDLER = """#!/bin/sh
 echo ANSWER
 while read -r event rest; do
-    [ "$event" = CONNECTED ] && echo "PLAY $BENCH_TONE" && echo up >> "$BENCH_DIR/up"
+    [ "$event" = CONNECTED ] && echo "PLAY $BENCH_TONE" && date +%s.%N >> "$BENCH_DIR/up"
 done
 """
 CALLER_HANDLER = """#!/bin/sh
@@ -132,15 +132,22 @@ def run(n: int, mode: str, args: argparse.Namespace, workdir: Path) -> Result:
             if up_file.exists() and len(up_file.read_text().splitlines()) >= n:
                 break
             time.sleep(0.1)
-        connected = len(up_file.read_text().splitlines()) if up_file.exists() else 0
-        # The steady window: all calls up, until a second before the first hangups.
-        window = max(2.0, args.duration - n / args.rate - 3)
+        stamps = [float(x) for x in up_file.read_text().split()] if up_file.exists() else []
+        connected = len(stamps)
+        # The steady window: from a second after the last call came up to a second before the
+        # first one hangs up (the caller hangs up each call --duration s after its CONNECTED).
+        start = max(stamps, default=time.time()) + 1
+        end = min(stamps, default=start) + args.duration - 1
+        print(f"  N={n} {mode}: calls came up over {max(stamps) - min(stamps):.1f} s", flush=True)
+        if end - start < 2:
+            raise SystemExit(f"N={n}: calls came up too slowly for a steady window; use --rate")
         pids = [callee.pid, *media_workers_of(callee.pid)]
-        time.sleep(1)
+        time.sleep(max(0.0, start - time.time()))
         before = group_cpu_sample(pids)
-        time.sleep(window)
+        time.sleep(max(0.0, end - time.time()))
         after = group_cpu_sample(pids)
         cpu = (after.own - before.own) / (connected * (after.when - before.when) / 60)
+        print(f"  N={n} {mode}: steady window {after.when - before.when:.1f} s", flush=True)
         deadline = time.monotonic() + args.duration + 60
         while time.monotonic() < deadline:
             if len(ENDED.findall(callee_log.read_text(errors="replace"))) >= connected:
@@ -166,13 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", default="100,500,1000")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per call")
     parser.add_argument("--rate", type=float, default=200.0, help="calls set up per second")
+    parser.add_argument("--modes", default="off,mandatory", help="SIPROC_SRTP values to run")
     args = parser.parse_args(argv)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="siproc-srtp-bench-") as tmp:
         workdir = Path(tmp)
         make_tone(workdir / "tone.wav", 440.0, args.duration + 30, rate=8000)
         for n in (int(x) for x in args.calls.split(",")):
-            for mode in ("off", "mandatory"):
+            for mode in args.modes.split(","):
                 result = run(n, mode, args, workdir)
                 results.append(result)
                 print(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import random
 import selectors
@@ -238,6 +239,7 @@ class PhoneSim:
         self.script = script
         self.handlers: list[FakeHandler] = []
         self.far_ends = 0  # FarEnd numbers, for their Call-IDs and tags
+        self.stderr = io.StringIO()
         self.streams: list[FakeStream] = []
         self.sent: list[tuple[Message, Destination]] = []
         self.unparseable_sent: list[bytes] = []
@@ -332,7 +334,8 @@ class PhoneSim:
 
     def command(self, line: str) -> None:
         """A line on siproc's main stdin (CALL ..., QUIT)."""
-        self._run(lambda: self.phone.on_stdin_line(line.encode()))
+        with contextlib.redirect_stderr(self.stderr):  # siproc's own lines about CALLs
+            self._run(lambda: self.phone.on_stdin_line(line.encode()))
 
     def responses(self, call_id: str | None = None) -> list[Response]:
         return [

@@ -336,3 +336,15 @@ def test_a_call_the_global_limit_refuses_costs_its_source_nothing() -> None:
         sim.advance(1.0)
         FarEnd(sim).send("INVITE", OFFER)  # the source still has the second of its burst
         assert len(sim.handlers) == 2
+
+
+def test_calls_from_the_registrar_are_held_to_the_global_limit_only() -> None:
+    """A busy PBX brings every call from one address: 100 calls at once from the registrar
+    all start (SIPROC_SPAWN_RATE allows 400), while a stranger gets the per-source burst."""
+    env = {"SIPROC_REGISTRAR_URI": "sip:127.0.0.1:5099", "SIPROC_USERNAME": "alice"}
+    with PhoneSim(env, script=lambda env: ("RINGING",)) as sim:
+        for _ in range(100):
+            far = FarEnd(sim, user="pbx")
+            far.sim.receive(far.request("INVITE", OFFER).replace(b"sip:siproc@", b"sip:alice@"))
+        assert len(sim.handlers) == 100
+        assert not [r for r in sim.responses() if r.status == 503]

@@ -862,8 +862,12 @@ class Phone:
         if now >= self._prune_at:  # forget the sources whose budget is full again
             self._prune_at = now + RATE_PRUNE_INTERVAL
             self._call_rates.prune(now)
-        # The global budget first: a call it refuses costs the source nothing.
-        if self._spawns.wait(now) == 0 and self._call_rates.take(key, now):
+        # The global budget first: a call it refuses costs the source nothing. The registrar
+        # (our outbound proxy) brings every call of a busy PBX from one address: it is held to
+        # the global budget only.
+        if self._spawns.wait(now) == 0 and (
+            self._from_registrar(source) or self._call_rates.take(key, now)
+        ):
             self._spawns.take(now)
             return None
         self._flood_refused += 1
@@ -875,6 +879,14 @@ class Phone:
             )
         retry = self._call_rates.retry_after(key, now)
         return Refuse(503, "Service Unavailable (too many calls)", (("Retry-After", str(retry)),))
+
+    def _from_registrar(self, source: Destination) -> bool:
+        """Whether ``source`` has the address of our registrar (any of its SRV targets)."""
+        registrar = self.config.registrar
+        if registrar is None:
+            return False
+        host = source.host.split("%")[0]
+        return any(d.host == host for d in self.locator.known_destinations(registrar))
 
     def _own_user(self) -> str | None:
         uri = self.identity().uri

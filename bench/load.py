@@ -572,6 +572,10 @@ def siproc_env(port: int, max_calls: int, extra: dict[str, str]) -> dict[str, st
         SIPROC_TRANSPORT_PORT=str(port),
         SIPROC_MAX_CALLS=str(max_calls),
         SIPROC_RTP_PORTS=SIPROC_RTP_PORTS,
+        # SIPp is one source address: the per-source flood limit (10/s, burst 20) would refuse
+        # all but the first calls of a load with 503 (issue 8, item 4)
+        SIPROC_CALL_RATE="100000",
+        SIPROC_CALL_BURST="100000",
         SIPROC_LOG_LEVEL="3",
         PYTHONUNBUFFERED="1",
     )

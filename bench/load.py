@@ -30,6 +30,22 @@ siproc counts as received only packets that authenticated (a failure is packets_
 the loss below is also the share of SIPp's packets that did not verify. The jitter is read the
 same way: SRTP leaves the RTP header in clear.
 
+Measured with ``--calls 100,1000 --duration 20 --setup-rates "" --peers siproc`` with and
+without ``--srtp`` (2 CPUs, uvloop, RECORD on, 0 failed calls; CPU s/call-min steady (total);
+jitter p50/p99/max over the whole run, then p99 in the steady window), two runs at N=1000:
+
+    N=100  plain 0.100 (0.127), loss 0,      jitter 0.37/1.27/8.75 ms,    steady p99 1.24 ms
+    N=100  SRTP  0.118 (0.140), loss 0,      jitter 0.29/1.03/16.51 ms,   steady p99 1.00 ms
+    N=1000 plain 0.090 (0.104), loss 0,      jitter 0.35/6.34/46.05 ms,   steady p99 1.25 ms
+                 0.093 (0.114), loss 0,      jitter 0.41/8.83/64.70 ms,   steady p99 1.54 ms
+    N=1000 SRTP  0.085 (0.144), loss 0,      jitter 0.36/9.85/124.60 ms,  steady p99 2.63 ms
+                 0.088 (0.168), loss 0.034%, jitter 0.38/12.63/183.24 ms, steady p99 2.57 ms
+
+With all calls up SRTP costs about what plain RTP does and stays well inside 5 ms p99; the
+whole-run p99 (the ramp: 150 calls/s each spawning a handler and, with SRTP, two libsrtp
+sessions) is over 5 ms for both, and SRTP's second run lost 341 packets (kernel receive
+drops) and skipped 34 media-clock ticks there.
+
 Figures, per N and callee:
 
 * CPU seconds per call-minute of the callee process, siproc's media workers included

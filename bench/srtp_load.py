@@ -15,6 +15,12 @@ both modes, so the difference is SRTP's): CPU seconds per call-minute over the w
 all N calls are up, RTP packets received and lost as the callee counted them (from its
 "call ended" lines), packets it dropped as unverifiable (SRTP), and calls that did not connect.
 Everything runs on loopback; every wait has a deadline; all processes are stopped on exit.
+
+Measured (2 CPUs, uvloop, ``--calls 100,500 --duration 30``; callee CPU s/call-min, plain /
+SRTP, no loss in any run): before SRTP received packets took the inline receive path of
+net/rtp_socket.py, N=100 0.076 / 0.111, N=500 0.069 / 0.083; with it, N=100 0.069 / 0.093,
+N=500 0.062 / 0.080. Runs differ by about 0.005 from one to the next. For N=1000 with a light
+caller (SIPp playing a pre-protected pcap), see ``bench/load.py --srtp``.
 """
 
 from __future__ import annotations

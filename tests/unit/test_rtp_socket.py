@@ -623,6 +623,68 @@ def test_two_streams_with_the_media_clock(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_srtp_fast_receive_path_over_sockets() -> None:
+    """SRTP packets read from the socket are unprotected in the hot path (not the general
+    ``_datagram``): a good one is accepted and latched to; forged, replayed, plain and runt
+    datagrams are counted in packets_invalid and latch nothing; a verified packet whose clear
+    header has a CSRC list is still parsed (its payload after the list)."""
+    from siproc.media.srtp import SrtpContext
+    from siproc.sdp.crypto import CryptoSuite, MasterKey
+    from siproc.sdp.sdes import SrtpParams
+
+    suite = CryptoSuite.AES_CM_128_HMAC_SHA1_80
+    ours, theirs = MasterKey.generate(suite), MasterKey.generate(suite)
+    peer_ctx = SrtpContext(suite, theirs, ours)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        peer, forger = udp_socket(), udp_socket()
+        stream = RtpStream.open(loop, MediaClock(loop), HOST, PORTS, random.Random(6))
+        seen: list[tuple[int, int, bytes]] = []
+        stream.on_rtp = lambda h, p: seen.append((h.sequence, h.ssrc, bytes(p)))
+        general: list[int] = []
+        general_path = stream._datagram
+
+        def spy(data: memoryview, source: tuple[str, int], arrival: float) -> None:
+            general.append(len(data))
+            general_path(data, source, arrival)
+
+        stream._datagram = spy  # type: ignore[method-assign]
+        target = (HOST, stream.local_port)
+        try:
+            stream.configure(peer.getsockname(), get_codec("PCMU"), 0, None, "sendrecv")
+            stream.configure_srtp(SrtpParams(suite, ours, theirs, 1))
+            good = peer_ctx.protect(rtp(seq=1, payload=b"\x11" * 160))
+            forged = bytearray(peer_ctx.protect(rtp(seq=2)))
+            forged[20] ^= 1
+            for datagram in (bytes(forged), rtp(seq=3), b"\x80"):
+                forger.sendto(datagram, target)
+            await until(lambda: stream.stats.packets_invalid == 3)
+            assert stream.latched_address is None and seen == []
+            peer.sendto(good, target)
+            await until(lambda: stream.stats.packets_received == 1)
+            forger.sendto(good, target)  # a replay
+            await until(lambda: stream.stats.packets_invalid == 4)
+            assert seen == [(1, 99, b"\x11" * 160)]
+            assert stream.latched_address == peer.getsockname()
+            # One CSRC (CC=1): the clear header is not the 12-octet form.
+            with_csrc = bytearray(rtp(seq=4, payload=(7).to_bytes(4, "big") + b"\x22" * 160))
+            with_csrc[0] = 0x81
+            peer.sendto(peer_ctx.protect(bytes(with_csrc)), target)
+            peer.sendto(peer_ctx.protect(rtp(seq=5, payload=b"\x33" * 160)), target)
+            await until(lambda: stream.stats.packets_received == 3)
+            assert seen[1:] == [(4, 99, b"\x22" * 160), (5, 99, b"\x33" * 160)]
+            assert stream.latched_address == peer.getsockname()
+            assert stream.stats.packets_invalid == 4
+            assert general == []  # every SRTP packet took the hot path
+        finally:
+            stream.close()
+            peer.close()
+            forger.close()
+
+    asyncio.run(main())
+
+
 def test_srtp_stream_over_sockets(caplog: pytest.LogCaptureFixture) -> None:
     """configure_srtp: what leaves is SRTP/SRTCP under our key, what arrives must verify under
     theirs (RFC 3711); plain, forged and replayed packets are dropped, and no key is logged."""

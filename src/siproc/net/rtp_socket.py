@@ -657,7 +657,9 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         The hot path: a plain RTP header (version 2; no padding, extension or CSRC: what
         every G.711 peer sends) is unpacked here into plain values, with no header object and
         no parse call; anything else (RTCP, garbage, the rarer header forms) takes the general
-        path, :meth:`datagram_received`."""
+        path, :meth:`datagram_received`. With SRTP on, an RTP packet is authenticated and
+        decrypted first (RFC 3711 section 3.3: before anything else, latching included), then
+        the plain packet takes the same inline handling; SRTCP takes the general path."""
         buf = self._rbuf
         recvmsg = self._recvmsg_rtp
         try:
@@ -675,14 +677,22 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
             if not isinstance(exc, BlockingIOError | InterruptedError):
                 self.log.debug("RTP receive error: %s", exc)
             return
+        srtp = self._srtp
+        if srtp is not None and not (size >= 2 and 192 <= buf[1] <= 223):  # SRTP, not SRTCP
+            plain = srtp.unprotect(self._rview[:size])
+            if plain is None:  # forged, replayed, plain RTP or garbage: counted, not latched
+                self.stats.packets_invalid += 1
+                return
+            size = len(plain)
+            if size < RTP_HEADER_SIZE or plain[0] != 0x80:
+                self._plain_datagram(memoryview(plain), source, arrival)
+                return
+            _, b1, seq, timestamp, ssrc = _unpack_header(plain)
+            payload = memoryview(plain)[RTP_HEADER_SIZE:]
+            self._accept_rtp(b1, seq, timestamp, ssrc, payload, size, source, arrival, None)
+            return
         # 0x80: V=2, P=0, X=0, CC=0. Second octet 192..223 is RTCP (RFC 5761 section 4).
-        # SRTP takes the general path too (it is decrypted there).
-        if (
-            size < RTP_HEADER_SIZE
-            or buf[0] != 0x80
-            or 192 <= buf[1] <= 223
-            or self._srtp is not None
-        ):
+        if size < RTP_HEADER_SIZE or buf[0] != 0x80 or 192 <= buf[1] <= 223 or srtp is not None:
             self._datagram(self._rview[:size], source, arrival)
             return
         _, b1, seq, timestamp, ssrc = _unpack_header(buf)
@@ -721,6 +731,10 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         if rtcp:
             self._rtcp_received(data, source)
             return
+        self._plain_datagram(data, source, arrival)
+
+    def _plain_datagram(self, data: memoryview, source: Address, arrival: float) -> None:
+        """An RTP packet in the clear (SRTP already removed) in any header form: parse it."""
         try:
             header, payload = parse_rtp(data)
         except ParseError:

@@ -10,10 +10,12 @@ import logging
 import re
 from typing import Any
 
-__all__ = ["CallLog", "SafeFormatter"]
+from siproc.escaping import CONTROL_CHARACTERS, escaped
 
-# Control characters but LF and TAB, DEL, C1, and the Unicode line separators.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+__all__ = ["CallLog", "SafeFormatter", "worth_logging"]
+
+# The control characters (siproc/escaping.py) but LF, which starts an indented line, and TAB.
+_CONTROL = re.compile(rf"(?![\n\t])[{CONTROL_CHARACTERS}]")
 
 
 class SafeFormatter(logging.Formatter):
@@ -24,12 +26,7 @@ class SafeFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         text = super().formatMessage(record)
-        text = _CONTROL.sub(
-            lambda m: (
-                f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"
-            ),
-            text,
-        )
+        text = _CONTROL.sub(lambda m: escaped(m.group()), text)
         return text.replace("\n", "\n    ")
 
 
@@ -38,3 +35,9 @@ class CallLog(logging.LoggerAdapter[logging.Logger]):
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         return f"[call {self.extra['call'] if self.extra else '?'}] {msg}", kwargs
+
+
+def worth_logging(count: int, first: int = 5) -> bool:
+    """For a warning that may repeat without end (a flood, a handler writing garbage): log the
+    first ``first`` of them, then the 10th, 100th, 1000th..."""
+    return count <= first or str(count).rstrip("0") == "1"

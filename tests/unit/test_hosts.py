@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from siproc.net.hosts import HostCache
+from siproc.net.hosts import HostCache, source_key
 
 
 class FakeResolver:
@@ -120,3 +120,30 @@ def test_a_name_the_resolver_cannot_even_encode_is_an_oserror() -> None:
             await hosts.resolve(name)
 
     asyncio.run(main())
+
+
+# -- what the per-source limits count by (calls, TCP connections) ---------------------------
+
+
+def test_source_key_is_the_ipv4_address_or_the_ipv6_64() -> None:
+    assert source_key("192.0.2.7") == "192.0.2.7"
+    assert source_key("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert source_key("2001:db8:1:2:ffff::9") == source_key("2001:db8:1:2::1")
+    assert source_key("2001:db8:1:3::1") != source_key("2001:db8:1:2::1")
+    assert source_key("::1") == "::/64"
+
+
+@pytest.mark.parametrize(
+    ("host", "key"),
+    [
+        ("192.0.2.1", "192.0.2.1"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+        ("2001:db8::1", "2001:db8::/64"),
+        ("2001:db8::ffff:1:2", "2001:db8::/64"),
+        ("[2001:db8:0:1::1]", "2001:db8:0:1::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("not-an-address", "not-an-address"),
+    ],
+)
+def test_source_key_counts_ipv6_by_its_64(host: str, key: str) -> None:
+    assert source_key(host) == key

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from siproc.calls.inbound import RateTable, TokenBucket, admits, refer_allowed, source_key
+from siproc.calls.inbound import RateTable, TokenBucket, admits, refer_allowed
 from siproc.config import InboundPolicy
 from siproc.sip.transaction import Destination
 from siproc.sip.uri import parse_sip_uri
@@ -96,22 +96,6 @@ def test_network_policy() -> None:
 )
 def test_refer_allowed(setting: tuple[str, ...] | bool, target: str, allowed: bool) -> None:
     assert refer_allowed(setting, parse_sip_uri(target)) is allowed
-
-
-@pytest.mark.parametrize(
-    ("host", "key"),
-    [
-        ("192.0.2.1", "192.0.2.1"),
-        ("::ffff:192.0.2.1", "192.0.2.1"),
-        ("2001:db8::1", "2001:db8::/64"),
-        ("2001:db8::ffff:1:2", "2001:db8::/64"),
-        ("[2001:db8:0:1::1]", "2001:db8:0:1::/64"),
-        ("fe80::1%eth0", "fe80::/64"),
-        ("not-an-address", "not-an-address"),
-    ],
-)
-def test_source_key_counts_ipv6_by_its_64(host: str, key: str) -> None:
-    assert source_key(host) == key
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""The pure helpers of net/sip_transport.py: what the per-source cap counts by, and the
-rate-limited warning (the sockets are exercised in tests/integration)."""
+"""The pure helpers of net/sip_transport.py: the rate-limited warning (the sockets are
+exercised in tests/integration; the per-source key is net/hosts.py's)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,9 @@ import logging
 
 import pytest
 
-from siproc.net.sip_transport import _RateLimitedWarning, _source_key
+from siproc.net.sip_transport import _RateLimitedWarning
 
 LOG = logging.getLogger("test_sip_transport_unit")
-
-
-def test_source_key_is_the_ipv4_address_or_the_ipv6_64() -> None:
-    assert _source_key("192.0.2.7") == "192.0.2.7"
-    assert _source_key("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
-    assert _source_key("2001:db8:1:2:ffff::9") == _source_key("2001:db8:1:2::1")
-    assert _source_key("2001:db8:1:3::1") != _source_key("2001:db8:1:2::1")
-    assert _source_key("::1") == "::/64"
 
 
 def test_rate_limited_warning_logs_once_per_interval_then_counts(

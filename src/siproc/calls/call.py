@@ -39,7 +39,7 @@ from siproc.calls.handler import HandlerProcess
 from siproc.calls.incoming import IncomingInvite
 from siproc.calls.outgoing import OutgoingInvite
 from siproc.calls.session import SessionUpdates
-from siproc.logs import CallLog
+from siproc.logs import CallLog, worth_logging
 from siproc.media.codecs import AudioCodec, get_codec
 from siproc.net.rtp_socket import RtpStream
 from siproc.sdp.model import SessionDescription
@@ -185,7 +185,7 @@ class Call:
         self.media_closed = False  # the stream is closed and its recording final
         self._refused = 0
         self._aborting = False
-        self._limit_timers: list[asyncio.TimerHandle] = []  # ring and duration limits
+        self._limit_timers: list[asyncio.TimerHandle] = []  # ring, duration and abort limits
         self._rtp_timeout = 0.0
         self.end_reason = ""
         self._auth: DigestSession | None = None  # the INVITE's, shared by in-dialog requests
@@ -278,7 +278,7 @@ class Call:
         of a handler that floods garbage: the first few, then at each power of ten."""
         self._refused += 1
         count = self._refused
-        if count <= WARN_REFUSED or str(count).rstrip("0") == "1":
+        if worth_logging(count, WARN_REFUSED):
             more = f" ({count} refused commands so far)" if count > WARN_REFUSED else ""
             self.log.warning("handler command %s refused: %s%s", command, reason, more)
         self.event(protocol.ErrorEvent(command, reason))
@@ -310,9 +310,13 @@ class Call:
     def _ring_timeout(self) -> None:
         if self.state in (CallState.INCOMING, CallState.EARLY_MEDIA):
             self.log.info("not answered in time: 480")
-            assert self.uas is not None
-            self.uas.respond(480, "Temporarily Unavailable (no answer)")
-            self.finish(480, "no answer")
+            self._unanswered("Temporarily Unavailable (no answer)", "no answer")
+
+    def _unanswered(self, phrase: str, reason: str) -> None:
+        """End an incoming call that is not answered yet with 480 (RFC 3261 section 21.4.18)."""
+        assert self.uas is not None
+        self.uas.respond(480, phrase)
+        self.finish(480, reason)
 
     def _rtp_stopped(self) -> None:
         if self.state is CallState.CONNECTED:
@@ -325,9 +329,7 @@ class Call:
             case CallState.CONNECTED:
                 self.send_bye(reason)
             case CallState.INCOMING | CallState.EARLY_MEDIA:
-                assert self.uas is not None
-                self.uas.respond(480, "Temporarily Unavailable")
-                self.finish(480, reason)
+                self._unanswered("Temporarily Unavailable", reason)
             case _:
                 self.hangup(None)
 
@@ -407,9 +409,12 @@ class Call:
         except Exception as again:
             self.log.error("could not end the call politely (%s): ending it here", again)
             return self._force_end(status, "internal error")
-        # Whatever the far end does now, the call is over within 64*T1.
-        self.phone.loop.call_later(
-            64 * self.phone.timer_t1, lambda: self._force_end(status, "internal error")
+        # Whatever the far end does now, the call is over within 64*T1 (a limit timer: it goes
+        # with the call once the call has ended by itself).
+        self._limit_timers.append(
+            self.phone.loop.call_later(
+                64 * self.phone.timer_t1, lambda: self._force_end(status, "internal error")
+            )
         )
         return None
 

@@ -16,16 +16,16 @@ for a request outside a dialog:
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 from collections import OrderedDict
 from collections.abc import Iterable
 from urllib.parse import unquote
 
 from siproc.config import InboundPolicy
+from siproc.net.hosts import ip_of
 from siproc.sip.transaction import Destination
 from siproc.sip.uri import SipUri, format_host
 
-__all__ = ["RateTable", "TokenBucket", "admits", "refer_allowed", "source_key"]
+__all__ = ["RateTable", "TokenBucket", "admits", "refer_allowed", "same_address"]
 
 #: Source addresses whose call rate is remembered at once; beyond it the least recently seen
 #: address is forgotten (it starts again with a full burst, which only favours it).
@@ -101,39 +101,18 @@ class RateTable:
         return len(self._buckets)
 
 
-def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        address = ipaddress.ip_address(host.strip("[]").split("%")[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-#: The per-source call rate counts an IPv6 source by its /64: one site (one attacker) has a
-#: whole /64 to pick addresses from, as the TCP connection cap counts it (net/sip_transport.py).
-IPV6_SOURCE_PREFIX = 64
-
-
-def source_key(host: str) -> str:
-    """What the per-source flood limits count by: the IPv4 address (also when IPv4-mapped),
-    or the IPv6 /64 it is in."""
-    address = _address(host)
-    if address is None:
-        return host
-    if isinstance(address, ipaddress.IPv4Address):
-        return str(address)
-    return str(ipaddress.IPv6Network((address, IPV6_SOURCE_PREFIX), strict=False))
-
-
 def _same_transport_address(source: Destination, allowed: Destination) -> bool:
     """UDP: address and port. TCP/TLS: the address (a connection the registrar opened to us
     comes from an ephemeral port)."""
-    a, b = _address(source.host), _address(allowed.host)
-    if a is None or a != b:
+    if not same_address(source, allowed):
         return False
     return source.transport != "udp" or source.port == allowed.port
+
+
+def same_address(source: Destination, known: Destination) -> bool:
+    """Whether ``source`` comes from the address of ``known`` (any port or transport)."""
+    address = ip_of(source.host)
+    return address is not None and address == ip_of(known.host)
 
 
 def admits(
@@ -158,7 +137,7 @@ def admits(
         if unquote(request_user or "") not in users:
             return f"the request is for user {request_user!r}, not ours"
         return None
-    address = _address(source.host)
+    address = ip_of(source.host)
     if address is None or not any(address in net for net in policy.networks):
         return f"{source.host} is not in SIPROC_INBOUND"
     return None

@@ -33,11 +33,12 @@ from siproc.calls.account import Account
 from siproc.calls.call import ALLOW, INSECURE_SRTP_REASON, Call, CallState
 from siproc.calls.control import ControlError, Dial, Quit, parse_control_line
 from siproc.calls.handler import HandlerSpawnError
-from siproc.calls.inbound import RateTable, TokenBucket, admits, refer_allowed, source_key
+from siproc.calls.inbound import RateTable, TokenBucket, admits, refer_allowed, same_address
 from siproc.config import SECRET_VARIABLES, SIP_TRACE_LEVEL, Config
+from siproc.logs import worth_logging
 from siproc.media.codecs.catalog import enabled_codecs, telephone_event_spec
 from siproc.net.clock import MediaClock
-from siproc.net.hosts import HostCache, ip_literal
+from siproc.net.hosts import HostCache, ip_literal, source_key
 from siproc.net.locate import ServerLocator, dns_srv
 from siproc.net.media_pool import MediaPool, MediaStream
 from siproc.net.rtp_socket import RtpStream
@@ -286,7 +287,7 @@ class Phone:
                     try:
                         call.abort(exc)
                     except Exception:
-                        log.exception("internal error ending call %s", _quoted(call.call_id))
+                        log.exception("internal error ending call %s", call.call_id)
         self._rearm()
 
     def _call_of(self, item: Output) -> Call | None:
@@ -721,10 +722,8 @@ class Phone:
         headers: tuple[tuple[str, str], ...],
         unreachable: str | None = None,
     ) -> None:
-        wait = self._spawns.wait(self.loop.time())
-        if wait:  # SIPROC_SPAWN_RATE: our own CALLs queue rather than fail
-            await asyncio.sleep(wait)
-        self._spawns.take(self.loop.time())
+        while not self._spawns.take(self.loop.time()):  # SIPROC_SPAWN_RATE: CALLs queue
+            await asyncio.sleep(self._spawns.wait(self.loop.time()))
         try:
             await call.spawn_handler()
         except Exception as exc:
@@ -843,7 +842,7 @@ class Phone:
             )
             if why is not None:
                 self._refused_inbound += 1
-                if _worth_logging(self._refused_inbound):
+                if worth_logging(self._refused_inbound):
                     log.warning(
                         "refused %s from %s:%d (SIPROC_INBOUND): %s (%d refused so far)",
                         request.method,
@@ -871,7 +870,7 @@ class Phone:
             self._spawns.take(now)
             return None
         self._flood_refused += 1
-        if _worth_logging(self._flood_refused):
+        if worth_logging(self._flood_refused):
             log.warning(
                 "refusing call from %s: too many new calls (%d refused so far)",
                 source.host,
@@ -885,8 +884,7 @@ class Phone:
         registrar = self.config.registrar
         if registrar is None:
             return False
-        host = source.host.split("%")[0]
-        return any(d.host == host for d in self.locator.known_destinations(registrar))
+        return any(same_address(source, d) for d in self.locator.known_destinations(registrar))
 
     def _own_user(self) -> str | None:
         uri = self.identity().uri
@@ -901,7 +899,7 @@ class Phone:
         tag = self.new_token()
         if self._stopping or len(self.calls) >= self.config.max_calls:
             status, reason = (503, "Service Unavailable") if self._stopping else (486, "Busy Here")
-            log.warning("refusing call from %s: %d %s", _quoted(info.from_.uri), status, reason)
+            log.warning("refusing call from %s: %d %s", info.from_.uri, status, reason)
             self.respond(tx, make_response(request, status, reason, to_tag=tag))
             return
         try:
@@ -925,9 +923,9 @@ class Phone:
         except Exception as exc:
             status = _refusal_status(exc)
             if status == 500:
-                log.exception("refusing call from %s: internal error", _quoted(info.from_.uri))
+                log.exception("refusing call from %s: internal error", info.from_.uri)
             else:
-                log.warning("refusing call from %s: %s", _quoted(info.from_.uri), exc)
+                log.warning("refusing call from %s: %s", info.from_.uri, exc)
             stream.close()
             self.respond(tx, make_response(request, status, _short_reason(status, exc), to_tag=tag))
             return
@@ -936,7 +934,7 @@ class Phone:
         self.call_changed(call)
         limits = self.config.limits
         call.start_limits(limits.ring_timeout, limits.max_call_duration, limits.rtp_timeout)
-        call.log.info("incoming call from %s", _quoted(info.from_))
+        call.log.info("incoming call from %s", info.from_)
         self.loop.create_task(self._start_incoming_handler(call))
 
     async def _start_incoming_handler(self, call: Call) -> None:
@@ -980,11 +978,6 @@ def header_variable(name: str) -> str:
     return "SIPROC_HEADER_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
 
 
-def _worth_logging(count: int) -> bool:
-    """Log the first few of a repeated warning, then the 10th, 100th, 1000th..."""
-    return count <= 5 or str(count).rstrip("0") == "1"
-
-
 def _refusal_status(exc: Exception) -> int:
     """The final response to an INVITE whose offer or headers we cannot take: the status a
     RemoteProtocolError carries; 488 for an offer we cannot answer or parse (a malformed
@@ -1001,12 +994,6 @@ def _refusal_status(exc: Exception) -> int:
 
 def _spawn_failure(exc: Exception) -> str:
     return str(exc) if isinstance(exc, HandlerSpawnError) else f"{type(exc).__name__}: {exc}"
-
-
-def _quoted(value: object) -> str:
-    """Peer text for a log line, with anything that could forge a line escaped."""
-    text = str(value)
-    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def _uri_user(text: str) -> str | None:

@@ -40,6 +40,8 @@ import re
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from siproc.escaping import CONTROL_CHARACTERS, escaped
+
 __all__ = [
     "DTMF_DIGITS",
     "MAX_LINE_BYTES",
@@ -103,20 +105,14 @@ _HANGUP_STATUS_MAX = 699
 
 
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
-# Besides the backslash: every C0 and C1 control character, DEL, and the Unicode line and
-# paragraph separators (which some line readers split on, Python's str.splitlines among them).
-_ESCAPE_RE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# The backslash and the control characters (siproc/escaping.py).
+_ESCAPE_RE = re.compile(rf"[\\{CONTROL_CHARACTERS}]")
 _UNESCAPES = {"\\": "\\", "n": "\n", "r": "\r"}
 _UNESCAPE_RE = re.compile(r"\\(?:([\\nr])|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4}))")
 
 
-def _escape_code(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
 def _escape_one(match: re.Match[str]) -> str:
-    return _ESCAPES.get(match.group()) or _escape_code(match)
+    return _ESCAPES.get(match.group()) or escaped(match.group())
 
 
 def _unescape_one(match: re.Match[str]) -> str:
@@ -153,7 +149,7 @@ def safe_value(text: str) -> str:
     """A value from the network made safe for a handler's environment: control characters
     (C0 with NUL, LF and CR, DEL, C1) and U+2028/U+2029 as ``\\xNN``/``\\uNNNN``; backslashes
     stay as they are (unlike :func:`escape_text`, this is not meant to be undone)."""
-    return _ESCAPE_RE.sub(lambda m: m.group() if m.group() == "\\" else _escape_code(m), text)
+    return _ESCAPE_RE.sub(lambda m: m.group() if m.group() == "\\" else escaped(m.group()), text)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Final
 
-__all__ = ["RESOLVE_TIMEOUT", "TTL", "HostCache", "ip_literal"]
+__all__ = ["IPV6_SOURCE_PREFIX", "RESOLVE_TIMEOUT", "TTL", "HostCache", "ip_literal", "ip_of",
+           "source_key"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,34 @@ def ip_literal(host: str) -> str | None:
         return str(ipaddress.ip_address(host.strip("[]")))
     except ValueError:
         return None
+
+
+def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``host`` is, if it is one (brackets and an IPv6 zone allowed), with an
+    IPv4-mapped IPv6 address as the IPv4 address it stands for; else None."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+#: The per-source limits (calls, TCP connections) count an IPv6 source by its /64: one site
+#: (one attacker) has a whole /64 of addresses to pick from.
+IPV6_SOURCE_PREFIX: Final = 64
+
+
+def source_key(host: str) -> str:
+    """What the per-source limits count by: the IPv4 address (also when IPv4-mapped), or the
+    IPv6 /64 it is in; anything that is no address counts as itself."""
+    address = ip_of(host)
+    if address is None:
+        return host
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address)
+    return str(ipaddress.IPv6Network((address, IPV6_SOURCE_PREFIX), strict=False))
 
 
 def _reason(exc: Exception) -> str:

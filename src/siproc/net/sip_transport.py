@@ -56,6 +56,7 @@ import ssl
 from collections.abc import Callable
 from typing import cast
 
+from siproc.net import hosts
 from siproc.net.tls import describe_ssl_error
 from siproc.sip.errors import ParseError
 from siproc.sip.framing import StreamFramer, StreamLimits, too_large_error
@@ -73,7 +74,6 @@ MAX_DATAGRAMS_PER_WAKEUP = 256  # bounded batch: a flood cannot starve the loop
 MAX_CONNECTIONS = 4096
 # Connections from one source address (an IPv6 /64): more are closed at once.
 MAX_CONNECTIONS_PER_SOURCE = 32
-IPV6_SOURCE_PREFIX = 64  # one IPv6 site: an attacker has a /64 of addresses to pick from
 # Seconds without traffic before a connection is closed: well above the 120 s between RFC 5626
 # keep-alive pings on connection-oriented transports (RFC 5626 section 4.4.1).
 TCP_IDLE_TIMEOUT = 600.0
@@ -122,13 +122,6 @@ def _ipv6_available() -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _source_key(ip: str) -> str:
-    """What the per-source connection cap counts by: the IPv4 address, or the IPv6 /64."""
-    if ":" not in ip:
-        return ip
-    return str(ipaddress.IPv6Network((ip, IPV6_SOURCE_PREFIX), strict=False))
-
-
 class _RateLimitedWarning:
     """A warning logged at most once per `interval` seconds; the next one counts the rest."""
 
@@ -428,7 +421,7 @@ class SipTransport:
         self._tls_pool: dict[tuple[str, int], _StreamConnection] = {}
         self._connections: set[_StreamConnection] = set()
         self._local_addresses: dict[str, str] = {}
-        self._per_source: dict[str, int] = {}  # accepted connections by _source_key
+        self._per_source: dict[str, int] = {}  # accepted connections by hosts.source_key
         self._limit_warned = False
         self._source_warning = _RateLimitedWarning()
         self._peer_warning = _RateLimitedWarning()
@@ -783,7 +776,7 @@ class SipTransport:
             self._warn_limit()
             return False
         assert conn.key is not None
-        source_key = _source_key(conn.key[0])
+        source_key = hosts.source_key(conn.key[0])
         count = self._per_source.get(source_key, 0)
         if count >= self.max_connections_per_source:
             self._source_warning.warn(

@@ -114,12 +114,6 @@ class Phone:
         self.transport.max_connections_per_source = config.tcp_max_per_source
         self.transport.idle_timeout = config.tcp_idle_timeout
         self.transport.on_connection_lost = self._on_connection_lost
-        # TLS (net/tls.py): we always verify servers unless SIPROC_TLS_VERIFY=no; we listen
-        # for TLS only with a certificate
-        tls = config.tls
-        self.transport.tls_client_factory = lambda: client_context(tls.ca_file, verify=tls.verify)
-        if tls.cert_file is not None and tls.key_file is not None:
-            self.transport.tls_server = server_context(tls.cert_file, tls.key_file)
         self.clock = MediaClock(self.loop)  # the media of calls when there are no workers
         # Servers located (RFC 3263: SRV, then A/AAAA) off the loop and cached: net/locate.py
         self.locator = ServerLocator(self.loop, HostCache(self.loop), dns_srv, rng=self.rng)
@@ -159,8 +153,15 @@ class Phone:
                 "SIPROC_TLS_VERIFY=no: TLS servers' certificates and names are NOT checked; "
                 "anyone on the path can read and change SIP over TLS and the SRTP keys in it"
             )
+        # TLS (net/tls.py): we always verify servers unless SIPROC_TLS_VERIFY=no; we listen
+        # for TLS only with a certificate. The files (and the system's CA store, tens of ms)
+        # are read here, before anything is served, not when the first TLS call is made.
+        tls = self.config.tls
+        self.transport.tls_client = client_context(tls.ca_file, verify=tls.verify)
+        if tls.cert_file is not None and tls.key_file is not None:
+            self.transport.tls_server = server_context(tls.cert_file, tls.key_file)
         await self.transport.start(
-            self.config.bind_address, self.config.sip_port, tls_port=self.config.tls.port
+            self.config.bind_address, self.config.sip_port, tls_port=tls.port
         )
         if self.media is not None:
             await self.media.started()

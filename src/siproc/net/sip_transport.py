@@ -397,8 +397,6 @@ class SipTransport:
         self.on_transport_error: TransportErrorCallback | None = None
         self.on_connection_lost: ConnectionLostCallback | None = None
         self.tls_client: ssl.SSLContext | None = None  # None: SIP over TLS cannot be sent
-        # or made on the first TLS connection (loading the system's CAs takes tens of ms)
-        self.tls_client_factory: Callable[[], ssl.SSLContext] | None = None
         self.tls_server: ssl.SSLContext | None = None  # None: no TLS listener
         self.tls_port = 0  # the TLS listener's port once started (0: none)
         self.log = log if log is not None else logging.getLogger(__name__)
@@ -586,8 +584,6 @@ class SipTransport:
         if ip is None:
             self._report_error(destination, f"not an IP address: {destination.host!r}")
             return
-        if name == "tls" and self.tls_client is None and self.tls_client_factory is not None:
-            self.tls_client = self.tls_client_factory()
         if name == "tls" and self.tls_client is None:
             self._report_error(destination, "SIP over TLS is not set up")
             return

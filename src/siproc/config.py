@@ -202,17 +202,28 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return int(text)
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    """A duration in seconds, decimals allowed (``2.5``)."""
+def _decimal(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    low: float,
+    high: float,
+    what: str = "a number",
+) -> float:
+    """A decimal number (``2.5``: digits, at most one point) from ``low`` to ``high``."""
     text = env.get(name, "").strip()
     if not text:
         return default
     whole, dot, fraction = text.partition(".")
     valid = _is_number(whole) and (not dot or _is_number(fraction))
     if not valid or not low <= float(text) <= high:
-        problem = f"must be a number of seconds from {low:g} to {high:g}, not {text!r}"
-        raise ConfigError(name, problem)
+        raise ConfigError(name, f"must be {what} from {low:g} to {high:g}, not {text!r}")
     return float(text)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    """A duration in seconds, decimals allowed (``2.5``)."""
+    return _decimal(env, name, default, low, high, "a number of seconds")
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
@@ -299,24 +310,11 @@ def _accept_refer(env: Mapping[str, str]) -> tuple[str, ...] | bool:
     return patterns
 
 
-def _rate(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text) if len(text) <= 12 else float("nan")
-    except ValueError:
-        value = float("nan")
-    if not low <= value <= high:  # also false for nan
-        raise ConfigError(name, f"must be a number from {low:g} to {high:g}, not {text!r}")
-    return value
-
-
 def _limits(env: Mapping[str, str]) -> Limits:
     return Limits(
-        call_rate=_rate(env, "SIPROC_CALL_RATE", DEFAULT_CALL_RATE, 0.01, 100_000),
+        call_rate=_decimal(env, "SIPROC_CALL_RATE", DEFAULT_CALL_RATE, 0.01, 100_000),
         call_burst=_int(env, "SIPROC_CALL_BURST", DEFAULT_CALL_BURST, 1, 100_000),
-        spawn_rate=_rate(env, "SIPROC_SPAWN_RATE", DEFAULT_SPAWN_RATE, 0.1, 100_000),
+        spawn_rate=_decimal(env, "SIPROC_SPAWN_RATE", DEFAULT_SPAWN_RATE, 0.1, 100_000),
         ring_timeout=_int(env, "SIPROC_RING_TIMEOUT", DEFAULT_RING_TIMEOUT, 0, 86400),
         rtp_timeout=_int(env, "SIPROC_RTP_TIMEOUT", DEFAULT_RTP_TIMEOUT, 0, 86400),
         max_call_duration=_int(

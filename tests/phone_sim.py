@@ -461,6 +461,14 @@ class FarEnd:
     def send(self, method: str, body: str = "", **kwargs: Any) -> None:
         self.sim.receive(self.request(method, body, **kwargs), self.source)
 
+    def connect(self, offer: str = OFFER) -> None:
+        """INVITE, and ACK the 200 the handler's ANSWER brings: the call is connected."""
+        self.send("INVITE", offer)
+        self.sim.advance(0.1)
+        self.learn_tag()
+        self.send("ACK", cseq=1)
+        self.sim.advance(0.1)
+
     def learn_tag(self) -> None:
         """Take siproc's To tag from its latest response (the dialog is established)."""
         for message in reversed(self.sim.responses(self.call_id)):

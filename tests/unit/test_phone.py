@@ -230,11 +230,7 @@ def test_a_transfer_whose_notify_fails_does_not_wedge_the_new_call(
     handler told or its slot freed, and abort() took it as over already."""
     with PhoneSim() as sim:
         far = FarEnd(sim)
-        far.send("INVITE", OFFER)
-        sim.advance(0.1)
-        far.learn_tag()
-        far.send("ACK", cseq=1)
-        sim.advance(0.1)
+        far.connect()
         far.send("REFER", headers=["Refer-To: <sip:200@127.0.0.1:5098>"])
         sim.advance(0.1)
         [invite] = [
@@ -267,11 +263,7 @@ def test_a_call_whose_media_cannot_close_still_ends() -> None:
     exception escaped the datagram callback and the handler was never stopped."""
     with PhoneSim() as sim:
         far = FarEnd(sim)
-        far.send("INVITE", OFFER)
-        sim.advance(0.1)
-        far.learn_tag()
-        far.send("ACK", cseq=1)
-        sim.advance(0.1)
+        far.connect()
 
         def broken() -> None:
             raise RuntimeError("recording: No space left on device")

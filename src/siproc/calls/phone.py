@@ -697,15 +697,19 @@ class Phone:
             identity = NameAddr(
                 replace(_as_sip(identity.uri), host=local_host, port=self.transport.port)
             )
-        call = Call(
-            self,
-            outgoing=True,
-            call_id=f"{self.new_token()}@{format_host(local_host)}",
-            local=identity,
-            remote=NameAddr(uri, target.display_name),
-            local_tag=self.new_token(),
-            stream=stream,
-        )
+        try:
+            call = Call(
+                self,
+                outgoing=True,
+                call_id=f"{self.new_token()}@{format_host(local_host)}",
+                local=identity,
+                remote=NameAddr(uri, target.display_name),
+                local_tag=self.new_token(),
+                stream=stream,
+            )
+        except BaseException:  # a bug: the RTP pair just opened must not leak with it
+            stream.close()
+            raise
         call.request_uri = str(uri)
         call.referred_by = referred_by
         call.signalling_host = destination.host
@@ -909,17 +913,17 @@ class Phone:
             log.error("refusing call: no RTP port: %s", exc)
             self.respond(tx, make_response(request, 503, "Service Unavailable", to_tag=tag))
             return
-        call = Call(
-            self,
-            outgoing=False,
-            call_id=info.call_id,
-            local=info.to,
-            remote=info.from_,
-            local_tag=tag,
-            stream=stream,
-        )
-        call.signalling_host = event.source.host
-        try:
+        try:  # whatever fails from here on, the RTP pair just opened is closed again
+            call = Call(
+                self,
+                outgoing=False,
+                call_id=info.call_id,
+                local=info.to,
+                remote=info.from_,
+                local_tag=tag,
+                stream=stream,
+            )
+            call.signalling_host = event.source.host
             call.start_incoming(request, tx, event.local_host)
         except Exception as exc:
             status = _refusal_status(exc)

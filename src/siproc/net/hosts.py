@@ -17,6 +17,7 @@ place that cannot wait, such as a hop of a dialog or a REFER target; it is logge
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import socket
@@ -57,6 +58,7 @@ def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 IPV6_SOURCE_PREFIX: Final = 64
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every accepted connection and every INVITE
 def source_key(host: str) -> str:
     """What the per-source limits count by: the IPv4 address (also when IPv4-mapped), or the
     IPv6 /64 it is in; anything that is no address counts as itself."""

@@ -121,7 +121,6 @@ def _ipv6_available() -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=4096)
 class _RateLimitedWarning:
     """A warning logged at most once per `interval` seconds; the next one counts the rest."""
 

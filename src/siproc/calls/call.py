@@ -66,6 +66,7 @@ from siproc.sip.transaction import (
 from siproc.sip.uri import NameAddr, SipUri
 
 if TYPE_CHECKING:
+    from siproc.calls.bot_stream import BotLink
     from siproc.net.alsa import SoundCards
     from siproc.net.media_pool import MediaStream
 
@@ -205,6 +206,7 @@ class Call:
         self.negotiated: NegotiatedMedia | None = None
         self._codec: tuple[tuple[str, str | None], AudioCodec] | None = None  # (key, instance)
         self.sound_cards: SoundCards | None = None  # APLAY/ARECORD/ASTOP (net/alsa.py)
+        self.bot: BotLink | None = None  # STREAM (calls/bot_stream.py)
         self._sdp_version = 1
         self._sdp_session = int(phone.new_token()[:8], 16)
 

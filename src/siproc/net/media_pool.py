@@ -52,6 +52,7 @@ from siproc.media.player import FilePlayer, MediaFileError
 from siproc.media.recorder import CallRecorder, RecordFileError
 from siproc.media.rtcp import RTCP_MIN_INTERVAL
 from siproc.net.media_channel import Channel, Message
+from siproc.net.media_stream_edge import StreamSpec
 from siproc.net.rtp_socket import DIRECTIONS, RtpStream, bind_rtp_pair
 from siproc.net.rtp_state import DEFAULT_RATE, Address, RtpStats
 from siproc.sdp.sdes import SrtpParams
@@ -82,6 +83,7 @@ class RemoteStream:
         self.on_error: Callable[[str, str], None] | None = None
         self.on_lost: Callable[[], None] | None = None  # the worker died mid-call
         self.on_rtp_timeout: Callable[[], None] | None = None
+        self.on_bot: Callable[[str, str], None] | None = None  # STREAM events (kind, text)
         self.telephone_event_pt: int | None = None
         self._codec: AudioCodec | None = None
         self._play_ids = itertools.count(1)
@@ -199,6 +201,13 @@ class RemoteStream:
         """APLAY / ARECORD / ASTOP in the worker; failures come back through ``on_error``."""
         self._send("sound", verb, device)
 
+    def bot_start(self, spec: StreamSpec) -> None:
+        """STREAM: the worker connects to the bot; events come back through ``on_bot``."""
+        self._send("bot_start", spec)
+
+    def bot_stop(self) -> None:
+        self._send("bot_stop")
+
     def close(self) -> None:
         """Ask the worker to close the stream; :meth:`when_closed` callbacks run when it has
         (or after :data:`CLOSE_TIMEOUT`, when a worker that hangs does not answer)."""
@@ -263,6 +272,9 @@ class RemoteStream:
                 if self._recording == path:
                     self._recording = None
                 self._report("RECORD", reason)
+            case "bot", [str() as kind, str() as text]:
+                if self.on_bot is not None:
+                    self.on_bot(kind, text)
             case "closed", [RtpStats() as stats]:
                 self.stats = stats
                 self.finalize()

@@ -119,6 +119,7 @@ class PhoneServices(Protocol):
     def new_token(self) -> str: ...
     def handler_env(self, call: Call) -> dict[str, str]: ...
     def call_changed(self, call: Call) -> None: ...
+    def call_ended(self, call: Call) -> None: ...
     def call_finished(self, call: Call) -> None: ...
     @property
     def codecs(self) -> list[CodecSpec]: ...
@@ -197,6 +198,7 @@ class Call:
         self.transferor: transfer.Transferor | None = None
         self.transferee: transfer.Transferee | None = None
         self.referred_by = ""
+        self.recordings: list[str] = []  # the files RECORD was given, for the call's record
         self.on_state_change: Callable[[Call], None] | None = None
         # mid-call changes (calls/session.py) and DTMF (calls/dtmf.py)
         self.session = SessionUpdates(self, ALLOW)
@@ -487,6 +489,7 @@ class Call:
             "n/a" if peer_lost is None else peer_lost,
         )
         self.media_closed = True
+        self.phone.call_ended(self)  # its record (SIPROC_CDR) is written before DISCONNECTED
         if self.handler is not None and not self.handler_done:
             self.event(protocol.Disconnected(status, reason))
             self.handler.close_stdin()

@@ -347,6 +347,10 @@ class _Worker:
         if verb == "ready":
             self.ready.set()
             return
+        if verb == "clock":
+            if self.pool.on_clock is not None:
+                self.pool.on_clock(self.index, args)
+            return
         stream = self.streams.get(sid) if isinstance(sid, int) else None
         if stream is None:
             return
@@ -401,6 +405,8 @@ class MediaPool:
         self.priority = priority  # the most the workers ask for (media_priority.py)
         self.rtcp_interval = rtcp_interval
         self.closing = False
+        # a worker's clock figures, once a second while it ticks (net/media_worker.py)
+        self.on_clock: Callable[[int, list[object]], None] | None = None
         self._workers: list[_Worker] = []
         self._gone: collections.deque[_Worker] = collections.deque()
         self._reapers: set[asyncio.Task[None]] = set()

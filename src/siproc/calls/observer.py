@@ -126,7 +126,7 @@ def facts_of(call: Call, times: _Times) -> CallFacts:
     """The facts of ``call`` (ended) with its ``times``."""
     assert times.ended is not None
     status = call.end_status or 500
-    reason = call.end_reason or "ended"
+    reason = call.end_reason or ("handler failed to start" if call.handler is None else "ended")
     # an unanswered incoming call we refused ends with "hung up before answer" (no BYE)
     local = times.ended_locally or reason.startswith("hung up")
     who = ended_by(

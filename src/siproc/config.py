@@ -5,7 +5,10 @@ the password variable is SIPROC_PASSWORD) plus the ones this version adds, all d
 siproc(1). Among them: SIPROC_REGISTER_RETRY, the first step of the backoff with which every
 failed registration is retried (an unresolvable registrar name, no answer, a refused or
 dropped TCP connection: calls/account.py), and SIPROC_USER_AGENT, the User-Agent and Server
-headers, "siproc" without the version by default. SECRET_VARIABLES never reach a child
+headers, "siproc" without the version by default; SIPROC_CDR, the file of call detail records
+(calls/records.py: its form is checked here, whether it opens at start-up), and
+SIPROC_METRICS, where /metrics and /healthz listen (siproc/metrics.py; 127.0.0.1 unless an
+address is given). SECRET_VARIABLES never reach a child
 process. A missing or malformed value raises `ConfigError` naming the variable, and the CLI
 exits 1 with that one line.
 """

@@ -434,7 +434,10 @@ class Call:
             self.media_closed = True
             # Each step on its own: one that fails (a recording that cannot be finished on a
             # full disk) must not keep the handler running or the slot taken.
-            steps: list[Callable[[], object]] = [self.stream.close]
+            steps: list[Callable[[], object]] = [
+                self.stream.close,
+                lambda: self.phone.call_ended(self),
+            ]
             if self.handler is not None and not self.handler_done:
                 steps.append(lambda: self._last_words(status, reason))
             steps.append(lambda: self.phone.call_finished(self))

@@ -19,6 +19,14 @@ from SIPp's one media socket), then BYE. The callee is, in turn:
   at most 255 calls per account). One baresip process cannot go much further: its main loop
   takes at most 1024 file descriptors, so N above ~200 (recording) or ~300 is shown as n/a.
 
+With ``--cdr-metrics`` (siproc only; issue 11) siproc writes a call detail record per call
+(``SIPROC_CDR``) and serves ``SIPROC_METRICS``, which a thread scrapes every
+``--scrape-interval`` seconds; run it beside a run without to see the cost in CPU s per
+call-minute (the target: under 3 % more at N=1000):
+
+    python bench/load.py --calls 1000 --duration 20 --setup-rates "" --peers siproc
+    python bench/load.py --calls 1000 --duration 20 --setup-rates "" --peers siproc --cdr-metrics
+
 With ``--srtp`` (siproc only) the calls are SRTP both ways (SDES, RFC 4568; issue 8, item 6):
 siproc runs with SIPROC_SRTP=mandatory (SIPROC_SRTP_INSECURE_SIGNALLING=yes: keys over UDP on
 loopback); SIPp's INVITE offers RTP/SAVP with an ``a=crypto`` AES_CM_128_HMAC_SHA1_80 line of a
@@ -84,6 +92,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -688,6 +697,44 @@ class LoadResult:
     notes: list[str] = field(default_factory=list)
 
 
+class Scraper:
+    """--cdr-metrics: GET /metrics every ``interval`` seconds in a thread, as Prometheus would
+    (its default is 15 s; a shorter interval makes the cost easier to see)."""
+
+    def __init__(self, url: str, interval: float) -> None:
+        self.url = url
+        self.interval = interval
+        self.count = 0
+        self.failures = 0
+        self.seconds = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def mean_ms(self) -> float:
+        return 1000 * self.seconds / self.count if self.count else math.nan
+
+    def _run(self) -> None:
+        import urllib.request
+
+        while not self._stop.wait(self.interval):
+            began = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as response:
+                    response.read()
+            except OSError:
+                self.failures += 1
+                continue
+            self.count += 1
+            self.seconds += time.monotonic() - began
+
+
 def run_load(
     args: argparse.Namespace, workdir: Path, peer: str, calls: int, record: bool, play: Path
 ) -> LoadResult:
@@ -708,6 +755,7 @@ def run_load(
 
     baresip: Baresip | None = None
     siproc: SiprocProcess | None = None
+    scraper: Scraper | None = None
     if peer == "siproc":
         handler = run_dir / "handler.sh"
         handler.write_text(SIPROC_HANDLER)
@@ -719,6 +767,12 @@ def run_load(
             env["SIPROC_MEDIA_PRIORITY"] = args.media_priority
         if args.srtp:  # SDES keys over UDP: on loopback, in a bench, that is what it is for
             env.update(SIPROC_SRTP="mandatory", SIPROC_SRTP_INSECURE_SIGNALLING="yes")
+        if args.cdr_metrics:  # issue 11: a record per call, /metrics scraped as Prometheus does
+            metrics_port = free_port("tcp")
+            env.update(
+                SIPROC_CDR=str(run_dir / "cdr.jsonl"), SIPROC_METRICS=f"127.0.0.1:{metrics_port}"
+            )
+            scraper = Scraper(f"http://127.0.0.1:{metrics_port}/metrics", args.scrape_interval)
         siproc = SiprocProcess(args.python, run_dir, handler, max(calls * 2, 100), env)
         pid, target = siproc.pid, siproc.port
     else:
@@ -766,6 +820,8 @@ def run_load(
             name=f"{peer}-{calls}",
         )
         t0 = time.monotonic()
+        if scraper is not None:
+            scraper.start()
         window_start = t0 + min(ramp + 2.0, duration - 1.0)
         window_end = t0 + duration - 0.5
         if window_end - window_start < 3:
@@ -821,6 +877,8 @@ def run_load(
             Processes.stop(profiler)
         if capture is not None and capture.proc.poll() is None:
             capture.stop()
+        if scraper is not None:
+            scraper.stop()
         if siproc is not None:
             siproc.stop()
         if baresip is not None:
@@ -864,6 +922,13 @@ def run_load(
             result.notes.append(f"RECORD refused {refused} times")
         if ended < calls:
             result.notes.append(f"only {ended} call-end lines in siproc's log")
+        if scraper is not None:
+            cdr = run_dir / "cdr.jsonl"
+            lines = len(cdr.read_text().splitlines()) if cdr.exists() else 0
+            result.notes.append(
+                f"CDR: {lines} records for {calls} calls; /metrics scraped {scraper.count} times "
+                f"({scraper.failures} failed), {fmt(scraper.mean_ms(), '.1f')} ms each"
+            )
         if args.srtp:  # received counts only packets that authenticated (else packets_invalid)
             keyed = siproc.count("SRTP on (")
             result.notes.append(f"SRTP on in {keyed} streams; {received} packets authenticated")
@@ -1155,6 +1220,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile", type=Path, help="py-spy siproc's steady window into DIR")
     parser.add_argument(
+        "--cdr-metrics",
+        action="store_true",
+        help="siproc with SIPROC_CDR and SIPROC_METRICS, /metrics scraped (siproc only)",
+    )
+    parser.add_argument(
+        "--scrape-interval", type=float, default=5.0, help="seconds between scrapes (5)"
+    )
+    parser.add_argument(
         "--srtp", action="store_true", help="SRTP both ways (siproc only; SIPp plays a pcap)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -1197,8 +1270,8 @@ def main(argv: list[str] | None = None) -> int:
         skipped: list[tuple[int, str, str]] = []
         for calls in calls_list:
             for peer in peers:
-                if peer == "baresip" and args.srtp:
-                    skipped.append((calls, peer, "--srtp: siproc only"))
+                if peer == "baresip" and (args.srtp or args.cdr_metrics):
+                    skipped.append((calls, peer, "--srtp/--cdr-metrics: siproc only"))
                     continue
                 if peer == "baresip" and calls > BARESIP_MAX_CALLS[record]:
                     limit = BARESIP_MAX_CALLS[record]

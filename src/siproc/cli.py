@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_fd_limit()
     try:
         return _run(config, [handler, *ns.args])
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:  # ConfigError: SIPROC_CDR cannot be opened
         print(f"siproc: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

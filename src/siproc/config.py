@@ -5,7 +5,10 @@ the password variable is SIPROC_PASSWORD) plus the ones this version adds, all d
 siproc(1). Among them: SIPROC_REGISTER_RETRY, the first step of the backoff with which every
 failed registration is retried (an unresolvable registrar name, no answer, a refused or
 dropped TCP connection: calls/account.py), and SIPROC_USER_AGENT, the User-Agent and Server
-headers, "siproc" without the version by default. SECRET_VARIABLES never reach a child
+headers, "siproc" without the version by default; SIPROC_CDR, the file of call detail records
+(calls/records.py: its form is checked here, whether it opens at start-up), and
+SIPROC_METRICS, where /metrics and /healthz listen (siproc/metrics.py; 127.0.0.1 unless an
+address is given). SECRET_VARIABLES never reach a child
 process. A missing or malformed value raises `ConfigError` naming the variable, and the CLI
 exits 1 with that one line.
 """
@@ -19,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
+from siproc.calls.records import check_record_path
 from siproc.media.codecs.catalog import CodecEntry, CodecPriorityError, apply_priorities
 from siproc.net import sip_transport, tls
 from siproc.net.media_priority import PRIORITIES as MEDIA_PRIORITIES
@@ -67,6 +71,7 @@ DEFAULT_SPAWN_RATE = 400.0  # handler starts per second, all calls together
 DEFAULT_RING_TIMEOUT = 120  # seconds an incoming call may ring unanswered (then 480)
 DEFAULT_RTP_TIMEOUT = 0  # seconds without RTP that end a connected call; 0: never
 DEFAULT_MAX_CALL_DURATION = 86400  # seconds; 0: no limit
+DEFAULT_METRICS_ADDRESS = "127.0.0.1"  # SIPROC_METRICS=PORT listens here (siproc/metrics.py)
 
 # SIPROC_LOG_LEVEL 0-6 (0 quietest) onto Python logging levels. 5 adds the transaction and
 # dialog state machines; 6 adds every SIP message in and out (see `SIP_TRACE`).
@@ -179,6 +184,8 @@ class Config:
     # SIPROC_SRTP_INSECURE_SIGNALLING=yes: SDES keys also in SDP sent over UDP/TCP (cleartext)
     srtp_insecure_signalling: bool = False
     tls: TlsSettings = TlsSettings()
+    cdr: str | None = None  # SIPROC_CDR: the call detail records file (calls/records.py)
+    metrics: tuple[str, int] | None = None  # SIPROC_METRICS: where /metrics listens
 
     @property
     def transport(self) -> str:
@@ -376,6 +383,40 @@ def _tls(env: Mapping[str, str]) -> TlsSettings:
     )
 
 
+def _cdr(env: Mapping[str, str]) -> str | None:
+    """SIPROC_CDR: a file name (whether it can be opened is checked at start-up)."""
+    text = env.get("SIPROC_CDR", "")
+    if not text.strip():
+        return None
+    try:
+        return check_record_path(text)
+    except ValueError as exc:
+        raise ConfigError("SIPROC_CDR", str(exc)) from None
+
+
+def _metrics(env: Mapping[str, str]) -> tuple[str, int] | None:
+    """SIPROC_METRICS: ``PORT``, ``ADDRESS:PORT`` or ``[IPv6]:PORT``; the address is
+    127.0.0.1 unless given (metrics tell strangers too much to be served to the world by
+    default)."""
+    text = env.get("SIPROC_METRICS", "").strip()
+    if not text:
+        return None
+    host, colon, port = text.rpartition(":")
+    if not colon:
+        host, port = "", text
+    host = host.strip("[]") or DEFAULT_METRICS_ADDRESS
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        host = ""
+    if not host or not _is_number(port) or int(port) > 65535:
+        raise ConfigError(
+            "SIPROC_METRICS",
+            f"must be PORT or ADDRESS:PORT (like 127.0.0.1:9100 or [::1]:9100), not {text!r}",
+        )
+    return host, int(port)
+
+
 def load_config(env: Mapping[str, str]) -> Config:
     """Read and check every SIPROC_ variable of `env`."""
     registrar: SipUri | None = None
@@ -486,4 +527,6 @@ def load_config(env: Mapping[str, str]) -> Config:
         user_agent=_user_agent(env),
         srtp_insecure_signalling=_yes_no(env, "SIPROC_SRTP_INSECURE_SIGNALLING", False),
         tls=_tls(env),
+        cdr=_cdr(env),
+        metrics=_metrics(env),
     )

@@ -551,3 +551,34 @@ def test_tls_defaults_and_variables(tmp_path) -> None:  # type: ignore[no-untype
 def test_a_tls_registrar_is_accepted(uri: str) -> None:
     config = load_config({"SIPROC_REGISTRAR_URI": uri, "SIPROC_USERNAME": "alice"})
     assert config.transport == "tls"
+
+
+def test_cdr_and_metrics_are_off_by_default() -> None:
+    config = load_config({})
+    assert config.cdr is None and config.metrics is None
+
+
+def test_cdr_is_a_file_name(tmp_path: object) -> None:
+    assert load_config({"SIPROC_CDR": f"{tmp_path}/cdr.jsonl"}).cdr == f"{tmp_path}/cdr.jsonl"
+    assert error({"SIPROC_CDR": str(tmp_path)}).variable == "SIPROC_CDR"
+    assert "directory" in error({"SIPROC_CDR": f"{tmp_path}/"}).problem
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("9100", ("127.0.0.1", 9100)),
+        (":9100", ("127.0.0.1", 9100)),
+        ("0.0.0.0:9100", ("0.0.0.0", 9100)),
+        ("[::1]:9100", ("::1", 9100)),
+        ("127.0.0.1:0", ("127.0.0.1", 0)),
+    ],
+)
+def test_metrics_address(text: str, expected: tuple[str, int]) -> None:
+    assert load_config({"SIPROC_METRICS": text}).metrics == expected
+
+
+@pytest.mark.parametrize("text", ["localhost:9100", "127.0.0.1", "1.2.3.4:99999", "::1:x", "a:b"])
+def test_metrics_address_invalid(text: str) -> None:
+    exc = error({"SIPROC_METRICS": text})
+    assert exc.variable == "SIPROC_METRICS" and "ADDRESS:PORT" in exc.problem

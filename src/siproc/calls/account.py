@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from siproc.sip.registration import (
@@ -65,6 +66,7 @@ class Account:
         self._last_error: str | None = None
         self._registered_at: float | None = None
         self._stopping = False
+        self.on_result: Callable[[bool], None] | None = None  # registered or failed (metrics)
 
     def start(self) -> None:
         """REGISTER at the configured registrar; without one there is nothing to do."""
@@ -208,12 +210,16 @@ class Account:
                 if self._last_error is not None or reg.failures == 0:
                     log.info("registered as %s at %s for %d s", reg.aor.uri, reg.registrar, expires)
                 self._last_error = None
+                if self.on_result is not None:
+                    self.on_result(True)
                 self._registered_at = self.phone.loop.time()
                 self._schedule(refresh_at)
             case Failed(reason=reason, retry_at=retry_at):
                 delay = (retry_at - self.phone.loop.time()) if retry_at else 0
                 log.error("registration failed: %s (next try in %d s)", reason, round(delay))
                 self._last_error = reason
+                if self.on_result is not None:
+                    self.on_result(False)
                 if retry_at is not None and not self._stopping:
                     self._schedule(retry_at)
             case Unregistered(status=status):

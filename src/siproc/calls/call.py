@@ -120,6 +120,7 @@ class PhoneServices(Protocol):
     def new_token(self) -> str: ...
     def handler_env(self, call: Call) -> dict[str, str]: ...
     def call_changed(self, call: Call) -> None: ...
+    def call_ended(self, call: Call) -> None: ...
     def call_finished(self, call: Call) -> None: ...
     @property
     def codecs(self) -> list[CodecSpec]: ...
@@ -198,6 +199,7 @@ class Call:
         self.transferor: transfer.Transferor | None = None
         self.transferee: transfer.Transferee | None = None
         self.referred_by = ""
+        self.recordings: list[str] = []  # the files RECORD was given, for the call's record
         self.on_state_change: Callable[[Call], None] | None = None
         # mid-call changes (calls/session.py) and DTMF (calls/dtmf.py)
         self.session = SessionUpdates(self, ALLOW)
@@ -434,7 +436,10 @@ class Call:
             self.media_closed = True
             # Each step on its own: one that fails (a recording that cannot be finished on a
             # full disk) must not keep the handler running or the slot taken.
-            steps: list[Callable[[], object]] = [self.stream.close]
+            steps: list[Callable[[], object]] = [
+                self.stream.close,
+                lambda: self.phone.call_ended(self),
+            ]
             if self.handler is not None and not self.handler_done:
                 steps.append(lambda: self._last_words(status, reason))
             steps.append(lambda: self.phone.call_finished(self))
@@ -489,6 +494,7 @@ class Call:
             "n/a" if peer_lost is None else peer_lost,
         )
         self.media_closed = True
+        self.phone.call_ended(self)  # its record (SIPROC_CDR) is written before DISCONNECTED
         if self.handler is not None and not self.handler_done:
             self.event(protocol.Disconnected(status, reason))
             self.handler.close_stdin()

@@ -92,6 +92,7 @@ def execute(call: Call, command: protocol.Command) -> None:
                 call.stream.start_recording(file, stereo)
             except RecordFileError as exc:
                 return call.report_error("RECORD", str(exc))
+            call.recordings.append(file)
         case protocol.Transfer(uri=uri):
             transfer.start_transfer(call, uri)
         case protocol.Aplay() | protocol.Arecord() | protocol.Astop():

@@ -34,6 +34,7 @@ from siproc.calls.call import ALLOW, INSECURE_SRTP_REASON, Call, CallState
 from siproc.calls.control import ControlError, Dial, Quit, parse_control_line
 from siproc.calls.handler import HandlerSpawnError
 from siproc.calls.inbound import RateTable, TokenBucket, admits, refer_allowed, same_address
+from siproc.calls.monitoring import Monitoring
 from siproc.config import SECRET_VARIABLES, SIP_TRACE_LEVEL, Config
 from siproc.logs import worth_logging
 from siproc.media.codecs.catalog import enabled_codecs, telephone_event_spec
@@ -148,6 +149,15 @@ class Phone:
         self._flood_refused = 0  # INVITEs refused by the flood limits (likewise)
         self._prune_at = 0.0  # next RateTable.prune()
         self._all_calls_gone.set()
+        # SIPROC_CDR and SIPROC_METRICS (calls/monitoring.py): raises ConfigError at start-up
+        self.monitor = Monitoring(self)
+        self.account.on_result = self.monitor.registration
+        if self.media is not None and self.monitor.metrics is not None:
+            self.media.on_clock = self.monitor.clock_report
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -169,6 +179,7 @@ class Phone:
         )
         if self.media is not None:
             await self.media.started()  # SIPROC_MEDIA_IDLE=0; otherwise they start with calls
+        await self.monitor.start()
         log.info("siproc %s ready on SIP port %d", __version__, self.transport.port)
         # The registrar is located off the loop; a name that does not resolve yet is retried
         # with the registration's backoff while siproc serves (calls/account.py).
@@ -206,6 +217,7 @@ class Phone:
                 call.stream.close()  # finishes a recording that is still open
                 if call.handler is not None and not call.handler_done:
                     call.handler.kill()
+        await self.monitor.stop(list(self.calls))  # the records of calls still up
         self.clock.close()
         if self.media is not None:
             await self.media.close()  # the workers finish their recordings
@@ -390,6 +402,8 @@ class Phone:
         self.transport.send(data, destination)
 
     def respond(self, tx: ServerTransaction, response: Response) -> None:
+        if response.status == 180 and tx in self._by_invite_tx:
+            self.monitor.ringing(self._by_invite_tx[tx])
         self._process(self.endpoint.respond(tx, response, self.loop.time()))
 
     def destination_for(self, uri: SipUri) -> Destination:
@@ -525,12 +539,18 @@ class Phone:
         return env
 
     def call_changed(self, call: Call) -> None:
+        self.monitor.changed(call)
         if call.dialog is not None and call.state is not CallState.ENDED:
             self._by_dialog[call.dialog.id] = call
+
+    def call_ended(self, call: Call) -> None:
+        """The call has ended and its media is closed; its handler is told next."""
+        self.monitor.ended(call)
 
     def call_finished(self, call: Call) -> None:
         if call not in self.calls:
             return
+        self.monitor.finished(call)
         self.calls.discard(call)
         if call.dialog is not None:
             self._by_dialog.pop(call.dialog.id, None)
@@ -558,6 +578,7 @@ class Phone:
         return None
 
     def _add_call(self, call: Call) -> None:
+        self.monitor.opened(call)
         self.calls.add(call)
         self._by_call_id[call.call_id] = call
         self._all_calls_gone.clear()
@@ -657,6 +678,7 @@ class Phone:
         if self._stopping:
             return None
         if len(self.calls) >= self.config.max_calls:
+            self.monitor.refused("max_calls")
             print(
                 f"siproc: {what}: refused, SIPROC_MAX_CALLS={self.config.max_calls} calls are up",
                 file=sys.stderr,
@@ -733,6 +755,7 @@ class Phone:
     ) -> None:
         while not self._spawns.take(self.loop.time()):  # SIPROC_SPAWN_RATE: CALLs queue
             await asyncio.sleep(self._spawns.wait(self.loop.time()))
+        began = self.loop.time()
         try:
             await call.spawn_handler()
         except Exception as exc:
@@ -742,6 +765,7 @@ class Phone:
             call._set_state(CallState.ENDED)
             self.call_finished(call)
             return
+        self.monitor.handler_started(self.loop.time() - began)
         if unreachable is not None:
             call.finish(503, f"Service Unavailable ({unreachable})")
             return
@@ -850,6 +874,7 @@ class Phone:
                 own_users=own_users,
             )
             if why is not None:
+                self.monitor.refused("policy")
                 self._refused_inbound += 1
                 if worth_logging(self._refused_inbound):
                     log.warning(
@@ -878,6 +903,7 @@ class Phone:
         ):
             self._spawns.take(now)
             return None
+        self.monitor.refused("rate_limit")
         self._flood_refused += 1
         if worth_logging(self._flood_refused):
             log.warning(
@@ -908,6 +934,7 @@ class Phone:
         tag = self.new_token()
         if self._stopping or len(self.calls) >= self.config.max_calls:
             status, reason = (503, "Service Unavailable") if self._stopping else (486, "Busy Here")
+            self.monitor.refused("shutdown" if self._stopping else "max_calls")
             log.warning("refusing call from %s: %d %s", info.from_.uri, status, reason)
             self.respond(tx, make_response(request, status, reason, to_tag=tag))
             return
@@ -947,8 +974,10 @@ class Phone:
         self.loop.create_task(self._start_incoming_handler(call))
 
     async def _start_incoming_handler(self, call: Call) -> None:
+        began = self.loop.time()
         try:
             await call.spawn_handler()
+            self.monitor.handler_started(self.loop.time() - began)
         except Exception as exc:
             log.error("cannot start the handler: %s", _spawn_failure(exc))
             call.handler_done = True

@@ -369,6 +369,10 @@ class _Worker:
         if verb == "ready":
             self.ready.set()
             return
+        if verb == "clock":
+            if self.pool.on_clock is not None:
+                self.pool.on_clock(self.index, args)
+            return
         stream = self.streams.get(sid) if isinstance(sid, int) else None
         if stream is None:
             return
@@ -433,6 +437,8 @@ class MediaPool:
         self.rtcp_interval = rtcp_interval
         self.idle = idle  # 0: every worker starts with the pool and none stops for want of calls
         self.closing = False
+        # a worker's clock figures, once a second while it ticks (net/media_worker.py)
+        self.on_clock: Callable[[int, list[object]], None] | None = None
         self._workers: list[_Worker] = []
         self._gone: collections.deque[_Worker] = collections.deque()
         self._reapers: set[asyncio.Task[None]] = set()

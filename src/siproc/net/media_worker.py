@@ -23,7 +23,8 @@ sid id path``, ``stop sid id``, ``record sid path stereo``, ``record_stop sid``,
 digits``, ``sound sid verb device``, ``bot_start sid spec`` (STREAM, net/media_stream_edge.py:
 the WebSocket runs here, next to the stream's audio), ``bot_stop sid``, ``close sid``.
 
-worker -> control: ``ready 0`` (once, when it can take streams),
+worker -> control: ``ready 0`` (once, when it can take streams), ``clock 0 ticks skipped
+lag_max busy`` (once a second while its clock ticks: the figures of net/clock.py),
 ``dtmf sid digit``, ``error sid verb reason``, ``play_failed sid id reason``, ``stopped sid id
 name``,
 ``record_failed sid path reason``, ``bot sid kind text`` (STREAM: CONNECTED, STOPPED, ERROR),
@@ -69,6 +70,7 @@ __all__ = ["MediaWorker", "main"]
 log = logging.getLogger(__name__)
 
 SOUND_VERBS: Final = frozenset({"APLAY", "ARECORD", "ASTOP"})
+CLOCK_REPORT_INTERVAL: Final = 1.0  # seconds between two ``clock`` reports
 GC_THRESHOLD: Final = 10_000  # allocations between young collections (Python's default: 700)
 
 
@@ -96,6 +98,8 @@ class MediaWorker:
         self.done = asyncio.Event()
         self._channel = Channel(loop, sock, self._on_message, self.stop)
         self._send("ready", 0)
+        self._reported_ticks = -1
+        loop.call_later(CLOCK_REPORT_INTERVAL, self._report_clock)
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -125,6 +129,19 @@ class MediaWorker:
             self._guard.seconds,
             got,
         )
+
+    def _report_clock(self) -> None:
+        """Once a second while the clock ticks: its figures to the control process, which
+        serves them as metrics (siproc/metrics.py) without ever asking a worker."""
+        if self.done.is_set():
+            return
+        clock = self.clock
+        if clock.ticks != self._reported_ticks:
+            self._reported_ticks = clock.ticks
+            self._send(
+                "clock", 0, clock.ticks, clock.skipped_ticks, clock.take_lag_max(), clock.busy
+            )
+        self._loop.call_later(CLOCK_REPORT_INTERVAL, self._report_clock)
 
     def stop(self) -> None:
         """Close every stream (recordings are finished), then the channel."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
@@ -141,6 +142,22 @@ class TlsSettings:
         return self.cert_file is not None
 
 
+DEFAULT_TTS_CACHE_SIZE = 100  # MB of rendered speech kept (SAY, siproc/tts.py)
+DEFAULT_TTS_TIMEOUT = 30  # seconds a text-to-speech engine may take for one SAY
+
+
+@dataclass(frozen=True, slots=True)
+class TtsSettings:
+    """Text to speech for SAY (siproc(1), SAY; siproc/tts.py): SIPROC_TTS_COMMAND, the engine's
+    argv template (``{text}``, ``{file}``; None: ``espeak-ng`` if it is on PATH),
+    SIPROC_TTS_CACHE_DIR, SIPROC_TTS_CACHE_SIZE (MB) and SIPROC_TTS_TIMEOUT (seconds)."""
+
+    command: tuple[str, ...] | None = None
+    cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "siproc", "tts")
+    cache_size: int = DEFAULT_TTS_CACHE_SIZE * 1_000_000  # bytes
+    timeout: float = DEFAULT_TTS_TIMEOUT
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     registrar: SipUri | None
@@ -178,6 +195,7 @@ class Config:
     # SIPROC_SRTP_INSECURE_SIGNALLING=yes: SDES keys also in SDP sent over UDP/TCP (cleartext)
     srtp_insecure_signalling: bool = False
     tls: TlsSettings = TlsSettings()
+    tts: TtsSettings = TtsSettings()
 
     @property
     def transport(self) -> str:
@@ -375,6 +393,38 @@ def _tls(env: Mapping[str, str]) -> TlsSettings:
     )
 
 
+def _tts(env: Mapping[str, str]) -> TtsSettings:
+    """SAY's engine and cache. The command is split as a shell would (shlex), but no shell
+    ever runs it: ``{text}`` and ``{file}`` are replaced inside each word (siproc/tts.py)."""
+    command: tuple[str, ...] | None = None
+    text = env.get("SIPROC_TTS_COMMAND", "").strip()
+    if text:
+        try:
+            command = tuple(shlex.split(text))
+        except ValueError as exc:
+            raise ConfigError("SIPROC_TTS_COMMAND", f"cannot be split into words ({exc})") from None
+        if not any("{file}" in word for word in command[1:]):
+            raise ConfigError(
+                "SIPROC_TTS_COMMAND",
+                f"must name the WAV file to write as {{file}}, such as "
+                f"'espeak-ng -w {{file}} -- {{text}}', not {text!r}",
+            )
+    cache_dir = env.get("SIPROC_TTS_CACHE_DIR", "").strip()
+    if not cache_dir:
+        base = env.get("XDG_CACHE_HOME", "").strip()
+        if not base or not os.path.isabs(base):
+            home = env.get("HOME", "").strip() or os.path.expanduser("~")
+            base = os.path.join(home, ".cache")
+        cache_dir = os.path.join(base, "siproc", "tts")
+    return TtsSettings(
+        command=command,
+        cache_dir=cache_dir,
+        cache_size=_int(env, "SIPROC_TTS_CACHE_SIZE", DEFAULT_TTS_CACHE_SIZE, 1, 1_000_000)
+        * 1_000_000,
+        timeout=_seconds(env, "SIPROC_TTS_TIMEOUT", DEFAULT_TTS_TIMEOUT, 1, 3600),
+    )
+
+
 def load_config(env: Mapping[str, str]) -> Config:
     """Read and check every SIPROC_ variable of `env`."""
     registrar: SipUri | None = None
@@ -484,4 +534,5 @@ def load_config(env: Mapping[str, str]) -> Config:
         user_agent=_user_agent(env),
         srtp_insecure_signalling=_yes_no(env, "SIPROC_SRTP_INSECURE_SIGNALLING", False),
         tls=_tls(env),
+        tts=_tts(env),
     )

@@ -5,9 +5,10 @@ the password variable is SIPROC_PASSWORD) plus the ones this version adds, all d
 siproc(1). Among them: SIPROC_REGISTER_RETRY, the first step of the backoff with which every
 failed registration is retried (an unresolvable registrar name, no answer, a refused or
 dropped TCP connection: calls/account.py), and SIPROC_USER_AGENT, the User-Agent and Server
-headers, "siproc" without the version by default. SECRET_VARIABLES never reach a child
-process. A missing or malformed value raises `ConfigError` naming the variable, and the CLI
-exits 1 with that one line.
+headers, "siproc" without the version by default; SIPROC_TTS_COMMAND, SIPROC_TTS_CACHE_DIR,
+SIPROC_TTS_CACHE_SIZE and SIPROC_TTS_TIMEOUT, the text-to-speech engine of SAY and its disk
+cache (TtsSettings, tts.py). SECRET_VARIABLES never reach a child process. A missing or
+malformed value raises `ConfigError` naming the variable, and the CLI exits 1 with that one line.
 """
 
 from __future__ import annotations

@@ -176,6 +176,7 @@ class Config:
     log_level: int
     codecs: tuple[CodecEntry, ...]
     timer_t1: float = DEFAULT_TIMER_T1_MS / 1000  # seconds
+    media_idle: float = 30.0  # seconds a worker without calls runs; 0: all start, none stops
     inbound: InboundPolicy = InboundPolicy(registrar=False, networks=(), reject=403)
     accept_refer: tuple[str, ...] | bool = True  # True/False, or glob patterns of targets
     limits: Limits = Limits(
@@ -511,6 +512,7 @@ def load_config(env: Mapping[str, str]) -> Config:
             env, "SIPROC_MEDIA_WORKERS", default_media_workers(), 0, MAX_MEDIA_WORKERS
         ),
         media_priority=_choice(env, "SIPROC_MEDIA_PRIORITY", MEDIA_PRIORITIES),
+        media_idle=_seconds(env, "SIPROC_MEDIA_IDLE", 30.0, 0.0, 86400.0),
         register_expires=_int(env, "SIPROC_REGISTER_EXPIRES", DEFAULT_REGISTER_EXPIRES, 60, 86400),
         log_level=_int(env, "SIPROC_LOG_LEVEL", DEFAULT_LOG_LEVEL, 0, 6),
         codecs=codecs,

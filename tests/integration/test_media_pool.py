@@ -108,9 +108,13 @@ async def _closed(stream: RemoteStream) -> None:
     await asyncio.wait_for(done, 10)
 
 
-def _run(test: Callable[[MediaPool], Awaitable[None]], workers: int = 2) -> None:
+def _run(test: Callable[[MediaPool], Awaitable[None]], workers: int = 2, idle: float = 0.0) -> None:
+    """Run ``test`` on a pool; ``idle`` 0 (the default here): all workers up before it."""
+
     async def main() -> None:
-        pool = MediaPool(asyncio.get_running_loop(), workers, log_level=3, rtcp_interval=0.5)
+        pool = MediaPool(
+            asyncio.get_running_loop(), workers, log_level=3, rtcp_interval=0.5, idle=idle
+        )
         await pool.started()
         try:
             await test(pool)
@@ -294,3 +298,55 @@ def test_a_stream_the_worker_cannot_take_ends_its_call_not_the_worker() -> None:
         peer.close()
 
     _run(test, workers=1)
+
+
+def test_workers_start_with_the_calls_that_need_them_and_stop_when_idle() -> None:
+    """SIPROC_MEDIA_IDLE > 0: no worker until a stream needs one; the stream handed to a
+    worker that is still starting plays once it is up; the next worker starts only when the
+    running ones are full; an idle worker exits and a later stream starts a new one."""
+
+    async def test(pool: MediaPool) -> None:
+        await pool.started()  # returns at once: nothing to wait for
+        assert pool._workers == []
+        peer = Peer()
+        first = pool.open_stream(HOST, PORTS)
+        (worker,) = pool._workers
+        assert not worker.ready.is_set()  # still importing: the stream waits in its channel
+        _configure(first, peer)
+        first.start()
+        await _until(lambda: bool(peer.drain() or peer.received))
+        assert worker.ready.is_set()
+        more = [pool.open_stream(HOST, PORTS) for _ in range(PACK_STREAMS - 1)]
+        assert len(pool._workers) == 1  # full now, not over
+        extra = pool.open_stream(HOST, PORTS)
+        assert len(pool._workers) == 2 and extra._worker is pool._workers[1]
+        for stream in [first, *more, extra]:
+            await _closed(stream)
+        processes = [w.process for w in pool._workers]
+        await _until(lambda: pool._workers == [], timeout=5)  # idle 0.3 s: both retired
+        await _until(lambda: all(p.poll() is not None for p in processes), timeout=10)
+        again = pool.open_stream(HOST, PORTS)
+        assert again._worker.process.pid not in {p.pid for p in processes}
+        peer.received.clear()
+        _configure(again, peer)
+        again.start()
+        await _until(lambda: bool(peer.drain() or peer.received))
+        await _closed(again)
+        peer.close()
+
+    _run(test, workers=2, idle=0.3)
+
+
+def test_a_stream_opened_before_the_idle_time_is_up_keeps_its_worker() -> None:
+    async def test(pool: MediaPool) -> None:
+        first = pool.open_stream(HOST, PORTS)
+        worker = first._worker
+        await _closed(first)
+        assert worker.idle_timer is not None  # counting down
+        second = pool.open_stream(HOST, PORTS)  # before it ran out
+        assert second._worker is worker and worker.idle_timer is None
+        await asyncio.sleep(0.6)  # past the idle time: the worker carries a stream
+        assert pool._workers == [worker] and worker.process.poll() is None
+        await _closed(second)
+
+    _run(test, workers=1, idle=0.3)

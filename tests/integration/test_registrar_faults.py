@@ -264,6 +264,7 @@ def test_the_password_and_digest_response_stay_out_of_logs_workers_and_process_t
         f"sip:127.0.0.1:{port}",
         SIPROC_PASSWORD=PASSWORD,
         SIPROC_MEDIA_WORKERS="2",
+        SIPROC_MEDIA_IDLE="0",  # both workers start with siproc (else with the first call)
     )
     with registrar(port, "--password", PASSWORD, "--expires", "60") as server:
         phone = Siproc(workdir / "h.sh", cwd=workdir, env=env, log_level=6).wait_ready()

@@ -76,6 +76,7 @@ def test_blank_values_count_as_unset() -> None:
             "SIPROC_CODEC_PRIORITIES",
             "SIPROC_MEDIA_WORKERS",
             "SIPROC_MEDIA_PRIORITY",
+            "SIPROC_MEDIA_IDLE",
         )
     }
     assert load_config(blank) == load_config({})
@@ -352,6 +353,14 @@ def test_media_workers_default_to_one_per_cpu_and_priority_to_realtime() -> None
     assert config.media_workers == min(64, max(1, len(os.sched_getaffinity(0))))
     assert config.media_priority == "realtime"
     assert load_config({"SIPROC_MEDIA_PRIORITY": " Normal "}).media_priority == "normal"
+
+
+def test_media_workers_idle_time() -> None:
+    assert load_config({}).media_idle == 30.0
+    assert load_config({"SIPROC_MEDIA_IDLE": "0"}).media_idle == 0.0  # start all, stop none
+    assert load_config({"SIPROC_MEDIA_IDLE": "2.5"}).media_idle == 2.5
+    exc = error({"SIPROC_MEDIA_IDLE": "-1"})
+    assert exc.variable == "SIPROC_MEDIA_IDLE"
 
 
 def test_a_bad_media_priority_names_the_variable_and_the_choices() -> None:

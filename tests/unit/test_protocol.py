@@ -441,3 +441,31 @@ def test_format_gathered(event: Event, line: str) -> None:
 def test_gathered_refuses_an_unknown_ending() -> None:
     with pytest.raises(ValueError, match="why must be one of max, finish, timeout, cancelled"):
         Gathered("1", "bored")
+
+
+def test_stream_command_parses_url_format_and_parameters() -> None:
+    from siproc.calls.protocol import Stream, StreamEvent
+
+    assert parse_command("stream ws://127.0.0.1:9/bot lang=de id=7") == Stream(
+        "ws://127.0.0.1:9/bot", "mulaw/8000", (("lang", "de"), ("id", "7"))
+    )
+    assert parse_command("STREAM STOP") == Stream(None)
+    raw = parse_command("STREAM wss://h/x format=l16/16000")
+    assert raw == Stream("wss://h/x", "l16/16000")
+    for command in (Stream(None), raw, Stream("ws://h/", parameters=(("a", "b"),))):
+        assert parse_command(format_command(command)) == command
+    for line, reason in [
+        ("STREAM", "missing URL"),
+        ("STREAM http://h/", "not a ws:// or wss:// URL"),
+        ("STREAM ws://h/ x", "not a name=value parameter"),
+        ("STREAM ws://h/ format=gsm", "unknown format"),
+    ]:
+        with pytest.raises(CommandError) as info:
+            parse_command(line)
+        assert (info.value.command, info.value.reason[: len(reason)]) == ("STREAM", reason)
+    for event in (StreamEvent("CONNECTED", "MZ01"), StreamEvent("STOPPED", "the bot\nleft")):
+        line = format_event(event)
+        assert "\n" not in line and parse_event(line) == event
+    assert format_event(StreamEvent("STOPPED", "handler")) == "STREAM STOPPED handler"
+    with pytest.raises(ValueError):
+        StreamEvent("STARTED", "x")

@@ -66,6 +66,7 @@ from siproc.sip.transaction import (
 from siproc.sip.uri import NameAddr, SipUri
 
 if TYPE_CHECKING:
+    from siproc.calls.bot_stream import BotLink
     from siproc.calls.gather import CallGather
     from siproc.calls.say import CallSpeech
     from siproc.net.alsa import SoundCards
@@ -211,6 +212,7 @@ class Call:
         self.sound_cards: SoundCards | None = None  # APLAY/ARECORD/ASTOP (net/alsa.py)
         self.speech: CallSpeech | None = None  # SAY (calls/say.py), from the first SAY on
         self.gather: CallGather | None = None  # GATHER (calls/gather.py), from the first on
+        self.bot: BotLink | None = None  # STREAM (calls/bot_stream.py)
         self._sdp_version = 1
         self._sdp_session = int(phone.new_token()[:8], 16)
 

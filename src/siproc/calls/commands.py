@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from siproc.calls import gather, protocol, say, transfer
+from siproc.calls import bot_stream, gather, protocol, say, transfer
 from siproc.calls.call_state import CallState
 from siproc.calls.in_dialog import InDialogRequest
 from siproc.media.player import MediaFileError
@@ -102,6 +102,8 @@ def execute(call: Call, command: protocol.Command) -> None:
             say.say(call, text)
         case protocol.Gather():
             gather.gather(call, command)
+        case protocol.Stream():
+            bot_stream.stream_command(call, command)
         case _:
             verb = protocol.format_command(command).split(" ", 1)[0]
             call.report_error(verb, "not supported by this version of siproc")

@@ -122,7 +122,11 @@ class Phone:
         self.media: MediaPool | None = None
         if config.media_workers:
             self.media = MediaPool(
-                self.loop, config.media_workers, config.log_level, priority=config.media_priority
+                self.loop,
+                config.media_workers,
+                config.log_level,
+                priority=config.media_priority,
+                idle=config.media_idle,
             )
         self._codecs = enabled_codecs(list(config.codecs))
         self._telephone_event = telephone_event_spec(list(config.codecs))
@@ -166,7 +170,7 @@ class Phone:
             self.config.bind_address, self.config.sip_port, tls_port=tls.port
         )
         if self.media is not None:
-            await self.media.started()
+            await self.media.started()  # SIPROC_MEDIA_IDLE=0; otherwise they start with calls
         log.info("siproc %s ready on SIP port %d", __version__, self.transport.port)
         # The registrar is located off the loop; a name that does not resolve yet is retried
         # with the registration's backoff while siproc serves (calls/account.py).

@@ -18,6 +18,7 @@ Command syntax (compatible with the original siproc manual page, plus extensions
     RECORD [<file> [stereo]]        RECORD alone stops the recording
     SAY <text>                      text to speech (calls/say.py), text unescaped as MESSAGE's
     GATHER [max=N] [timeout=S] [first=S] [finish=KEY] [bargein]   collect DTMF (calls/gather.py)
+    STREAM <ws-url> [name=value ...] | STREAM STOP   a voice bot (media/media_stream_protocol.py)
 
 * The verb is case-insensitive (ASCII only); whitespace around the line is ignored.
 * The argument is the rest of the line after one run of whitespace, kept as typed: ``PLAY my
@@ -43,6 +44,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from siproc.escaping import CONTROL_CHARACTERS, escaped
+from siproc.media.media_stream_protocol import parse_stream_arguments
 
 __all__ = [
     "DTMF_DIGITS",
@@ -77,6 +79,8 @@ __all__ = [
     "Say",
     "Stop",
     "Stopped",
+    "Stream",
+    "StreamEvent",
     "Transfer",
     "escape_text",
     "format_command",
@@ -392,6 +396,21 @@ class Gather:
         return self.timeout if self.first is None else self.first
 
 
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """``STREAM <ws-or-wss-url> [name=value ...]``: put the call on a voice bot (Twilio Media
+    Streams); ``url`` None is ``STREAM STOP``. ``format``: ``mulaw/8000`` or ``l16/16000``."""
+
+    url: str | None
+    format: str = "mulaw/8000"
+    parameters: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.url is not None:
+            words = [self.url, f"format={self.format}", *(f"{n}={v}" for n, v in self.parameters)]
+            parse_stream_arguments(" ".join(words))
+
+
 Command: TypeAlias = (
     Ringing
     | Progress
@@ -410,6 +429,7 @@ Command: TypeAlias = (
     | Resume
     | Say
     | Gather
+    | Stream
 )
 
 
@@ -489,6 +509,13 @@ def _build(verb: str, argument: str | None) -> Command:
         if not _STATUS_RE.fullmatch(argument):
             raise ValueError(f"invalid status {_quote(argument)}")
         return Hangup(int(argument))
+    if verb == "STREAM":
+        if argument is None:
+            raise ValueError("missing URL")
+        if argument.strip().upper() == "STOP":
+            return Stream(None)
+        url, fmt, params = parse_stream_arguments(argument)
+        return Stream(url, fmt.value, tuple(params.items()))
     if verb == "RECORD":
         if argument is None:
             return Record()
@@ -606,6 +633,11 @@ def format_command(command: Command) -> str:
             return f"SAY {escape_text(text)}"
         case Gather():
             return _format_gather(command)
+        case Stream(url=None):
+            return "STREAM STOP"
+        case Stream(url=str() as url, format=fmt, parameters=params):
+            extra = "" if fmt == "mulaw/8000" else f" format={fmt}"
+            return f"STREAM {url}{extra}" + "".join(f" {n}={v}" for n, v in params)
     raise TypeError(f"not a command: {command!r}")  # pragma: no cover - exhaustive above
 
 
@@ -738,6 +770,21 @@ class Gathered:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """``STREAM CONNECTED <streamSid>`` or ``STREAM STOPPED <reason>`` (``handler``: STREAM
+    STOP; ``bot``: the bot closed the WebSocket normally); failures are ``ERROR STREAM``."""
+
+    kind: str
+    value: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("CONNECTED", "STOPPED"):
+            raise ValueError(f"unknown STREAM event {_quote(self.kind)}")
+        if not self.value:
+            raise ValueError("missing value")
+
+
 Event: TypeAlias = (
     Connected
     | RingingEvent
@@ -750,6 +797,7 @@ Event: TypeAlias = (
     | ErrorEvent
     | Disconnected
     | Gathered
+    | StreamEvent
 )
 
 
@@ -774,6 +822,8 @@ def format_event(event: Event) -> str:
             return f"MESSAGE {escape_text(text)}"
         case ErrorEvent(command=command, reason=reason):
             return f"ERROR {command} {escape_text(reason)}"
+        case StreamEvent(kind=kind, value=value):
+            return f"STREAM {kind} {escape_text(value)}"
         case Disconnected(status=status, reason=""):
             return f"DISCONNECTED {status}"
         case Disconnected(status=status, reason=reason):
@@ -814,6 +864,9 @@ def parse_event(line: str) -> Event:
     if verb == "GATHERED":
         keys, _, why = rest.partition(" ")
         return Gathered("" if keys == "-" else keys, why)
+    if verb == "STREAM":
+        kind, _, value = rest.partition(" ")
+        return StreamEvent(kind, unescape_text(value))
     if verb == "DISCONNECTED":
         status, _, reason = rest.partition(" ")
         if not _STATUS_RE.fullmatch(status):

@@ -20,12 +20,14 @@ control -> worker: ``open sid host rtcp_interval`` (+ 2 fds), ``log_as sid call`
 instance), ``configure_rtcp sid mux remote``, ``configure_srtp sid params`` (SrtpParams or
 None: the keys travel only over this channel, and are never logged), ``start sid``, ``play
 sid id path``, ``stop sid id``, ``record sid path stereo``, ``record_stop sid``, ``dtmf sid
-digits``, ``sound sid verb device``, ``close sid``.
+digits``, ``sound sid verb device``, ``bot_start sid spec`` (STREAM, net/media_stream_edge.py:
+the WebSocket runs here, next to the stream's audio), ``bot_stop sid``, ``close sid``.
 
 worker -> control: ``ready 0`` (once, when it can take streams),
 ``dtmf sid digit``, ``error sid verb reason``, ``play_failed sid id reason``, ``stopped sid id
 name``,
-``record_failed sid path reason``, ``closed sid stats``.
+``record_failed sid path reason``, ``bot sid kind text`` (STREAM: CONNECTED, STOPPED, ERROR),
+``closed sid stats``.
 
 A worker stops when its channel closes (the control process quit, or died: the worker then
 finishes every recording, so nothing recorded is lost) or on SIGTERM; it ignores SIGINT, which
@@ -45,7 +47,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from siproc.media.codecs import AudioCodec
 from siproc.media.player import FilePlayer, MediaFileError
@@ -54,9 +56,13 @@ from siproc.net.alsa import SoundCardError, SoundCards
 from siproc.net.clock import MediaClock
 from siproc.net.media_channel import Channel, Message
 from siproc.net.media_priority import PRIORITIES, OverloadGuard, set_priority
+from siproc.net.media_stream_edge import StreamSpec
 from siproc.net.rtp_socket import RtpStream
 from siproc.net.rtp_state import RtpStats
 from siproc.sdp.sdes import SrtpParams
+
+if TYPE_CHECKING:
+    from siproc.net.media_stream_edge import BotStream
 
 __all__ = ["MediaWorker", "main"]
 
@@ -74,6 +80,7 @@ class _Stream:
     codec: AudioCodec | None = None
     players: dict[int, FilePlayer] = field(default_factory=dict)
     sound_cards: SoundCards | None = None
+    bot: BotStream | None = None  # STREAM
 
 
 class MediaWorker:
@@ -208,6 +215,11 @@ class MediaWorker:
                     self._send("error", sid, "DTMF", str(exc))
             case "sound", [str() as verb_, str() as device] if verb_ in SOUND_VERBS:
                 self._sound(sid, stream, verb_, device)
+            case "bot_start", [StreamSpec() as spec]:
+                self._bot_start(sid, stream, spec)
+            case "bot_stop", []:
+                if stream.bot is not None:
+                    stream.bot.stop()
             case "close", []:
                 self._close(sid)
             case _:
@@ -257,6 +269,21 @@ class MediaWorker:
                 del stream.players[play_id]
                 self._send("stopped", sid, play_id, name)
                 return
+
+    def _bot_start(self, sid: int, stream: _Stream, spec: StreamSpec) -> None:
+        """STREAM: a WebSocket to a bot in this worker's loop (net/media_stream_edge.py)."""
+        from siproc.net.media_stream_edge import BotStream
+
+        def report(kind: str, text: str) -> None:
+            if kind != "CONNECTED" and stream.bot is bot:
+                stream.bot = None
+            self._send("bot", sid, kind, text)
+
+        if stream.bot is not None:  # the control process allows one; a stale one ends
+            stream.bot.close()
+        bot = BotStream(self._loop, stream.rtp, spec, report, stream.rtp.log)
+        stream.bot = bot
+        bot.start()
 
     def _close(self, sid: int) -> None:
         stream = self._streams.pop(sid)

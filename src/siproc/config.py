@@ -6,11 +6,13 @@ siproc(1). Among them: SIPROC_REGISTER_RETRY, the first step of the backoff with
 failed registration is retried (an unresolvable registrar name, no answer, a refused or
 dropped TCP connection: calls/account.py), and SIPROC_USER_AGENT, the User-Agent and Server
 headers, "siproc" without the version by default; SIPROC_CDR, the file of call detail records
-(calls/records.py: its form is checked here, whether it opens at start-up), and
-SIPROC_METRICS, where /metrics and /healthz listen (siproc/metrics.py; 127.0.0.1 unless an
-address is given). SECRET_VARIABLES never reach a child
-process. A missing or malformed value raises `ConfigError` naming the variable, and the CLI
-exits 1 with that one line.
+(calls/records.py: its form is checked here, whether it opens at start-up); SIPROC_METRICS,
+where /metrics and /healthz listen (siproc/metrics.py; 127.0.0.1 unless an address is given);
+SIPROC_TTS_COMMAND, SIPROC_TTS_CACHE_DIR, SIPROC_TTS_CACHE_SIZE and SIPROC_TTS_TIMEOUT, the
+text-to-speech engine of SAY and its disk cache (TtsSettings, tts.py); SIPROC_MEDIA_IDLE, how
+long a media worker without calls runs. SECRET_VARIABLES never reach a child process. A missing
+or malformed value raises `ConfigError` naming the variable, and the CLI exits 1 with that one
+line.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
@@ -146,6 +149,22 @@ class TlsSettings:
         return self.cert_file is not None
 
 
+DEFAULT_TTS_CACHE_SIZE = 100  # MB of rendered speech kept (SAY, siproc/tts.py)
+DEFAULT_TTS_TIMEOUT = 30  # seconds a text-to-speech engine may take for one SAY
+
+
+@dataclass(frozen=True, slots=True)
+class TtsSettings:
+    """Text to speech for SAY (siproc(1), SAY; siproc/tts.py): SIPROC_TTS_COMMAND, the engine's
+    argv template (``{text}``, ``{file}``; None: ``espeak-ng`` if it is on PATH),
+    SIPROC_TTS_CACHE_DIR, SIPROC_TTS_CACHE_SIZE (MB) and SIPROC_TTS_TIMEOUT (seconds)."""
+
+    command: tuple[str, ...] | None = None
+    cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "siproc", "tts")
+    cache_size: int = DEFAULT_TTS_CACHE_SIZE * 1_000_000  # bytes
+    timeout: float = DEFAULT_TTS_TIMEOUT
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     registrar: SipUri | None
@@ -186,6 +205,7 @@ class Config:
     tls: TlsSettings = TlsSettings()
     cdr: str | None = None  # SIPROC_CDR: the call detail records file (calls/records.py)
     metrics: tuple[str, int] | None = None  # SIPROC_METRICS: where /metrics listens
+    tts: TtsSettings = TtsSettings()
 
     @property
     def transport(self) -> str:
@@ -417,6 +437,38 @@ def _metrics(env: Mapping[str, str]) -> tuple[str, int] | None:
     return host, int(port)
 
 
+def _tts(env: Mapping[str, str]) -> TtsSettings:
+    """SAY's engine and cache. The command is split as a shell would (shlex), but no shell
+    ever runs it: ``{text}`` and ``{file}`` are replaced inside each word (siproc/tts.py)."""
+    command: tuple[str, ...] | None = None
+    text = env.get("SIPROC_TTS_COMMAND", "").strip()
+    if text:
+        try:
+            command = tuple(shlex.split(text))
+        except ValueError as exc:
+            raise ConfigError("SIPROC_TTS_COMMAND", f"cannot be split into words ({exc})") from None
+        if not any("{file}" in word for word in command[1:]):
+            raise ConfigError(
+                "SIPROC_TTS_COMMAND",
+                f"must name the WAV file to write as {{file}}, such as "
+                f"'espeak-ng -w {{file}} -- {{text}}', not {text!r}",
+            )
+    cache_dir = env.get("SIPROC_TTS_CACHE_DIR", "").strip()
+    if not cache_dir:
+        base = env.get("XDG_CACHE_HOME", "").strip()
+        if not base or not os.path.isabs(base):
+            home = env.get("HOME", "").strip() or os.path.expanduser("~")
+            base = os.path.join(home, ".cache")
+        cache_dir = os.path.join(base, "siproc", "tts")
+    return TtsSettings(
+        command=command,
+        cache_dir=cache_dir,
+        cache_size=_int(env, "SIPROC_TTS_CACHE_SIZE", DEFAULT_TTS_CACHE_SIZE, 1, 1_000_000)
+        * 1_000_000,
+        timeout=_seconds(env, "SIPROC_TTS_TIMEOUT", DEFAULT_TTS_TIMEOUT, 1, 3600),
+    )
+
+
 def load_config(env: Mapping[str, str]) -> Config:
     """Read and check every SIPROC_ variable of `env`."""
     registrar: SipUri | None = None
@@ -529,4 +581,5 @@ def load_config(env: Mapping[str, str]) -> Config:
         tls=_tls(env),
         cdr=_cdr(env),
         metrics=_metrics(env),
+        tts=_tts(env),
     )

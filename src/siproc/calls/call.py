@@ -67,8 +67,11 @@ from siproc.sip.uri import NameAddr, SipUri
 
 if TYPE_CHECKING:
     from siproc.calls.bot_stream import BotLink
+    from siproc.calls.gather import CallGather
+    from siproc.calls.say import CallSpeech
     from siproc.net.alsa import SoundCards
     from siproc.net.media_pool import MediaStream
+    from siproc.tts import TextToSpeech
 
 __all__ = [
     "ALLOW",
@@ -103,6 +106,7 @@ class PhoneServices(Protocol):
 
     loop: asyncio.AbstractEventLoop
     handler_argv: list[str]
+    tts: TextToSpeech  # SAY's engine and cache (siproc/tts.py)
 
     def send_request(
         self,
@@ -208,6 +212,8 @@ class Call:
         self.negotiated: NegotiatedMedia | None = None
         self._codec: tuple[tuple[str, str | None], AudioCodec] | None = None  # (key, instance)
         self.sound_cards: SoundCards | None = None  # APLAY/ARECORD/ASTOP (net/alsa.py)
+        self.speech: CallSpeech | None = None  # SAY (calls/say.py), from the first SAY on
+        self.gather: CallGather | None = None  # GATHER (calls/gather.py), from the first on
         self.bot: BotLink | None = None  # STREAM (calls/bot_stream.py)
         self._sdp_version = 1
         self._sdp_session = int(phone.new_token()[:8], 16)
@@ -276,6 +282,8 @@ class Call:
     def event(self, event: protocol.Event) -> None:
         if self.handler is not None and not self.handler_done:
             self.handler.send(protocol.format_event(event))
+        if self.gather is not None and isinstance(event, protocol.DtmfReceived):
+            self.gather.on_key(event.digit)  # every way a key comes in passes here
 
     def report_error(self, command: str, reason: str) -> None:
         """Answer a refused or failed command with ERROR; warn in the log, but not once per line
@@ -462,6 +470,8 @@ class Call:
         if self.ended:
             return
         self.end_status, self.end_reason = status, reason
+        if self.gather is not None:
+            self.gather.close()
         if self.uas is not None:
             self.uas.close()
         self.session.close()

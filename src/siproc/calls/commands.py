@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from siproc.calls import bot_stream, protocol, transfer
+from siproc.calls import bot_stream, gather, protocol, say, transfer
 from siproc.calls.call_state import CallState
 from siproc.calls.in_dialog import InDialogRequest
 from siproc.media.player import MediaFileError
@@ -78,6 +78,8 @@ def execute(call: Call, command: protocol.Command) -> None:
             except MediaFileError as exc:
                 return call.report_error("PLAY", str(exc))
         case protocol.Stop():
+            if call.speech is not None and call.speech.stop_pending():
+                return None
             if call.stream.stop_last() is None:
                 return call.report_error("STOP", "nothing is playing")
         case protocol.Dtmf(digits=digits):
@@ -97,6 +99,10 @@ def execute(call: Call, command: protocol.Command) -> None:
             transfer.start_transfer(call, uri)
         case protocol.Aplay() | protocol.Arecord() | protocol.Astop():
             _sound_card(call, command)
+        case protocol.Say(text=text):
+            say.say(call, text)
+        case protocol.Gather():
+            gather.gather(call, command)
         case protocol.Stream():
             bot_stream.stream_command(call, command)
         case _:

@@ -73,6 +73,7 @@ from siproc.sip.transaction import (
     TransactionTimeout,
 )
 from siproc.sip.uri import NameAddr, SipUri, format_host, parse_name_addr, parse_uri
+from siproc.tts import TextToSpeech
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class Phone:
             self.base_env.pop(name, None)
         self.loop = asyncio.get_running_loop()
         self.rng = random.SystemRandom()
+        self.tts = TextToSpeech(config.tts, env=self.base_env)  # SAY (calls/say.py)
         self.timers = Timers(t1=config.timer_t1)
         self.endpoint = Endpoint(
             allow=[m.strip() for m in ALLOW.split(",")],

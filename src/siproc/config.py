@@ -13,24 +13,25 @@ exits 1 with that one line.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
+from siproc.logs import LOG_LEVELS as LOG_LEVELS  # its old home: config.LOG_LEVELS
 from siproc.media.codecs.catalog import CodecEntry, CodecPriorityError, apply_priorities
-from siproc.net import sip_transport, tls
-from siproc.net.media_priority import PRIORITIES as MEDIA_PRIORITIES
 from siproc.sdp.sdes import SrtpMode
 from siproc.sip import framing
 from siproc.sip.errors import ParseError
 from siproc.sip.uri import NameAddr, SipUri, parse_host_port, parse_name_addr, parse_sip_uri
 
 DEFAULT_SIP_PORT = 5060
+DEFAULT_TLS_PORT = 5061  # RFC 3261 section 19.1.2: sips: and SIP over TLS (net/tls.py)
 DEFAULT_RTP_PORTS = (10000, 20000)
 DEFAULT_MAX_CALLS = 1000
 MAX_MEDIA_WORKERS = 64
+# SIPROC_MEDIA_PRIORITY, most first (net/media_priority.py asks the kernel for them).
+MEDIA_PRIORITIES = ("realtime", "high", "normal")
 
 
 def default_media_workers() -> int:
@@ -42,14 +43,17 @@ def default_media_workers() -> int:
 
 
 # Limits of the SIP listener (net/sip_transport.py, sip/framing.py): safe on the open internet.
+# The TCP ones are defined here, below the edges (net/sip_transport.py takes them from here).
 # Message size (octets, UDP and TCP; 513 beyond, RFC 3261 section 21.5.14); TCP connections from
 # one IPv4 address or IPv6 /64; seconds to the first complete message and to complete each one;
 # seconds without traffic either way (RFC 5626 pings count) before a TCP connection is closed.
 DEFAULT_MAX_MESSAGE_SIZE = framing.DEFAULT_MAX_MESSAGE_SIZE
 MAX_MESSAGE_SIZE_RANGE = (1_500, 1 << 20)
-DEFAULT_TCP_MAX_PER_SOURCE = sip_transport.MAX_CONNECTIONS_PER_SOURCE
+DEFAULT_TCP_MAX_PER_SOURCE = 32
 DEFAULT_TCP_MESSAGE_TIMEOUT = framing.DEFAULT_MESSAGE_TIMEOUT
-DEFAULT_TCP_IDLE_TIMEOUT = sip_transport.TCP_IDLE_TIMEOUT
+# Well above the 120 s between RFC 5626 keep-alive pings on connection-oriented transports
+# (RFC 5626 section 4.4.1).
+DEFAULT_TCP_IDLE_TIMEOUT = 600.0
 
 DEFAULT_REGISTER_EXPIRES = 600
 DEFAULT_REGISTER_RETRY = 30  # seconds before the first retry; doubles up to 15 min
@@ -68,17 +72,8 @@ DEFAULT_RING_TIMEOUT = 120  # seconds an incoming call may ring unanswered (then
 DEFAULT_RTP_TIMEOUT = 0  # seconds without RTP that end a connected call; 0: never
 DEFAULT_MAX_CALL_DURATION = 86400  # seconds; 0: no limit
 
-# SIPROC_LOG_LEVEL 0-6 (0 quietest) onto Python logging levels. 5 adds the transaction and
-# dialog state machines; 6 adds every SIP message in and out (see `SIP_TRACE`).
-LOG_LEVELS = {
-    0: logging.CRITICAL,
-    1: logging.ERROR,
-    2: logging.WARNING,
-    3: logging.INFO,
-    4: logging.DEBUG,
-    5: logging.DEBUG,
-    6: logging.DEBUG,
-}
+# SIPROC_LOG_LEVEL 0-6 (0 quietest) onto Python logging levels: logs.LOG_LEVELS. 5 adds the
+# transaction and dialog state machines; 6 adds every SIP message in and out.
 SIP_TRACE_LEVEL = 6
 # RFC 3261 section 25.1: characters a URI user part carries unescaped, besides alphanumerics.
 _USER_UNRESERVED = "-_.!~*'()&=+$,;?/"
@@ -134,7 +129,7 @@ class TlsSettings:
     verify: bool = True
     cert_file: str | None = None
     key_file: str | None = None
-    port: int = tls.DEFAULT_TLS_PORT
+    port: int = DEFAULT_TLS_PORT
 
     @property
     def listens(self) -> bool:
@@ -350,7 +345,8 @@ def _yes_no(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def _tls(env: Mapping[str, str]) -> TlsSettings:
-    """The TLS variables; the files are loaded once here, so a bad one is an error at start."""
+    """The TLS variables. The files are read by the edge, not here: `net.tls.check_files`, which
+    the CLI runs right after `load_config`, so that a bad one is still an error at start."""
     ca_file = env.get("SIPROC_TLS_CA_FILE", "").strip() or None
     cert_file = env.get("SIPROC_TLS_CERT_FILE", "").strip() or None
     key_file = env.get("SIPROC_TLS_KEY_FILE", "").strip() or None
@@ -359,19 +355,12 @@ def _tls(env: Mapping[str, str]) -> TlsSettings:
         raise ConfigError("SIPROC_TLS_KEY_FILE", "is needed with SIPROC_TLS_CERT_FILE")
     if key_file and not cert_file:
         raise ConfigError("SIPROC_TLS_CERT_FILE", "is needed with SIPROC_TLS_KEY_FILE")
-    try:
-        if ca_file:  # the system store needs no check (and takes tens of ms to load)
-            tls.client_context(ca_file, verify=verify)
-        if cert_file and key_file:
-            tls.server_context(cert_file, key_file)
-    except tls.TlsFileError as exc:
-        raise ConfigError(exc.variable, exc.problem) from None
     return TlsSettings(
         ca_file=ca_file,
         verify=verify,
         cert_file=cert_file,
         key_file=key_file,
-        port=_int(env, "SIPROC_TLS_PORT", tls.DEFAULT_TLS_PORT, 0, 65535),
+        port=_int(env, "SIPROC_TLS_PORT", DEFAULT_TLS_PORT, 0, 65535),
     )
 
 

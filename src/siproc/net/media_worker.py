@@ -300,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             "usage: python -m siproc.net.media_worker FD LOG_LEVEL PHASE PRIORITY (siproc runs it)"
         )
         return 2
-    from siproc.cli import raise_fd_limit, setup_logging
+    from siproc.logs import setup_logging
+    from siproc.net.fd_limit import raise_fd_limit
 
     setup_logging(level, "siproc-media")
     raise_fd_limit()

@@ -7,7 +7,7 @@ failed registration is retried (an unresolvable registrar name, no answer, a ref
 dropped TCP connection: calls/account.py), and SIPROC_USER_AGENT, the User-Agent and Server
 headers, "siproc" without the version by default; SIPROC_CDR, the file of call detail records
 (calls/records.py: its form is checked here, whether it opens at start-up); SIPROC_METRICS,
-where /metrics and /healthz listen (siproc/metrics.py; 127.0.0.1 unless an address is given);
+where /metrics and /healthz listen (calls/metrics.py; 127.0.0.1 unless an address is given);
 SIPROC_TTS_COMMAND, SIPROC_TTS_CACHE_DIR, SIPROC_TTS_CACHE_SIZE and SIPROC_TTS_TIMEOUT, the
 text-to-speech engine of SAY and its disk cache (TtsSettings, tts.py); SIPROC_MEDIA_IDLE, how
 long a media worker without calls runs. SECRET_VARIABLES never reach a child process. A missing
@@ -18,26 +18,26 @@ line.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
-from siproc.calls.records import check_record_path
+from siproc.logs import LOG_LEVELS as LOG_LEVELS  # its old home: config.LOG_LEVELS
 from siproc.media.codecs.catalog import CodecEntry, CodecPriorityError, apply_priorities
-from siproc.net import sip_transport, tls
-from siproc.net.media_priority import PRIORITIES as MEDIA_PRIORITIES
 from siproc.sdp.sdes import SrtpMode
 from siproc.sip import framing
 from siproc.sip.errors import ParseError
 from siproc.sip.uri import NameAddr, SipUri, parse_host_port, parse_name_addr, parse_sip_uri
 
 DEFAULT_SIP_PORT = 5060
+DEFAULT_TLS_PORT = 5061  # RFC 3261 section 19.1.2: sips: and SIP over TLS (net/tls.py)
 DEFAULT_RTP_PORTS = (10000, 20000)
 DEFAULT_MAX_CALLS = 1000
 MAX_MEDIA_WORKERS = 64
+# SIPROC_MEDIA_PRIORITY, most first (net/media_priority.py asks the kernel for them).
+MEDIA_PRIORITIES = ("realtime", "high", "normal")
 
 
 def default_media_workers() -> int:
@@ -49,14 +49,17 @@ def default_media_workers() -> int:
 
 
 # Limits of the SIP listener (net/sip_transport.py, sip/framing.py): safe on the open internet.
+# The TCP ones are defined here, below the edges (net/sip_transport.py takes them from here).
 # Message size (octets, UDP and TCP; 513 beyond, RFC 3261 section 21.5.14); TCP connections from
 # one IPv4 address or IPv6 /64; seconds to the first complete message and to complete each one;
 # seconds without traffic either way (RFC 5626 pings count) before a TCP connection is closed.
 DEFAULT_MAX_MESSAGE_SIZE = framing.DEFAULT_MAX_MESSAGE_SIZE
 MAX_MESSAGE_SIZE_RANGE = (1_500, 1 << 20)
-DEFAULT_TCP_MAX_PER_SOURCE = sip_transport.MAX_CONNECTIONS_PER_SOURCE
+DEFAULT_TCP_MAX_PER_SOURCE = 32
 DEFAULT_TCP_MESSAGE_TIMEOUT = framing.DEFAULT_MESSAGE_TIMEOUT
-DEFAULT_TCP_IDLE_TIMEOUT = sip_transport.TCP_IDLE_TIMEOUT
+# Well above the 120 s between RFC 5626 keep-alive pings on connection-oriented transports
+# (RFC 5626 section 4.4.1).
+DEFAULT_TCP_IDLE_TIMEOUT = 600.0
 
 DEFAULT_REGISTER_EXPIRES = 600
 DEFAULT_REGISTER_RETRY = 30  # seconds before the first retry; doubles up to 15 min
@@ -74,19 +77,10 @@ DEFAULT_SPAWN_RATE = 400.0  # handler starts per second, all calls together
 DEFAULT_RING_TIMEOUT = 120  # seconds an incoming call may ring unanswered (then 480)
 DEFAULT_RTP_TIMEOUT = 0  # seconds without RTP that end a connected call; 0: never
 DEFAULT_MAX_CALL_DURATION = 86400  # seconds; 0: no limit
-DEFAULT_METRICS_ADDRESS = "127.0.0.1"  # SIPROC_METRICS=PORT listens here (siproc/metrics.py)
+DEFAULT_METRICS_ADDRESS = "127.0.0.1"  # SIPROC_METRICS=PORT listens here (calls/metrics.py)
 
-# SIPROC_LOG_LEVEL 0-6 (0 quietest) onto Python logging levels. 5 adds the transaction and
-# dialog state machines; 6 adds every SIP message in and out (see `SIP_TRACE`).
-LOG_LEVELS = {
-    0: logging.CRITICAL,
-    1: logging.ERROR,
-    2: logging.WARNING,
-    3: logging.INFO,
-    4: logging.DEBUG,
-    5: logging.DEBUG,
-    6: logging.DEBUG,
-}
+# SIPROC_LOG_LEVEL 0-6 (0 quietest) onto Python logging levels: logs.LOG_LEVELS. 5 adds the
+# transaction and dialog state machines; 6 adds every SIP message in and out.
 SIP_TRACE_LEVEL = 6
 # RFC 3261 section 25.1: characters a URI user part carries unescaped, besides alphanumerics.
 _USER_UNRESERVED = "-_.!~*'()&=+$,;?/"
@@ -142,20 +136,20 @@ class TlsSettings:
     verify: bool = True
     cert_file: str | None = None
     key_file: str | None = None
-    port: int = tls.DEFAULT_TLS_PORT
+    port: int = DEFAULT_TLS_PORT
 
     @property
     def listens(self) -> bool:
         return self.cert_file is not None
 
 
-DEFAULT_TTS_CACHE_SIZE = 100  # MB of rendered speech kept (SAY, siproc/tts.py)
+DEFAULT_TTS_CACHE_SIZE = 100  # MB of rendered speech kept (SAY, net/tts.py)
 DEFAULT_TTS_TIMEOUT = 30  # seconds a text-to-speech engine may take for one SAY
 
 
 @dataclass(frozen=True, slots=True)
 class TtsSettings:
-    """Text to speech for SAY (siproc(1), SAY; siproc/tts.py): SIPROC_TTS_COMMAND, the engine's
+    """Text to speech for SAY (siproc(1), SAY; net/tts.py): SIPROC_TTS_COMMAND, the engine's
     argv template (``{text}``, ``{file}``; None: ``espeak-ng`` if it is on PATH),
     SIPROC_TTS_CACHE_DIR, SIPROC_TTS_CACHE_SIZE (MB) and SIPROC_TTS_TIMEOUT (seconds)."""
 
@@ -378,7 +372,8 @@ def _yes_no(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def _tls(env: Mapping[str, str]) -> TlsSettings:
-    """The TLS variables; the files are loaded once here, so a bad one is an error at start."""
+    """The TLS variables. The files are read by the edge, not here: `net.tls.check_files`, which
+    the CLI runs right after `load_config`, so that a bad one is still an error at start."""
     ca_file = env.get("SIPROC_TLS_CA_FILE", "").strip() or None
     cert_file = env.get("SIPROC_TLS_CERT_FILE", "").strip() or None
     key_file = env.get("SIPROC_TLS_KEY_FILE", "").strip() or None
@@ -387,20 +382,26 @@ def _tls(env: Mapping[str, str]) -> TlsSettings:
         raise ConfigError("SIPROC_TLS_KEY_FILE", "is needed with SIPROC_TLS_CERT_FILE")
     if key_file and not cert_file:
         raise ConfigError("SIPROC_TLS_CERT_FILE", "is needed with SIPROC_TLS_KEY_FILE")
-    try:
-        if ca_file:  # the system store needs no check (and takes tens of ms to load)
-            tls.client_context(ca_file, verify=verify)
-        if cert_file and key_file:
-            tls.server_context(cert_file, key_file)
-    except tls.TlsFileError as exc:
-        raise ConfigError(exc.variable, exc.problem) from None
     return TlsSettings(
         ca_file=ca_file,
         verify=verify,
         cert_file=cert_file,
         key_file=key_file,
-        port=_int(env, "SIPROC_TLS_PORT", tls.DEFAULT_TLS_PORT, 0, 65535),
+        port=_int(env, "SIPROC_TLS_PORT", DEFAULT_TLS_PORT, 0, 65535),
     )
+
+
+def check_record_path(text: str) -> str:
+    """A value of SIPROC_CDR that can name a file: not empty, no NUL or line break, not a
+    directory. Raises ValueError with the problem (the caller names the variable)."""
+    path = text.strip()
+    if not path:
+        raise ValueError("is empty")
+    if any(c in path for c in "\0\n\r"):
+        raise ValueError(f"is not a file name: {text!r}")
+    if path.endswith("/") or os.path.isdir(path):
+        raise ValueError(f"is a directory, not a file: {path!r}")
+    return path
 
 
 def _cdr(env: Mapping[str, str]) -> str | None:
@@ -439,7 +440,7 @@ def _metrics(env: Mapping[str, str]) -> tuple[str, int] | None:
 
 def _tts(env: Mapping[str, str]) -> TtsSettings:
     """SAY's engine and cache. The command is split as a shell would (shlex), but no shell
-    ever runs it: ``{text}`` and ``{file}`` are replaced inside each word (siproc/tts.py)."""
+    ever runs it: ``{text}`` and ``{file}`` are replaced inside each word (net/tts.py)."""
     command: tuple[str, ...] | None = None
     text = env.get("SIPROC_TTS_COMMAND", "").strip()
     if text:

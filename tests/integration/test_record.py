@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from tests.audio import duration, make_tone
-from tests.siproc_proc import Siproc, wait_file, write_handler
+from tests.audio import duration
+from tests.siproc_proc import Siproc, handler_dir, wait_file
 
 ENDED = r"^(SIGTERM|EOF)$"
 CODEC_RATES = {"PCMU": 8000, "PCMA": 8000, "G722": 16000, "opus": 48000}  # PCM rate of the file
@@ -54,10 +54,9 @@ echo EOF >> "$log"
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    write_handler(tmp_path / "h.sh", HANDLER)
-    make_tone(tmp_path / "a440.wav", 440.0, TONE_SECONDS)
-    make_tone(tmp_path / "b880.wav", 880.0, 5.0)
-    return tmp_path
+    return handler_dir(
+        tmp_path, HANDLER, {"a440.wav": (440.0, TONE_SECONDS), "b880.wav": (880.0, 5.0)}
+    )
 
 
 def dominant(samples: np.ndarray, rate: int) -> float:  # type: ignore[type-arg]

@@ -25,7 +25,7 @@ import pytest
 
 from tests.integration.rfc4475_send import final_options
 from tests.netns import loopback_netns
-from tests.siproc_proc import Siproc, write_handler
+from tests.siproc_proc import Siproc, handler_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRAR = ROOT / "tests" / "fake_registrar.py"
@@ -37,8 +37,7 @@ FAILED = r"registration failed: (.*) \(next try in (\d+) s\)"
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    write_handler(tmp_path / "h.sh", HANDLER)
-    return tmp_path
+    return handler_dir(tmp_path, HANDLER)
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.siproc_proc import Siproc, wait_file, write_handler
+from tests.siproc_proc import Siproc, handler_dir, wait_file, write_handler
 
 # h.sh ROLE MODE [TARGET]: appends "<call> START ...", "<call> EVENT <line>", "<call> EOF"
 # and "<call> SIGTERM" to ROLE.log, where <call> is the start of SIPROC_CALL_ID (a transferee
@@ -50,8 +50,7 @@ sleep 10 & wait $!  # siproc's SIGTERM follows the end of stdin: show that it co
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    write_handler(tmp_path / "h.sh", HANDLER)
-    return tmp_path
+    return handler_dir(tmp_path, HANDLER)
 
 
 def calls_in(text: str) -> dict[str, list[str]]:

@@ -1,4 +1,4 @@
-"""siproc/metrics.py: the exposition, the scrape-time figures and the HTTP answers."""
+"""calls/metrics.py: the exposition, the scrape-time figures and the HTTP answers."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import sys
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from siproc.calls.metrics import ClockFigures, Metrics, MetricsServer, status_class
 from siproc.calls.records import CallFacts, EndedBy
-from siproc.metrics import ClockFigures, Metrics, MetricsServer, status_class
 
 
 class View:

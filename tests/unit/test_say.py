@@ -11,7 +11,7 @@ from siproc.calls import protocol
 from siproc.calls.call_state import CallState
 from siproc.calls.say import UNKNOWN_RATE, say
 from siproc.media.player import MediaFileError
-from siproc.tts import TtsError
+from siproc.net.tts import TtsError
 
 
 class FakeTts:

@@ -1,4 +1,4 @@
-"""Text to speech for SAY (siproc/tts.py): argv building, cache keys, and renders by a small
+"""Text to speech for SAY (net/tts.py): argv building, cache keys, and renders by a small
 fake engine (a Python script that writes a WAV of as many 10 ms beeps as the text has words)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import soundfile
 
 from siproc.config import ConfigError, TtsSettings, load_config
-from siproc.tts import (
+from siproc.net.tts import (
     DEFAULT_COMMAND,
     TextToSpeech,
     TtsError,

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from siproc.calls.say import CallSpeech
     from siproc.net.alsa import SoundCards
     from siproc.net.media_pool import MediaStream
-    from siproc.tts import TextToSpeech
+    from siproc.net.tts import TextToSpeech
 
 __all__ = [
     "ALLOW",
@@ -106,7 +106,7 @@ class PhoneServices(Protocol):
 
     loop: asyncio.AbstractEventLoop
     handler_argv: list[str]
-    tts: TextToSpeech  # SAY's engine and cache (siproc/tts.py)
+    tts: TextToSpeech  # SAY's engine and cache (net/tts.py)
 
     def send_request(
         self,

@@ -6,7 +6,7 @@ registration's result). With neither ``SIPROC_CDR`` nor ``SIPROC_METRICS`` set, 
 those calls returns at once and nothing else is imported. With ``SIPROC_CDR``, the records
 file is opened when the phone is built (a path that cannot be opened stops siproc at start-up,
 naming the variable), SIGHUP reopens it (logrotate), and the records of calls still up when
-siproc stops are written before it exits. With ``SIPROC_METRICS``, `siproc.metrics` (and the
+siproc stops are written before it exits. With ``SIPROC_METRICS``, `siproc.calls.metrics` (and the
 ``prometheus-client`` package) is imported and its server started with the SIP transport.
 """
 
@@ -23,8 +23,8 @@ from siproc.config import ConfigError
 
 if TYPE_CHECKING:
     from siproc.calls.call import Call
+    from siproc.calls.metrics import ClockFigures, Metrics, MetricsServer
     from siproc.calls.phone import Phone
-    from siproc.metrics import ClockFigures, Metrics, MetricsServer
 
 __all__ = ["Monitoring"]
 
@@ -53,7 +53,7 @@ class Monitoring:
                 raise ConfigError("SIPROC_CDR", str(exc).removeprefix("SIPROC_CDR: ")) from None
             sinks.append(self._write_record)
         if config.metrics is not None:
-            from siproc.metrics import Metrics
+            from siproc.calls.metrics import Metrics
 
             self.metrics = Metrics(_View(self))
             sinks.append(self.metrics.call_ended)
@@ -72,7 +72,7 @@ class Monitoring:
         if self.records is not None:
             phone.loop.add_signal_handler(signal.SIGHUP, self.reopen)
         if self.metrics is not None:
-            from siproc.metrics import MetricsServer
+            from siproc.calls.metrics import MetricsServer
 
             assert phone.config.metrics is not None
             host, port = phone.config.metrics
@@ -115,7 +115,7 @@ class Monitoring:
         if not self.transport_up:
             return
         clock = self.phone.clock
-        from siproc.metrics import ClockFigures
+        from siproc.calls.metrics import ClockFigures
 
         self.worker_clocks["main"] = ClockFigures(
             clock.ticks, clock.skipped_ticks, clock.take_lag_max(), clock.busy
@@ -164,7 +164,7 @@ class Monitoring:
 
     def clock_report(self, worker: int, args: list[object]) -> None:
         """A media worker's ``clock`` message (net/media_worker.py): its clock's figures."""
-        from siproc.metrics import ClockFigures
+        from siproc.calls.metrics import ClockFigures
 
         match args:
             case [int() as ticks, int() as skipped, float() as lag, float() as busy]:
@@ -182,7 +182,7 @@ class Monitoring:
 
 
 class _View:
-    """The phone as a scrape reads it (siproc.metrics.PhoneView)."""
+    """The phone as a scrape reads it (siproc.calls.metrics.PhoneView)."""
 
     def __init__(self, monitoring: Monitoring) -> None:
         self.monitoring = monitoring

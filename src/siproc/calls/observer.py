@@ -5,7 +5,7 @@ its state changes (`changed`, from `Phone.call_changed`), when we send it ringin
 (`ringing`: an incoming call's 180) and when it has ended with its media closed (`ended`,
 from the call, just before its handler hears ``DISCONNECTED``). The observer notes the wall
 clock at each step, and at the end builds the call's `CallFacts` (calls/records.py) and hands
-them to its sinks: the ``SIPROC_CDR`` file and the metrics (siproc/metrics.py). `finished`
+them to its sinks: the ``SIPROC_CDR`` file and the metrics (calls/metrics.py). `finished`
 (the phone forgets the call) and `flush` (siproc stops) make sure that a call that ended some
 other way (a handler that could not start, the last resort of an internal error, a shutdown
 that gave up waiting) gets its record too: exactly one per call.

@@ -28,7 +28,7 @@ from dataclasses import replace
 from urllib.parse import quote, unquote
 
 from siproc import __version__
-from siproc.calls import protocol
+from siproc.calls import out_of_dialog, protocol
 from siproc.calls.account import Account
 from siproc.calls.call import ALLOW, INSECURE_SRTP_REASON, Call, CallState
 from siproc.calls.control import ControlError, Dial, Quit, parse_control_line
@@ -45,6 +45,7 @@ from siproc.net.media_pool import MediaPool, MediaStream
 from siproc.net.rtp_socket import RtpStream
 from siproc.net.sip_transport import SipTransport
 from siproc.net.tls import client_context, server_context
+from siproc.net.tts import TextToSpeech
 from siproc.sdp.model import SdpError
 from siproc.sdp.offer_answer import CodecSpec, OfferAnswerError
 from siproc.sdp.sdes import SrtpMode
@@ -73,7 +74,6 @@ from siproc.sip.transaction import (
     TransactionTimeout,
 )
 from siproc.sip.uri import NameAddr, SipUri, format_host, parse_name_addr, parse_uri
-from siproc.tts import TextToSpeech
 
 log = logging.getLogger(__name__)
 
@@ -792,59 +792,21 @@ class Phone:
             else:
                 call.on_request(request, tx, event.local_host)
             return
-        match request.method:
-            case "INVITE":
-                self._on_invite(event)
-            case "OPTIONS":
-                self.respond(
-                    tx,
-                    make_response(
-                        request,
-                        200,
-                        "OK",
-                        to_tag=self.new_token(),
-                        headers=[
-                            ("Allow", ALLOW),
-                            ("Accept", "application/sdp"),
-                            ("Accept-Language", "en"),
-                            ("Supported", ", ".join(sorted(self.endpoint.supported))),
-                        ],
-                    ),
-                )
-            case "MESSAGE":
-                # Many phones send chat outside the dialog even during a call (baresip,
-                # linphone): it goes to the handler of the call with that party.
-                self.respond(tx, make_response(request, 200, "OK", to_tag=self.new_token()))
-                text = request.body.decode("utf-8", "replace")
-                call = self._call_with(info.from_.uri)
-                if call is not None:
-                    call.event(protocol.MessageReceived(text))
-                else:
-                    log.info("MESSAGE from %s outside any call: %r", info.from_.uri, text[:200])
-            case "BYE" | "INFO" | "UPDATE":  # in-dialog only (UPDATE: RFC 3311 section 5.2)
-                self.respond(tx, make_response(request, 481, "Call/Transaction Does Not Exist"))
-            case "NOTIFY":  # no subscription outside a dialog (RFC 6665 section 4.1.3)
-                self.respond(tx, make_response(request, 481, "Subscription Does Not Exist"))
-            case "REFER":
-                # We transfer only calls we are in: a REFER outside a dialog (RFC 3515 allows
-                # it, e.g. click-to-dial) would let anyone make us call anywhere.
-                self.respond(
-                    tx,
-                    make_response(
-                        request, 403, "Forbidden (REFER outside a call)", to_tag=self.new_token()
-                    ),
-                )
-            case _:
-                self.respond(
-                    tx,
-                    make_response(
-                        request,
-                        405,
-                        "Method Not Allowed",
-                        to_tag=self.new_token(),
-                        headers=[("Allow", ALLOW)],
-                    ),
-                )
+        if request.method == "INVITE":
+            self._on_invite(event)
+            return
+        response = out_of_dialog.answer(request, self.new_token, self.endpoint.supported)
+        assert response is not None
+        self.respond(tx, response)
+        if request.method == "MESSAGE":
+            # Many phones send chat outside the dialog even during a call (baresip,
+            # linphone): it goes to the handler of the call with that party.
+            text = request.body.decode("utf-8", "replace")
+            call = self._call_with(info.from_.uri)
+            if call is not None:
+                call.event(protocol.MessageReceived(text))
+            else:
+                log.info("MESSAGE from %s outside any call: %r", info.from_.uri, text[:200])
 
     def _admit(
         self, request: Request, info: MessageInfo, source: Destination, now: float
@@ -888,7 +850,7 @@ class Phone:
                         self._refused_inbound,
                     )
                 return Refuse(policy.reject, "Forbidden")
-        refusal = _REFUSED_OUTSIDE_A_DIALOG.get(request.method)
+        refusal = out_of_dialog.REFUSED.get(request.method)
         if refusal is not None:
             return refusal
         if request.method != "INVITE" or self._stopping:
@@ -988,16 +950,6 @@ class Phone:
                 call.uas.respond(500, "Server Internal Error (handler failed to start)")
             call.finish(500, "handler failed to start")
 
-
-#: Requests refused outside a dialog whoever sends them (see `Phone._on_request`): answered
-#: statelessly by the admission gate.
-_REFUSED_OUTSIDE_A_DIALOG = {
-    "BYE": Refuse(481, "Call/Transaction Does Not Exist"),
-    "INFO": Refuse(481, "Call/Transaction Does Not Exist"),
-    "UPDATE": Refuse(481, "Call/Transaction Does Not Exist"),  # RFC 3311 section 5.2
-    "NOTIFY": Refuse(481, "Subscription Does Not Exist"),  # RFC 6665 section 4.1.3
-    "REFER": Refuse(403, "Forbidden (REFER outside a call)"),
-}
 
 #: What stays percent-escaped in SIPROC_REMOTE_USER: control characters (C0, DEL, C1), the
 #: Unicode line separators, the path separators, and the escape character itself.

@@ -26,6 +26,8 @@ import stat
 from dataclasses import asdict, dataclass
 from enum import Enum
 
+from siproc.config import check_record_path
+
 __all__ = [
     "CallFacts",
     "EndedBy",
@@ -165,19 +167,6 @@ def ended_by(
 
 class RecordFileError(Exception):
     """The records file cannot be used; the message names the variable."""
-
-
-def check_record_path(text: str) -> str:
-    """A value of SIPROC_CDR that can name a file: not empty, no NUL or line break, not a
-    directory. Raises ValueError with the problem (the caller names the variable)."""
-    path = text.strip()
-    if not path:
-        raise ValueError("is empty")
-    if any(c in path for c in "\0\n\r"):
-        raise ValueError(f"is not a file name: {text!r}")
-    if path.endswith("/") or os.path.isdir(path):
-        raise ValueError(f"is a directory, not a file: {path!r}")
-    return path
 
 
 class RecordFile:

@@ -1,4 +1,4 @@
-"""SAY: speak a text to the far end of one call (text to speech, siproc/tts.py).
+"""SAY: speak a text to the far end of one call (text to speech, net/tts.py).
 
 Theory of operation: ``SAY <text>`` starts rendering at once, off the event loop (or takes the
 rendering from the cache), at the rate of the call's codec (16 kHz while no codec is agreed
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from siproc.calls.call_state import CallState
 from siproc.media.player import MediaFileError
-from siproc.tts import TtsError
+from siproc.net.tts import TtsError
 
 if TYPE_CHECKING:
     from siproc.calls.call import Call

@@ -132,7 +132,7 @@ class MediaWorker:
 
     def _report_clock(self) -> None:
         """Once a second while the clock ticks: its figures to the control process, which
-        serves them as metrics (siproc/metrics.py) without ever asking a worker."""
+        serves them as metrics (calls/metrics.py) without ever asking a worker."""
         if self.done.is_set():
             return
         clock = self.clock
@@ -344,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             "usage: python -m siproc.net.media_worker FD LOG_LEVEL PHASE PRIORITY (siproc runs it)"
         )
         return 2
-    from siproc.cli import raise_fd_limit, setup_logging
+    from siproc.logs import setup_logging
+    from siproc.net.fd_limit import raise_fd_limit
 
     setup_logging(level, "siproc-media")
     raise_fd_limit()

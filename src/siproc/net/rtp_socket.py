@@ -60,7 +60,7 @@ from siproc.media.rtcp_session import RtcpSession
 from siproc.media.rtp import (
     RTP_HEADER,
     RTP_HEADER_SIZE,
-    ParseError,
+    PacketParseError,
     RtpHeader,
     RtpSender,
     is_rtcp,
@@ -737,7 +737,7 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         """An RTP packet in the clear (SRTP already removed) in any header form: parse it."""
         try:
             header, payload = parse_rtp(data)
-        except ParseError:
+        except PacketParseError:
             self.stats.packets_invalid += 1
             return
         b1 = (0x80 if header.marker else 0) | header.payload_type

@@ -5,7 +5,9 @@ the password variable is SIPROC_PASSWORD) plus the ones this version adds, all d
 siproc(1). Among them: SIPROC_REGISTER_RETRY, the first step of the backoff with which every
 failed registration is retried (an unresolvable registrar name, no answer, a refused or
 dropped TCP connection: calls/account.py), and SIPROC_USER_AGENT, the User-Agent and Server
-headers, "siproc" without the version by default. SECRET_VARIABLES never reach a child
+headers, "siproc" without the version by default, and SIPROC_DRAIN_TIMEOUT, the seconds a
+drain (DRAIN, SIGUSR1: calls/drain.py) waits for the calls still up before it ends them as QUIT
+does (0, the default: as long as they last). SECRET_VARIABLES never reach a child
 process. A missing or malformed value raises `ConfigError` naming the variable, and the CLI
 exits 1 with that one line.
 """
@@ -67,6 +69,10 @@ DEFAULT_SPAWN_RATE = 400.0  # handler starts per second, all calls together
 DEFAULT_RING_TIMEOUT = 120  # seconds an incoming call may ring unanswered (then 480)
 DEFAULT_RTP_TIMEOUT = 0  # seconds without RTP that end a connected call; 0: never
 DEFAULT_MAX_CALL_DURATION = 86400  # seconds; 0: no limit
+# SIPROC_DRAIN_TIMEOUT: seconds after DRAIN (or SIGUSR1) until the calls still up are ended as
+# QUIT ends them (calls/drain.py); 0: wait for them however long they last.
+DEFAULT_DRAIN_TIMEOUT = 0.0
+MAX_DRAIN_TIMEOUT = 31_536_000.0
 
 # SIPROC_LOG_LEVEL 0-6 (0 quietest) onto Python logging levels. 5 adds the transaction and
 # dialog state machines; 6 adds every SIP message in and out (see `SIP_TRACE`).
@@ -178,6 +184,7 @@ class Config:
     # SIPROC_SRTP_INSECURE_SIGNALLING=yes: SDES keys also in SDP sent over UDP/TCP (cleartext)
     srtp_insecure_signalling: bool = False
     tls: TlsSettings = TlsSettings()
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT  # SIPROC_DRAIN_TIMEOUT (s); 0: none
 
     @property
     def transport(self) -> str:
@@ -484,4 +491,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         user_agent=_user_agent(env),
         srtp_insecure_signalling=_yes_no(env, "SIPROC_SRTP_INSECURE_SIGNALLING", False),
         tls=_tls(env),
+        drain_timeout=_seconds(
+            env, "SIPROC_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT, 0, MAX_DRAIN_TIMEOUT
+        ),
     )

@@ -542,3 +542,15 @@ def test_tls_defaults_and_variables(tmp_path) -> None:  # type: ignore[no-untype
 def test_a_tls_registrar_is_accepted(uri: str) -> None:
     config = load_config({"SIPROC_REGISTRAR_URI": uri, "SIPROC_USERNAME": "alice"})
     assert config.transport == "tls"
+
+
+def test_drain_timeout() -> None:
+    assert load_config({}).drain_timeout == 0.0  # wait for the calls however long they last
+    assert load_config({"SIPROC_DRAIN_TIMEOUT": " "}).drain_timeout == 0.0
+    assert load_config({"SIPROC_DRAIN_TIMEOUT": "90"}).drain_timeout == 90.0
+    assert load_config({"SIPROC_DRAIN_TIMEOUT": "2.5"}).drain_timeout == 2.5
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "1e3", "nan", "31536001", "5s"])
+def test_bad_drain_timeout_names_the_variable(value: str) -> None:
+    assert_error({"SIPROC_DRAIN_TIMEOUT": value}, "SIPROC_DRAIN_TIMEOUT", "seconds from 0 to")

@@ -4,12 +4,13 @@ The variables are those of the original manual page (its ENVIRONMENT section; no
 the password variable is SIPROC_PASSWORD) plus the ones this version adds, all documented in
 siproc(1). Among them: SIPROC_REGISTER_RETRY, the first step of the backoff with which every
 failed registration is retried (an unresolvable registrar name, no answer, a refused or
-dropped TCP connection: calls/account.py), and SIPROC_USER_AGENT, the User-Agent and Server
-headers, "siproc" without the version by default, and SIPROC_DRAIN_TIMEOUT, the seconds a
-drain (DRAIN, SIGUSR1: calls/drain.py) waits for the calls still up before it ends them as QUIT
-does (0, the default: as long as they last). SECRET_VARIABLES never reach a child
-process. A missing or malformed value raises `ConfigError` naming the variable, and the CLI
-exits 1 with that one line.
+dropped TCP connection: calls/account.py); SIPROC_USER_AGENT, the User-Agent and Server
+headers, "siproc" without the version by default; SIPROC_DRAIN_TIMEOUT, the seconds a drain
+(DRAIN, SIGUSR1: calls/drain.py) waits for the calls still up before it ends them as QUIT does
+(0, the default: as long as they last); SIPROC_INSTANCE_ID, the +sip.instance of the
+registered Contact (RFC 5626) for several instances of one account. SECRET_VARIABLES never
+reach a child process. A missing or malformed value raises `ConfigError` naming the variable,
+and the CLI exits 1 with that one line.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
@@ -185,6 +187,8 @@ class Config:
     srtp_insecure_signalling: bool = False
     tls: TlsSettings = TlsSettings()
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT  # SIPROC_DRAIN_TIMEOUT (s); 0: none
+    # SIPROC_INSTANCE_ID: "urn:uuid:..." for the +sip.instance of our Contact (RFC 5626 4.1)
+    instance_id: str | None = None
 
     @property
     def transport(self) -> str:
@@ -345,6 +349,27 @@ def _user_agent(env: Mapping[str, str]) -> str:
     return text
 
 
+def _instance_id(env: Mapping[str, str]) -> str | None:
+    """SIPROC_INSTANCE_ID: a UUID (RFC 4122), given bare or as urn:uuid:, that goes into the
+    registered Contact as +sip.instance (RFC 5626 section 4.1): several instances of one
+    account each register their own binding, and an instance started again replaces its
+    own. Canonical lower-case form."""
+    text = env.get("SIPROC_INSTANCE_ID", "").strip()
+    if not text:
+        return None
+    bare = text[len("urn:uuid:") :] if text.lower().startswith("urn:uuid:") else text
+    try:
+        if len(bare) != 36:
+            raise ValueError(bare)
+        return f"urn:uuid:{uuid.UUID(bare)}"
+    except ValueError:
+        raise ConfigError(
+            "SIPROC_INSTANCE_ID",
+            f"must be a UUID such as 0f8fad5b-d9cb-469f-a165-70867728950e (see uuidgen), "
+            f"not {text[:60]!r}",
+        ) from None
+
+
 def _yes_no(env: Mapping[str, str], name: str, default: bool) -> bool:
     text = env.get(name, "").strip().lower()
     if not text:
@@ -494,4 +519,5 @@ def load_config(env: Mapping[str, str]) -> Config:
         drain_timeout=_seconds(
             env, "SIPROC_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT, 0, MAX_DRAIN_TIMEOUT
         ),
+        instance_id=_instance_id(env),
     )

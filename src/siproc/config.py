@@ -4,15 +4,18 @@ The variables are those of the original manual page (its ENVIRONMENT section; no
 the password variable is SIPROC_PASSWORD) plus the ones this version adds, all documented in
 siproc(1). Among them: SIPROC_REGISTER_RETRY, the first step of the backoff with which every
 failed registration is retried (an unresolvable registrar name, no answer, a refused or
-dropped TCP connection: calls/account.py), and SIPROC_USER_AGENT, the User-Agent and Server
+dropped TCP connection: calls/account.py); SIPROC_USER_AGENT, the User-Agent and Server
 headers, "siproc" without the version by default; SIPROC_CDR, the file of call detail records
 (calls/records.py: its form is checked here, whether it opens at start-up); SIPROC_METRICS,
 where /metrics and /healthz listen (calls/metrics.py; 127.0.0.1 unless an address is given);
 SIPROC_TTS_COMMAND, SIPROC_TTS_CACHE_DIR, SIPROC_TTS_CACHE_SIZE and SIPROC_TTS_TIMEOUT, the
-text-to-speech engine of SAY and its disk cache (TtsSettings, tts.py); SIPROC_MEDIA_IDLE, how
-long a media worker without calls runs. SECRET_VARIABLES never reach a child process. A missing
-or malformed value raises `ConfigError` naming the variable, and the CLI exits 1 with that one
-line.
+text-to-speech engine of SAY and its disk cache (TtsSettings, net/tts.py); SIPROC_MEDIA_IDLE,
+how long a media worker without calls runs; SIPROC_DRAIN_TIMEOUT, the seconds a drain (DRAIN,
+SIGUSR1: calls/drain.py) waits for the calls still up before it ends them as QUIT does (0, the
+default: as long as they last); SIPROC_INSTANCE_ID, the +sip.instance of the registered
+Contact (RFC 5626) for several instances of one account. SECRET_VARIABLES never reach a child
+process. A missing or malformed value raises `ConfigError` naming the variable, and the CLI
+exits 1 with that one line.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shlex
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
@@ -78,6 +82,10 @@ DEFAULT_RING_TIMEOUT = 120  # seconds an incoming call may ring unanswered (then
 DEFAULT_RTP_TIMEOUT = 0  # seconds without RTP that end a connected call; 0: never
 DEFAULT_MAX_CALL_DURATION = 86400  # seconds; 0: no limit
 DEFAULT_METRICS_ADDRESS = "127.0.0.1"  # SIPROC_METRICS=PORT listens here (calls/metrics.py)
+# SIPROC_DRAIN_TIMEOUT: seconds after DRAIN (or SIGUSR1) until the calls still up are ended as
+# QUIT ends them (calls/drain.py); 0: wait for them however long they last.
+DEFAULT_DRAIN_TIMEOUT = 0.0
+MAX_DRAIN_TIMEOUT = 31_536_000.0
 
 # SIPROC_LOG_LEVEL 0-6 (0 quietest) onto Python logging levels: logs.LOG_LEVELS. 5 adds the
 # transaction and dialog state machines; 6 adds every SIP message in and out.
@@ -200,6 +208,9 @@ class Config:
     cdr: str | None = None  # SIPROC_CDR: the call detail records file (calls/records.py)
     metrics: tuple[str, int] | None = None  # SIPROC_METRICS: where /metrics listens
     tts: TtsSettings = TtsSettings()
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT  # SIPROC_DRAIN_TIMEOUT (s); 0: none
+    # SIPROC_INSTANCE_ID: "urn:uuid:..." for the +sip.instance of our Contact (RFC 5626 4.1)
+    instance_id: str | None = None
 
     @property
     def transport(self) -> str:
@@ -358,6 +369,27 @@ def _user_agent(env: Mapping[str, str]) -> str:
             f"'siproc' or 'acme-doorbell/2', not {text[:40]!r}",
         )
     return text
+
+
+def _instance_id(env: Mapping[str, str]) -> str | None:
+    """SIPROC_INSTANCE_ID: a UUID (RFC 4122), given bare or as urn:uuid:, that goes into the
+    registered Contact as +sip.instance (RFC 5626 section 4.1): several instances of one
+    account each register their own binding, and an instance started again replaces its
+    own. Canonical lower-case form."""
+    text = env.get("SIPROC_INSTANCE_ID", "").strip()
+    if not text:
+        return None
+    bare = text[len("urn:uuid:") :] if text.lower().startswith("urn:uuid:") else text
+    try:
+        if len(bare) != 36:
+            raise ValueError(bare)
+        return f"urn:uuid:{uuid.UUID(bare)}"
+    except ValueError:
+        raise ConfigError(
+            "SIPROC_INSTANCE_ID",
+            f"must be a UUID such as 0f8fad5b-d9cb-469f-a165-70867728950e (see uuidgen), "
+            f"not {text[:60]!r}",
+        ) from None
 
 
 def _yes_no(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -583,4 +615,8 @@ def load_config(env: Mapping[str, str]) -> Config:
         cdr=_cdr(env),
         metrics=_metrics(env),
         tts=_tts(env),
+        drain_timeout=_seconds(
+            env, "SIPROC_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT, 0, MAX_DRAIN_TIMEOUT
+        ),
+        instance_id=_instance_id(env),
     )

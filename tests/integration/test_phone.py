@@ -144,7 +144,9 @@ def test_sigterm_is_a_graceful_shutdown(workdir: Path, phones: MakePhone) -> Non
 def test_bad_stdin_line_is_reported_and_ignored(workdir: Path, phones: MakePhone) -> None:
     alice = phones("alice", "wait")
     alice.send("DIAL sip:x@127.0.0.1")
-    alice.wait_for(r"ignoring input line: expected 'CALL <sip-uri>' or 'QUIT', not 'DIAL sip:x@")
+    alice.wait_for(
+        r"ignoring input line: expected 'CALL <sip-uri>', 'DRAIN' or 'QUIT', not 'DIAL sip:x@"
+    )
     alice.send("CALL not-a-uri")
     alice.wait_for(r"CALL 'not-a-uri': not a SIP URI")
     alice.send("CALL sip:bob@127.0.0.1 Via: x")

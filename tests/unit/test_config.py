@@ -583,3 +583,37 @@ def test_metrics_address(text: str, expected: tuple[str, int]) -> None:
 def test_metrics_address_invalid(text: str) -> None:
     exc = error({"SIPROC_METRICS": text})
     assert exc.variable == "SIPROC_METRICS" and "ADDRESS:PORT" in exc.problem
+
+
+def test_drain_timeout() -> None:
+    assert load_config({}).drain_timeout == 0.0  # wait for the calls however long they last
+    assert load_config({"SIPROC_DRAIN_TIMEOUT": " "}).drain_timeout == 0.0
+    assert load_config({"SIPROC_DRAIN_TIMEOUT": "90"}).drain_timeout == 90.0
+    assert load_config({"SIPROC_DRAIN_TIMEOUT": "2.5"}).drain_timeout == 2.5
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "1e3", "nan", "31536001", "5s"])
+def test_bad_drain_timeout_names_the_variable(value: str) -> None:
+    assert_error({"SIPROC_DRAIN_TIMEOUT": value}, "SIPROC_DRAIN_TIMEOUT", "seconds from 0 to")
+
+
+def test_instance_id() -> None:
+    uuid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    assert load_config({}).instance_id is None
+    assert load_config({"SIPROC_INSTANCE_ID": uuid}).instance_id == f"urn:uuid:{uuid}"
+    upper = {"SIPROC_INSTANCE_ID": f" URN:UUID:{uuid.upper()} "}
+    assert load_config(upper).instance_id == f"urn:uuid:{uuid}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "host-1",
+        "urn:uuid:",
+        "0f8fad5bd9cb469fa16570867728950e",  # no dashes: not the RFC 4122 string form
+        "{0f8fad5b-d9cb-469f-a165-70867728950e}",
+        '0f8fad5b-d9cb-469f-a165-70867728950e>;x="',
+    ],
+)
+def test_bad_instance_id_names_the_variable(value: str) -> None:
+    assert_error({"SIPROC_INSTANCE_ID": value}, "SIPROC_INSTANCE_ID", "must be a UUID")

@@ -90,6 +90,7 @@ class Account:
             auth=phone.auth_session(),
             rewrite_contact=phone.config.public_address is None,
             retry_min=float(phone.config.register_retry),
+            instance=phone.config.instance_id,
         )
         self.registration.start()
         self._register()

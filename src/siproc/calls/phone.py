@@ -7,9 +7,10 @@ new requests to the call they belong to (by dialog id) or to the out-of-dialog h
 (INVITE starts a call, OPTIONS is answered, MESSAGE is logged). After each batch the one
 endpoint timer is re-armed at `endpoint.next_deadline()`.
 
-Main stdin takes `CALL <uri>` and `QUIT`; its end is not QUIT (a daemon started with stdin on
-/dev/null keeps serving). QUIT, SIGINT and SIGTERM shut down gracefully: every call gets its
-BYE/CANCEL/480, every handler its SIGTERM, the account its un-REGISTER, then exit 0.
+Main stdin takes `CALL <uri>`, `DRAIN` and `QUIT`; its end is not QUIT (a daemon started with
+stdin on /dev/null keeps serving). QUIT, SIGINT and SIGTERM shut down gracefully: every call gets
+its BYE/CANCEL/480, every handler its SIGTERM, the account its un-REGISTER, then exit 0. DRAIN
+and SIGUSR1 stop taking new calls and quit when the last one has ended (calls/drain.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from siproc import __version__
 from siproc.calls import out_of_dialog, protocol
 from siproc.calls.account import Account
 from siproc.calls.call import ALLOW, INSECURE_SRTP_REASON, Call, CallState
-from siproc.calls.control import ControlError, Dial, Quit, parse_control_line
+from siproc.calls.control import ControlError, Dial, Quit, StartDrain, parse_control_line
+from siproc.calls.drain import Drain, DrainState
 from siproc.calls.handler import HandlerSpawnError
 from siproc.calls.inbound import RateTable, TokenBucket, admits, refer_allowed, same_address
 from siproc.calls.monitoring import Monitoring
@@ -151,6 +153,8 @@ class Phone:
         self._flood_refused = 0  # INVITEs refused by the flood limits (likewise)
         self._prune_at = 0.0  # next RateTable.prune()
         self._all_calls_gone.set()
+        self.drain = Drain(config.drain_timeout)  # DRAIN, SIGUSR1 (calls/drain.py)
+        self._drain_timer: asyncio.TimerHandle | None = None
         # SIPROC_CDR and SIPROC_METRICS (calls/monitoring.py): raises ConfigError at start-up
         self.monitor = Monitoring(self)
         self.account.on_result = self.monitor.registration
@@ -188,6 +192,7 @@ class Phone:
         self.account.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.request_shutdown, sig.name)
+        self.loop.add_signal_handler(signal.SIGUSR1, self.start_drain, "SIGUSR1")
         if stdin is not None:
             self._start_stdin_reader(stdin)
         await self._done.wait()
@@ -199,8 +204,29 @@ class Phone:
             log.info("shutting down (%s)", why)
             self._done.set()
 
+    def start_drain(self, why: str = "DRAIN") -> None:
+        """DRAIN or SIGUSR1: no new calls; quit when the last one has ended (calls/drain.py)."""
+        if self._done.is_set():
+            return
+        if not self.drain.start(self.loop.time(), len(self.calls)):
+            log.info("%s: already draining (%d call(s) up)", why, len(self.calls))
+            return
+        log.info("%s: draining, taking no new calls; %d call(s) up", why, len(self.calls))
+        deadline = self.drain.next_deadline()
+        if deadline is not None:
+            self._drain_timer = self.loop.call_at(deadline, self._on_drain_deadline)
+        if self.drain.state is DrainState.DONE:  # no call was up
+            self.request_shutdown(self.drain.why)
+
+    def _on_drain_deadline(self) -> None:
+        self._drain_timer = None
+        if self.drain.handle_timer(self.loop.time()):
+            self.request_shutdown(self.drain.why)
+
     async def _shutdown(self) -> None:
         self._stopping = True
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
         for call in list(self.calls):
             call.shutdown()
         self.account.stop()
@@ -259,6 +285,8 @@ class Phone:
         match command:
             case Quit():
                 self.request_shutdown("QUIT")
+            case StartDrain():
+                self.start_drain("DRAIN")
             case Dial(target=target, headers=headers):
                 self.place_call(target, headers)
             case None:
@@ -563,6 +591,8 @@ class Phone:
                 del self._by_invite_tx[tx]
         if not self.calls:
             self._all_calls_gone.set()
+        if self.drain.calls_changed(len(self.calls)):
+            self.request_shutdown(self.drain.why)
 
     def _call_with(self, uri: object) -> Call | None:
         """The live call whose remote party is `uri` (user and host), the newest first."""
@@ -616,6 +646,10 @@ class Phone:
     def place_call(self, text: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         """`CALL <uri> [Header: value ...]`: a SIP URI or name-addr, or a bare user name at the
         registrar's domain; `headers` go into the INVITE."""
+        why_not = self.drain.refuses_calls()
+        if why_not is not None:
+            print(f"siproc: CALL {text[:80]!r}: {why_not}", file=sys.stderr, flush=True)
+            return
         try:
             target = self.expand_target(text)
         except ParseError as exc:
@@ -812,7 +846,8 @@ class Phone:
         self, request: Request, info: MessageInfo, source: Destination, now: float
     ) -> Refuse | None:
         """The endpoint's admission gate for new requests outside a dialog (sip/endpoint.py):
-        SIPROC_INBOUND for all but OPTIONS, then the flood limits for INVITE (SIPROC_CALL_RATE
+        SIPROC_INBOUND for all but OPTIONS, then the drain (503 to INVITE and OPTIONS while
+        draining, calls/drain.py), then the flood limits for INVITE (SIPROC_CALL_RATE
         and SIPROC_CALL_BURST per source address, SIPROC_SPAWN_RATE for all). What is refused
         here is answered statelessly, or dropped, and never reaches a handler; the warnings are
         rate-limited (the first few, then at each power of ten).
@@ -850,7 +885,9 @@ class Phone:
                         self._refused_inbound,
                     )
                 return Refuse(policy.reject, "Forbidden")
-        refusal = out_of_dialog.REFUSED.get(request.method)
+        refusal = out_of_dialog.REFUSED.get(request.method) or self.drain.refusal(
+            request.method, now
+        )
         if refusal is not None:
             return refusal
         if request.method != "INVITE" or self._stopping:

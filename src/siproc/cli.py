@@ -14,7 +14,7 @@ import sys
 
 from siproc import __version__
 from siproc.config import LOG_LEVELS, Config, ConfigError, load_config
-from siproc.logs import SafeFormatter
+from siproc.logs import LOG_FORMATS, JsonFormatter, SafeFormatter
 
 log = logging.getLogger("siproc")
 
@@ -27,14 +27,20 @@ Standard input takes 'CALL <sip-uri>' and 'QUIT'. The account and settings come 
 SIPROC_* environment variables; see siproc(1)."""
 
 
-def setup_logging(level: int, program: str = "siproc") -> None:
+def setup_logging(level: int, program: str = "siproc", log_format: str = "text") -> None:
     """Log lines to stderr: ``siproc[PID] LEVEL: message`` (``program``: a media worker's
-    lines say ``siproc-media``)."""
+    lines say ``siproc-media``), or one JSON object per line (``log_format`` json,
+    SIPROC_LOG_FORMAT; siproc/logs.py)."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
     handler = logging.StreamHandler(sys.stderr)
     detail = " %(name)s" if level >= 4 else ""
-    handler.setFormatter(
-        SafeFormatter(f"{program}[%(process)d] %(levelname)s{detail}: %(message)s")
+    formatter: logging.Formatter = (
+        JsonFormatter(program)
+        if log_format == "json"
+        else SafeFormatter(f"{program}[%(process)d] %(levelname)s{detail}: %(message)s")
     )
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LOG_LEVELS[level])
@@ -81,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, log_format=config.log_format)
     raise_fd_limit()
     try:
         return _run(config, [handler, *ns.args])

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
+from siproc.logs import LOG_FORMATS
 from siproc.media.codecs.catalog import CodecEntry, CodecPriorityError, apply_priorities
 from siproc.net import sip_transport, tls
 from siproc.net.media_priority import PRIORITIES as MEDIA_PRIORITIES
@@ -178,6 +179,7 @@ class Config:
     # SIPROC_SRTP_INSECURE_SIGNALLING=yes: SDES keys also in SDP sent over UDP/TCP (cleartext)
     srtp_insecure_signalling: bool = False
     tls: TlsSettings = TlsSettings()
+    log_format: str = LOG_FORMATS[0]  # SIPROC_LOG_FORMAT: text, or json (one object per line)
 
     @property
     def transport(self) -> str:
@@ -462,6 +464,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         media_priority=_choice(env, "SIPROC_MEDIA_PRIORITY", MEDIA_PRIORITIES),
         register_expires=_int(env, "SIPROC_REGISTER_EXPIRES", DEFAULT_REGISTER_EXPIRES, 60, 86400),
         log_level=_int(env, "SIPROC_LOG_LEVEL", DEFAULT_LOG_LEVEL, 0, 6),
+        log_format=_choice(env, "SIPROC_LOG_FORMAT", LOG_FORMATS),
         codecs=codecs,
         timer_t1=_int(env, "SIPROC_TIMER_T1", DEFAULT_TIMER_T1_MS, 50, 5000) / 1000,
         inbound=_inbound(env, registrar),

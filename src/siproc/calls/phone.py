@@ -120,7 +120,11 @@ class Phone:
         self.media: MediaPool | None = None
         if config.media_workers:
             self.media = MediaPool(
-                self.loop, config.media_workers, config.log_level, priority=config.media_priority
+                self.loop,
+                config.media_workers,
+                config.log_level,
+                priority=config.media_priority,
+                log_format=config.log_format,
             )
         self._codecs = enabled_codecs(list(config.codecs))
         self._telephone_event = telephone_event_spec(list(config.codecs))

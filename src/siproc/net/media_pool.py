@@ -325,6 +325,7 @@ class _Worker:
                         str(pool.log_level),
                         str((index % pool.size) / pool.size),  # the workers' ticks take turns
                         pool.priority,
+                        pool.log_format,
                     ],
                     pass_fds=[theirs.fileno()],
                     env=worker_environment(os.environ),
@@ -392,12 +393,14 @@ class MediaPool:
         *,
         priority: str = "realtime",
         rtcp_interval: float = RTCP_MIN_INTERVAL,
+        log_format: str = "text",
     ) -> None:
         if workers < 1:
             raise ValueError(f"a media pool needs at least one worker, not {workers}")
         self.loop = loop
         self.size = workers
         self.log_level = log_level
+        self.log_format = log_format  # SIPROC_LOG_FORMAT, for the workers' own lines
         self.priority = priority  # the most the workers ask for (media_priority.py)
         self.rtcp_interval = rtcp_interval
         self.closing = False

@@ -61,12 +61,17 @@ from siproc.calls.protocol import (
     ErrorEvent,
     Hangup,
     Hold,
+    HoldEvent,
     Message,
+    MessageReceived,
     Play,
     Progress,
+    ProgressEvent,
     Record,
     Resume,
+    ResumeEvent,
     Ringing,
+    RingingEvent,
     Stop,
     Stopped,
     Transfer,
@@ -79,7 +84,18 @@ __all__ = [
     "CallEvent",
     "CallInfo",
     "CommandFailed",
+    # the events, re-exported from siproc.calls.protocol so that handlers import one module
+    "Connected",
+    "Disconnected",
+    "DtmfReceived",
+    "ErrorEvent",
     "Gathered",
+    "HoldEvent",
+    "MessageReceived",
+    "ProgressEvent",
+    "ResumeEvent",
+    "RingingEvent",
+    "Stopped",
     "Terminated",
     "UnknownEvent",
     "parse_event",
@@ -221,7 +237,13 @@ class _CallBase:
 
     @property
     def ended(self) -> bool:
+        """The call is over: DISCONNECTED came, the input ended, or SIGTERM."""
         return self.disconnected is not None or self._eof or self._terminated
+
+    @property
+    def terminated(self) -> bool:
+        """SIGTERM came."""
+        return self._terminated
 
     def _end(self) -> CallEnded:
         if self._terminated:

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """An IVR menu written with the handler kit (ivr.sh beside it is the same in bash).
 
-Answers, plays menu.wav and waits for one key: 1 plays one.wav and hangs up, 2 transfers the
-caller to the first argument (default sip:desk@example.com); no key three times plays bye.wav
-and hangs up. Try it offline: siproc-sim --script examples/sim/ivr.sim examples/ivr.py"""
+Answers, plays menu.wav and waits for one key (a key stops the menu): 1 plays one.wav and
+hangs up, 2 transfers the caller to the first argument (default sip:desk@example.com); no key
+three times plays bye.wav and hangs up.
+
+Try it offline: siproc-sim --script examples/sim/ivr.sim examples/ivr.py"""
 
 import sys
 
@@ -22,6 +24,8 @@ def main(call: Call) -> None:
     for _ in range(3):
         call.play("menu.wav")
         key = call.gather(max_digits=1, timeout=5)
+        if key and "menu.wav" in call.playing:
+            call.stop()  # the caller knows what to do: no more of the menu
         if key == "1":
             call.play("one.wav", wait=True)
             call.hangup()

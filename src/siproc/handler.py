@@ -234,6 +234,7 @@ class _CallBase:
         self._eof = False
         self._terminated = False
         self._gather_locally = False  # siproc refused GATHER: collect DTMF events ourselves
+        self._playing: list[str] = []
 
     @property
     def ended(self) -> bool:
@@ -244,6 +245,11 @@ class _CallBase:
     def terminated(self) -> bool:
         """SIGTERM came."""
         return self._terminated
+
+    @property
+    def playing(self) -> tuple[str, ...]:
+        """The files PLAYed whose ``STOPPED`` (or ``ERROR PLAY``) has not been read yet."""
+        return tuple(self._playing)
 
     def _end(self) -> CallEnded:
         if self._terminated:
@@ -260,6 +266,14 @@ class _CallBase:
             self.connected = True
         elif isinstance(event, Disconnected):
             self.disconnected = event
+        elif isinstance(event, Stopped) and event.file in self._playing:
+            self._playing.remove(event.file)
+        elif isinstance(event, ErrorEvent) and event.command == "PLAY" and self._playing:
+            self._playing.pop()  # the refused one is the last asked for
+
+    def _play(self, file: str) -> None:
+        self.send(Play(file))
+        self._playing.append(file)
 
     def _take_pending(self, accept: Callable[[CallEvent], T | None]) -> T | None:
         for index, event in enumerate(self._pending):
@@ -476,7 +490,7 @@ class Call(_CallBase):
     def play(self, file: str, *, wait: bool = False) -> None:
         """``PLAY <file>``; with ``wait``, return once ``STOPPED <file>`` came, and raise
         :class:`CommandFailed` if siproc refused the file."""
-        self.send(Play(file))
+        self._play(file)
         if wait:
             result = self._wait(_stopped_or_error(file), None)
             if isinstance(result, ErrorEvent):
@@ -634,7 +648,7 @@ class AsyncCall(_CallBase):
 
     async def play(self, file: str, *, wait: bool = False) -> None:
         """As :meth:`Call.play`."""
-        self.send(Play(file))
+        self._play(file)
         if wait:
             result = await self._wait(_stopped_or_error(file), None)
             if isinstance(result, ErrorEvent):

@@ -147,7 +147,13 @@ def test_play_and_wait_keeps_other_events_for_later(pipes: Pipes) -> None:
     assert call.next_event() == DtmfReceived("5")
     assert call.next_event() == Stopped("other.wav")
     assert call.next_event() == DtmfReceived("6")
-    assert call.connected
+    assert call.connected and call.playing == ()
+    call.play("a.wav")
+    call.play("b.wav")
+    assert call.playing == ("a.wav", "b.wav")
+    pipes.events("STOPPED a.wav", "ERROR PLAY cannot play 'b.wav': no such file")
+    assert call.next_event(timeout=0) == Stopped("a.wav") and call.playing == ("b.wav",)
+    assert isinstance(call.next_event(timeout=0), ErrorEvent) and call.playing == ()
 
 
 def test_a_refused_play_raises(pipes: Pipes) -> None:

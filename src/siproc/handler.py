@@ -275,6 +275,14 @@ class _CallBase:
         self.send(Play(file))
         self._playing.append(file)
 
+    def _typed_ahead(self, gather: _LocalGather) -> Gathered | None:
+        """Feed the kept DTMF events (keys pressed before a gather) to ``gather``."""
+        while (event := self._take_pending(_is_dtmf)) is not None:
+            done = gather.add(event.digit)
+            if done is not None:
+                return done
+        return None
+
     def _take_pending(self, accept: Callable[[CallEvent], T | None]) -> T | None:
         for index, event in enumerate(self._pending):
             result = accept(event)
@@ -498,19 +506,24 @@ class Call(_CallBase):
 
     def gather(self, max_digits: int = 1, timeout: float = 5.0, finish: str = "#") -> str:
         """Collect up to ``max_digits`` DTMF keys, until ``finish`` or ``timeout`` seconds
-        without a key; return them ('' if none). Sends ``GATHER``; if siproc does not know it,
-        collects the DTMF events here instead (same rules)."""
-        line = self._gather_line(max_digits, timeout, finish)
+        without a key; return them ('' if none). Keys pressed before (DTMF events not read
+        yet) count first. Sends ``GATHER`` for the rest; if siproc does not know it, collects
+        the DTMF events here instead (same rules)."""
+        self._gather_line(max_digits, timeout, finish)  # checks the arguments
+        self._drain()
+        gather = _LocalGather(max_digits, finish)
+        done = self._typed_ahead(gather)
+        if done is not None:
+            return done.digits
         if not self._gather_locally:
-            self.send(line)
+            self.send(self._gather_line(max_digits - len(gather.digits), timeout, finish))
             result = self._wait(_gathered_or_error, None)
             if isinstance(result, Gathered):
-                return result.digits
+                return gather.digits + result.digits
             assert isinstance(result, ErrorEvent)
             if "unknown command" not in result.reason:
                 raise CommandFailed(result)
             self._gather_locally = True
-        gather = _LocalGather(max_digits, finish)
         while True:
             event = self._wait(_is_dtmf, timeout)
             if event is None:
@@ -518,6 +531,14 @@ class Call(_CallBase):
             done = gather.add(event.digit)
             if done is not None:
                 return done.digits
+
+    def _drain(self) -> None:
+        """Read the events that are already there, without waiting, into the kept ones."""
+        while not self.ended:
+            event = self._read_event(time.monotonic())
+            if event is None:
+                return
+            self._pending.append(event)
 
 
 def _call_info(info: CallInfo | None) -> CallInfo:
@@ -656,17 +677,21 @@ class AsyncCall(_CallBase):
 
     async def gather(self, max_digits: int = 1, timeout: float = 5.0, finish: str = "#") -> str:
         """As :meth:`Call.gather`."""
-        line = self._gather_line(max_digits, timeout, finish)
+        self._gather_line(max_digits, timeout, finish)  # checks the arguments
+        await self._drain()
+        gather = _LocalGather(max_digits, finish)
+        done = self._typed_ahead(gather)
+        if done is not None:
+            return done.digits
         if not self._gather_locally:
-            self.send(line)
+            self.send(self._gather_line(max_digits - len(gather.digits), timeout, finish))
             result = await self._wait(_gathered_or_error, None)
             if isinstance(result, Gathered):
-                return result.digits
+                return gather.digits + result.digits
             assert isinstance(result, ErrorEvent)
             if "unknown command" not in result.reason:
                 raise CommandFailed(result)
             self._gather_locally = True
-        gather = _LocalGather(max_digits, finish)
         while True:
             event = await self._wait(_is_dtmf, timeout)
             if event is None:
@@ -674,6 +699,16 @@ class AsyncCall(_CallBase):
             done = gather.add(event.digit)
             if done is not None:
                 return done.digits
+
+    async def _drain(self) -> None:
+        """Read the events that are already there, without waiting, into the kept ones."""
+        if not self._eof:
+            self._readable()
+        while not self.ended:
+            event = await self._read_event(self._loop.time())
+            if event is None:
+                return
+            self._pending.append(event)
 
 
 def run_async(main: Callable[[AsyncCall], Awaitable[object]], info: CallInfo | None = None) -> None:

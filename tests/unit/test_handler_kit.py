@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -166,7 +167,7 @@ def test_a_refused_play_raises(pipes: Pipes) -> None:
 
 def test_gather_sends_gather_and_returns_the_keys(pipes: Pipes) -> None:
     call = call_on(pipes)
-    pipes.events("DTMF 1", "DTMF 2", "GATHERED 12 finish")
+    pipes.events("GATHERED 12 finish")
     assert call.gather(max_digits=4, timeout=2.5) == "12"
     assert pipes.commands() == ["GATHER max=4 timeout=2.5 finish=#"]
     pipes.events("GATHERED - timeout")
@@ -176,14 +177,34 @@ def test_gather_sends_gather_and_returns_the_keys(pipes: Pipes) -> None:
         call.gather(max_digits=0)
 
 
+def test_keys_pressed_before_gather_count_first(pipes: Pipes) -> None:
+    call = call_on(pipes)
+    pipes.events("DTMF 3", "GATHERED 45 max")
+    assert call.gather(max_digits=3) == "345"
+    assert pipes.commands() == ["GATHER max=2 timeout=5 finish=#"]  # the rest only
+    pipes.events("DTMF 7", "DTMF #")
+    assert call.gather(max_digits=1) == "7"  # no GATHER at all
+    assert call.gather(max_digits=4) == ""  # "#" ends it
+    assert pipes.commands() == []
+
+
 def test_gather_without_siproc_support_collects_dtmf_events_itself(pipes: Pipes) -> None:
     call = call_on(pipes)
-    pipes.events("ERROR GATHER unknown command", "DTMF 1", "DTMF 2", "DTMF #", "DTMF 9")
-    assert call.gather(max_digits=4) == "12"
-    assert call.gather(max_digits=1) == "9"  # the max
+
+    def far_end() -> None:  # refuses GATHER, then presses keys: in that order, always
+        seen = b""
+        while b"GATHER" not in seen:
+            seen += os.read(pipes.stdout_r, 4096)
+        pipes.events("ERROR GATHER unknown command", "DTMF 1", "DTMF 2", "DTMF #")
+
+    thread = threading.Thread(target=far_end)
+    thread.start()
+    assert call.gather(max_digits=4, timeout=5) == "12"
+    thread.join()
     pipes.events("DTMF 3")
-    assert call.gather(max_digits=3, timeout=0.01) == "3"  # the timeout
-    assert pipes.commands() == ["GATHER max=4 timeout=5 finish=#"]  # asked once only
+    assert call.gather(max_digits=3, timeout=0.01) == "3"  # the timeout, after type-ahead
+    assert call.gather(max_digits=3, timeout=0.01) == ""
+    assert pipes.commands() == []  # GATHER was asked for once only
 
 
 def test_disconnected_is_the_last_event(pipes: Pipes) -> None:
@@ -264,13 +285,14 @@ def test_run_outside_siproc_says_so() -> None:
 def test_async_flavour(pipes: Pipes) -> None:
     async def main() -> None:
         call = AsyncCall(INFO, stdin=pipes.stdin_r, stdout=pipes.stdout_w)
-        pipes.events("CONNECTED", "DTMF 7", "STOPPED menu.wav", "GATHERED 42 max")
+        pipes.events("CONNECTED", "DTMF 7", "STOPPED menu.wav", "GATHERED 4 max")
         assert await call.wait_connected(timeout=5)
         await call.play("menu.wav", wait=True)
-        assert await call.gather(max_digits=2) == "42"
-        assert await call.next_event() == DtmfReceived("7")
+        assert await call.gather(max_digits=2) == "74"  # 7 was pressed before
         assert await call.next_event(timeout=0.01) is None
-        pipes.events("ERROR GATHER unknown command", "DTMF 1")
+        pipes.events("ERROR GATHER unknown command")
+        assert await call.gather(timeout=0.01) == ""
+        pipes.events("DTMF 1")
         assert await call.gather(timeout=5) == "1"
         asyncio.get_running_loop().call_soon(call.terminate)
         with pytest.raises(Terminated):
@@ -281,8 +303,8 @@ def test_async_flavour(pipes: Pipes) -> None:
     asyncio.run(asyncio.wait_for(main(), 10))
     assert pipes.commands() == [
         "PLAY menu.wav",
-        "GATHER max=2 timeout=5 finish=#",
         "GATHER max=1 timeout=5 finish=#",
+        "GATHER max=1 timeout=0.01 finish=#",
     ]
 
 

@@ -4,8 +4,9 @@ The variables are those of the original manual page (its ENVIRONMENT section; no
 the password variable is SIPROC_PASSWORD) plus the ones this version adds, all documented in
 siproc(1). Among them: SIPROC_REGISTER_RETRY, the first step of the backoff with which every
 failed registration is retried (an unresolvable registrar name, no answer, a refused or
-dropped TCP connection: calls/account.py), and SIPROC_USER_AGENT, the User-Agent and Server
-headers, "siproc" without the version by default. SECRET_VARIABLES never reach a child
+dropped TCP connection: calls/account.py); SIPROC_USER_AGENT, the User-Agent and Server
+headers, "siproc" without the version by default; and SIPROC_LOG_FORMAT, text (default) or
+json (one JSON object per log line, siproc/logs.py). SECRET_VARIABLES never reach a child
 process. A missing or malformed value raises `ConfigError` naming the variable, and the CLI
 exits 1 with that one line.
 """

@@ -235,3 +235,13 @@ def test_script_mistakes_exit_2_before_anything_runs(workdir: Path) -> None:
     assert missing.stderr == (
         f"siproc-sim: cannot read the script {workdir}/nope.sim: No such file or directory\n"
     )
+
+
+def test_a_handler_that_cannot_run_is_a_usage_error(workdir: Path) -> None:
+    (workdir / "plain.sh").write_text("echo ANSWER\n")  # not executable
+    run = sim(workdir, "call from sip:a@example.com\n", str(workdir / "plain.sh"))
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr == (
+        f"siproc-sim: handler '{workdir}/plain.sh' is not an executable file "
+        "(check the path and chmod +x)\n"
+    )

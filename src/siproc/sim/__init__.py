@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from typing import TextIO
 
 from siproc import __version__
+from siproc.cli import _find_handler
 from siproc.logs import SafeFormatter
 from siproc.sim.script import Script, ScriptError, parse_script
 
@@ -75,7 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(SafeFormatter("siproc-sim %(levelname)s: %(message)s"))
     logging.getLogger().handlers[:] = [handler]
     logging.getLogger().setLevel(logging.WARNING)
-    program = ns.handler
-    if os.sep not in program and os.path.exists(program):
-        program = os.path.join(os.curdir, program)  # as a shell would not, but as users mean
+    program = _find_handler(ns.handler)  # as siproc finds it: a path, or a name in PATH
+    if program is None:
+        print(
+            f"siproc-sim: handler {ns.handler!r} is not an executable file "
+            "(check the path and chmod +x)",
+            file=sys.stderr,
+        )
+        return 2
     return run_script(script, [program, *ns.args])

@@ -533,7 +533,7 @@ class Simulation:
             for index in range(self._cursor, len(self.commands)):
                 if self._matches(self.commands[index], expect):
                     self._cursor = index + 1
-                    self.note("ok", f"line {expect.line}")
+                    self.note("ok", f"line {expect.line}: {expect.text}")
                     return True
             if self.returncode is not None:
                 why = "the handler exited without sending it"
@@ -555,7 +555,7 @@ class Simulation:
         if expect.status is not None and self.returncode != expect.status:
             self.fail(f"{self._where(expect)}: it ended with {self.returncode}")
             return False
-        self.note("ok", f"line {expect.line}")
+        self.note("ok", f"line {expect.line}: {expect.text}")
         return True
 
     # -- helpers ---------------------------------------------------------------------------

@@ -43,7 +43,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("config",),  # environment -> frozen Config: pure, below the edges that read it
     ("net",),  # asyncio edges: sockets, the media clock, workers
     ("calls",),  # handlers, calls, the phone
-    ("cli",),  # the entry points' code
+    ("cli", "sim", "handler"),  # entry points: siproc, siproc-sim, and the handler kit
     ("__main__",),  # `python -m siproc`
 )
 # Components of one layer that may import each other, lower one first: the helpers are one

@@ -7,10 +7,10 @@ import asyncio
 import importlib.util
 import json
 import os
-import shutil
 import sys
 
 from siproc import __version__
+from siproc.calls.handler import find_handler
 from siproc.config import Config, ConfigError, load_config
 from siproc.logs import setup_logging
 from siproc.net.fd_limit import raise_fd_limit
@@ -36,13 +36,6 @@ def _load_config() -> Config:
     return config
 
 
-def _find_handler(path: str) -> str | None:
-    """The handler as it will be run, or None; a bare name is looked up in PATH like execvp."""
-    if os.sep in path:
-        return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
-    return shutil.which(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="siproc", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"siproc {__version__}")
@@ -54,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"siproc: {exc}", file=sys.stderr)
         return 1
-    handler = _find_handler(ns.handler)
+    handler = find_handler(ns.handler)
     if handler is None:
         print(
             f"siproc: handler {ns.handler!r} is not an executable file "
@@ -62,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, log_format=config.log_format)
     raise_fd_limit()
     try:
         return _run(config, [handler, *ns.args])

@@ -13,7 +13,8 @@ text-to-speech engine of SAY and its disk cache (TtsSettings, net/tts.py); SIPRO
 how long a media worker without calls runs; SIPROC_DRAIN_TIMEOUT, the seconds a drain (DRAIN,
 SIGUSR1: calls/drain.py) waits for the calls still up before it ends them as QUIT does (0, the
 default: as long as they last); SIPROC_INSTANCE_ID, the +sip.instance of the registered
-Contact (RFC 5626) for several instances of one account. SECRET_VARIABLES never reach a child
+Contact (RFC 5626) for several instances of one account; SIPROC_LOG_FORMAT, text (default)
+or json (one JSON object per log line, logs.py). SECRET_VARIABLES never reach a child
 process. A missing or malformed value raises `ConfigError` naming the variable, and the CLI
 exits 1 with that one line.
 """
@@ -28,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
+from siproc.logs import LOG_FORMATS
 from siproc.logs import LOG_LEVELS as LOG_LEVELS  # its old home: config.LOG_LEVELS
 from siproc.media.codecs.catalog import CodecEntry, CodecPriorityError, apply_priorities
 from siproc.sdp.sdes import SrtpMode
@@ -211,6 +213,7 @@ class Config:
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT  # SIPROC_DRAIN_TIMEOUT (s); 0: none
     # SIPROC_INSTANCE_ID: "urn:uuid:..." for the +sip.instance of our Contact (RFC 5626 4.1)
     instance_id: str | None = None
+    log_format: str = LOG_FORMATS[0]  # SIPROC_LOG_FORMAT: text, or json (one object per line)
 
     @property
     def transport(self) -> str:
@@ -590,6 +593,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         media_idle=_seconds(env, "SIPROC_MEDIA_IDLE", 30.0, 0.0, 86400.0),
         register_expires=_int(env, "SIPROC_REGISTER_EXPIRES", DEFAULT_REGISTER_EXPIRES, 60, 86400),
         log_level=_int(env, "SIPROC_LOG_LEVEL", DEFAULT_LOG_LEVEL, 0, 6),
+        log_format=_choice(env, "SIPROC_LOG_FORMAT", LOG_FORMATS),
         codecs=codecs,
         timer_t1=_int(env, "SIPROC_TIMER_T1", DEFAULT_TIMER_T1_MS, 50, 5000) / 1000,
         inbound=_inbound(env, registrar),

@@ -238,6 +238,12 @@ def test_numbers_reject_the_rest(
     assert_error({variable: value}, variable, f"from {low} to {high}")
 
 
+def test_log_format_is_text_or_json() -> None:
+    assert load_config({}).log_format == "text"
+    assert load_config({"SIPROC_LOG_FORMAT": " JSON "}).log_format == "json"
+    assert_error({"SIPROC_LOG_FORMAT": "yaml"}, "SIPROC_LOG_FORMAT", "text, json")
+
+
 def test_log_levels_map_to_logging() -> None:
     assert LOG_LEVELS[0] == logging.CRITICAL and LOG_LEVELS[3] == logging.INFO
     assert LOG_LEVELS[6] == logging.DEBUG and sorted(LOG_LEVELS) == list(range(7))

@@ -48,6 +48,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -79,6 +80,13 @@ READ_LOW_WATER = 16 * 1024
 MAX_WRITE_BUFFER = 1024 * 1024
 #: Seconds after SIGKILL to wait for end of file on stdout before giving up on it.
 ABANDON_DELAY = 1.0
+
+
+def find_handler(path: str) -> str | None:
+    """The handler as it will be run, or None; a bare name is looked up in PATH like execvp."""
+    if os.sep in path:
+        return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+    return shutil.which(path)
 
 
 class HandlerSpawnError(Exception):

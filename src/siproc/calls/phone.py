@@ -20,13 +20,12 @@ import contextlib
 import logging
 import os
 import random
-import re
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from siproc import __version__
 from siproc.calls import out_of_dialog, protocol
@@ -34,10 +33,13 @@ from siproc.calls.account import Account
 from siproc.calls.call import ALLOW, INSECURE_SRTP_REASON, Call, CallState
 from siproc.calls.control import ControlError, Dial, Quit, StartDrain, parse_control_line
 from siproc.calls.drain import Drain, DrainState
+from siproc.calls.environment import base_environment, handler_environment
+from siproc.calls.environment import file_safe_user as file_safe_user  # re-exported
+from siproc.calls.environment import header_variable as header_variable  # re-exported
 from siproc.calls.handler import HandlerSpawnError
 from siproc.calls.inbound import RateTable, TokenBucket, admits, refer_allowed, same_address
 from siproc.calls.monitoring import Monitoring
-from siproc.config import SECRET_VARIABLES, SIP_TRACE_LEVEL, Config
+from siproc.config import SIP_TRACE_LEVEL, Config
 from siproc.logs import worth_logging
 from siproc.media.codecs.catalog import enabled_codecs, telephone_event_spec
 from siproc.net.clock import MediaClock
@@ -95,9 +97,7 @@ class Phone:
     ) -> None:
         self.config = config
         self.handler_argv = handler_argv
-        self.base_env = dict(os.environ if env is None else env)
-        for name in SECRET_VARIABLES:  # never handed to handlers
-            self.base_env.pop(name, None)
+        self.base_env = base_environment(os.environ if env is None else env)
         self.loop = asyncio.get_running_loop()
         self.rng = random.SystemRandom()
         self.tts = TextToSpeech(config.tts, env=self.base_env)  # SAY (calls/say.py)
@@ -130,6 +130,7 @@ class Phone:
                 config.log_level,
                 priority=config.media_priority,
                 idle=config.media_idle,
+                log_format=config.log_format,
             )
         self._codecs = enabled_codecs(list(config.codecs))
         self._telephone_event = telephone_event_spec(list(config.codecs))
@@ -543,30 +544,18 @@ class Phone:
         return DigestSession(self.config.username, self.config.password)
 
     def handler_env(self, call: Call) -> dict[str, str]:
-        env = dict(self.base_env)
-        remote = call.remote.without_params("tag")
-        user = remote.uri.user if isinstance(remote.uri, SipUri) else None
-        # Every value may come from the network: control characters are escaped (safe_value),
-        # and the user part keeps what must not reach a file name escaped (file_safe_user).
-        safe = protocol.safe_value
-        env.update(
-            SIPROC_REMOTE_URI=safe(str(remote.uri)),
-            SIPROC_REMOTE_ID=safe(str(remote)),
-            SIPROC_REMOTE_CONTACT=safe(call.remote_contact),
-            SIPROC_OUTGOING="y" if call.outgoing else "n",
-            SIPROC_CALL_ID=safe(call.call_id),
-            SIPROC_LOCAL_URI=safe(str(call.local.uri)),
-            SIPROC_REQUEST_URI=safe(call.request_uri),
-            SIPROC_REMOTE_DISPLAY_NAME=safe(remote.display_name or ""),
-            SIPROC_REMOTE_USER=file_safe_user(user or ""),
+        invite = call.invite
+        return handler_environment(
+            self.base_env,
+            remote=call.remote,
+            remote_contact=call.remote_contact,
+            outgoing=call.outgoing,
+            call_id=call.call_id,
+            local_uri=str(call.local.uri),
+            request_uri=call.request_uri,
+            referred_by=call.referred_by,
+            invite_headers=invite.headers if invite is not None and not call.outgoing else (),
         )
-        if call.referred_by:  # a call placed because of a REFER (calls/transfer.py)
-            env["SIPROC_REFERRED_BY"] = safe(call.referred_by)
-        if call.invite is not None and not call.outgoing:
-            for name, value in call.invite.headers:
-                if name.lower().startswith("x-"):
-                    env[header_variable(name)] = safe(value)
-        return env
 
     def call_changed(self, call: Call) -> None:
         self.monitor.changed(call)
@@ -986,25 +975,6 @@ class Phone:
                 assert call.uas is not None
                 call.uas.respond(500, "Server Internal Error (handler failed to start)")
             call.finish(500, "handler failed to start")
-
-
-#: What stays percent-escaped in SIPROC_REMOTE_USER: control characters (C0, DEL, C1), the
-#: Unicode line separators, the path separators, and the escape character itself.
-_UNSAFE_IN_USER = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029/\\%]")
-
-
-def file_safe_user(user: str) -> str:
-    """The user part of a URI for SIPROC_REMOTE_USER: percent-escapes decoded (``%2B49`` ->
-    ``+49``, ``caf%C3%A9`` -> ``café``) except for control characters, ``/``, ``\\`` and
-    ``%``, which are (or stay) escaped, so that a handler may put it into a file name; ``.``
-    and ``..`` become ``%2E`` and ``%2E%2E``."""
-    out = _UNSAFE_IN_USER.sub(lambda m: quote(m.group(), safe=""), unquote(user, errors="replace"))
-    return "%2E" * len(out) if out in (".", "..") else out
-
-
-def header_variable(name: str) -> str:
-    """SIPROC_HEADER_X_FOO_BAR for a header X-Foo.Bar: upper case, other characters as _."""
-    return "SIPROC_HEADER_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
 
 
 def _refusal_status(exc: Exception) -> int:

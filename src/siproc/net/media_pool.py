@@ -346,6 +346,7 @@ class _Worker:
                         str(pool.log_level),
                         str((index % pool.size) / pool.size),  # the workers' ticks take turns
                         pool.priority,
+                        pool.log_format,
                     ],
                     pass_fds=[theirs.fileno()],
                     env=worker_environment(os.environ),
@@ -425,6 +426,7 @@ class MediaPool:
         priority: str = "realtime",
         rtcp_interval: float = RTCP_MIN_INTERVAL,
         idle: float = DEFAULT_IDLE,
+        log_format: str = "text",
     ) -> None:
         if workers < 1:
             raise ValueError(f"a media pool needs at least one worker, not {workers}")
@@ -433,6 +435,7 @@ class MediaPool:
         self.loop = loop
         self.size = workers
         self.log_level = log_level
+        self.log_format = log_format  # SIPROC_LOG_FORMAT, for the workers' own lines
         self.priority = priority  # the most the workers ask for (media_priority.py)
         self.rtcp_interval = rtcp_interval
         self.idle = idle  # 0: every worker starts with the pool and none stops for want of calls

@@ -331,23 +331,30 @@ class MediaWorker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m siproc.net.media_worker FD LOG_LEVEL PHASE PRIORITY`` (started by the media
-    pool). PHASE: the tick offset in [0, 1), worker i of n takes i/n, so that the workers' send
-    bursts take turns instead of colliding; PRIORITY: the most to ask for (media_priority.py)."""
+    """``python -m siproc.net.media_worker FD LOG_LEVEL PHASE PRIORITY [LOG_FORMAT]`` (started
+    by the media pool). PHASE: the tick offset in [0, 1), worker i of n takes i/n, so that the
+    workers' send bursts take turns instead of colliding; PRIORITY: the most to ask for
+    (media_priority.py); LOG_FORMAT: text (the default) or json (SIPROC_LOG_FORMAT)."""
+    from siproc.logs import LOG_FORMATS
+
     args = sys.argv[1:] if argv is None else argv
     try:
         fd, level, phase, priority = int(args[0]), int(args[1]), float(args[2]), args[3]
-        if len(args) != 4 or not 0 <= phase < 1 or priority not in PRIORITIES:
+        log_format = args[4] if len(args) > 4 else LOG_FORMATS[0]
+        if len(args) not in (4, 5) or not 0 <= phase < 1 or priority not in PRIORITIES:
+            raise ValueError
+        if log_format not in LOG_FORMATS:
             raise ValueError
     except (ValueError, IndexError):
         print(
-            "usage: python -m siproc.net.media_worker FD LOG_LEVEL PHASE PRIORITY (siproc runs it)"
+            "usage: python -m siproc.net.media_worker FD LOG_LEVEL PHASE PRIORITY [LOG_FORMAT] "
+            "(siproc runs it)"
         )
         return 2
     from siproc.logs import setup_logging
     from siproc.net.fd_limit import raise_fd_limit
 
-    setup_logging(level, "siproc-media")
+    setup_logging(level, "siproc-media", log_format)
     raise_fd_limit()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)

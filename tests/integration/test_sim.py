@@ -1,0 +1,247 @@
+"""siproc-sim (siproc/sim/) with real handler processes: siproc's example handlers pass their
+scripts (this is how they run in CI), and broken handlers fail with a message that says why."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from tests.audio import make_tone
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+SCRIPTS = EXAMPLES / "sim"
+
+# (script, handler, arguments): every example handler under every script written for it
+EXAMPLE_RUNS = [
+    (script, handler, args)
+    for script, handlers, args in [
+        ("handle.sim", ("handle.sh", "handle.py"), ["message.wav"]),
+        ("handle-outgoing.sim", ("handle.sh", "handle.py"), ["message.wav"]),
+        ("narrate.sim", ("narrate.sh", "narrate.py"), ["message.wav"]),
+        ("ivr.sim", ("ivr.sh", "ivr.py"), []),
+        ("ivr-transfer.sim", ("ivr.sh", "ivr.py"), []),
+    ]
+    for handler in handlers
+]
+
+
+def sim(
+    workdir: Path, script: str | Path, *handler: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    if isinstance(script, str):
+        path = workdir / "test.sim"
+        path.write_text(textwrap.dedent(script))
+        script = path
+    return subprocess.run(
+        [sys.executable, "-m", "siproc.sim", "--script", str(script), *handler],
+        cwd=workdir,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def handler(workdir: Path, body: str, name: str = "h.sh") -> str:
+    path = workdir / name
+    path.write_text(("#!/bin/bash\n" if name.endswith(".sh") else "") + textwrap.dedent(body))
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    for name in ("message.wav", "menu.wav", "one.wav", "bye.wav"):
+        make_tone(tmp_path / name, 440.0, 1.0)
+    return tmp_path
+
+
+@pytest.mark.parametrize(("script", "program", "args"), EXAMPLE_RUNS)
+def test_example_handlers_pass_their_scripts(
+    workdir: Path, script: str, program: str, args: list[str]
+) -> None:
+    run = sim(workdir, SCRIPTS / script, str(EXAMPLES / program), *args)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.splitlines()[-1] == f"siproc-sim: passed ({SCRIPTS / script})"
+    assert "FAILED" not in run.stdout
+
+
+def test_every_example_script_is_run() -> None:
+    assert {p.name for p in SCRIPTS.glob("*.sim")} == {s for s, _, _ in EXAMPLE_RUNS}
+
+
+BROKEN = """\
+call from sip:alice@example.com
+expect ANSWER within 1s
+expect PLAY welcome.wav
+"""
+
+
+def test_a_broken_handler_fails_with_a_clear_message(workdir: Path) -> None:
+    broken = handler(workdir, 'echo "PLAY missing.wav"\nwhile read -r line; do :; done\n')
+    run = sim(workdir, BROKEN, broken)
+    assert run.returncode == 1
+    lines = run.stdout.splitlines()
+    assert lines[-2] == "siproc-sim: FAILED: handler: PLAY missing.wav: no such file"
+    assert lines[-1] == (
+        f"siproc-sim: also: {workdir}/test.sim:2: expect ANSWER within 1s: "
+        "not sent within 1 s; it sent: PLAY missing.wav"
+    )
+    # the handler heard what siproc would have told it
+    assert any(
+        line.endswith("event    ERROR PLAY cannot play 'missing.wav': no such file")
+        for line in lines
+    )
+    assert any(line.endswith("event    DISCONNECTED 487 cancelled by the caller") for line in lines)
+
+
+def test_transcript_has_times_commands_and_events(workdir: Path) -> None:
+    run = sim(workdir, SCRIPTS / "ivr.sim", str(EXAMPLES / "ivr.sh"))
+    rows = [line.split(None, 2) for line in run.stdout.splitlines()[:-1]]
+    times = [float(row[0]) for row in rows]
+    assert times == sorted(times) and times[-1] > 1.0  # one.wav plays for a second
+    said = [(row[1], row[2]) for row in rows if row[1] in ("handler", "event")]
+    assert said[:3] == [("handler", "RINGING"), ("handler", "ANSWER"), ("event", "CONNECTED")]
+    assert ("event", "DTMF 1") in said and ("event", "STOPPED one.wav") in said
+    assert said[-1] == ("event", "DISCONNECTED 200 hung up")
+
+
+def test_unknown_commands_are_noted_not_failed(workdir: Path) -> None:
+    h = handler(workdir, "echo FROBNICATE now\necho ANSWER\nwhile read -r l; do :; done\n")
+    run = sim(workdir, "call from sip:a@example.com\nexpect ANSWER within 2s\n", h)
+    assert run.returncode == 0, run.stdout
+    assert "unknown command FROBNICATE: siproc answers ERROR" in run.stdout
+    assert "event    ERROR FROBNICATE unknown command" in run.stdout
+
+
+def test_environment_is_sirocs(workdir: Path) -> None:
+    h = handler(workdir, "env | grep '^SIPROC_' | sort > env.txt\n")
+    script = """\
+        header X-Ticket: 42
+        call from "Alice" <sip:alice@example.com> to sip:ivr@example.com
+        expect exit 0 within 3s
+        """
+    run = sim(workdir, script, h, env={"SIPROC_PASSWORD": "secret"})
+    assert run.returncode == 0, run.stdout
+    env = dict(line.split("=", 1) for line in (workdir / "env.txt").read_text().splitlines())
+    assert env["SIPROC_REMOTE_URI"] == "sip:alice@example.com"
+    assert env["SIPROC_REMOTE_ID"] == '"Alice" <sip:alice@example.com>'
+    assert env["SIPROC_REMOTE_USER"] == "alice" and env["SIPROC_OUTGOING"] == "n"
+    assert env["SIPROC_REQUEST_URI"] == env["SIPROC_LOCAL_URI"] == "sip:ivr@example.com"
+    assert env["SIPROC_HEADER_X_TICKET"] == "42"
+    assert env["SIPROC_CALL_ID"].endswith("@siproc-sim.invalid")
+    assert "SIPROC_PASSWORD" not in env
+
+
+def test_a_handler_that_ignores_sigterm_fails(workdir: Path) -> None:
+    h = handler(workdir, "trap '' TERM\necho ANSWER\nwhile :; do read -r l || sleep 0.1; done\n")
+    run = sim(workdir, "call from sip:a@example.com\nexpect ANSWER\nhangup\n", h)
+    assert run.returncode == 1
+    assert run.stdout.splitlines()[-1] == (
+        "siproc-sim: FAILED: the handler ignored SIGTERM and was killed after 3 s"
+    )
+
+
+def test_a_failing_exit_status_fails_unless_expected(workdir: Path) -> None:
+    h = handler(workdir, "exit 3\n")
+    run = sim(workdir, "call from sip:a@example.com\n", h)
+    assert run.returncode == 1
+    assert run.stdout.splitlines()[-1] == "siproc-sim: FAILED: the handler exited with status 3"
+    run = sim(workdir, "call from sip:a@example.com\nexpect exit 3\n", h)
+    assert run.returncode == 0, run.stdout
+    run = sim(workdir, "call from sip:a@example.com\nexpect exit 0\n", h)
+    assert run.returncode == 1
+    assert "expect exit 0: it ended with 3" in run.stdout
+
+
+def test_record_gets_the_far_ends_audio(workdir: Path) -> None:
+    h = handler(workdir, "echo ANSWER\necho 'RECORD rec.wav'\nwhile read -r l; do :; done\n")
+    script = """\
+        call from sip:a@example.com
+        expect RECORD rec.wav
+        audio silence 200ms
+        audio tone 1000 1s
+        hangup
+        """
+    run = sim(workdir, script, h)
+    assert run.returncode == 0, run.stdout
+    data, rate = soundfile.read(workdir / "rec.wav", dtype="float32")
+    assert rate == 8000 and 1.1 < len(data) / rate < 1.6
+    spectrum = np.abs(np.fft.rfft(data))
+    assert abs(np.argmax(spectrum) * rate / len(data) - 1000) < 10
+
+
+def test_gather_with_the_handler_kit(workdir: Path) -> None:
+    kit = handler(
+        workdir,
+        """\
+        #!/usr/bin/env python3
+        from siproc.handler import Call, run
+
+        def main(call: Call) -> None:
+            call.answer()
+            call.wait_connected()
+            first = call.gather(max_digits=3, timeout=2)
+            second = call.gather(max_digits=3, timeout=0.3)
+            call.message(f"got {first!r} then {second!r}")
+            call.hangup()
+
+        run(main)
+        """,
+        "kit.py",
+    )
+    script = """\
+        call from sip:a@example.com
+        expect GATHER max=3 timeout=2 finish=#
+        dtmf 4 2 #
+        expect GATHER
+        expect MESSAGE got '42' then ''
+        expect HANGUP
+        """
+    run = sim(workdir, script, sys.executable, kit)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "event    GATHERED 42 finish" in run.stdout
+    assert "event    GATHERED - timeout" in run.stdout
+    assert "event    DTMF" not in run.stdout  # the keys went to the GATHER
+
+
+def test_outgoing_call_refused_by_the_far_end(workdir: Path) -> None:
+    h = handler(workdir, 'while read -r l; do echo "$l" >> events.txt; done\n')
+    run = sim(workdir, "call to sip:bob@example.com\nringing\nreject 486 Busy Here\n", h)
+    assert run.returncode == 0, run.stdout
+    assert (workdir / "events.txt").read_text() == "RINGING\nDISCONNECTED 486 Busy Here\n"
+
+
+def test_script_mistakes_exit_2_before_anything_runs(workdir: Path) -> None:
+    h = handler(workdir, "touch ran\n")
+    run = sim(workdir, "call from sip:a@example.com\nexpect ANSWER within 2 s\n", h)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr == (
+        f"siproc-sim: {workdir}/test.sim:2: `within T` must end the line, T in one word such "
+        "as 2s\n"
+    )
+    assert not (workdir / "ran").exists()
+    missing = sim(workdir, workdir / "nope.sim", h)
+    assert missing.returncode == 2
+    assert missing.stderr == (
+        f"siproc-sim: cannot read the script {workdir}/nope.sim: No such file or directory\n"
+    )
+
+
+def test_a_handler_that_cannot_run_is_a_usage_error(workdir: Path) -> None:
+    (workdir / "plain.sh").write_text("echo ANSWER\n")  # not executable
+    run = sim(workdir, "call from sip:a@example.com\n", str(workdir / "plain.sh"))
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr == (
+        f"siproc-sim: handler '{workdir}/plain.sh' is not an executable file "
+        "(check the path and chmod +x)\n"
+    )

@@ -150,7 +150,9 @@ def test_a_killed_siproc_leaves_its_recording_whole(
 ) -> None:
     """SIGKILL of siproc itself mid-call: its media workers see their channel close, finish
     the recording (header final, nothing buffered lost) and exit."""
-    bob = phones("bob", "stereo")
+    # workers up before the call: the recording then spans the whole second up to the kill
+    # (a worker started by the call itself begins a quarter second later: SIPROC_MEDIA_IDLE)
+    bob = phones("bob", "stereo", env={"SIPROC_MEDIA_IDLE": "0"})
     alice = phones("alice", "play")
     alice.call(bob.uri("bob"))
     wait_file(workdir / "bob.log", r"^EVENT CONNECTED$", timeout=10)

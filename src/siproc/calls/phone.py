@@ -141,6 +141,7 @@ class Phone:
         self._by_dialog: dict[tuple[str, str, str], Call] = {}
         self._by_call_id: dict[str, Call] = {}
         self._by_invite_tx: dict[object, Call] = {}
+        self._invite_tx_of: dict[Call, object] = {}  # the other way (one INVITE per call)
         self.account = Account(self)
         self._stopping = False
         self._done = asyncio.Event()
@@ -575,9 +576,9 @@ class Phone:
             self._by_dialog.pop(call.dialog.id, None)
         if self._by_call_id.get(call.call_id) is call:
             del self._by_call_id[call.call_id]
-        for tx, owner in list(self._by_invite_tx.items()):
-            if owner is call:
-                del self._by_invite_tx[tx]
+        tx = self._invite_tx_of.pop(call, None)
+        if tx is not None and self._by_invite_tx.get(tx) is call:
+            del self._by_invite_tx[tx]
         if not self.calls:
             self._all_calls_gone.set()
         if self.drain.calls_changed(len(self.calls)):
@@ -957,6 +958,7 @@ class Phone:
             return
         self._add_call(call)
         self._by_invite_tx[tx] = call
+        self._invite_tx_of[call] = tx
         self.call_changed(call)
         limits = self.config.limits
         call.start_limits(limits.ring_timeout, limits.max_call_duration, limits.rtp_timeout)

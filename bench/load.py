@@ -604,6 +604,9 @@ def siproc_env(port: int, max_calls: int, extra: dict[str, str]) -> dict[str, st
         SIPROC_CALL_RATE="100000",
         SIPROC_CALL_BURST="100000",
         SIPROC_LOG_LEVEL="3",
+        # every media worker up before the load and for all of it: the CPU figures add up the
+        # workers found at the start (bench/footprint.py measures the start-on-demand default)
+        SIPROC_MEDIA_IDLE="0",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

@@ -309,6 +309,7 @@ def test_every_call_with_real_peers_leaves_one_record_and_the_metrics_add_up(
     next_call("hold")
     alice.dial(kam.aor("bob"))
     held_call = alice.wait_event("CALL_ESTABLISHED", timeout=10)
+    time.sleep(1.0)  # audio flows both ways for a while
     deadline = time.monotonic() + 10
     while True:
         samples = scrape(metrics_port)

@@ -19,12 +19,12 @@ from SIPp's one media socket), then BYE. The callee is, in turn:
   at most 255 calls per account). One baresip process cannot go much further: its main loop
   takes at most 1024 file descriptors, so N above ~200 (recording) or ~300 is shown as n/a.
 
-With ``--cdr-metrics`` (siproc only; issue 11) siproc writes a call detail record per call
-(``SIPROC_CDR``) and serves ``SIPROC_METRICS``, which a thread scrapes every
-``--scrape-interval`` seconds; run it beside a run without to see the cost in CPU s per
-call-minute (the target: under 3 % more at N=1000):
+With ``--cdr-metrics`` (siproc only; issue 11) each N runs siproc twice, one run after the
+other: plain, then writing a call detail record per call (``SIPROC_CDR``) and serving
+``SIPROC_METRICS``, which a thread scrapes every ``--scrape-interval`` seconds. A last table
+puts their CPU s per call-minute side by side with the difference in per cent (the target:
+under 3 % more at N=1000):
 
-    python bench/load.py --calls 1000 --duration 20 --setup-rates "" --peers siproc
     python bench/load.py --calls 1000 --duration 20 --setup-rates "" --peers siproc --cdr-metrics
 
 With ``--srtp`` (siproc only) the calls are SRTP both ways (SDES, RFC 4568; issue 8, item 6):
@@ -700,6 +700,11 @@ class LoadResult:
     sipp_cpu_pct: float = math.nan
     window: float = 0.0
     notes: list[str] = field(default_factory=list)
+    cdr_metrics: bool = False  # SIPROC_CDR and SIPROC_METRICS on, /metrics scraped
+
+    @property
+    def label(self) -> str:
+        return f"{self.peer}+cdr" if self.cdr_metrics else self.peer
 
 
 class Scraper:
@@ -741,13 +746,19 @@ class Scraper:
 
 
 def run_load(
-    args: argparse.Namespace, workdir: Path, peer: str, calls: int, record: bool, play: Path
+    args: argparse.Namespace,
+    workdir: Path,
+    peer: str,
+    calls: int,
+    record: bool,
+    play: Path,
+    cdr_metrics: bool = False,
 ) -> LoadResult:
     duration = args.duration
-    result = LoadResult(peer, calls, duration, record)
+    result = LoadResult(peer, calls, duration, record, cdr_metrics=cdr_metrics)
     rate = args.rate or min(200.0, max(5.0, calls / (duration / 3)))
     ramp = calls / rate
-    run_dir = workdir / f"{peer}-{calls}"
+    run_dir = workdir / f"{result.label}-{calls}"
     run_dir.mkdir()
     shutil.copy(workdir / "tone.ul", run_dir / "tone.ul")
     rec_dir = run_dir / "rec"
@@ -772,7 +783,7 @@ def run_load(
             env["SIPROC_MEDIA_PRIORITY"] = args.media_priority
         if args.srtp:  # SDES keys over UDP: on loopback, in a bench, that is what it is for
             env.update(SIPROC_SRTP="mandatory", SIPROC_SRTP_INSECURE_SIGNALLING="yes")
-        if args.cdr_metrics:  # issue 11: a record per call, /metrics scraped as Prometheus does
+        if cdr_metrics:  # issue 11: a record per call, /metrics scraped as Prometheus does
             metrics_port = free_port("tcp")
             env.update(
                 SIPROC_CDR=str(run_dir / "cdr.jsonl"), SIPROC_METRICS=f"127.0.0.1:{metrics_port}"
@@ -1165,7 +1176,7 @@ def fmt(value: float, spec: str) -> str:
 
 def print_table(results: list[LoadResult], skipped: list[tuple[int, str, str]]) -> None:
     header = (
-        f"{'N':>5}  {'callee':<8} {'rec':<3}  {'CPU s/call-min':>14}  {'(total)':>7}  "
+        f"{'N':>5}  {'callee':<10} {'rec':<3}  {'CPU s/call-min':>14}  {'(total)':>7}  "
         f"{'handler s/call':>14}  {'RSS KiB/call':>12}  {'loss %':>7}  "
         f"{'jitter p50/p99/max ms':>22}  {'failed':>9}"
     )
@@ -1179,8 +1190,8 @@ def print_table(results: list[LoadResult], skipped: list[tuple[int, str, str]]) 
         rows.append(
             (
                 r.calls,
-                r.peer,
-                f"{r.calls:>5}  {r.peer:<8} {'on' if r.record else 'off':<3}  "
+                r.label,
+                f"{r.calls:>5}  {r.label:<10} {'on' if r.record else 'off':<3}  "
                 f"{fmt(r.cpu_steady, '.3f'):>14}  {fmt(r.cpu_total, '.3f'):>7}  "
                 f"{fmt(r.handler_cpu if r.peer == 'siproc' else math.nan, '.4f'):>14}  "
                 f"{fmt(r.rss_per_call_kib, '.0f'):>12}  {fmt(100 * r.loss, '.3f'):>7}  "
@@ -1188,16 +1199,46 @@ def print_table(results: list[LoadResult], skipped: list[tuple[int, str, str]]) 
             )
         )
     for calls, peer, why in skipped:
-        rows.append((calls, peer, f"{calls:>5}  {peer:<8} {'':<3}  n/a ({why})"))
-    for _, _, line in sorted(rows, key=lambda row: (row[0], row[1] != "siproc")):
+        rows.append((calls, peer, f"{calls:>5}  {peer:<10} {'':<3}  n/a ({why})"))
+    for _, _, line in sorted(rows, key=lambda row: (row[0], row[1] != "siproc", row[1])):
         print(line)
+
+
+def more(without: float, with_: float) -> float:
+    """Per cent more CPU ``with_`` than ``without`` (nan when there is nothing to compare)."""
+    return 100 * (with_ / without - 1) if without > 0 else math.nan
+
+
+def print_cdr_comparison(results: list[LoadResult]) -> None:
+    """--cdr-metrics: siproc's CPU per call-minute without and with records and metrics."""
+    header = (
+        f"{'N':>5}  {'CPU s/call-min without':>22}  {'with CDR+metrics':>16}  "
+        f"{'more':>7}  {'(total) without':>15}  {'with':>6}  {'more':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for plain in results:
+        if plain.peer != "siproc" or plain.cdr_metrics:
+            continue
+        for cdr in results:
+            if cdr.peer == "siproc" and cdr.cdr_metrics and cdr.calls == plain.calls:
+                steady, total = (
+                    more(plain.cpu_steady, cdr.cpu_steady),
+                    more(plain.cpu_total, cdr.cpu_total),
+                )
+                print(
+                    f"{plain.calls:>5}  {fmt(plain.cpu_steady, '.4f'):>22}  "
+                    f"{fmt(cdr.cpu_steady, '.4f'):>16}  {fmt(steady, '+.1f'):>6}%  "
+                    f"{fmt(plain.cpu_total, '.4f'):>15}  {fmt(cdr.cpu_total, '.4f'):>6}  "
+                    f"{fmt(total, '+.1f'):>6}%"
+                )
 
 
 def print_details(results: list[LoadResult]) -> None:
     for r in results:
         cap = r.capture
         parts = [
-            f"N={r.calls} {r.peer}: window {r.window:.1f} s",
+            f"N={r.calls} {r.label}: window {r.window:.1f} s",
             f"idle RSS {r.rss_idle_kib / 1024:.1f} MiB",
             f"RTP received {r.received}",
             f"SIPp sent {r.sent_by_sipp or '?'} (file: {r.expected})",
@@ -1240,7 +1281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cdr-metrics",
         action="store_true",
-        help="siproc with SIPROC_CDR and SIPROC_METRICS, /metrics scraped (siproc only)",
+        help="each N twice: siproc plain, then with SIPROC_CDR and SIPROC_METRICS (/metrics "
+        "scraped); their CPU per call-minute side by side (siproc only)",
     )
     parser.add_argument(
         "--scrape-interval", type=float, default=5.0, help="seconds between scrapes (5)"
@@ -1295,21 +1337,30 @@ def main(argv: list[str] | None = None) -> int:
                     limit = BARESIP_MAX_CALLS[record]
                     skipped.append((calls, peer, f"libre's 1024-fd limit: ~{limit} calls"))
                     continue
-                print(f"  running N={calls} against {peer} ...", file=sys.stderr, flush=True)
-                started = time.monotonic()
-                result = run_load(args, workdir, peer, calls, record, play)
-                results.append(result)
-                print(
-                    f"  ... {time.monotonic() - started:.0f} s: failed {result.failed}, "
-                    f"loss {fmt(100 * result.loss, '.3f')} %",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                # --cdr-metrics: plain, then with records and metrics, for the comparison
+                for cdr_metrics in (False, True) if args.cdr_metrics else (False,):
+                    label = f"{peer}{' with CDR+metrics' if cdr_metrics else ''}"
+                    print(f"  running N={calls} against {label} ...", file=sys.stderr, flush=True)
+                    started = time.monotonic()
+                    result = run_load(args, workdir, peer, calls, record, play, cdr_metrics)
+                    results.append(result)
+                    print(
+                        f"  ... {time.monotonic() - started:.0f} s: failed {result.failed}, "
+                        f"loss {fmt(100 * result.loss, '.3f')} %",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         print()
         srtp = f", SRTP ({SRTP_SUITE}, SDES)" if args.srtp else ""
         print(f"Load: SIPp UAC, G.711 u-law both ways{srtp}, {args.duration:g} s talk per call")
         print_table(results, skipped)
         print_details(results)
+        if args.cdr_metrics:
+            print(
+                f"\nCost of SIPROC_CDR + SIPROC_METRICS (/metrics scraped every "
+                f"{args.scrape_interval:g} s), siproc's CPU per call-minute:"
+            )
+            print_cdr_comparison(results)
         if args.profile is not None:
             for path in sorted(args.profile.glob("siproc-*.txt")):
                 print(f"\nprofile {path}:")

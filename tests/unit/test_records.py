@@ -120,6 +120,14 @@ def test_who_ended_the_call(
     assert got is expected
 
 
+def test_a_limit_that_cancelled_a_ringing_call_makes_it_a_timeout() -> None:
+    """Our CANCEL at the maximum duration brings the far end's 487 Request Terminated, a
+    reason that does not say why: the limit does."""
+    common = {"status": 487, "reason": "Request Terminated", "ended_locally": True}
+    assert ended_by(**common, handler_gone=False, stopping=False) is EndedBy.HANDLER
+    assert ended_by(**common, handler_gone=False, stopping=False, limit=True) is EndedBy.TIMEOUT
+
+
 def test_each_record_is_one_write_on_an_append_descriptor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

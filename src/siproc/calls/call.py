@@ -193,6 +193,7 @@ class Call:
         self._aborting = False
         self._limit_timers: list[asyncio.TimerHandle] = []  # ring, duration and abort limits
         self._rtp_timeout = 0.0
+        self.limit_reached = ""  # the limit that ended the call, if one did (its record)
         self.end_reason = ""
         self._auth: DigestSession | None = None  # the INVITE's, shared by in-dialog requests
         # the side of the INVITE we play (calls/outgoing.py, calls/incoming.py)
@@ -321,6 +322,7 @@ class Call:
 
     def _ring_timeout(self) -> None:
         if self.state in (CallState.INCOMING, CallState.EARLY_MEDIA):
+            self.limit_reached = "ring timeout"
             self.log.info("not answered in time: 480")
             self._unanswered("Temporarily Unavailable (no answer)", "no answer")
 
@@ -332,10 +334,13 @@ class Call:
 
     def _rtp_stopped(self) -> None:
         if self.state is CallState.CONNECTED:
+            self.limit_reached = "no RTP"
             self.send_bye("no RTP from the far end")
 
     def _too_long(self) -> None:
         reason = "maximum call duration"
+        if self.state not in (CallState.CANCELLING, CallState.TERMINATING):  # (ending already)
+            self.limit_reached = reason
         self.log.info("hanging up: %s reached", reason)
         match self.state:
             case CallState.CONNECTED:

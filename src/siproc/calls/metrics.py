@@ -11,9 +11,10 @@ last ones and never waits for a worker, so it can never hold up a media tick.
 
 `MetricsServer` is a minimal HTTP/1.0 server on the event loop: ``GET /metrics`` (Prometheus
 text format) and ``GET /healthz`` (200 ``ok`` when the SIP transport is up and, with a
-registrar, we are registered; else 503 with the reason). Anything else is 404; a request
-that does not arrive complete within a few seconds, or is too long, is dropped. It binds to
-127.0.0.1 unless ``SIPROC_METRICS`` names another address.
+registrar, we are registered, and we are not draining; else 503 with the reason:
+`Monitoring.health`). Anything else is 404; a request that does not arrive complete within a
+few seconds, or is too long, is dropped. It binds to 127.0.0.1 unless ``SIPROC_METRICS`` names
+another address.
 """
 
 from __future__ import annotations

@@ -173,9 +173,13 @@ class Monitoring:
                 log.error("media worker %d: malformed clock report %r dropped", worker, args)
 
     def health(self) -> str | None:
-        """None when healthy (/healthz 200), else why not."""
+        """None when healthy (/healthz 200), else why not. A draining phone (DRAIN, SIGUSR1:
+        calls/drain.py) is not healthy: a load balancer that checks /healthz sends it no new
+        calls, as a dispatcher that probes with OPTIONS does (it gets 503 too)."""
         if not self.transport_up:
             return "the SIP transport is not up"
+        if self.phone.drain.draining:
+            return "draining: no new calls (DRAIN or SIGUSR1)"
         if self.phone.config.registrar is not None and not self.registered:
             return "not registered" if self.registered is None else "registration failed"
         return None

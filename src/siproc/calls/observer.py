@@ -43,6 +43,7 @@ class _Times:
     early_media: float | None = None
     answered: float | None = None
     ended: float | None = None
+    answer_sent: bool = False  # incoming: our SDP answer went out (183 or 2xx)
     ended_locally: bool = False  # we sent the BYE, CANCEL or final response
     handler_gone: bool = False  # the handler had exited when the call ended
     stopping: bool = False  # siproc was shutting down when the call ended
@@ -60,13 +61,13 @@ class CallObserver:
     ) -> None:
         self.sinks = list(sinks)
         self._stopping = stopping
-        self._clock = clock
+        self.clock = clock
         self._times: weakref.WeakKeyDictionary[Call, _Times] = weakref.WeakKeyDictionary()
 
     def _of(self, call: Call) -> _Times:
         times = self._times.get(call)
         if times is None:
-            times = self._times[call] = _Times(self._clock())
+            times = self._times[call] = _Times(self.clock())
         return times
 
     def opened(self, call: Call) -> None:
@@ -75,18 +76,27 @@ class CallObserver:
     def ringing(self, call: Call) -> None:
         times = self._of(call)
         if times.ringing is None:
-            times.ringing = self._clock()
+            times.ringing = self.clock()
 
     def changed(self, call: Call) -> None:
         times = self._of(call)
-        now = self._clock()
+        now = self.clock()
         match call.state:
-            case CallState.EARLY if times.ringing is None:  # our INVITE got a provisional
-                times.ringing = now
+            case CallState.EARLY:  # our INVITE got a provisional response
+                if times.ringing is None:
+                    times.ringing = now
+                # an SDP answer in it is early media (RFC 3960 section 2): the phone tells
+                # us again once it is applied (calls/outgoing.py)
+                if call.negotiated is not None and times.early_media is None:
+                    times.early_media = now
             case CallState.EARLY_MEDIA if times.early_media is None:
                 times.early_media = now
+                times.answer_sent = True
+            case CallState.ANSWERING:
+                times.answer_sent = True
             case CallState.CONNECTED if times.answered is None:
                 times.answered = now
+                times.answer_sent = True
             case CallState.CANCELLING | CallState.TERMINATING:
                 times.ended_locally = True
             case CallState.ENDED if times.ended is None:
@@ -103,7 +113,7 @@ class CallObserver:
             return
         times.recorded = True
         if times.ended is None:  # ended without passing through ENDED's state change
-            times.ended = self._clock()
+            times.ended = self.clock()
             times.stopping = self._stopping()
         facts = facts_of(call, times)
         for sink in self.sinks:
@@ -135,9 +145,12 @@ def facts_of(call: Call, times: _Times) -> CallFacts:
         ended_locally=local,
         handler_gone=times.handler_gone,
         stopping=times.stopping,
+        limit=bool(call.limit_reached),
     )
     remote = call.remote.without_params("tag")
-    negotiated = call.negotiated
+    # An incoming call refused before its answer went out negotiated nothing on the wire,
+    # whatever siproc had prepared; an outgoing call has media once an SDP answer came.
+    negotiated = call.negotiated if call.outgoing or times.answer_sent else None
     codec = None
     if negotiated is not None:
         codec = f"{negotiated.codec.name}/{negotiated.codec.clock_rate}"

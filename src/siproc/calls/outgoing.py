@@ -134,10 +134,11 @@ class OutgoingInvite:
         except (SdpError, OfferAnswerError) as exc:
             call.log.warning("ignoring unusable SDP in %d: %s", response.status, exc)
             return False
+        call.start_media()
         if first:
             host, port = negotiated.remote_address
             call.log.info("early media from %s port %d (%d)", host, port, response.status)
-        call.start_media()
+            call.phone.call_changed(call)  # the call's record notes when early media began
         return True
 
     def _early_event(self, event: protocol.RingingEvent | protocol.ProgressEvent) -> None:

@@ -142,18 +142,21 @@ def ended_by(
     ended_locally: bool,
     handler_gone: bool,
     stopping: bool,
+    limit: bool = False,
 ) -> EndedBy:
     """Who ended a call, from what the call knows at its end: ``status`` and ``reason`` (as in
     ``DISCONNECTED``), ``ended_locally`` (we sent the BYE, CANCEL or final response),
-    ``handler_gone`` (the handler had exited before the call ended) and ``stopping`` (siproc
-    was shutting down)."""
+    ``handler_gone`` (the handler had exited before the call ended), ``stopping`` (siproc
+    was shutting down) and ``limit`` (a limit of siproc(1), LIMITS, hung up: an outgoing
+    call still ringing at its maximum duration ends with the far end's 487, whose reason
+    does not say why)."""
     if reason == "internal error" or reason.startswith("the media worker"):
         return EndedBy.ERROR
     if reason == "transferred":
         return EndedBy.TRANSFER
     if reason == "handler failed to start" or reason.startswith("Service Unavailable ("):
         return EndedBy.POLICY
-    if any(word in reason for word in _TIMEOUT_REASONS) or status == 408:
+    if limit or any(word in reason for word in _TIMEOUT_REASONS) or status == 408:
         return EndedBy.TIMEOUT
     if stopping and ended_locally:
         return EndedBy.SHUTDOWN

@@ -56,7 +56,11 @@ def test_every_line_of_a_call_at_level_6_is_json(
     phones,  # type: ignore[no-untyped-def]
     media_workers: str,
 ) -> None:
-    env = {"SIPROC_LOG_FORMAT": "json", "SIPROC_MEDIA_WORKERS": media_workers}
+    env = {
+        "SIPROC_LOG_FORMAT": "json",
+        "SIPROC_MEDIA_WORKERS": media_workers,
+        "SIPROC_MEDIA_IDLE": "0",  # with workers: the call's media runs in one
+    }
     bob = phones("bob", log_level=6, env=env)
     alice = phones("alice", log_level=6, env=env)
     alice.call(bob.uri("bob"))

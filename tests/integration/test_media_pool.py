@@ -22,7 +22,7 @@ from siproc.media.codecs import get_codec
 from siproc.media.codecs.g711 import decode_ulaw, encode_ulaw
 from siproc.media.player import MediaFileError
 from siproc.media.recorder import RecordFileError
-from siproc.net.media_pool import PACK_STREAMS, MediaPool, RemoteStream
+from siproc.net.media_pool import INLINE_STREAMS, PACK_STREAMS, MediaPool, RemoteStream
 
 HOST = "127.0.0.1"
 PORTS = (42000, 43999)
@@ -350,3 +350,30 @@ def test_a_stream_opened_before_the_idle_time_is_up_keeps_its_worker() -> None:
         await _closed(second)
 
     _run(test, workers=1, idle=0.3)
+
+
+def test_a_few_calls_run_inline_and_a_worker_starts_only_when_more_may_come() -> None:
+    """While no worker is ready the control process takes up to INLINE_STREAMS streams (a door
+    phone's call needs no worker, and waits for none); half that many start one; once it is
+    ready, or at the limit, streams go to workers."""
+
+    async def test(pool: MediaPool) -> None:
+        half = INLINE_STREAMS // 2
+        for inline in range(half - 1):
+            assert pool.takes_next(inline) is False
+        assert pool._workers == []  # a few calls: no worker at all
+        assert pool.takes_next(half - 1) is False  # still inline, but a worker starts
+        (worker,) = pool._workers
+        assert pool.takes_next(half) is False and len(pool._workers) == 1  # not a second one
+        assert pool.takes_next(INLINE_STREAMS) is True  # at the limit: to the starting worker
+        await _until(worker.ready.is_set)
+        assert pool.takes_next(0) is True  # a worker is ready: new calls go to it
+
+    _run(test, workers=2, idle=5.0)
+
+
+def test_without_idle_time_every_stream_goes_to_a_worker() -> None:
+    async def test(pool: MediaPool) -> None:
+        assert pool.takes_next(0) is True
+
+    _run(test, workers=1, idle=0.0)

@@ -111,7 +111,11 @@ def test_stream_both_ways_with_dtmf_marks_and_clear(
     media_workers: str,
 ) -> None:
     bot = bots(talk_back)
-    env = {"SIPROC_MEDIA_WORKERS": media_workers, "SIPROC_CODEC_PRIORITIES": "PCMU:200"}
+    env = {
+        "SIPROC_MEDIA_WORKERS": media_workers,
+        "SIPROC_MEDIA_IDLE": "0",  # with workers: the call's media runs in one
+        "SIPROC_CODEC_PRIORITIES": "PCMU:200",
+    }
     bob = phones("bob", "stream", bot.url, env=env)
     alice = phones("alice", "caller", env=env)
     alice.call(bob.uri("bob"))
@@ -177,7 +181,7 @@ def test_refused_url_and_stalled_bot_are_errors_and_the_calls_go_on(
     make_tone(workdir / "a440.wav", 440.0, 10.0)  # long enough for buffers to fill
     stalled = bots(read=False)
     refused = f"ws://127.0.0.1:{free_refused_port()}/"
-    env = {"SIPROC_MEDIA_WORKERS": "1"}
+    env = {"SIPROC_MEDIA_WORKERS": "1", "SIPROC_MEDIA_IDLE": "0"}
     bob1 = phones("bob1", "stream", refused, env=env)
     bob2 = phones("bob2", "stream", stalled.url, env=env)
     alice = phones("alice", "caller", env=env)

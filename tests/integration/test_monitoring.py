@@ -131,6 +131,7 @@ def test_records_and_metrics_of_answered_refused_cancelled_crashed_and_shutdown_
             "SIPROC_CDR": str(bob_cdr),
             "SIPROC_METRICS": f"127.0.0.1:{metrics_port}",
             "SIPROC_MEDIA_WORKERS": "1",
+            "SIPROC_MEDIA_IDLE": "0",  # the worker up from the start: its clock in /metrics
             "SIPROC_MAX_CALLS": "1",
         }
     )

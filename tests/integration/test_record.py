@@ -84,6 +84,7 @@ def call_and_wait(
         env["SIPROC_CODEC_PRIORITIES"] = ",".join([f"{codec}:200", *(f"{o}:0" for o in others)])
     if media_workers is not None:
         env["SIPROC_MEDIA_WORKERS"] = media_workers
+        env["SIPROC_MEDIA_IDLE"] = "0"  # with workers: the call's media runs in one
     bob = phones("bob", mode, env=env)
     alice = phones("alice", "play", env=env)
     alice.call(bob.uri("bob"))
@@ -173,7 +174,7 @@ def test_a_killed_siproc_leaves_its_recording_whole(
 def test_a_dead_media_worker_hangs_up_its_calls_and_siproc_goes_on(
     workdir: Path, phones: Callable[..., Siproc]
 ) -> None:
-    bob = phones("bob", "stereo")
+    bob = phones("bob", "stereo", env={"SIPROC_MEDIA_IDLE": "0"})  # the call in a worker
     alice = phones("alice", "play")
     alice.call(bob.uri("bob"))
     wait_file(workdir / "bob.log", r"^EVENT CONNECTED$", timeout=10)

@@ -163,6 +163,7 @@ def test_every_call_with_real_peers_leaves_one_record_and_the_metrics_add_up(
             SIPROC_CDR=str(cdr),
             SIPROC_METRICS=f"127.0.0.1:{metrics_port}",
             SIPROC_MEDIA_WORKERS="1",
+            SIPROC_MEDIA_IDLE="0",
         ),
     )
     bob.wait_for(r"registered as sip:bob@", timeout=10)

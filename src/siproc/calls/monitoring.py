@@ -83,8 +83,7 @@ class Monitoring:
                 raise OSError(f"SIPROC_METRICS: cannot listen on {host}:{port}: {exc}") from None
             shown = f"[{host}]" if ":" in host else host
             log.info("metrics on http://%s:%d/metrics", shown, port)
-            if phone.media is None:
-                self._sample_main_clock()
+            self._sample_main_clock()  # calls run here without workers, or before one is up
 
     async def stop(self, calls: list[Call]) -> None:
         """siproc stops: records for the calls still up, then close everything."""

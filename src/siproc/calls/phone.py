@@ -123,6 +123,7 @@ class Phone:
         # Servers located (RFC 3263: SRV, then A/AAAA) off the loop and cached: net/locate.py
         self.locator = ServerLocator(self.loop, HostCache(self.loop), dns_srv, rng=self.rng)
         self.media: MediaPool | None = None
+        self._inline: set[RtpStream] = set()  # streams run here although there is a pool
         if config.media_workers:
             self.media = MediaPool(
                 self.loop,
@@ -614,8 +615,13 @@ class Phone:
         family_any = "::" if ":" in local_host else "0.0.0.0"
         bind = self.config.bind_address or family_any
         if self.media is not None:
-            return self.media.open_stream(bind, self.config.rtp_ports, self.rng)
-        return RtpStream.open(self.loop, self.clock, bind, self.config.rtp_ports, self.rng)
+            self._inline = {stream for stream in self._inline if not stream.closed}
+            if self.media.takes_next(len(self._inline)):
+                return self.media.open_stream(bind, self.config.rtp_ports, self.rng)
+        stream = RtpStream.open(self.loop, self.clock, bind, self.config.rtp_ports, self.rng)
+        if self.media is not None:
+            self._inline.add(stream)  # a call the pool left to us (media_pool.takes_next)
+        return stream
 
     # -- outgoing calls -------------------------------------------------------------------------
 

@@ -19,15 +19,18 @@ has closed the stream, so the recording is complete before the handler hears ``D
 and the stream's final figures (packets, loss, jitter, RTCP) are those the call logs.
 
 Workers start when calls need them and stop when calls no longer do (issue 12: an idle siproc
-is one small process). The first call starts the first worker; the next worker starts when
-every running one holds :data:`PACK_STREAMS` streams, up to ``SIPROC_MEDIA_WORKERS``. A worker
-that has had no stream for ``idle`` seconds (``SIPROC_MEDIA_IDLE``) is retired: it leaves the
-pool at once (no new stream goes to it), its channel is closed, and it exits. A worker imports
-the media stack in about a quarter of a second; the stream handed to it meanwhile waits in the
-channel (commands in order, RTP in its socket's buffer), so the first call after a quiet spell
-starts its audio that much later, and the RTP that queued meanwhile arrives at the jitter
-buffer as one burst, of which it keeps what fits its bound. ``idle`` 0 keeps the old way:
-every worker starts with the phone, which waits until they are ready, and none stops.
+is one small process). A few calls do not need them: while no worker is ready, the control
+process runs up to :data:`INLINE_STREAMS` streams itself (as with ``SIPROC_MEDIA_WORKERS=0``;
+:meth:`MediaPool.takes_next` says where the next stream goes), so a door phone's call has its
+media at once, with no worker to wait for. Half that many inline calls start the first worker;
+once one is ready, new calls go to workers (the inline ones stay where they are). Past the
+inline limit a call goes to the worker that is starting and waits for it (commands queue in
+the channel, RTP in its socket's buffer: the jitter buffer then keeps what fits its bound of
+that burst). The next worker starts when every running one holds :data:`PACK_STREAMS`
+streams, up to ``SIPROC_MEDIA_WORKERS``. A worker that has had no stream for ``idle`` seconds
+(``SIPROC_MEDIA_IDLE``) is retired: it leaves the pool at once (no new stream goes to it), its
+channel is closed, and it exits. ``idle`` 0 keeps the old way: every worker starts with the
+phone, which waits until they are ready, none stops, and every call's media runs in one.
 
 One that exits is logged; its calls, which have no audio any more, are hung up (their handlers
 hear ``ERROR MEDIA``, then the usual end), and a new worker takes later calls. Closing the pool
@@ -58,7 +61,7 @@ from siproc.net.rtp_socket import DIRECTIONS, RtpStream, bind_rtp_pair
 from siproc.net.rtp_state import DEFAULT_RATE, Address, RtpStats
 from siproc.sdp.sdes import SrtpParams
 
-__all__ = ["MediaPool", "MediaStream", "RemoteStream"]
+__all__ = ["INLINE_STREAMS", "MediaPool", "MediaStream", "RemoteStream"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ WORKER_START_TIMEOUT: Final = 20.0  # seconds for a worker to import the media s
 WORKER_EXIT_TIMEOUT: Final = 10.0  # seconds for workers to finish their recordings at close
 CLOSE_TIMEOUT: Final = 10.0  # seconds for a worker to confirm a stream's close
 DEFAULT_IDLE: Final = 30.0  # seconds a worker without streams lives (SIPROC_MEDIA_IDLE)
+INLINE_STREAMS: Final = 8  # streams the control process runs itself while no worker is ready
 
 
 class RemoteStream:
@@ -516,6 +520,21 @@ class MediaPool:
         if len(live) < self.size:
             return self._start_worker()
         return min(live, key=lambda w: len(w.streams))
+
+    def takes_next(self, inline: int) -> bool:
+        """Whether the next stream goes to a worker (True) or runs in the control process
+        (False), which carries ``inline`` streams now. With ``idle`` 0 every stream goes to a
+        worker. Otherwise: to a worker when one is ready, or when ``inline`` is at
+        :data:`INLINE_STREAMS` (it starts one if none is starting); else inline, and from half
+        the limit on a worker is started for what may come."""
+        if not self.idle or self.closing:
+            return True
+        live = [w for w in self._workers if not w.channel.closed]
+        if any(w.ready.is_set() for w in live) or inline >= INLINE_STREAMS:
+            return True
+        if inline + 1 >= INLINE_STREAMS // 2 and not live:
+            self._start_worker()
+        return False
 
     def maybe_idle(self, worker: _Worker) -> None:
         """``worker`` just lost a stream: if it has none left, retire it after ``idle``

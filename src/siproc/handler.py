@@ -313,7 +313,8 @@ class _CallBase:
         self.send(Hangup(status))
 
     def stop(self) -> None:
-        """``STOP``: stop the file started last."""
+        """``STOP``: stop the newest SAY still being rendered, else the file or SAY started
+        last."""
         self.send(Stop())
 
     def dtmf(self, digits: str) -> None:

@@ -316,6 +316,19 @@ def test_say_rendered_by_the_engine_as_siproc_would(workdir: Path) -> None:
     ]
 
 
+def test_stop_while_the_engine_renders_stops_that_say(workdir: Path) -> None:
+    (workdir / "engine.py").write_text("import time\ntime.sleep(0.5)\n" + FAKE_ENGINE)
+    command = f"{sys.executable} {workdir / 'engine.py'} {{file}}"
+    h = handler(workdir, 'echo ANSWER\necho "SAY slow"\necho STOP\nwhile read -r l; do :; done\n')
+    script = "call from sip:a@example.com\nexpect STOP\nwait 1s\nhangup\n"
+    run = sim(workdir, script, h, env={"SIPROC_TTS_COMMAND": command}, tts="engine")
+    assert run.returncode == 0, run.stdout + run.stderr
+    # stopped at once; rendered for the cache, never played
+    assert events_of(run) == ["CONNECTED", "STOPPED say:1", "DISCONNECTED 200 remote hangup"]
+    assert "say:1 lasts" not in run.stdout
+    assert len(list((workdir / "tts").glob("*.wav"))) == 1
+
+
 def test_say_errors_are_siprocs(workdir: Path) -> None:
     script = "call from sip:a@example.com\nexpect HANGUP within 5s\n"
     h = handler(workdir, SAYING)

@@ -6,7 +6,8 @@ IVR: answer, PLAY menu.wav, ``gather`` one key with siproc's ``GATHER ... bargei
 one.wav and hangs up). baresip presses 1 (RFC 4733) while the menu plays: siproc's bargein
 stops the menu and ``GATHERED 1 max`` carries the key. What baresip heard must be the menu
 (440 Hz) and then one.wav (1000 Hz), the menu no more, and siproc must hang up (baresip's
-CALL_CLOSED, siproc's "call ended: 200 hung up").
+CALL_CLOSED, siproc's "call ended: 200 hung up"). ``examples/ivr.sh``, the same IVR in bash,
+must do the same.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.audio import make_silence, make_tone, read_mono
 from tests.peers import Baresip
 from tests.siproc_proc import Siproc
 
 MakeBaresip = Callable[..., Baresip]
-IVR = Path(__file__).resolve().parents[2] / "examples" / "ivr.py"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def tone_amplitude(samples: np.ndarray, rate: int, freq: float) -> float:  # type: ignore[type-arg]
@@ -32,14 +34,15 @@ def tone_amplitude(samples: np.ndarray, rate: int, freq: float) -> float:  # typ
     return float(2 * abs(np.sum(samples * window * phase)) / np.sum(window))
 
 
-def test_kit_ivr_menu_against_baresip(tmp_path: Path, make_baresip: MakeBaresip) -> None:
+@pytest.mark.parametrize("ivr", ["ivr.py", "ivr.sh"])
+def test_kit_ivr_menu_against_baresip(tmp_path: Path, make_baresip: MakeBaresip, ivr: str) -> None:
     work = tmp_path / "siproc"
     work.mkdir()
     make_tone(work / "menu.wav", 440.0, 4.0, amplitude=0.35)
     make_tone(work / "one.wav", 1000.0, 1.5, amplitude=0.35)
     silence = make_silence(tmp_path / "silence.wav", 20.0)
     bob = make_baresip("bob", record=True, audio_source=silence)
-    siproc = Siproc(IVR, cwd=work).wait_ready()
+    siproc = Siproc(EXAMPLES / ivr, cwd=work).wait_ready()
     try:
         bob.dial(siproc.uri("ivr"))
         bob.wait_event("CALL_ESTABLISHED", timeout=10)

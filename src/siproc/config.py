@@ -473,7 +473,7 @@ def _metrics(env: Mapping[str, str]) -> tuple[str, int] | None:
     return host, int(port)
 
 
-def _tts(env: Mapping[str, str]) -> TtsSettings:
+def tts_settings(env: Mapping[str, str]) -> TtsSettings:
     """SAY's engine and cache. The command is split as a shell would (shlex), but no shell
     ever runs it: ``{text}`` and ``{file}`` are replaced inside each word (net/tts.py)."""
     command: tuple[str, ...] | None = None
@@ -618,7 +618,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         tls=_tls(env),
         cdr=_cdr(env),
         metrics=_metrics(env),
-        tts=_tts(env),
+        tts=tts_settings(env),
         drain_timeout=_seconds(
             env, "SIPROC_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT, 0, MAX_DRAIN_TIMEOUT
         ),

@@ -6,10 +6,10 @@ its stdin (the line protocol of :mod:`siproc.calls.protocol`). This module wraps
 * :class:`CallInfo`: the call's environment (``SIPROC_REMOTE_URI``, ``SIPROC_CALL_ID`` ...) as a
   frozen dataclass;
 * events as typed objects, parsed by siproc's own :func:`~siproc.calls.protocol.parse_event`
-  (plus :class:`Gathered` for ``GATHER``, and :class:`UnknownEvent` for lines a newer siproc
-  may send);
+  (and :class:`UnknownEvent` for lines a newer siproc may send);
 * commands as methods: :meth:`Call.answer`, :meth:`Call.play`, :meth:`Call.record`,
-  :meth:`Call.dtmf`, :meth:`Call.say`, :meth:`Call.gather` (returns the keys),
+  :meth:`Call.dtmf`, :meth:`Call.say` (can wait for its ``STOPPED say:<n>``),
+  :meth:`Call.gather` (siproc's ``GATHER``; returns the keys),
   :meth:`Call.transfer`, :meth:`Call.hangup`, :meth:`Call.message` ...;
 * two flavours: :class:`Call` blocks, :class:`AsyncCall` is for asyncio; :func:`run` and
   :func:`run_async` start either and turn the end of the call into a clean exit.
@@ -20,16 +20,18 @@ The end of a call (``DISCONNECTED``, end of input, or SIGTERM, which siproc send
 is (as Ctrl-C raises KeyboardInterrupt), so ``finally`` blocks run; :func:`run` then exits 0.
 
 Events that arrive while the handler waits for something else (a DTMF digit during
-``play(wait=True)``) are kept, in order, for :meth:`Call.next_event`. Write logs to stderr:
+``play(wait=True)``) are kept, in order, for :meth:`Call.next_event`; the ``DTMF`` events of
+the keys a :meth:`Call.gather` returns go with it. Write logs to stderr:
 stdout is the command channel. Example::
 
     from siproc.handler import Call, run
 
     def main(call: Call) -> None:
         call.answer()
+        call.wait_connected()
         call.play("menu.wav")
-        key = call.gather(max_digits=1, timeout=5)
-        call.play("one.wav" if key == "1" else "bye.wav", wait=True)
+        key = call.gather(max_digits=1, first=8, bargein=True)  # a key stops the menu
+        call.say("You chose one." if key == "1" else "Goodbye.", wait=True)
         call.hangup()
 
     run(main)
@@ -48,7 +50,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TypeAlias, TypeVar
+from typing import TypeAlias, TypeVar, cast
 
 from siproc.calls import protocol
 from siproc.calls.protocol import (
@@ -59,6 +61,8 @@ from siproc.calls.protocol import (
     Dtmf,
     DtmfReceived,
     ErrorEvent,
+    Gather,
+    Gathered,
     Hangup,
     Hold,
     HoldEvent,
@@ -72,6 +76,7 @@ from siproc.calls.protocol import (
     ResumeEvent,
     Ringing,
     RingingEvent,
+    Say,
     Stop,
     Stopped,
     Transfer,
@@ -104,9 +109,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-#: Reasons a GATHER ends (``GATHERED <digits> <why>``).
-GATHER_ENDINGS = frozenset({"finish", "timeout", "max"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,41 +159,19 @@ class CallInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class Gathered:
-    """``GATHERED <digits> <finish|timeout|max>``: the keys a ``GATHER`` collected (``digits``
-    may be empty, written ``-`` on the line), and why it ended."""
-
-    digits: str
-    ended: str
-
-    def __post_init__(self) -> None:
-        if self.ended not in GATHER_ENDINGS:
-            raise ValueError(f"GATHERED must end with finish, timeout or max, not {self.ended!r}")
-        if any(c not in protocol.DTMF_DIGITS for c in self.digits):
-            raise ValueError(f"invalid DTMF digits {self.digits!r}")
-
-
-@dataclass(frozen=True, slots=True)
 class UnknownEvent:
     """An event line this version of the kit does not know (from a newer siproc)."""
 
     line: str
 
 
-CallEvent: TypeAlias = protocol.Event | Gathered | UnknownEvent
+CallEvent: TypeAlias = protocol.Event | UnknownEvent
 
 
 def parse_event(line: str) -> CallEvent:
-    """One event line as a typed event: siproc's own parser, plus ``GATHERED``; a line that
-    neither knows is an :class:`UnknownEvent` (never an exception)."""
+    """One event line as a typed event, by siproc's own parser; a line it does not know is an
+    :class:`UnknownEvent` (never an exception)."""
     line = line.removesuffix("\n").removesuffix("\r")
-    verb, _, rest = line.partition(" ")
-    if verb == "GATHERED":
-        digits, _, ended = rest.partition(" ")
-        try:
-            return Gathered("" if digits == "-" else digits.upper(), ended)
-        except ValueError:
-            return UnknownEvent(line)
     try:
         return protocol.parse_event(line)
     except ValueError:
@@ -229,12 +209,15 @@ class _CallBase:
         self.info = CallInfo.from_environ() if info is None else info
         self.connected = False
         self.disconnected: Disconnected | None = None
+        #: The ``GATHERED`` of the last :meth:`Call.gather` (its keys, and why it ended).
+        self.gathered: Gathered | None = None
         self._stdout = stdout
         self._pending: deque[CallEvent] = deque()
         self._eof = False
         self._terminated = False
-        self._gather_locally = False  # siproc refused GATHER: collect DTMF events ourselves
-        self._playing: list[str] = []
+        self._playing: list[str] = []  # files and SAYs (say:<n>), in the order they started
+        self._says: set[str] = set()  # the say:<n> names in _playing
+        self._say_count = 0  # SAY lines sent: siproc names the n-th one say:<n>
 
     @property
     def ended(self) -> bool:
@@ -248,7 +231,8 @@ class _CallBase:
 
     @property
     def playing(self) -> tuple[str, ...]:
-        """The files PLAYed whose ``STOPPED`` (or ``ERROR PLAY``) has not been read yet."""
+        """The files PLAYed and the SAYs (``say:<n>``) whose ``STOPPED`` (or ``ERROR``) has
+        not been read yet, in the order they were asked for."""
         return tuple(self._playing)
 
     def _end(self) -> CallEnded:
@@ -268,20 +252,18 @@ class _CallBase:
             self.disconnected = event
         elif isinstance(event, Stopped) and event.file in self._playing:
             self._playing.remove(event.file)
-        elif isinstance(event, ErrorEvent) and event.command == "PLAY" and self._playing:
-            self._playing.pop()  # the refused one is the last asked for
-
-    def _play(self, file: str) -> None:
-        self.send(Play(file))
-        self._playing.append(file)
-
-    def _typed_ahead(self, gather: _LocalGather) -> Gathered | None:
-        """Feed the kept DTMF events (keys pressed before a gather) to ``gather``."""
-        while (event := self._take_pending(_is_dtmf)) is not None:
-            done = gather.add(event.digit)
-            if done is not None:
-                return done
-        return None
+            self._says.discard(event.file)
+        elif isinstance(event, ErrorEvent) and event.command == "PLAY":
+            files = [name for name in self._playing if name not in self._says]
+            if files:  # PLAY is refused at once: the refused one is the last asked for
+                self._playing.reverse()
+                self._playing.remove(files[-1])
+                self._playing.reverse()
+        elif isinstance(event, ErrorEvent) and event.command == "SAY":
+            says = [name for name in self._playing if name in self._says]
+            if says:  # a SAY fails at once or after rendering: taken as the oldest one
+                self._playing.remove(says[0])
+                self._says.discard(says[0])
 
     def _take_pending(self, accept: Callable[[CallEvent], T | None]) -> T | None:
         for index, event in enumerate(self._pending):
@@ -292,10 +274,21 @@ class _CallBase:
         return None
 
     def send(self, command: Command | str) -> None:
-        """Write one command (a protocol value, or a line such as ``"SAY hello"``)."""
+        """Write one command (a protocol value, or a line such as ``"SAY hello"``). A PLAY
+        or SAY line counts for :attr:`playing` (and SAY's numbering) as the methods do."""
         line = command if isinstance(command, str) else protocol.format_command(command)
         if "\n" in line or "\r" in line:
             raise ValueError("a command line must not contain CR or LF")
+        parsed: Command | None = None if isinstance(command, str) else command
+        if parsed is None:
+            with contextlib.suppress(protocol.CommandError):  # siproc answers ERROR to it
+                parsed = protocol.parse_command(line)
+        if isinstance(parsed, Play):
+            self._playing.append(parsed.file)
+        elif isinstance(parsed, Say):  # siproc names the n-th SAY line that parsed say:<n>
+            self._say_count += 1
+            self._playing.append(f"say:{self._say_count}")
+            self._says.add(f"say:{self._say_count}")
         data = (line + "\n").encode("utf-8")
         with contextlib.suppress(BrokenPipeError):
             while data:
@@ -320,7 +313,8 @@ class _CallBase:
         self.send(Hangup(status))
 
     def stop(self) -> None:
-        """``STOP``: stop the file started last."""
+        """``STOP``: stop the newest SAY still being rendered, else the file or SAY started
+        last."""
         self.send(Stop())
 
     def dtmf(self, digits: str) -> None:
@@ -345,21 +339,56 @@ class _CallBase:
     def resume(self) -> None:
         self.send(Resume())
 
-    def say(self, text: str) -> None:
-        """``SAY <text>``: speak ``text`` (needs a siproc with speech, issue 10)."""
-        if not text.strip():
-            raise ValueError("missing text")
-        self.send(f"SAY {protocol.escape_text(text)}")
+    def _say(self, text: str) -> str:
+        self.send(Say(text))
+        return f"say:{self._say_count}"
 
-    def _gather_line(self, max_digits: int, timeout: float, finish: str) -> str:
-        if max_digits < 1:
-            raise ValueError(f"max_digits must be at least 1, not {max_digits}")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, not {timeout}")
-        if len(finish) > 1 or (finish and finish not in protocol.DTMF_DIGITS):
-            raise ValueError(f"finish must be one DTMF key or empty, not {finish!r}")
-        line = f"GATHER max={max_digits} timeout={timeout:g}"
-        return f"{line} finish={finish}" if finish else line
+    def _said(self, name: str) -> Callable[[CallEvent], Stopped | ErrorEvent | None]:
+        """The test for the end of the SAY ``name``: its ``STOPPED``, or the ``ERROR SAY``
+        taken for it (see :meth:`_seen`)."""
+
+        def accept(event: CallEvent) -> Stopped | ErrorEvent | None:
+            if isinstance(event, Stopped) and event.file == name:
+                return event
+            if isinstance(event, ErrorEvent) and event.command == "SAY":
+                return None if name in self._playing else event
+            return None
+
+        return accept
+
+    def _gather(
+        self, max_digits: int, timeout: float, first: float | None, finish: str, bargein: bool
+    ) -> tuple[Callable[[CallEvent], Gathered | ErrorEvent | None], list[DtmfReceived]]:
+        """Send ``GATHER``; the test for its end, and the DTMF events it sees (filled in)."""
+        command = Gather(max_digits, timeout, first, finish or None, bargein)  # checks them
+        self.send(command)
+        keys: list[DtmfReceived] = []
+
+        def accept(event: CallEvent) -> Gathered | ErrorEvent | None:
+            if isinstance(event, DtmfReceived):
+                keys.append(event)
+            elif isinstance(event, Gathered) or (
+                isinstance(event, ErrorEvent) and event.command == "GATHER"
+            ):
+                return event
+            return None
+
+        return accept, keys
+
+    def _gathered(self, result: Gathered | ErrorEvent | None, keys: list[DtmfReceived]) -> str:
+        """The keys of ``GATHERED``; its ``DTMF`` events, the last ones read before it, are
+        consumed with it. ``ERROR GATHER`` raises :class:`CommandFailed`."""
+        if isinstance(result, ErrorEvent):
+            raise CommandFailed(result)
+        assert result is not None
+        self.gathered = result
+        count = len(result.keys) + (result.why == "finish")
+        for event in keys[len(keys) - count :] if count else ():
+            for index, kept in enumerate(self._pending):
+                if kept is event:
+                    del self._pending[index]
+                    break
+        return result.keys
 
 
 def _stopped_or_error(file: str) -> Callable[[CallEvent], Stopped | ErrorEvent | None]:
@@ -373,37 +402,8 @@ def _stopped_or_error(file: str) -> Callable[[CallEvent], Stopped | ErrorEvent |
     return accept
 
 
-def _gathered_or_error(event: CallEvent) -> CallEvent | None:
-    if isinstance(event, Gathered):
-        return event
-    if isinstance(event, ErrorEvent) and event.command == "GATHER":
-        return event
-    return None
-
-
-def _is_dtmf(event: CallEvent) -> DtmfReceived | None:
-    return event if isinstance(event, DtmfReceived) else None
-
-
 def _is_connected(event: CallEvent) -> Connected | None:
     return event if isinstance(event, Connected) else None
-
-
-class _LocalGather:
-    """GATHER done by the kit from DTMF events, for a siproc without GATHER."""
-
-    def __init__(self, max_digits: int, finish: str) -> None:
-        self.max_digits = max_digits
-        self.finish = finish
-        self.digits = ""
-
-    def add(self, digit: str) -> Gathered | None:
-        if self.finish and digit == self.finish:
-            return Gathered(self.digits, "finish")
-        self.digits += digit
-        if len(self.digits) >= self.max_digits:
-            return Gathered(self.digits, "max")
-        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -498,47 +498,44 @@ class Call(_CallBase):
     def play(self, file: str, *, wait: bool = False) -> None:
         """``PLAY <file>``; with ``wait``, return once ``STOPPED <file>`` came, and raise
         :class:`CommandFailed` if siproc refused the file."""
-        self._play(file)
+        self.send(Play(file))
         if wait:
             result = self._wait(_stopped_or_error(file), None)
             if isinstance(result, ErrorEvent):
                 raise CommandFailed(result)
 
-    def gather(self, max_digits: int = 1, timeout: float = 5.0, finish: str = "#") -> str:
-        """Collect up to ``max_digits`` DTMF keys, until ``finish`` or ``timeout`` seconds
-        without a key; return them ('' if none). Keys pressed before (DTMF events not read
-        yet) count first. Sends ``GATHER`` for the rest; if siproc does not know it, collects
-        the DTMF events here instead (same rules)."""
-        self._gather_line(max_digits, timeout, finish)  # checks the arguments
-        self._drain()
-        gather = _LocalGather(max_digits, finish)
-        done = self._typed_ahead(gather)
-        if done is not None:
-            return done.digits
-        if not self._gather_locally:
-            self.send(self._gather_line(max_digits - len(gather.digits), timeout, finish))
-            result = self._wait(_gathered_or_error, None)
-            if isinstance(result, Gathered):
-                return gather.digits + result.digits
-            assert isinstance(result, ErrorEvent)
-            if "unknown command" not in result.reason:
+    def say(self, text: str, *, wait: bool = False) -> str:
+        """``SAY <text>``: speak ``text``; returns the SAY's name, ``say:<n>`` for the call's
+        n-th SAY, which its ``STOPPED`` carries. With ``wait``, return once that came (said,
+        or stopped by STOP or a GATHER's bargein), and raise :class:`CommandFailed` on
+        ``ERROR SAY`` (no engine, or it failed)."""
+        name = self._say(text)
+        if wait:
+            result = self._wait(self._said(name), None)
+            if isinstance(result, ErrorEvent):
                 raise CommandFailed(result)
-            self._gather_locally = True
-        while True:
-            event = self._wait(_is_dtmf, timeout)
-            if event is None:
-                return gather.digits
-            done = gather.add(event.digit)
-            if done is not None:
-                return done.digits
+        return name
 
-    def _drain(self) -> None:
-        """Read the events that are already there, without waiting, into the kept ones."""
-        while not self.ended:
-            event = self._read_event(time.monotonic())
-            if event is None:
-                return
-            self._pending.append(event)
+    def gather(
+        self,
+        max_digits: int = 1,
+        timeout: float = 5.0,
+        finish: str = "#",
+        *,
+        first: float | None = None,
+        bargein: bool = False,
+    ) -> str:
+        """``GATHER``: collect up to ``max_digits`` DTMF keys (1-128), until the ``finish`` key
+        ('' for none), or ``timeout`` seconds without a key (``first``: before the first key;
+        default ``timeout``); return them ('' if none). ``bargein`` stops what plays (files and
+        SAYs) at the first key. Keys count from the GATHER on, as siproc counts them: keys
+        pressed before stay ``DTMF`` events for :meth:`next_event`; the ``DTMF`` events of the
+        keys gathered are consumed. :attr:`gathered` keeps the ``GATHERED`` (why it ended).
+        Raises ``ValueError`` for options siproc would refuse, :class:`CommandFailed` on
+        ``ERROR GATHER``."""
+        accept, keys = self._gather(max_digits, timeout, first, finish, bargein)
+        result = cast("Gathered | ErrorEvent | None", self._wait(accept, None))  # mypy: object
+        return self._gathered(result, keys)
 
 
 def _call_info(info: CallInfo | None) -> CallInfo:
@@ -669,46 +666,34 @@ class AsyncCall(_CallBase):
 
     async def play(self, file: str, *, wait: bool = False) -> None:
         """As :meth:`Call.play`."""
-        self._play(file)
+        self.send(Play(file))
         if wait:
             result = await self._wait(_stopped_or_error(file), None)
             if isinstance(result, ErrorEvent):
                 raise CommandFailed(result)
 
-    async def gather(self, max_digits: int = 1, timeout: float = 5.0, finish: str = "#") -> str:
-        """As :meth:`Call.gather`."""
-        self._gather_line(max_digits, timeout, finish)  # checks the arguments
-        await self._drain()
-        gather = _LocalGather(max_digits, finish)
-        done = self._typed_ahead(gather)
-        if done is not None:
-            return done.digits
-        if not self._gather_locally:
-            self.send(self._gather_line(max_digits - len(gather.digits), timeout, finish))
-            result = await self._wait(_gathered_or_error, None)
-            if isinstance(result, Gathered):
-                return gather.digits + result.digits
-            assert isinstance(result, ErrorEvent)
-            if "unknown command" not in result.reason:
+    async def say(self, text: str, *, wait: bool = False) -> str:
+        """As :meth:`Call.say`."""
+        name = self._say(text)
+        if wait:
+            result = await self._wait(self._said(name), None)
+            if isinstance(result, ErrorEvent):
                 raise CommandFailed(result)
-            self._gather_locally = True
-        while True:
-            event = await self._wait(_is_dtmf, timeout)
-            if event is None:
-                return gather.digits
-            done = gather.add(event.digit)
-            if done is not None:
-                return done.digits
+        return name
 
-    async def _drain(self) -> None:
-        """Read the events that are already there, without waiting, into the kept ones."""
-        if not self._eof:
-            self._readable()
-        while not self.ended:
-            event = await self._read_event(self._loop.time())
-            if event is None:
-                return
-            self._pending.append(event)
+    async def gather(
+        self,
+        max_digits: int = 1,
+        timeout: float = 5.0,
+        finish: str = "#",
+        *,
+        first: float | None = None,
+        bargein: bool = False,
+    ) -> str:
+        """As :meth:`Call.gather`."""
+        accept, keys = self._gather(max_digits, timeout, first, finish, bargein)
+        result: Gathered | ErrorEvent | None = await self._wait(accept, None)
+        return self._gathered(result, keys)
 
 
 def run_async(main: Callable[[AsyncCall], Awaitable[object]], info: CallInfo | None = None) -> None:

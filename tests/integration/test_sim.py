@@ -27,6 +27,7 @@ EXAMPLE_RUNS = [
         ("handle-outgoing.sim", ("handle.sh", "handle.py"), ["message.wav"]),
         ("narrate.sim", ("narrate.sh", "narrate.py"), ["message.wav"]),
         ("ivr.sim", ("ivr.sh", "ivr.py"), []),
+        ("ivr-wrong-key.sim", ("ivr.sh", "ivr.py"), []),
         ("ivr-transfer.sim", ("ivr.sh", "ivr.py"), []),
     ]
     for handler in handlers
@@ -34,16 +35,22 @@ EXAMPLE_RUNS = [
 
 
 def sim(
-    workdir: Path, script: str | Path, *handler: str, env: dict[str, str] | None = None
+    workdir: Path,
+    script: str | Path,
+    *handler: str,
+    env: dict[str, str] | None = None,
+    tts: str = "estimate",
 ) -> subprocess.CompletedProcess[str]:
+    """Run siproc-sim; SAY timed from its words unless ``tts="engine"`` (then rendered, with
+    the cache in ``workdir``)."""
     if isinstance(script, str):
         path = workdir / "test.sim"
         path.write_text(textwrap.dedent(script))
         script = path
     return subprocess.run(
-        [sys.executable, "-m", "siproc.sim", "--script", str(script), *handler],
+        [sys.executable, "-m", "siproc.sim", "--tts", tts, "--script", str(script), *handler],
         cwd=workdir,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "SIPROC_TTS_CACHE_DIR": str(workdir / "tts"), **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -180,7 +187,53 @@ def test_record_gets_the_far_ends_audio(workdir: Path) -> None:
     assert abs(np.argmax(spectrum) * rate / len(data) - 1000) < 10
 
 
-def test_gather_with_the_handler_kit(workdir: Path) -> None:
+def events_of(run: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line.split(None, 2)[2] for line in run.stdout.splitlines() if "  event  " in line]
+
+
+GATHERING = """\
+echo ANSWER
+while read -r line; do
+    case "$line" in
+        CONNECTED) echo "PLAY menu.wav"; echo "SAY Hello there"
+                   echo "GATHER max=3 first=2 timeout=0.5 bargein" ;;
+        "DTMF 2") echo "GATHER finish=# first=2" ;;   # replaces the running GATHER
+        "GATHERED 34 finish") echo "GATHER max=2 first=0.3" ;;
+        "GATHERED - timeout") echo HANGUP ;;
+    esac
+done
+"""
+
+
+def test_gather_as_siproc_does_it(workdir: Path) -> None:
+    script = """\
+        call from sip:a@example.com
+        expect GATHER max=3 first=2 timeout=0.5 bargein
+        dtmf 1 2
+        expect GATHER finish=# first=2
+        dtmf 3 4 #
+        expect HANGUP within 3s
+        """
+    run = sim(workdir, script, handler(workdir, GATHERING))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert events_of(run) == [
+        "CONNECTED",
+        "DTMF 1",  # bargein: the first key stops every prompt, the newest first
+        "STOPPED say:1",
+        "STOPPED menu.wav",
+        "DTMF 2",
+        "GATHERED 12 cancelled",  # the handler's new GATHER
+        "DTMF 3",
+        "DTMF 4",
+        "DTMF #",
+        "GATHERED 34 finish",
+        "GATHERED - timeout",
+        "DISCONNECTED 200 hung up",
+    ]
+    assert "sim      GATHER bargein: 2 prompt(s) stopped" in run.stdout
+
+
+def test_say_and_gather_with_the_handler_kit(workdir: Path) -> None:
     kit = handler(
         workdir,
         """\
@@ -190,9 +243,11 @@ def test_gather_with_the_handler_kit(workdir: Path) -> None:
         def main(call: Call) -> None:
             call.answer()
             call.wait_connected()
-            first = call.gather(max_digits=3, timeout=2)
+            call.play("menu.wav")
+            first = call.gather(max_digits=3, timeout=2, bargein=True)
             second = call.gather(max_digits=3, timeout=0.3)
-            call.message(f"got {first!r} then {second!r}")
+            name = call.say(f"got {first} then {second or 'nothing'}", wait=True)
+            call.message(f"{name} said, {call.gathered}, playing {call.playing}")
             call.hangup()
 
         run(main)
@@ -201,17 +256,107 @@ def test_gather_with_the_handler_kit(workdir: Path) -> None:
     )
     script = """\
         call from sip:a@example.com
-        expect GATHER max=3 timeout=2 finish=#
+        expect GATHER max=3 timeout=2 finish=# bargein
         dtmf 4 2 #
-        expect GATHER
-        expect MESSAGE got '42' then ''
+        expect GATHER max=3 timeout=0.3 finish=#
+        expect SAY got 42 then nothing
+        # four words at 175 a minute: 1.37 s
+        expect no MESSAGE within 1s
+        expect MESSAGE say:1 said, Gathered(keys='', why='timeout'), playing ()
         expect HANGUP
         """
     run = sim(workdir, script, sys.executable, kit)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "event    GATHERED 42 finish" in run.stdout
-    assert "event    GATHERED - timeout" in run.stdout
-    assert "event    DTMF" not in run.stdout  # the keys went to the GATHER
+    events = events_of(run)
+    assert events.index("STOPPED menu.wav") == events.index("DTMF 4") + 1
+    assert events.index("GATHERED 42 finish") == events.index("DTMF #") + 1
+    assert "sim      say:1 lasts 1.37 s (estimated, no engine run)" in run.stdout
+
+
+FAKE_ENGINE = """\
+import sys
+import numpy as np
+import soundfile
+soundfile.write(sys.argv[1], np.zeros(int(0.6 * 22050), np.int16), 22050)
+"""
+
+SAYING = """\
+echo ANSWER
+echo "SAY one"
+while read -r line; do
+    case "$line" in
+        "STOPPED say:1") echo "SAY one" ;;
+        "STOPPED say:2") echo HANGUP ;;
+        "ERROR SAY "*) echo HANGUP ;;
+    esac
+done
+"""
+
+
+def test_say_rendered_by_the_engine_as_siproc_would(workdir: Path) -> None:
+    (workdir / "engine.py").write_text(FAKE_ENGINE)
+    command = f"{sys.executable} {workdir / 'engine.py'} {{file}}"
+    script = "call from sip:a@example.com\nexpect HANGUP within 5s\n"
+    h = handler(workdir, SAYING)
+    run = sim(workdir, script, h, env={"SIPROC_TTS_COMMAND": command}, tts="engine")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert events_of(run) == [
+        "CONNECTED",
+        "STOPPED say:1",
+        "STOPPED say:2",
+        "DISCONNECTED 200 hung up",
+    ]
+    rows = [line.split(None, 2) for line in run.stdout.splitlines()[:-1]]
+    said = {text: float(at) for at, who, text in rows if who in ("handler", "event")}
+    assert said["STOPPED say:2"] - said["STOPPED say:1"] >= 0.6  # the speech's own length
+    notes = [text for _, who, text in rows if who == "sim" and text.startswith("say:")]
+    assert notes == [
+        f"say:1 lasts 0.60 s (rendered by {Path(sys.executable).name})",
+        "say:2 lasts 0.60 s (from the cache)",
+    ]
+
+
+def test_stop_while_the_engine_renders_stops_that_say(workdir: Path) -> None:
+    (workdir / "engine.py").write_text("import time\ntime.sleep(0.5)\n" + FAKE_ENGINE)
+    command = f"{sys.executable} {workdir / 'engine.py'} {{file}}"
+    h = handler(workdir, 'echo ANSWER\necho "SAY slow"\necho STOP\nwhile read -r l; do :; done\n')
+    script = "call from sip:a@example.com\nexpect STOP\nwait 1s\nhangup\n"
+    run = sim(workdir, script, h, env={"SIPROC_TTS_COMMAND": command}, tts="engine")
+    assert run.returncode == 0, run.stdout + run.stderr
+    # stopped at once; rendered for the cache, never played
+    assert events_of(run) == ["CONNECTED", "STOPPED say:1", "DISCONNECTED 200 remote hangup"]
+    assert "say:1 lasts" not in run.stdout
+    assert len(list((workdir / "tts").glob("*.wav"))) == 1
+
+
+def test_say_errors_are_siprocs(workdir: Path) -> None:
+    script = "call from sip:a@example.com\nexpect HANGUP within 5s\n"
+    h = handler(workdir, SAYING)
+    none = sim(workdir, script, h, env={"PATH": str(workdir / "empty")}, tts="engine")
+    assert none.returncode == 0, none.stdout + none.stderr
+    assert events_of(none)[1] == (
+        "ERROR SAY no text-to-speech engine: espeak-ng is not installed "
+        "(install it, or set SIPROC_TTS_COMMAND)"
+    )
+    failing = sim(workdir, script, h, env={"SIPROC_TTS_COMMAND": "false {file}"}, tts="engine")
+    assert failing.returncode == 0, failing.stdout + failing.stderr
+    assert events_of(failing)[1] == "ERROR SAY false failed (exit status 1)"
+    bad = sim(workdir, script, h, env={"SIPROC_TTS_COMMAND": "espeak-ng"}, tts="engine")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.startswith("siproc-sim: SIPROC_TTS_COMMAND: must name the WAV file")
+
+
+def test_expect_no_fails_when_the_command_comes(workdir: Path) -> None:
+    h = handler(workdir, "echo ANSWER\nsleep 0.4\necho HANGUP\nwhile read -r l; do :; done\n")
+    script = "call from sip:a@example.com\nexpect ANSWER\nexpect no HANGUP within 2s\n"
+    run = sim(workdir, script, h)
+    assert run.returncode == 1
+    last = run.stdout.splitlines()[-1]
+    head = f"siproc-sim: FAILED: {workdir}/test.sim:3: expect no HANGUP within 2s: "
+    head += "it sent HANGUP at "
+    assert last.startswith(head) and float(last.removeprefix(head)) >= 0.4
+    passing = sim(workdir, script.replace("2s", "200ms"), h)
+    assert passing.returncode == 0, passing.stdout
 
 
 def test_outgoing_call_refused_by_the_far_end(workdir: Path) -> None:

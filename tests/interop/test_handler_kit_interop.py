@@ -2,11 +2,12 @@
 acceptance).
 
 baresip calls siproc directly on 127.0.0.1; siproc runs ``examples/ivr.py`` (the handler kit's
-IVR: answer, PLAY menu.wav, ``gather`` one key; 1 plays one.wav and hangs up). baresip presses 1
-(RFC 4733) while the menu plays. What baresip heard must be the menu (440 Hz) and then one.wav
-(1000 Hz), and siproc must hang up (baresip's CALL_CLOSED, siproc's "call ended: 200 hung up").
-Against a siproc without GATHER the kit collects the DTMF event itself; with it, GATHERED
-carries the key: the test holds either way.
+IVR: answer, PLAY menu.wav, ``gather`` one key with siproc's ``GATHER ... bargein``; 1 plays
+one.wav and hangs up). baresip presses 1 (RFC 4733) while the menu plays: siproc's bargein
+stops the menu and ``GATHERED 1 max`` carries the key. What baresip heard must be the menu
+(440 Hz) and then one.wav (1000 Hz), the menu no more, and siproc must hang up (baresip's
+CALL_CLOSED, siproc's "call ended: 200 hung up"). ``examples/ivr.sh``, the same IVR in bash,
+must do the same.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.audio import make_silence, make_tone, read_mono
 from tests.peers import Baresip
 from tests.siproc_proc import Siproc
 
 MakeBaresip = Callable[..., Baresip]
-IVR = Path(__file__).resolve().parents[2] / "examples" / "ivr.py"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def tone_amplitude(samples: np.ndarray, rate: int, freq: float) -> float:  # type: ignore[type-arg]
@@ -32,21 +34,23 @@ def tone_amplitude(samples: np.ndarray, rate: int, freq: float) -> float:  # typ
     return float(2 * abs(np.sum(samples * window * phase)) / np.sum(window))
 
 
-def test_kit_ivr_menu_against_baresip(tmp_path: Path, make_baresip: MakeBaresip) -> None:
+@pytest.mark.parametrize("ivr", ["ivr.py", "ivr.sh"])
+def test_kit_ivr_menu_against_baresip(tmp_path: Path, make_baresip: MakeBaresip, ivr: str) -> None:
     work = tmp_path / "siproc"
     work.mkdir()
     make_tone(work / "menu.wav", 440.0, 4.0, amplitude=0.35)
     make_tone(work / "one.wav", 1000.0, 1.5, amplitude=0.35)
-    make_tone(work / "bye.wav", 300.0, 0.5, amplitude=0.35)
     silence = make_silence(tmp_path / "silence.wav", 20.0)
     bob = make_baresip("bob", record=True, audio_source=silence)
-    siproc = Siproc(IVR, cwd=work).wait_ready()
+    siproc = Siproc(EXAMPLES / ivr, cwd=work).wait_ready()
     try:
         bob.dial(siproc.uri("ivr"))
         bob.wait_event("CALL_ESTABLISHED", timeout=10)
         time.sleep(1.0)  # a second of the menu
         bob.send_dtmf("1")
         bob.wait_event("CALL_CLOSED", timeout=15)  # one.wav played, then the IVR hung up
+        siproc.wait_for(r"GATHER bargein: 1 prompt\(s\) stopped", timeout=10)
+        siproc.wait_for(r"GATHERED 1 max", timeout=10)
         siproc.wait_for(r"call ended: 200 hung up", timeout=10)
         siproc.wait_for(r"handler exited with status 0", timeout=10)
     finally:

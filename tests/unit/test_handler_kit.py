@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +18,7 @@ from siproc.calls.protocol import (
     Disconnected,
     DtmfReceived,
     ErrorEvent,
+    Gathered,
     MessageReceived,
     Stopped,
 )
@@ -28,7 +28,6 @@ from siproc.handler import (
     CallEnded,
     CallInfo,
     CommandFailed,
-    Gathered,
     Terminated,
     UnknownEvent,
     parse_event,
@@ -96,7 +95,7 @@ def test_environment_becomes_call_info() -> None:
         CallInfo.from_environ({"PATH": "/bin"})
 
 
-def test_events_are_siprocs_own_types_plus_gathered() -> None:
+def test_events_are_siprocs_own_types() -> None:
     assert parse_event("CONNECTED") == Connected()
     assert parse_event("DTMF 5\n") == DtmfReceived("5")
     assert parse_event("MESSAGE hi\\nthere") == MessageReceived("hi\nthere")
@@ -167,44 +166,78 @@ def test_a_refused_play_raises(pipes: Pipes) -> None:
 
 def test_gather_sends_gather_and_returns_the_keys(pipes: Pipes) -> None:
     call = call_on(pipes)
-    pipes.events("GATHERED 12 finish")
+    pipes.events("DTMF 1", "DTMF 2", "DTMF #", "GATHERED 12 finish")
     assert call.gather(max_digits=4, timeout=2.5) == "12"
+    assert call.gathered == Gathered("12", "finish")
     assert pipes.commands() == ["GATHER max=4 timeout=2.5 finish=#"]
+    assert call.next_event(timeout=0) is None  # its DTMF events went with it
     pipes.events("GATHERED - timeout")
-    assert call.gather(finish="") == ""
-    assert pipes.commands() == ["GATHER max=1 timeout=5"]
-    with pytest.raises(ValueError, match="max_digits"):
+    assert call.gather(finish="", first=8, bargein=True) == ""
+    assert call.gathered == Gathered("", "timeout")
+    assert pipes.commands() == ["GATHER max=1 first=8 bargein"]
+    with pytest.raises(ValueError, match="max must be 1-128"):
         call.gather(max_digits=0)
-
-
-def test_keys_pressed_before_gather_count_first(pipes: Pipes) -> None:
-    call = call_on(pipes)
-    pipes.events("DTMF 3", "GATHERED 45 max")
-    assert call.gather(max_digits=3) == "345"
-    assert pipes.commands() == ["GATHER max=2 timeout=5 finish=#"]  # the rest only
-    pipes.events("DTMF 7", "DTMF #")
-    assert call.gather(max_digits=1) == "7"  # no GATHER at all
-    assert call.gather(max_digits=4) == ""  # "#" ends it
+    with pytest.raises(ValueError, match=r"timeout must be 0\.1-3600 seconds"):
+        call.gather(timeout=0.01)
+    with pytest.raises(ValueError, match="finish must be one DTMF key"):
+        call.gather(finish="12")
     assert pipes.commands() == []
 
 
-def test_gather_without_siproc_support_collects_dtmf_events_itself(pipes: Pipes) -> None:
+def test_keys_before_the_gather_stay_dtmf_events(pipes: Pipes) -> None:
+    # siproc gathers from the GATHER on: 3 was pressed before (it may even reach us after
+    # the GATHER was sent, if it was in flight); 4 and 5 are the GATHER's, max=2
     call = call_on(pipes)
+    pipes.events("DTMF 3", "CONNECTED", "DTMF 4", "MESSAGE hi", "DTMF 5", "GATHERED 45 max")
+    assert call.gather(max_digits=2) == "45"
+    assert pipes.commands() == ["GATHER max=2 finish=#"]
+    assert call.next_event() == DtmfReceived("3")
+    assert call.next_event() == Connected()
+    assert call.next_event() == MessageReceived("hi")
+    assert call.next_event(timeout=0) is None
 
-    def far_end() -> None:  # refuses GATHER, then presses keys: in that order, always
-        seen = b""
-        while b"GATHER" not in seen:
-            seen += os.read(pipes.stdout_r, 4096)
-        pipes.events("ERROR GATHER unknown command", "DTMF 1", "DTMF 2", "DTMF #")
 
-    thread = threading.Thread(target=far_end)
-    thread.start()
-    assert call.gather(max_digits=4, timeout=5) == "12"
-    thread.join()
-    pipes.events("DTMF 3")
-    assert call.gather(max_digits=3, timeout=0.01) == "3"  # the timeout, after type-ahead
-    assert call.gather(max_digits=3, timeout=0.01) == ""
-    assert pipes.commands() == []  # GATHER was asked for once only
+def test_a_gather_that_is_cancelled_or_refused(pipes: Pipes) -> None:
+    call = call_on(pipes)
+    pipes.events("DTMF 7", "GATHERED 7 cancelled")  # the handler sent its own GATHER line
+    assert call.gather(max_digits=3) == "7" and call.gathered == Gathered("7", "cancelled")
+    pipes.events("ERROR GATHER the call is ending")
+    with pytest.raises(CommandFailed, match="GATHER failed: the call is ending"):
+        call.gather()
+
+
+def test_say_names_itself_and_can_wait(pipes: Pipes) -> None:
+    call = call_on(pipes)
+    call.play("menu.wav")
+    assert call.say("Hello\nthere") == "say:1"
+    call.send("SAY by hand")  # counted: siproc names it say:2
+    call.send("SAY")  # refused by siproc (missing text): not counted
+    assert call.playing == ("menu.wav", "say:1", "say:2")
+    pipes.events("STOPPED say:2", "STOPPED menu.wav", "STOPPED say:3")
+    assert call.say("Goodbye.", wait=True) == "say:3"
+    assert pipes.commands() == [
+        "PLAY menu.wav",
+        "SAY Hello\\nthere",
+        "SAY by hand",
+        "SAY",
+        "SAY Goodbye.",
+    ]
+    assert call.playing == ("say:1",)
+    assert call.next_event() == Stopped("say:2") and call.next_event() == Stopped("menu.wav")
+    with pytest.raises(ValueError, match="missing text"):
+        call.say(" ")
+
+
+def test_a_failed_say_raises(pipes: Pipes) -> None:
+    call = call_on(pipes)
+    call.say("first")
+    no_engine = "no text-to-speech engine: espeak-ng is not installed"
+    pipes.events(f"ERROR SAY {no_engine}", f"ERROR SAY {no_engine}")
+    with pytest.raises(CommandFailed, match="SAY failed: no text-to-speech engine") as info:
+        call.say("second", wait=True)  # the second ERROR SAY is its own
+    assert info.value.error == ErrorEvent("SAY", no_engine)
+    assert call.playing == ()
+    assert call.next_event() == ErrorEvent("SAY", no_engine)  # the first SAY's, kept
 
 
 def test_disconnected_is_the_last_event(pipes: Pipes) -> None:
@@ -285,15 +318,16 @@ def test_run_outside_siproc_says_so() -> None:
 def test_async_flavour(pipes: Pipes) -> None:
     async def main() -> None:
         call = AsyncCall(INFO, stdin=pipes.stdin_r, stdout=pipes.stdout_w)
-        pipes.events("CONNECTED", "DTMF 7", "STOPPED menu.wav", "GATHERED 4 max")
+        pipes.events("CONNECTED", "DTMF 7", "STOPPED menu.wav", "DTMF 4", "GATHERED 4 max")
         assert await call.wait_connected(timeout=5)
         await call.play("menu.wav", wait=True)
-        assert await call.gather(max_digits=2) == "74"  # 7 was pressed before
-        assert await call.next_event(timeout=0.01) is None
-        pipes.events("ERROR GATHER unknown command")
-        assert await call.gather(timeout=0.01) == ""
-        pipes.events("DTMF 1")
-        assert await call.gather(timeout=5) == "1"
+        assert await call.gather(max_digits=1, bargein=True) == "4"
+        assert await call.next_event(timeout=0.01) == DtmfReceived("7")  # before the GATHER
+        pipes.events("ERROR GATHER the call is ending")
+        with pytest.raises(CommandFailed):
+            await call.gather(timeout=0.5)
+        pipes.events("STOPPED say:1")
+        assert await call.say("Hi", wait=True) == "say:1"
         asyncio.get_running_loop().call_soon(call.terminate)
         with pytest.raises(Terminated):
             await call.next_event()
@@ -303,8 +337,9 @@ def test_async_flavour(pipes: Pipes) -> None:
     asyncio.run(asyncio.wait_for(main(), 10))
     assert pipes.commands() == [
         "PLAY menu.wav",
-        "GATHER max=1 timeout=5 finish=#",
-        "GATHER max=1 timeout=0.01 finish=#",
+        "GATHER max=1 finish=# bargein",
+        "GATHER max=1 timeout=0.5 finish=#",
+        "SAY Hi",
     ]
 
 

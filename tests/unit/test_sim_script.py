@@ -39,6 +39,8 @@ def test_a_whole_script() -> None:
         resume
         expect exit 0 within 3s
         expect exit
+        expect SAY Sorry, *option 9.
+        expect no HANGUP within 1s
         hangup
         """,
         "ivr.sim",
@@ -61,6 +63,10 @@ def test_a_whole_script() -> None:
     assert [s.action for s in steps[9:11] if isinstance(s, FarEnd)] == ["hold", "resume"]
     assert steps[11] == ExpectExit(16, "expect exit 0 within 3s", 0, 3.0)
     assert steps[12] == ExpectExit(17, "expect exit", None, DEFAULT_WITHIN)
+    assert steps[13] == Expect(
+        18, "expect SAY Sorry, *option 9.", "SAY", "Sorry, *option 9.", DEFAULT_WITHIN
+    )
+    assert steps[14] == Expect(19, "expect no HANGUP within 1s", "HANGUP", None, 1.0, True)
     assert script.expects_exit
 
 
@@ -89,6 +95,7 @@ def test_an_outgoing_call_and_its_far_end() -> None:
         ("call from sip:a@b\nexpect ANSWER within 2x", "t.sim:2: within must be a time such"),
         ("call from sip:a@b\nexpect ANSWER within 2 s", "t.sim:2: `within T` must end the line"),
         ("call from sip:a@b\nexpect", "t.sim:2: expect what?"),
+        ("call from sip:a@b\nexpect no within 1s", "t.sim:2: expect no what?"),
         ("call from sip:a@b\nexpect exit soon", "t.sim:2: say `expect exit [STATUS]"),
         ("call from sip:a@b\n\n# c\ndtmf 1 x", "t.sim:4: dtmf takes keys 0-9 * # A-D"),
         ("call from sip:a@b\nwait", "t.sim:2: say `wait T`"),

@@ -7,12 +7,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from typing import TextIO
 
 from siproc import __version__
 from siproc.calls.handler import find_handler
+from siproc.config import ConfigError, tts_settings
 from siproc.logs import SafeFormatter
+from siproc.net.tts import TextToSpeech
 from siproc.sim.script import Script, ScriptError, parse_script
 
 __all__ = ["main", "run_script"]
@@ -23,15 +26,22 @@ process group, DISCONNECTED then SIGTERM), against the far end the script descri
 network. Prints the transcript of commands and events with their times; exits 1 when an
 expectation fails, 2 when the script has a mistake. See siproc-sim(1)."""
 
+TTS_HELP = """how SAY is timed: 'engine' (the default) renders it as siproc would, with
+SIPROC_TTS_COMMAND or espeak-ng, and answers ERROR SAY as siproc does without one; 'estimate'
+runs no engine and gives each SAY 175 words a minute"""
 
-def run_script(script: Script, argv: list[str], out: TextIO | None = None) -> int:
-    """Run ``argv`` under ``script``, transcript to ``out`` (default stdout); exit status."""
+
+def run_script(
+    script: Script, argv: list[str], out: TextIO | None = None, tts: TextToSpeech | None = None
+) -> int:
+    """Run ``argv`` under ``script``, transcript to ``out`` (default stdout); exit status.
+    ``tts`` renders SAY; None times SAY from its words (``--tts estimate``)."""
     from siproc.sim.runner import Simulation
 
     stream = sys.stdout if out is None else out
 
     async def body() -> int:
-        sim = Simulation(script, argv, stream)
+        sim = Simulation(script, argv, stream, tts=tts)
         code = await sim.run()
         if sim.failures:
             print(f"siproc-sim: FAILED: {sim.failures[0]}", file=stream)
@@ -49,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"siproc-sim {__version__}")
     parser.add_argument(
         "--script", metavar="FILE", help="the script (default: read it from standard input)"
+    )
+    parser.add_argument(
+        "--tts", choices=("engine", "estimate"), default="engine", help=TTS_HELP.replace("\n", " ")
     )
     parser.add_argument("handler", metavar="HANDLER", help="the handler program")
     parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="its arguments")
@@ -71,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     except ScriptError as exc:
         print(f"siproc-sim: {exc}", file=sys.stderr)
         return 2
+    tts: TextToSpeech | None = None
+    if ns.tts == "engine":
+        try:
+            tts = TextToSpeech(tts_settings(os.environ))
+        except ConfigError as exc:
+            print(f"siproc-sim: {exc}", file=sys.stderr)
+            return 2
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(SafeFormatter("siproc-sim %(levelname)s: %(message)s"))
     logging.getLogger().handlers[:] = [handler]
@@ -83,4 +103,4 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    return run_script(script, [program, *ns.args])
+    return run_script(script, [program, *ns.args], tts=tts)

@@ -11,10 +11,12 @@ not allow, ``STOPPED`` when a played file is over (its real length), a recording
 siproc's recorder. At the end, as in siproc: ``DISCONNECTED``, stdin closed, SIGTERM to the group
 :data:`~siproc.calls.call.TERM_DELAY` later, SIGKILL after :data:`~siproc.calls.call.HANDLER_GRACE`.
 
-``SAY`` and ``GATHER`` (speech, issue 10) are simulated from their lines: ``SAY`` is accepted,
-``GATHER max=N timeout=S finish=K`` collects the script's ``dtmf`` keys (which then reach the
-handler only as ``GATHERED``). Any other unknown command is answered ``ERROR <verb> unknown
-command``, as siproc answers it, and noted in the transcript; it does not fail the run.
+``SAY`` and ``GATHER`` are answered as siproc answers them, by siproc's own code
+(:mod:`siproc.sim.speech`): GATHER through siproc's key collector, with the ``DTMF`` events
+still flowing, cancel and bargein; SAY rendered by siproc's engine (or, with ``--tts
+estimate``, timed from its words) and ended by ``STOPPED say:<n>``. An unknown command is
+answered ``ERROR <verb> unknown command``, as siproc answers it, and noted in the transcript; it
+does not fail the run.
 
 The run fails (exit status 1) when an ``expect`` is not met (the rest of the script is skipped),
 a far-end step is impossible (``answer`` a call that is not ringing), a PLAY names a file siproc
@@ -45,6 +47,7 @@ from siproc.calls.environment import base_environment, handler_environment
 from siproc.calls.handler import HandlerProcess, HandlerSpawnError
 from siproc.media.player import FilePlayer, MediaFileError
 from siproc.media.recorder import CallRecorder, RecordFileError
+from siproc.net.tts import TextToSpeech
 from siproc.sim.script import (
     Audio,
     CallStep,
@@ -57,6 +60,7 @@ from siproc.sim.script import (
     TextMessage,
     Wait,
 )
+from siproc.sim.speech import SimGather, SimSpeech
 
 __all__ = ["RATE", "Simulation"]
 
@@ -84,45 +88,20 @@ class _Command:
     argument: str
 
 
-class _Gather:
-    """A ``GATHER`` in progress."""
-
-    def __init__(self, max_digits: int, timeout: float, finish: str) -> None:
-        self.max_digits = max_digits
-        self.timeout = timeout
-        self.finish = finish
-        self.digits = ""
-        self.timer: asyncio.TimerHandle | None = None
-
-
-def _parse_gather(argument: str) -> _Gather:
-    """``max=N timeout=S finish=K`` (any order; each optional: 1, 5 s, ``#``)."""
-    values = {"max": "1", "timeout": "5", "finish": "#"}
-    for word in argument.split():
-        name, eq, value = word.partition("=")
-        if not eq or name not in values:
-            raise ValueError(f"unexpected argument {word!r}")
-        values[name] = value
-    if not values["max"].isdigit() or not 1 <= int(values["max"]) <= 64:
-        raise ValueError(f"max must be 1-64, not {values['max']!r}")
-    try:
-        timeout = float(values["timeout"])
-    except ValueError:
-        timeout = -1.0
-    if not 0 < timeout <= 3600:
-        raise ValueError(f"timeout must be 0-3600 seconds, not {values['timeout']!r}")
-    finish = values["finish"].upper()
-    if len(finish) > 1 or (finish and finish not in protocol.DTMF_DIGITS):
-        raise ValueError(f"finish must be one DTMF key, not {values['finish']!r}")
-    return _Gather(int(values["max"]), timeout, finish)
-
-
 class Simulation:
     """One run of ``argv`` under ``script``; :meth:`run` returns the exit status (0 or 1)."""
 
+    rate = RATE  # the call's codec rate (SAY renders at it)
+
     def __init__(
-        self, script: Script, argv: list[str], out: TextIO, env: dict[str, str] | None = None
+        self,
+        script: Script,
+        argv: list[str],
+        out: TextIO,
+        env: dict[str, str] | None = None,
+        tts: TextToSpeech | None = None,
     ) -> None:
+        """``tts`` renders SAY as siproc would; None times each SAY from its words."""
         self.script = script
         self.argv = argv
         self.out = out
@@ -139,14 +118,20 @@ class Simulation:
         self._playing: list[tuple[str, asyncio.TimerHandle]] = []
         self._recorder: CallRecorder | None = None
         self._recorded_until = 0.0
-        self._gather: _Gather | None = None
+        self.speech = SimSpeech(self, tts)
+        self.gather = SimGather(self)
         self._timers: list[asyncio.TimerHandle] = []
         self._term_sent = False
 
     # -- transcript ------------------------------------------------------------------------
 
     def now(self) -> float:
+        """Seconds since the start (the transcript's times)."""
         return self._loop.time() - self._start
+
+    def clock(self) -> float:
+        """The loop's clock (the ``now`` of siproc's pure cores)."""
+        return self._loop.time()
 
     def note(self, who: str, text: str) -> None:
         self.out.write(f"{self.now():8.3f}  {who:<8} {text}\n")
@@ -200,6 +185,9 @@ class Simulation:
     async def _do(self, step: Step) -> bool:
         """Carry out one step; False stops the script (a failed expectation)."""
         match step:
+            case Expect(absent=True):
+                self.note(f"line {step.line}", step.text)
+                return await self._expect_none(step)
             case Expect():
                 self.note(f"line {step.line}", step.text)
                 return await self._expect(step)
@@ -214,7 +202,7 @@ class Simulation:
                 await self._keys(step, digits)
             case TextMessage(message=text):
                 if self._connected(step):
-                    self._event(protocol.MessageReceived(text))
+                    self.event(protocol.MessageReceived(text))
             case Audio():
                 await self._audio(step)
             case FarEnd():
@@ -238,18 +226,18 @@ class Simulation:
                 self._far_end_hangup()
         elif action in ("hold", "resume"):
             if self._connected(step):
-                self._event(protocol.HoldEvent() if action == "hold" else protocol.ResumeEvent())
+                self.event(protocol.HoldEvent() if action == "hold" else protocol.ResumeEvent())
         elif self.state not in _RINGING_OUT:
             self.fail(f"{self._where(step)}: the call is {self.state.value}, not being placed")
         elif action == "ringing":
             self.state = S.EARLY
-            self._event(protocol.RingingEvent())
+            self.event(protocol.RingingEvent())
         elif action == "progress":
             self.state = S.EARLY
-            self._event(protocol.ProgressEvent())
+            self.event(protocol.ProgressEvent())
         elif action == "answer":
             self.state = S.CONNECTED
-            self._event(protocol.Connected())
+            self.event(protocol.Connected())
         else:  # reject
             self._finish(step.status, step.reason)
 
@@ -269,10 +257,7 @@ class Simulation:
                 await asyncio.sleep(KEY_INTERVAL)
             if self.state is not S.CONNECTED:
                 return
-            if self._gather is not None:
-                self._gathered_key(digit)
-            else:
-                self._event(protocol.DtmfReceived(digit))
+            self.event(protocol.DtmfReceived(digit))
 
     async def _audio(self, step: Audio) -> None:
         samples: npt.NDArray[np.int16]
@@ -303,18 +288,12 @@ class Simulation:
         verb, _, argument = line.strip().partition(" ")
         self.commands.append(_Command(self.now(), line, verb.upper(), argument.strip()))
         self._news.set()
-        if verb.upper() == "SAY":
-            if self.state is S.ENDED:
-                return self._error("SAY", "the call is ended")
-            return self.note("sim", "(speech is not simulated)")
-        if verb.upper() == "GATHER":
-            return self._start_gather(argument)
         try:
             command = protocol.parse_command(line)
         except protocol.CommandError as exc:
             if exc.reason == "unknown command":
                 self.note("sim", f"unknown command {exc.command}: siproc answers ERROR")
-            return self._error(exc.command, exc.reason)
+            return self.error(exc.command, exc.reason)
         if command is not None:
             self._execute(command)
         return None
@@ -325,69 +304,85 @@ class Simulation:
             case protocol.Ringing() | protocol.Progress() | protocol.Answer():
                 verb = protocol.format_command(command)
                 if state not in _UNANSWERED:
-                    return self._error(verb, f"not possible while the call is {state.value}")
+                    return self.error(verb, f"not possible while the call is {state.value}")
                 if isinstance(command, protocol.Progress):
                     self.state = S.EARLY_MEDIA
                 elif isinstance(command, protocol.Answer):
                     self.state = S.CONNECTED
-                    self._event(protocol.Connected())
+                    self.event(protocol.Connected())
             case protocol.Hangup(status=status):
                 if state is S.ENDED:
-                    return self._error("HANGUP", "the call is already ended")
+                    return self.error("HANGUP", "the call is already ended")
                 self._hangup(status)
             case protocol.Play(file=file):
                 self._play(file)
             case protocol.Stop():
-                if not self._playing:
-                    return self._error("STOP", "nothing is playing")
-                file, timer = self._playing.pop()
-                timer.cancel()
-                self._event(protocol.Stopped(file))
+                if self.speech.stop_pending():
+                    return None
+                if self.stop_last() is None:
+                    return self.error("STOP", "nothing is playing")
+            case protocol.Say(text=text):
+                self.speech.say(text)
+            case protocol.Gather():
+                self.gather.start(command)
             case protocol.Record(file=None):
                 if self._recorder is None:
-                    return self._error("RECORD", "nothing is being recorded")
+                    return self.error("RECORD", "nothing is being recorded")
                 self._stop_recording()
             case protocol.Record(file=str() as file, stereo=stereo):
                 self._start_recording(file, stereo)
             case protocol.Message():
                 if state is not S.CONNECTED:
-                    return self._error("MESSAGE", f"not possible while the call is {state.value}")
+                    return self.error("MESSAGE", f"not possible while the call is {state.value}")
             case protocol.Transfer(uri=uri):
                 if state is not S.CONNECTED:
-                    return self._error("TRANSFER", f"not possible while the call is {state.value}")
+                    return self.error("TRANSFER", f"not possible while the call is {state.value}")
                 self.note("sim", f"the far end accepts the transfer to {uri}")
-                self._later(TRANSFER_DELAY, lambda: self._finish(200, "transferred"))
+                self.later(TRANSFER_DELAY, lambda: self._finish(200, "transferred"))
             case _:  # DTMF, HOLD, RESUME, sound cards: nothing the far end answers
                 pass
         return None
 
     def _play(self, file: str) -> None:
         if self.state is S.ENDED:
-            return self._error("PLAY", "the call is ended")
+            return self.error("PLAY", "the call is ended")
         try:
             player = FilePlayer.open(file, RATE)
         except MediaFileError as exc:
             self.fail(f"handler: PLAY {file}: {exc.reason}")
-            return self._error("PLAY", str(exc))
+            return self.error("PLAY", str(exc))
         seconds = soundfile.info(file).duration
         player.close()
+        self.play_for(file, seconds)
+        return None
+
+    def play_for(self, name: str, seconds: float) -> None:
+        """``name`` (a file, or a SAY's ``say:<n>``) plays for ``seconds``, then STOPPED."""
 
         def stopped() -> None:
             self._playing = [(f, t) for f, t in self._playing if t is not timer]
-            self._event(protocol.Stopped(file))
+            self.event(protocol.Stopped(name))
 
-        timer = self._later(seconds, stopped)
-        self._playing.append((file, timer))
-        return None
+        timer = self.later(seconds, stopped)
+        self._playing.append((name, timer))
+
+    def stop_last(self) -> str | None:
+        """Stop what was started last (STOP, bargein): its STOPPED; None if nothing plays."""
+        if not self._playing:
+            return None
+        name, timer = self._playing.pop()
+        timer.cancel()
+        self.event(protocol.Stopped(name))
+        return name
 
     def _start_recording(self, file: str, stereo: bool) -> None:
         if self.state is S.ENDED:
-            return self._error("RECORD", "the call is ended")
+            return self.error("RECORD", "the call is ended")
         self._stop_recording()
         try:
             self._recorder = CallRecorder.open(file, RATE, stereo)
         except RecordFileError as exc:
-            return self._error("RECORD", str(exc))
+            return self.error("RECORD", str(exc))
         self._recorded_until = self.now()
         return None
 
@@ -406,45 +401,6 @@ class Simulation:
             self._record(np.zeros(0, np.int16))
             self._recorder.close()
             self._recorder = None
-
-    def _start_gather(self, argument: str) -> None:
-        if self.state is not S.CONNECTED:
-            return self._error("GATHER", f"not possible while the call is {self.state.value}")
-        try:
-            gather = _parse_gather(argument)
-        except ValueError as exc:
-            return self._error("GATHER", str(exc))
-        if self._gather is not None and self._gather.timer is not None:
-            self._gather.timer.cancel()
-        self._gather = gather
-        self._arm_gather()
-        return None
-
-    def _arm_gather(self) -> None:
-        gather = self._gather
-        assert gather is not None
-        if gather.timer is not None:
-            gather.timer.cancel()
-        gather.timer = self._later(gather.timeout, lambda: self._gathered("timeout"))
-
-    def _gathered_key(self, digit: str) -> None:
-        gather = self._gather
-        assert gather is not None
-        self.note("sim", f"key {digit} (gathered)")
-        if gather.finish and digit == gather.finish:
-            return self._gathered("finish")
-        gather.digits += digit
-        if len(gather.digits) >= gather.max_digits:
-            return self._gathered("max")
-        return self._arm_gather()
-
-    def _gathered(self, why: str) -> None:
-        gather, self._gather = self._gather, None
-        if gather is None:
-            return
-        if gather.timer is not None:
-            gather.timer.cancel()
-        self._send_line(f"GATHERED {gather.digits or '-'} {why}")
 
     # -- the call's end --------------------------------------------------------------------
 
@@ -466,16 +422,15 @@ class Simulation:
         for _, timer in self._playing:
             timer.cancel()
         self._playing.clear()
-        if self._gather is not None and self._gather.timer is not None:
-            self._gather.timer.cancel()
-        self._gather = None
+        self.gather.close()
+        self.speech.drop()
         self._stop_recording()
         self.note("sim", f"call ended: {status} {reason}")
         self._news.set()
         if self.handler is not None and self.returncode is None:
-            self._event(protocol.Disconnected(status, reason))
+            self.event(protocol.Disconnected(status, reason))
             self.handler.close_stdin()
-            self._later(TERM_DELAY, self._terminate)
+            self.later(TERM_DELAY, self._terminate)
 
     def _terminate(self) -> None:
         if self.handler is not None and self.returncode is None:
@@ -499,6 +454,8 @@ class Simulation:
             await self._news.wait()
         for timer in self._timers:
             timer.cancel()
+        self.gather.close()
+        await self.speech.close()
 
     # -- expectations ----------------------------------------------------------------------
 
@@ -518,7 +475,10 @@ class Simulation:
         if command.verb != expect.verb:
             return False
         pattern = expect.pattern
-        if pattern is None or fnmatchcase(command.argument, pattern):
+        argument = command.argument
+        if command.verb in ("SAY", "MESSAGE"):  # the text, as siproc reads it
+            argument = protocol.unescape_text(argument)
+        if pattern is None or fnmatchcase(argument, pattern):
             return True
         # PLAY menu.wav also matches PLAY /usr/share/ivr/menu.wav
         return (
@@ -546,6 +506,22 @@ class Simulation:
         self.fail(f"{self._where(expect)}: {why}{what}")
         return False
 
+    async def _expect_none(self, expect: Expect) -> bool:
+        """``expect no VERB [PATTERN] within T``: no such command among those not matched yet
+        nor during the next T seconds (sooner if the handler exits)."""
+        deadline = self._loop.time() + expect.within
+        checked = self._cursor
+        while True:
+            for command in self.commands[checked:]:
+                if self._matches(command, expect):
+                    self.fail(f"{self._where(expect)}: it sent {command.line} at {command.at:.3f}")
+                    return False
+            checked = len(self.commands)
+            if self.returncode is not None or not await self._wait_news(deadline):
+                break
+        self.note("ok", f"line {expect.line}: {expect.text}")
+        return True
+
     async def _expect_exit(self, expect: ExpectExit) -> bool:
         deadline = self._loop.time() + expect.within
         while self.returncode is None:
@@ -560,16 +536,20 @@ class Simulation:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _later(self, delay: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
+    def later(self, delay: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
         timer = self._loop.call_later(delay, callback)
         self._timers.append(timer)
         return timer
 
-    def _event(self, event: protocol.Event) -> None:
+    def event(self, event: protocol.Event) -> None:
+        """Tell the handler ``event``; a DTMF key then goes to a running GATHER (as in
+        calls/call.py: the ``DTMF`` event comes before the ``GATHERED`` it completes)."""
         self._send_line(protocol.format_event(event))
+        if isinstance(event, protocol.DtmfReceived):
+            self.gather.on_key(event.digit)
 
-    def _error(self, command: str, reason: str) -> None:
-        self._event(protocol.ErrorEvent(command, reason))
+    def error(self, command: str, reason: str) -> None:
+        self.event(protocol.ErrorEvent(command, reason))
 
     def _send_line(self, line: str) -> None:
         if self.handler is not None and self.returncode is None:

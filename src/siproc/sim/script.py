@@ -13,6 +13,7 @@ read whole and checked first: a mistake is a :class:`ScriptError` naming the fil
     ringing | progress | answer         the far end of an outgoing call: 180, 183, 200
     reject [STATUS [REASON]]            ... or refuses it (default 486 Busy Here)
     expect VERB [ARGUMENT] [within T]   the handler sends VERB (ARGUMENT: a glob) within T
+    expect no VERB [ARGUMENT] [within T]   ... does not send it (the step lasts T)
     expect exit [STATUS] [within T]     the handler exits (with STATUS) within T
     dtmf 1 2 3 | dtmf 123#              the far end presses keys (100 ms apart)
     message TEXT                        the far end sends a SIP MESSAGE
@@ -138,13 +139,15 @@ class Wait:
 
 @dataclass(frozen=True, slots=True)
 class Expect:
-    """``expect VERB [PATTERN] [within T]``: a command line of the handler."""
+    """``expect VERB [PATTERN] [within T]``: a command line of the handler; ``expect no ...``
+    (``absent``): no such line, among those not matched yet and for the next T seconds."""
 
     line: int
     text: str
     verb: str
     pattern: str | None
     within: float
+    absent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,10 +240,15 @@ def _step(number: int, text: str, verb: str, rest: str) -> Step:
                     raise ValueError("say `expect exit [STATUS] [within T]`")
                 status = int(words[1]) if len(words) == 2 else None
                 return ExpectExit(number, text, status, within)
+            absent = words[0].lower() == "no"
+            if absent:
+                words = words[1:]
+                if not words:
+                    raise ValueError("expect no what? e.g. expect no HANGUP within 2s")
             if not _VERB_RE.fullmatch(words[0]):
                 raise ValueError(f"{words[0]!r} is not a command name such as PLAY")
             pattern = " ".join(words[1:]) or None
-            return Expect(number, text, words[0].upper(), pattern, within)
+            return Expect(number, text, words[0].upper(), pattern, within, absent)
         case "dtmf":
             digits = "".join(words).upper()
             bad = [c for c in digits if c not in DTMF_DIGITS]

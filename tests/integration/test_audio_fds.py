@@ -134,7 +134,11 @@ def settle(bob: Siproc, calls: int) -> dict[int, dict[int, str]]:
 def test_echo_handler_returns_the_far_end_audio_delayed_and_no_fd_leaks(
     workdir: Path, phones: Callable[..., Siproc], media_workers: str
 ) -> None:
-    env = {"SIPROC_MEDIA_WORKERS": media_workers, "SIPROC_CODEC_PRIORITIES": "PCMU:200"}
+    env = {
+        "SIPROC_MEDIA_WORKERS": media_workers,
+        "SIPROC_MEDIA_IDLE": "0",  # the worker is ready before the call, even under load
+        "SIPROC_CODEC_PRIORITIES": "PCMU:200",
+    }
     bob = phones("echo", env={**env, "SIPROC_AUDIO_FDS": "yes"})
     alice = phones("caller", env=env)
     snapshots = []

@@ -1,14 +1,20 @@
-"""SIPROC_AUDIO_FDS between two real siproc processes on loopback: bob's handler is a Python
-echo (reads fd 3, writes it back to fd 4); alice plays a probe (silence, a 440 Hz burst,
-silence) and records the call in stereo. Her recording holds her own burst, delayed by the
-round trip, as loud as she sent it; bob's handler got 16 kHz PCM in real time. After each
-call no descriptor of the handler's pipes is left in bob's siproc or its media worker, and
-their descriptor counts are back where they were (two calls in a row, with and without media
-workers)."""
+"""SIPROC_AUDIO_FDS between two real siproc processes on loopback.
+
+* bob's handler is a Python echo (reads fd 3, writes it back to fd 4); alice plays a probe
+  (silence, a 440 Hz burst, silence) and records the call in stereo. Her recording holds her
+  own burst, delayed by the round trip, as loud as she sent it; bob's handler got 16 kHz PCM in
+  real time. After each call no descriptor of the handler's pipes is left in bob's siproc or its
+  media worker, and their descriptor counts are back where they were (two calls in a row, with
+  and without media workers).
+* bob's handler writes 4 s of tone at once and never reads: its write blocks about 3 s (read
+  20 ms per tick), alice hears all 4 s, fd 3's frames are dropped and counted, no RTP gap.
+* The handler exiting mid-call, and the media worker killed mid-call: every descriptor closes.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -25,11 +31,11 @@ ENDED = r"^(SIGTERM|EOF)$"
 RATE = 8000
 LEAD, BURST, TAIL = 1.0, 0.5, 1.5  # seconds of the probe: silence, 440 Hz, silence
 
-# ROLE: "echo" runs the Python echo; "caller" RECORDs in stereo and PLAYs probe.wav on
-# CONNECTED, and hangs up when it has played.
+# ROLE [MODE]: "echo" runs echo.py MODE; "caller" RECORDs in stereo and PLAYs probe.wav on
+# CONNECTED, and hangs up when it has played; "listener" RECORDs and hangs up after 6 s.
 HANDLER = rf"""
 role=$1
-[ "$role" = echo ] && exec {sys.executable} echo.py
+[ "$role" = echo ] && exec {sys.executable} echo.py "$2"
 log="$role.log"
 on_term() {{
   while read -r -t 1 line; do echo "EVENT $line" >> "$log"; done
@@ -38,19 +44,23 @@ on_term() {{
 trap on_term TERM
 while read -r line; do
   echo "EVENT $line" >> "$log"
-  case "$line" in
-    CONNECTED) echo "RECORD $role.wav stereo"; echo "PLAY probe.wav" ;;
-    STOPPED*) echo HANGUP ;;
+  case "$role:$line" in
+    caller:CONNECTED) echo "RECORD $role.wav stereo"; echo "PLAY probe.wav" ;;
+    caller:STOPPED*) echo HANGUP ;;
+    listener:CONNECTED) echo "RECORD $role.wav stereo"; (sleep 6; echo HANGUP) & ;;
   esac
 done
 echo EOF >> "$log"
 """
 
-# The echo: what fd 3 gives goes back to fd 4 at once; it logs its descriptors' pipe inodes,
-# the rate siproc announced, and how many bytes it echoed and when the first and last came.
+# MODE "echo": what fd 3 gives goes back to fd 4 at once. "quit": echo for 1 s, then exit.
+# "flood": never read fd 3; write 4 s of 440 Hz to fd 4 in one write, and log how long it
+# blocked. Every mode logs its descriptors' pipe inodes, the rate siproc announced, and (while
+# it reads fd 3) how many bytes came over how long.
 ECHO = r"""
 import os, sys, threading, time
 
+mode = sys.argv[1]
 log = open("echo.log", "a", buffering=1)
 log.write(f"FDS {os.fstat(3).st_ino} {os.fstat(4).st_ino} {os.environ['SIPROC_AUDIO_RATE']}\n")
 
@@ -68,11 +78,23 @@ def echo():
             os.write(4, data)
         except BrokenPipeError:
             break
+        if mode == "quit" and time.monotonic() - first > 1.0:
+            log.write("QUIT\n")
+            os._exit(0)
     last = time.monotonic()
     log.write(f"FD3 EOF {total} {0 if first is None else last - first:.3f}\n")
 
 
-thread = threading.Thread(target=echo)
+def flood():
+    n = __import__("numpy")
+    t = n.arange(4 * 16000) / 16000
+    tone = (0.5 * 32767 * n.sin(2 * n.pi * 440 * t)).astype("<i2").tobytes()
+    start = time.monotonic()
+    os.write(4, tone)
+    log.write(f"WROTE {len(tone)} {time.monotonic() - start:.3f}\n")
+
+
+thread = threading.Thread(target=flood if mode == "flood" else echo)
 thread.start()
 print("ANSWER", flush=True)
 for line in sys.stdin:
@@ -119,6 +141,26 @@ def siproc_fds(bob: Siproc) -> dict[int, dict[int, str]]:
     return {pid: descriptors(pid) for pid in pids}
 
 
+def pipe_links(bob: Siproc) -> set[str]:
+    """The pipes bob's siproc and its media workers hold."""
+    return {link for fds in siproc_fds(bob).values() for link in fds.values() if "pipe:" in link}
+
+
+def main_pipes(bob: Siproc) -> set[str]:
+    """The pipes bob's siproc itself holds (its stdin, stdout, stderr, and handlers' pipes)."""
+    return {link for link in descriptors(bob.proc.pid).values() if "pipe:" in link}
+
+
+def handler_pipes(workdir: Path) -> list[str]:
+    """The pipes the handler had as fd 3 and fd 4, as /proc names them."""
+    text = wait_file(workdir / "echo.log", r"^FDS ")
+    line = next(line for line in text.splitlines() if line.startswith("FDS "))
+    return [f"pipe:[{inode}]" for inode in line.split()[1:3]]
+
+
+ENV = {"SIPROC_MEDIA_IDLE": "0", "SIPROC_CODEC_PRIORITIES": "PCMU:200"}
+
+
 def settle(bob: Siproc, calls: int) -> dict[int, dict[int, str]]:
     """bob's descriptors once its ``calls``-th call and handler are over (the handler's pipes
     and pidfd close when it is reaped, just after it exits)."""
@@ -139,7 +181,7 @@ def test_echo_handler_returns_the_far_end_audio_delayed_and_no_fd_leaks(
         "SIPROC_MEDIA_IDLE": "0",  # the worker is ready before the call, even under load
         "SIPROC_CODEC_PRIORITIES": "PCMU:200",
     }
-    bob = phones("echo", env={**env, "SIPROC_AUDIO_FDS": "yes"})
+    bob = phones("echo", "echo", env={**env, "SIPROC_AUDIO_FDS": "yes"})
     alice = phones("caller", env=env)
     snapshots = []
     for n in (1, 2):
@@ -182,3 +224,65 @@ def test_echo_handler_returns_the_far_end_audio_delayed_and_no_fd_leaks(
         pid: len(fds) for pid, fds in first.items()
     }, (first, second)
     bob.wait_for(r"audio fds closed: \d+ frames to the handler, 0 dropped", timeout=1)
+
+
+def test_a_handler_that_writes_ahead_is_throttled_and_one_that_does_not_read_loses_audio(
+    workdir: Path, phones: Callable[..., Siproc]
+) -> None:
+    """bob's handler writes 4 s of tone to fd 4 at once and never reads fd 3: its write takes
+    about 3 s (siproc takes 20 ms per tick; the pipe holds 1 s), alice hears 4 s of tone, and
+    what bob's handler did not read of fd 3 is dropped, counted, with the call going on."""
+    bob = phones("echo", "flood", env={**ENV, "SIPROC_AUDIO_FDS": "yes"})
+    alice = phones("listener", env=ENV)
+    alice.call(bob.uri("bob"))
+    wait_file(workdir / "listener.log", ENDED, timeout=20)
+    text = wait_file(workdir / "echo.log", r"^EOF$", timeout=10)
+    wrote = next(line for line in text.splitlines() if line.startswith("WROTE "))
+    size, seconds = int(wrote.split()[1]), float(wrote.split()[2])
+    assert size == 4 * 32000
+    assert 2.5 < seconds < 4.0, seconds  # blocked while siproc played it, 20 ms per 20 ms
+    match = bob.wait_for(r"audio fds closed: (\d+) frames to the handler, (\d+) dropped")
+    written, dropped = int(match.group(1)), int(match.group(2))
+    assert 40 <= written <= 60, written  # 1 s of pipe, then nothing more fits
+    assert dropped > 200, dropped  # the rest of the 6 s call, dropped and counted
+    match = bob.wait_for(r"call ended: 200 .*RTP: (\d+) packets sent, (\d+) received\) (.*)")
+    assert int(match.group(2)) > 250 and match.group(3).startswith("lost 0 ")  # no gap
+    rec, rate = soundfile.read(str(workdir / "listener.wav"), always_2d=True)
+    heard = rec[:, 0]
+    block = rate // 50
+    tone = sum(
+        goertzel_share(heard[i : i + block], 440, rate) > 0.8
+        and np.sqrt(np.mean(heard[i : i + block] ** 2)) > 0.1
+        for i in range(0, len(heard) - block, block)
+    )
+    assert tone == pytest.approx(200, abs=8), tone  # all of the 4 s, none lost
+
+
+@pytest.mark.parametrize("ending", ["handler exits", "worker dies"])
+def test_every_descriptor_closes_when_the_handler_exits_or_the_worker_dies(
+    workdir: Path, phones: Callable[..., Siproc], ending: str
+) -> None:
+    """During the call only the worker holds siproc's ends (the main process kept no copy);
+    after it, whether the handler exited first (siproc hangs up) or the worker was killed
+    (the handler reads end of file; siproc hangs up), nobody holds them, and the main
+    process has the pipes it had before."""
+    mode = "quit" if ending == "handler exits" else "echo"
+    env = {**ENV, "SIPROC_MEDIA_WORKERS": "1"}
+    bob = phones("echo", mode, env={**env, "SIPROC_AUDIO_FDS": "yes"})
+    alice = phones("listener", env=env)
+    main_before = main_pipes(bob)
+    alice.call(bob.uri("bob"))
+    theirs = set(handler_pipes(workdir))
+    wait_file(workdir / "listener.log", r"CONNECTED", timeout=10)
+    [(worker, _)] = bob.children(media_workers=True)
+    assert theirs <= set(descriptors(worker).values())  # the worker has siproc's ends
+    assert not theirs & main_pipes(bob)  # and the main process none
+    if ending == "worker dies":
+        time.sleep(0.5)
+        os.kill(worker, signal.SIGKILL)
+    text = wait_file(workdir / "echo.log", r"^(EOF|QUIT)$", timeout=10)
+    assert ("FD3 EOF" if ending == "worker dies" else "QUIT") in text
+    wait_file(workdir / "listener.log", ENDED, timeout=10)  # bob hung up
+    settle(bob, 1)
+    assert not theirs & pipe_links(bob)
+    assert main_pipes(bob) == main_before

@@ -14,9 +14,11 @@ how long a media worker without calls runs; SIPROC_DRAIN_TIMEOUT, the seconds a 
 SIGUSR1: calls/drain.py) waits for the calls still up before it ends them as QUIT does (0, the
 default: as long as they last); SIPROC_INSTANCE_ID, the +sip.instance of the registered
 Contact (RFC 5626) for several instances of one account; SIPROC_LOG_FORMAT, text (default)
-or json (one JSON object per log line, logs.py). SECRET_VARIABLES never reach a child
-process. A missing or malformed value raises `ConfigError` naming the variable, and the CLI
-exits 1 with that one line.
+or json (one JSON object per log line, logs.py); SIPROC_AUDIO_FDS, audio pipes for every
+handler (fd 3: the far end's audio, fd 4: audio to send; 16-bit little-endian mono PCM at
+16 kHz: calls/audio_fds.py says why a setting and not a command). SECRET_VARIABLES never reach
+a child process. A missing or malformed value raises `ConfigError` naming the variable, and
+the CLI exits 1 with that one line.
 """
 
 from __future__ import annotations
@@ -214,6 +216,7 @@ class Config:
     # SIPROC_INSTANCE_ID: "urn:uuid:..." for the +sip.instance of our Contact (RFC 5626 4.1)
     instance_id: str | None = None
     log_format: str = LOG_FORMATS[0]  # SIPROC_LOG_FORMAT: text, or json (one object per line)
+    audio_fds: bool = False  # SIPROC_AUDIO_FDS: handlers get fds 3 and 4 (calls/audio_fds.py)
 
     @property
     def transport(self) -> str:
@@ -623,4 +626,5 @@ def load_config(env: Mapping[str, str]) -> Config:
             env, "SIPROC_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT, 0, MAX_DRAIN_TIMEOUT
         ),
         instance_id=_instance_id(env),
+        audio_fds=_yes_no(env, "SIPROC_AUDIO_FDS", False),
     )

@@ -623,3 +623,11 @@ def test_instance_id() -> None:
 )
 def test_bad_instance_id_names_the_variable(value: str) -> None:
     assert_error({"SIPROC_INSTANCE_ID": value}, "SIPROC_INSTANCE_ID", "must be a UUID")
+
+
+def test_audio_fds_is_off_unless_asked_for() -> None:
+    assert load_config({}).audio_fds is False
+    assert load_config({"SIPROC_AUDIO_FDS": "yes"}).audio_fds is True
+    assert load_config({"SIPROC_AUDIO_FDS": "0"}).audio_fds is False
+    exc = error({"SIPROC_AUDIO_FDS": "3,4"})
+    assert exc.variable == "SIPROC_AUDIO_FDS" and "yes or no" in str(exc)

@@ -33,6 +33,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, ParamSpec, Protocol
 
 from siproc.calls import commands, protocol, transfer
+from siproc.calls.audio_fds import HandlerPipes
 from siproc.calls.call_state import ALLOW, TRANSITIONS, CallState, reason_phrase
 from siproc.calls.dtmf import CallDtmf
 from siproc.calls.handler import HandlerProcess
@@ -264,15 +265,21 @@ class Call:
 
     async def spawn_handler(self) -> None:
         env = self.phone.handler_env(self)
-        self.handler = await HandlerProcess.spawn(
-            self.phone.handler_argv,
-            env,
-            None,
-            self.guard(lambda line: commands.on_handler_line(self, line)),
-            self.guard(self._on_handler_exit),
-            self.log,
-            on_overlong_line=self.guard(self._on_overlong_line),
-        )
+        pipes = HandlerPipes.wanted(self.phone, env)  # SIPROC_AUDIO_FDS: fds 3 and 4
+        try:
+            self.handler = await HandlerProcess.spawn(
+                self.phone.handler_argv,
+                env,
+                None,
+                self.guard(lambda line: commands.on_handler_line(self, line)),
+                self.guard(self._on_handler_exit),
+                self.log,
+                on_overlong_line=self.guard(self._on_overlong_line),
+                fds=None if pipes is None else pipes.child_fds,
+            )
+        finally:
+            if pipes is not None:
+                pipes.hand_over(self.stream, self.phone.loop, self.log, self.handler is not None)
         self.log.info("handler started (pid %d)", self.handler.pid)
         if self.media_closed:  # the call ended while the handler was starting (early CANCEL)
             assert self.end_status is not None

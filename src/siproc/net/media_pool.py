@@ -213,6 +213,11 @@ class RemoteStream:
     def bot_stop(self) -> None:
         self._send("bot_stop")
 
+    def audio_fds(self, to_handler: int, from_handler: int) -> None:
+        """SIPROC_AUDIO_FDS: siproc's ends of the handler's audio pipes go to the worker
+        (net/audio_pipes.py); the channel closes our copies once they are sent."""
+        self._worker.channel.send(("audio_fds", self._sid), [to_handler, from_handler])
+
     def close(self) -> None:
         """Ask the worker to close the stream; :meth:`when_closed` callbacks run when it has
         (or after :data:`CLOSE_TIMEOUT`, when a worker that hangs does not answer)."""

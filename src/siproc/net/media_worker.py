@@ -21,7 +21,8 @@ instance), ``configure_rtcp sid mux remote``, ``configure_srtp sid params`` (Srt
 None: the keys travel only over this channel, and are never logged), ``start sid``, ``play
 sid id path``, ``stop sid id``, ``record sid path stereo``, ``record_stop sid``, ``dtmf sid
 digits``, ``sound sid verb device``, ``bot_start sid spec`` (STREAM, net/media_stream_edge.py:
-the WebSocket runs here, next to the stream's audio), ``bot_stop sid``, ``close sid``.
+the WebSocket runs here, next to the stream's audio), ``bot_stop sid``, ``audio_fds sid``
+(+ 2 fds: siproc's ends of the handler's audio pipes, net/audio_pipes.py), ``close sid``.
 
 worker -> control: ``ready 0`` (once, when it can take streams), ``clock 0 ticks skipped
 lag_max busy`` (once a second while its clock ticks: the figures of net/clock.py),
@@ -54,6 +55,7 @@ from siproc.media.codecs import AudioCodec
 from siproc.media.player import FilePlayer, MediaFileError
 from siproc.media.recorder import RecordFileError
 from siproc.net.alsa import SoundCardError, SoundCards
+from siproc.net.audio_pipes import HandlerAudio
 from siproc.net.clock import MediaClock
 from siproc.net.media_channel import Channel, Message
 from siproc.net.media_priority import PRIORITIES, OverloadGuard, set_priority
@@ -162,10 +164,13 @@ class MediaWorker:
         if verb == "open":
             self._open(sid, fds, args)
             return
-        for fd in fds:  # only open carries descriptors
+        stream = self._streams.get(sid)
+        if verb == "audio_fds" and stream is not None and len(fds) == 2:
+            self._audio_fds(stream, fds)
+            return
+        for fd in fds:  # only open and audio_fds carry descriptors
             with contextlib.suppress(OSError):
                 os.close(fd)
-        stream = self._streams.get(sid)
         if stream is None:  # its open failed (logged): the call still hears it closed
             if verb == "close":
                 self._send("closed", sid, RtpStats())
@@ -301,6 +306,17 @@ class MediaWorker:
         bot = BotStream(self._loop, stream.rtp, spec, report, stream.rtp.log)
         stream.bot = bot
         bot.start()
+
+    def _audio_fds(self, stream: _Stream, fds: list[int]) -> None:
+        """SIPROC_AUDIO_FDS: the handler's audio pipes as taps of the stream
+        (net/audio_pipes.py); closed with the stream, or by the handler."""
+        try:
+            HandlerAudio(self._loop, stream.rtp, fds[0], fds[1], stream.rtp.log).attach()
+        except Exception:
+            log.exception("media worker: the audio fds could not be attached")
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def _close(self, sid: int) -> None:
         stream = self._streams.pop(sid)

@@ -26,8 +26,8 @@ pool at once (no new stream goes to it), its channel is closed, and it exits. A 
 the media stack in about a quarter of a second; the stream handed to it meanwhile waits in the
 channel (commands in order, RTP in its socket's buffer), so the first call after a quiet spell
 starts its audio that much later, and the RTP that queued meanwhile arrives at the jitter
-buffer as one burst, of which it keeps what fits its bound. ``idle`` 0 keeps the old way: every worker
-starts with the phone, which waits until they are ready, and none stops.
+buffer as one burst, of which it keeps what fits its bound. ``idle`` 0 keeps the old way: every
+worker starts with the phone, which waits until they are ready, and none stops.
 
 One that exits is logged; its calls, which have no audio any more, are hung up (their handlers
 hear ``ERROR MEDIA``, then the usual end), and a new worker takes later calls. Closing the pool

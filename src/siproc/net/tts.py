@@ -177,6 +177,8 @@ class TextToSpeech:
 
     async def _run_engine(self, command: Sequence[str], text: str, raw: Path) -> None:
         argv, stdin_text = engine_argv(command, text, str(raw))
+        if any("\x00" in word for word in argv):  # exec would raise ValueError
+            raise TtsError("the text contains a NUL character")
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,

@@ -132,6 +132,14 @@ def test_parse_refuses_malformed_messages_with_a_reason(message: str | bytes, re
         proto().parse(message)
 
 
+@pytest.mark.parametrize("opening", ["[", '{"event":"media","media":'], ids=["array", "object"])
+def test_parse_refuses_deeply_nested_json(opening: str) -> None:
+    """json raises RecursionError, which is no ValueError, for a deep nesting: within the
+    1 MiB a bot may send."""
+    with pytest.raises(BotMessageError, match=r"^not JSON: nested too deeply$"):
+        proto().parse(opening * 100_000)
+
+
 def test_stream_arguments() -> None:
     url, fmt, params = parse_stream_arguments("wss://bot.example/x?a=1 lang=de id=42")
     assert (url, fmt, params) == (

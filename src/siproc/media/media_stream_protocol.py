@@ -240,6 +240,8 @@ class MediaStreamProtocol:
             data = json.loads(message)
         except ValueError:
             raise BotMessageError(f"not JSON: {message[:40]!r}") from None
+        except RecursionError:  # json's C scanner: '[' * 100000 fits in one message
+            raise BotMessageError("not JSON: nested too deeply") from None
         if not isinstance(data, dict):
             raise BotMessageError("not a JSON object")
         event = data.get("event")

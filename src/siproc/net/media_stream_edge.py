@@ -180,6 +180,23 @@ class BotStream:
             self._task.cancel()
         elif error and self._ws is not None:  # the writer may be stuck on a full socket
             self._closing = self._loop.create_task(self._close_ws(1011, reason))
+        if self._ws is not None:  # a bot that neither reads nor closes: see _abort
+            self._loop.call_later(2 * CLOSE_TIMEOUT, self._abort)
+
+    def _abort(self) -> None:
+        """The stream ended a while ago and its connection is still up: the bot reads
+        nothing (so neither what is queued, nor ``stop``, nor a close frame gets out: the
+        writer and websockets' close wait on a full socket for ever) and closes nothing.
+        Drop the connection, so that the task and its socket go."""
+        if self._task is None or self._task.done() or self._ws is None:
+            return
+        self.log.warning(
+            "stream %s: the bot let nothing through for %g s after the end; connection dropped",
+            self.spec.stream_sid,
+            2 * CLOSE_TIMEOUT,
+        )
+        with contextlib.suppress(Exception):
+            self._ws.transport.abort()
 
     # -- the WebSocket ---------------------------------------------------------------------
 

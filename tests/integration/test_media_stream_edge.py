@@ -6,7 +6,9 @@ with the edge's timeouts cut to fractions of a second.)"""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -146,3 +148,51 @@ def test_a_bot_that_neither_reads_nor_closes_does_not_keep_the_stream(end: str) 
     assert [(kind, text[: len(expected[0][1])]) for kind, text in reports[1:]] == [
         (kind, text) for kind, text in expected
     ]
+
+
+@contextlib.asynccontextmanager
+async def marking_deaf_bot() -> AsyncIterator[str]:
+    """A bot that never reads and sends, as fast as siproc takes them, 1-byte chunks of audio
+    each followed by a mark with a 256-character name."""
+    chunk = json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff").decode()}})
+    mark = json.dumps({"event": "mark", "mark": {"name": "m" * 256}})
+
+    async def handle(ws: ServerConnection) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                await ws.send(chunk)
+                await ws.send(mark)
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    async with serve(
+        handle, sock=sock, max_queue=1, compression=None, ping_interval=None, close_timeout=0.1
+    ):
+        yield f"ws://127.0.0.1:{port}/bot"
+
+
+@pytest.mark.usefixtures("short_timeouts")
+def test_a_bot_flooding_marks_holds_bounded_queues() -> None:
+    """Its marks are echoed as their audio plays; it reads none of the echoes. Neither the
+    playout queue (items, not only bytes) nor the queue towards the bot may grow with it."""
+
+    async def main() -> tuple[int, int, int]:
+        async with marking_deaf_bot() as url:
+            stream, _reports = await started_stream(url)
+            most_queued = most_to_bot = 0
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:  # the media tick, four times as fast
+                stream.read_frame(160)
+                most_queued = max(most_queued, len(stream._playout))
+                most_to_bot = max(most_to_bot, len(stream._send_queue))
+                await asyncio.sleep(0.005)
+            played = stream.frames_played
+            stream.close()
+            return most_queued, most_to_bot, played
+
+    most_queued, most_to_bot, played = asyncio.run(main())
+    assert played > 10  # the flood was read and played
+    assert most_queued <= 2 * 3000 + 2  # PlayoutQueue.max_items for 60 s of mu-law
+    assert most_to_bot <= 1000 + 2 * 3000 + 50  # backlog + one clear's echoes + media

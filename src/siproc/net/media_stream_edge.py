@@ -269,6 +269,7 @@ class BotStream:
         try:
             while True:
                 message = queue.get()
+                self._check_room()
                 if message is None:
                     if self._ended:  # stop sent: close; the reader then ends
                         await self._close_ws(1000, self._end_reason)
@@ -286,8 +287,8 @@ class BotStream:
         handled = 0
         try:
             while not self._ended:
-                if self._playout.full:  # flow control: read on when it has played down
-                    self._room.clear()
+                if self._playout.full or self._send_queue.backlogged:  # flow control: read
+                    self._room.clear()  # on when the audio has played, the bot has read
                     await self._room.wait()
                     continue
                 message = await ws.recv()
@@ -409,14 +410,19 @@ class BotStream:
             for name in marks:
                 self._send_queue.put_control(self.protocol.mark(name))
             self._wake_writer.set()
-        if not self._room.is_set() and not self._playout.full:
-            self._room.set()
+        self._check_room()
         if data is None:
             return None
         self.frames_played += 1
         if self.spec.format is StreamFormat.MULAW_8000:
             return decode_ulaw(data)
         return np.frombuffer(data, dtype="<i2").astype(np.int16)
+
+    def _check_room(self) -> None:
+        """Let the reader go on when the playout queue has room and the bot has read."""
+        room = not self._playout.full and not self._send_queue.backlogged
+        if room and not self._room.is_set():
+            self._room.set()
 
     def dtmf(self, digit: str) -> None:
         if not self._ended:

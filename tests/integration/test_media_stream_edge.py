@@ -196,3 +196,38 @@ def test_a_bot_flooding_marks_holds_bounded_queues() -> None:
     assert played > 10  # the flood was read and played
     assert most_queued <= 2 * 3000 + 2  # PlayoutQueue.max_items for 60 s of mu-law
     assert most_to_bot <= 1000 + 2 * 3000 + 50  # backlog + one clear's echoes + media
+
+
+@pytest.mark.usefixtures("short_timeouts")
+def test_a_stream_whose_call_ended_while_it_connected_says_nothing() -> None:
+    """The call's media closed while the WebSocket was being opened (the taps are not there
+    yet, so nothing closed the stream): it ends quietly once connected, with no CONNECTED for
+    a call that is over, and the connection closes."""
+
+    async def handle(ws: ServerConnection) -> None:
+        async for _ in ws:
+            pass
+
+    async def main() -> tuple[list[tuple[str, str]], bool]:
+        async with serve(handle, "127.0.0.1", 0, compression=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            reports: list[tuple[str, str]] = []
+            rtp = FakeRtp()
+            spec = StreamSpec(
+                f"ws://127.0.0.1:{port}/bot", StreamFormat.MULAW_8000, (), "MZ" + "1" * 32, "c@t"
+            )
+            stream = BotStream(
+                asyncio.get_running_loop(),
+                rtp,  # type: ignore[arg-type]
+                spec,
+                lambda kind, text: reports.append((kind, text)),
+            )
+            stream.start()
+            rtp.closed = True  # the call ended before the bot answered
+            assert stream._task is not None
+            ended = await wait_for(stream._task.done, 3.0)
+            return reports, ended and not rtp.taps
+
+    reports, ended = asyncio.run(main())
+    assert ended
+    assert reports == []

@@ -219,7 +219,8 @@ class BotStream:
         self._send_queue.put_control(self.protocol.connected())
         self._send_queue.put_control(self.protocol.start())
         self._attach()
-        self._report("CONNECTED", self.spec.stream_sid)
+        if not self._ended:  # (_attach ends it quietly when the call's media closed meanwhile)
+            self._report("CONNECTED", self.spec.stream_sid)
         writer = self._loop.create_task(self._write(ws))
         try:
             await self._read(ws)

@@ -377,3 +377,29 @@ def test_without_idle_time_every_stream_goes_to_a_worker() -> None:
         assert pool.takes_next(0) is True
 
     _run(test, workers=1, idle=0.0)
+
+
+def test_a_stream_that_cannot_bind_its_ports_leaves_no_worker_behind() -> None:
+    """open_stream picks (or starts) its worker, and stops that worker's idle count, before it
+    binds the ports: a bind that fails must not leave a worker that never retires."""
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind((HOST, 0))
+    port = busy.getsockname()[1]
+    full = (port - (port & 1), port - (port & 1) + 1)  # the one pair, half of it taken
+
+    async def test(pool: MediaPool) -> None:
+        with pytest.raises(OSError):
+            pool.open_stream(HOST, full)  # the first stream: its worker starts for it
+        await _until(lambda: pool._workers == [], timeout=5)
+        first = pool.open_stream(HOST, PORTS)
+        worker = first._worker
+        await _closed(first)
+        assert worker.idle_timer is not None
+        with pytest.raises(OSError):
+            pool.open_stream(HOST, full)  # an idle worker picked: its count had stopped
+        await _until(lambda: pool._workers == [], timeout=5)
+
+    try:
+        _run(test, workers=1, idle=0.3)
+    finally:
+        busy.close()

@@ -132,6 +132,14 @@ def test_parse_refuses_malformed_messages_with_a_reason(message: str | bytes, re
         proto().parse(message)
 
 
+@pytest.mark.parametrize("opening", ["[", '{"event":"media","media":'], ids=["array", "object"])
+def test_parse_refuses_deeply_nested_json(opening: str) -> None:
+    """json raises RecursionError, which is no ValueError, for a deep nesting: within the
+    1 MiB a bot may send."""
+    with pytest.raises(BotMessageError, match=r"^not JSON: nested too deeply$"):
+        proto().parse(opening * 100_000)
+
+
 def test_stream_arguments() -> None:
     url, fmt, params = parse_stream_arguments("wss://bot.example/x?a=1 lang=de id=42")
     assert (url, fmt, params) == (
@@ -234,3 +242,30 @@ def test_send_queue_drops_media_not_control_and_times_the_stall() -> None:
     assert q.dropping_since is None and not q.stalled(10.0, 2.0)
     assert q.sent == 4
     assert q.put_media("m5", 0.1)
+
+
+def test_marks_between_tiny_chunks_fill_the_queue_too() -> None:
+    """A bot alternating 1-byte chunks and 256-character marks stays far under 60 s of audio
+    for hundreds of thousands of messages; the queue's bound must hold for them too."""
+    q = PlayoutQueue(160, 160 * 3000)  # 60 s of mu-law, as the edge makes it
+    pushed = 0
+    while not q.full and pushed < 1_000_000:
+        q.push_audio(b"\xff")
+        q.push_mark("m" * 256)
+        pushed += 1
+    assert q.full
+    assert len(q) <= 2 * 3000
+
+
+def test_send_queue_says_when_control_messages_back_up() -> None:
+    """Control messages are never dropped; past ``max_control`` waiting the edge stops reading
+    the bot (whose marks and clears they echo) until the bot reads."""
+    q = SendQueue(2, max_control=3)
+    assert q.put_media("m1", 0.0)
+    for name in ("a", "b"):
+        q.put_control(name)
+    assert not q.backlogged
+    q.put_control("c")
+    assert q.backlogged
+    assert q.get() == "m1" and q.backlogged  # media leaving changes nothing
+    assert q.get() == "a" and not q.backlogged

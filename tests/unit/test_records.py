@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -207,3 +210,67 @@ def test_a_directory_is_not_a_records_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="directory"):
         check_record_path(str(tmp_path))
     assert check_record_path(f" {tmp_path}/cdr.jsonl ") == f"{tmp_path}/cdr.jsonl"
+
+
+def _in_a_thread(work: Callable[[], object], seconds: float = 2.0) -> list[object]:
+    """Run ``work`` in a thread; what it returned or raised, or nothing if it still blocks."""
+    result: list[object] = []
+
+    def run() -> None:
+        try:
+            result.append(work())
+        except Exception as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return result
+
+
+def test_a_fifo_without_a_reader_is_refused_at_once(tmp_path: Path) -> None:
+    """open(2) for writing blocks until a FIFO has a reader: siproc would hang at start-up,
+    or on the event loop at SIGHUP, with no word."""
+    fifo = tmp_path / "cdr.fifo"
+    os.mkfifo(fifo)
+    result = _in_a_thread(lambda: RecordFile(str(fifo)))
+    if not result:  # unblock the thread
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+    assert result, "RecordFile() blocked on a FIFO nobody reads"
+    assert isinstance(result[0], RecordFileError)
+    assert "no reader" in str(result[0])
+
+
+def test_a_fifo_whose_reader_stalls_loses_records_not_the_event_loop(tmp_path: Path) -> None:
+    """write(2) to a full pipe blocks, and records are written on the event loop."""
+    fifo = tmp_path / "cdr.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        records = RecordFile(str(fifo))
+
+        def fill() -> int:
+            for count in range(100_000):  # a pipe holds 64 KiB: ~100 records
+                try:
+                    records.write(FACTS)
+                except OSError:
+                    return count
+            return -1
+
+        result = _in_a_thread(fill)
+        if not result:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(reader, 1 << 16):
+                    pass
+        assert result, "a write to a full FIFO blocked"
+        assert isinstance(result[0], int) and result[0] > 0
+        assert records.failures == 1
+        data = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(reader, 1 << 16):
+                data += chunk
+        assert data.endswith(b"\n")  # whole records only
+        assert all(json.loads(line) for line in data.splitlines())
+        records.close()
+    finally:
+        os.close(reader)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 from siproc.calls import protocol
 from siproc.calls.call_state import CallState
-from siproc.calls.say import UNKNOWN_RATE, say
+from siproc.calls.say import MAX_RENDERING, UNKNOWN_RATE, say
 from siproc.media.player import MediaFileError
 from siproc.net.tts import TtsError
 
@@ -172,5 +172,32 @@ def test_a_say_whose_call_ended_is_dropped_silently() -> None:
         tts.pending[0].set_result((Path("/c/bye.wav"), False))
         await settle()
         assert call.events == [] and call.stream.playing == []
+
+    asyncio.run(main())
+
+
+def test_a_handler_cannot_queue_renders_without_end() -> None:
+    """Every SAY of a new text is an engine run (seconds each, MAX_RENDERS at a time, going
+    on after the call for the cache); STOP takes a SAY off the call but not its render. A
+    handler writing SAY 1, SAY 2 ... (with or without STOPs) must meet a bound, not queue
+    hours of engine runs."""
+
+    async def main() -> None:
+        tts = FakeTts()
+        call = fake_call(tts)
+        for n in range(1000):
+            say(call, f"number {n}")  # type: ignore[arg-type]
+            if n % 2:
+                call.speech.stop_pending()
+        await settle()
+        assert len(tts.asked) == MAX_RENDERING
+        errors = [e for e in call.events if e.startswith("ERROR SAY")]
+        assert len(errors) == 1000 - MAX_RENDERING
+        assert errors[0] == f"ERROR SAY {MAX_RENDERING} SAYs of this call are being rendered"
+        tts.pending[0].set_result((Path("/c/0.wav"), False))  # one render done: room for one
+        await settle()
+        say(call, "one more")  # type: ignore[arg-type]
+        await settle()
+        assert tts.asked[-1] == ("one more", 8000)
 
     asyncio.run(main())

@@ -259,3 +259,23 @@ def test_bad_tts_command(value: str, problem: str) -> None:
     with pytest.raises(ConfigError, match="SIPROC_TTS_COMMAND") as info:
         load_config({"SIPROC_TTS_COMMAND": value})
     assert info.value.problem.startswith(problem)
+
+
+# --------------------------------------------------------------------------------------------
+# hostile text and an unusable cache: one-line errors, never an internal error
+
+
+def test_a_nul_in_the_text_is_a_one_line_error(engine: Path) -> None:
+    """``SAY a\\x00b`` unescapes to a NUL, which no argv element can hold."""
+    speech = tts(engine)
+    with pytest.raises(TtsError, match=r"^the text contains a NUL character$"):
+        asyncio.run(speech.render("a\x00b", 8000))
+    assert runs(engine) == []
+
+
+def test_an_unwritable_cache_directory_is_a_one_line_error(engine: Path) -> None:
+    """/sys exists and nobody (root included) may create a file in it."""
+    command = (sys.executable, str(engine), "ok", "{file}", "{text}")
+    speech = TextToSpeech(TtsSettings(command=command, cache_dir="/sys"))
+    with pytest.raises(TtsError, match=r"^cannot write to the cache directory '/sys': "):
+        asyncio.run(speech.render("hello", 8000))

@@ -171,6 +171,8 @@ class Phone:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def run(self, stdin: int | None = 0) -> int:
+        # first: SIGUSR1's default action kills; a drain asked for while starting quits once up
+        self.loop.add_signal_handler(signal.SIGUSR1, self.start_drain, "SIGUSR1")
         if not self.config.tls.verify:
             log.warning(
                 "SIPROC_TLS_VERIFY=no: TLS servers' certificates and names are NOT checked; "
@@ -195,7 +197,6 @@ class Phone:
         self.account.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.request_shutdown, sig.name)
-        self.loop.add_signal_handler(signal.SIGUSR1, self.start_drain, "SIGUSR1")
         if stdin is not None:
             self._start_stdin_reader(stdin)
         await self._done.wait()

@@ -20,6 +20,7 @@ happen (a call never answered has ``answered`` null and ``duration`` 0).
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import stat
@@ -182,9 +183,17 @@ class RecordFile:
         self.failures = 0  # records that could not be written (full disk...)
 
     def _open(self) -> int:
+        """O_NONBLOCK matters for a FIFO only: opening one that has no reader fails (ENXIO)
+        instead of waiting for one, and a write to a full one fails (a lost record, counted
+        and logged) instead of blocking the event loop."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            fd = os.open(self.path, flags, 0o640)
         except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                raise RecordFileError(
+                    f"{VARIABLE}: {self.path!r} is a FIFO with no reader"
+                ) from None
             raise RecordFileError(
                 f"{VARIABLE}: cannot open {self.path!r} for appending: {exc.strerror}"
             ) from None

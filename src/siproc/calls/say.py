@@ -30,9 +30,12 @@ from siproc.net.tts import TtsError
 if TYPE_CHECKING:
     from siproc.calls.call import Call
 
-__all__ = ["UNKNOWN_RATE", "CallSpeech", "say"]
+__all__ = ["MAX_RENDERING", "UNKNOWN_RATE", "CallSpeech", "say"]
 
 UNKNOWN_RATE = 16000  # Hz rendered for a call whose codec is not agreed yet
+#: Renders one call may have under way (a STOPped SAY's render goes on for the cache and
+#: counts until it ends); a SAY beyond them is ``ERROR SAY``, not one more engine run queued.
+MAX_RENDERING = 8
 
 
 def say(call: Call, text: str) -> None:
@@ -49,6 +52,7 @@ class CallSpeech:
         self.call = call
         self._count = 0
         self._pending: dict[int, asyncio.Task[None]] = {}  # rendering, in the order given
+        self._rendering: set[asyncio.Task[None]] = set()  # also those STOP took off the call
         self._playing: list[tuple[str, str]] = []  # (file, SAY name) in the order they started
         stopped = call.stream.on_stopped
         self._on_stopped: Callable[[str], None] | None = stopped
@@ -64,9 +68,13 @@ class CallSpeech:
             call.phone.tts.command()
         except TtsError as exc:
             return call.report_error("SAY", str(exc))
+        if len(self._rendering) >= MAX_RENDERING:
+            return call.report_error("SAY", f"{MAX_RENDERING} SAYs of this call are being rendered")
         rate = call.stream.sample_rate if call.negotiated is not None else UNKNOWN_RATE
         task = call.phone.loop.create_task(self._render_and_play(number, text, rate))
         self._pending[number] = task
+        self._rendering.add(task)
+        task.add_done_callback(self._rendering.discard)
         return None
 
     async def _render_and_play(self, number: int, text: str, rate: int) -> None:

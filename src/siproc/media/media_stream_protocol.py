@@ -240,6 +240,8 @@ class MediaStreamProtocol:
             data = json.loads(message)
         except ValueError:
             raise BotMessageError(f"not JSON: {message[:40]!r}") from None
+        except RecursionError:  # json's C scanner: '[' * 100000 fits in one message
+            raise BotMessageError("not JSON: nested too deeply") from None
         if not isinstance(data, dict):
             raise BotMessageError("not a JSON object")
         event = data.get("event")
@@ -280,14 +282,24 @@ class PlayoutQueue:
     with no audio queued before them any more. A partial frame at the end waits one tick for
     more (bots send chunks of any size), then plays padded with silence. ``clear`` drops all
     audio and returns the marks (Twilio echoes them). ``full`` says that more than
-    ``max_bytes`` are queued: the edge then stops reading the bot (flow control, not loss).
+    ``max_bytes`` are queued, or more than ``max_items`` chunks and marks (by default two
+    per frame of ``max_bytes``: a bot that sends marks between tiny chunks must not hold
+    hundreds of megabytes within the audio bound): the edge then stops reading the bot
+    (flow control, not loss).
     """
 
-    def __init__(self, frame_bytes: int, max_bytes: int, silence: bytes = b"\xff") -> None:
+    def __init__(
+        self,
+        frame_bytes: int,
+        max_bytes: int,
+        silence: bytes = b"\xff",
+        max_items: int | None = None,
+    ) -> None:
         if frame_bytes <= 0 or max_bytes < frame_bytes:
             raise ValueError(f"invalid queue sizes {frame_bytes}, {max_bytes}")
         self.frame_bytes = frame_bytes
         self.max_bytes = max_bytes
+        self.max_items = 2 * (max_bytes // frame_bytes) if max_items is None else max_items
         self._silence = silence
         self._items: collections.deque[bytes | BotMark] = collections.deque()
         self._head = 0  # bytes of the first item already played
@@ -299,7 +311,7 @@ class PlayoutQueue:
 
     @property
     def full(self) -> bool:
-        return self.queued_bytes >= self.max_bytes
+        return self.queued_bytes >= self.max_bytes or len(self._items) >= self.max_items
 
     def push_audio(self, data: bytes) -> None:
         if data:
@@ -356,12 +368,15 @@ class PlayoutQueue:
 
 class SendQueue:
     """Messages waiting to go to the bot: media frames are dropped (and counted) when
-    ``max_media`` are waiting; control messages (start, dtmf, mark, stop) always queue."""
+    ``max_media`` are waiting; control messages (start, dtmf, mark, stop) always queue, and
+    ``backlogged`` says that ``max_control`` of them wait (the edge then stops reading the
+    bot, whose marks and clears most of them echo, until it reads)."""
 
-    def __init__(self, max_media: int) -> None:
-        if max_media < 1:
-            raise ValueError(f"invalid queue size {max_media}")
+    def __init__(self, max_media: int, max_control: int = 1000) -> None:
+        if max_media < 1 or max_control < 1:
+            raise ValueError(f"invalid queue sizes {max_media}, {max_control}")
         self.max_media = max_media
+        self.max_control = max_control
         self._items: collections.deque[tuple[bool, str | bytes]] = collections.deque()
         self._media = 0
         self.dropped = 0  # media frames lost to a bot that does not read
@@ -384,6 +399,10 @@ class SendQueue:
 
     def put_control(self, message: str) -> None:
         self._items.append((False, message))
+
+    @property
+    def backlogged(self) -> bool:
+        return len(self._items) - self._media >= self.max_control
 
     def get(self) -> str | bytes | None:
         """The oldest message, or None; taking one ends a run of drops (the bot reads)."""

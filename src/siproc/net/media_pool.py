@@ -496,13 +496,20 @@ class MediaPool:
         OSError (no free port pair, a worker cannot start) like ``RtpStream.open``."""
         if self.closing:
             raise RuntimeError("MediaPool.open_stream() after close()")
-        if not self.idle:
-            self.start()  # replaces workers that exited
-        worker = self._pick()
+        # the ports first: a bind that fails must neither start a worker nor stop the idle
+        # count of one (either would then never retire)
+        sock, rtcp_sock = bind_rtp_pair(bind_host, port_range, rng)
+        try:
+            if not self.idle:
+                self.start()  # replaces workers that exited
+            worker = self._pick()
+        except BaseException:
+            sock.close()
+            rtcp_sock.close()
+            raise
         if worker.idle_timer is not None:
             worker.idle_timer.cancel()
             worker.idle_timer = None
-        sock, rtcp_sock = bind_rtp_pair(bind_host, port_range, rng)
         port = sock.getsockname()[1]
         sid = next(self._sids)
         stream = RemoteStream(worker, sid, bind_host, port)

@@ -180,6 +180,23 @@ class BotStream:
             self._task.cancel()
         elif error and self._ws is not None:  # the writer may be stuck on a full socket
             self._closing = self._loop.create_task(self._close_ws(1011, reason))
+        if self._ws is not None:  # a bot that neither reads nor closes: see _abort
+            self._loop.call_later(2 * CLOSE_TIMEOUT, self._abort)
+
+    def _abort(self) -> None:
+        """The stream ended a while ago and its connection is still up: the bot reads
+        nothing (so neither what is queued, nor ``stop``, nor a close frame gets out: the
+        writer and websockets' close wait on a full socket for ever) and closes nothing.
+        Drop the connection, so that the task and its socket go."""
+        if self._task is None or self._task.done() or self._ws is None:
+            return
+        self.log.warning(
+            "stream %s: the bot let nothing through for %g s after the end; connection dropped",
+            self.spec.stream_sid,
+            2 * CLOSE_TIMEOUT,
+        )
+        with contextlib.suppress(Exception):
+            self._ws.transport.abort()
 
     # -- the WebSocket ---------------------------------------------------------------------
 
@@ -202,7 +219,8 @@ class BotStream:
         self._send_queue.put_control(self.protocol.connected())
         self._send_queue.put_control(self.protocol.start())
         self._attach()
-        self._report("CONNECTED", self.spec.stream_sid)
+        if not self._ended:  # (_attach ends it quietly when the call's media closed meanwhile)
+            self._report("CONNECTED", self.spec.stream_sid)
         writer = self._loop.create_task(self._write(ws))
         try:
             await self._read(ws)
@@ -252,6 +270,7 @@ class BotStream:
         try:
             while True:
                 message = queue.get()
+                self._check_room()
                 if message is None:
                     if self._ended:  # stop sent: close; the reader then ends
                         await self._close_ws(1000, self._end_reason)
@@ -269,8 +288,8 @@ class BotStream:
         handled = 0
         try:
             while not self._ended:
-                if self._playout.full:  # flow control: read on when it has played down
-                    self._room.clear()
+                if self._playout.full or self._send_queue.backlogged:  # flow control: read
+                    self._room.clear()  # on when the audio has played, the bot has read
                     await self._room.wait()
                     continue
                 message = await ws.recv()
@@ -392,14 +411,19 @@ class BotStream:
             for name in marks:
                 self._send_queue.put_control(self.protocol.mark(name))
             self._wake_writer.set()
-        if not self._room.is_set() and not self._playout.full:
-            self._room.set()
+        self._check_room()
         if data is None:
             return None
         self.frames_played += 1
         if self.spec.format is StreamFormat.MULAW_8000:
             return decode_ulaw(data)
         return np.frombuffer(data, dtype="<i2").astype(np.int16)
+
+    def _check_room(self) -> None:
+        """Let the reader go on when the playout queue has room and the bot has read."""
+        room = not self._playout.full and not self._send_queue.backlogged
+        if room and not self._room.is_set():
+            self._room.set()
 
     def dtmf(self, digit: str) -> None:
         if not self._ended:

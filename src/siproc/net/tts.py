@@ -161,9 +161,12 @@ class TextToSpeech:
             raise TtsError(f"cannot create the cache directory {str(directory)!r}: {exc}") from None
         if self._slots is None:
             self._slots = asyncio.Semaphore(MAX_RENDERS)
-        handle, raw_name = tempfile.mkstemp(dir=directory, prefix=".engine-", suffix=".wav")
-        os.close(handle)
-        raw = Path(raw_name)
+        try:
+            raw = await loop.run_in_executor(None, _engine_file, directory)
+        except OSError as exc:
+            raise TtsError(
+                f"cannot write to the cache directory {str(directory)!r}: {exc.strerror or exc}"
+            ) from None
         try:
             async with self._slots:
                 self.engine_runs += 1
@@ -177,6 +180,8 @@ class TextToSpeech:
 
     async def _run_engine(self, command: Sequence[str], text: str, raw: Path) -> None:
         argv, stdin_text = engine_argv(command, text, str(raw))
+        if any("\x00" in word for word in argv):  # exec would raise ValueError
+            raise TtsError("the text contains a NUL character")
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -249,6 +254,14 @@ async def _feed(stream: asyncio.StreamWriter | None, text: str) -> None:
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def _engine_file(directory: Path) -> Path:
+    """A new empty file in ``directory`` for the engine to write (aside: a dot name, which
+    :func:`prune` and other siprocs sharing the cache leave alone). Runs in a thread."""
+    handle, name = tempfile.mkstemp(dir=directory, prefix=".engine-", suffix=".wav")
+    os.close(handle)
+    return Path(name)
 
 
 def _touch(path: Path) -> bool:

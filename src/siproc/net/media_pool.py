@@ -233,6 +233,9 @@ class RemoteStream:
         if not self._final:
             log.error("media worker %d did not close stream %d", self._worker.index, self._sid)
             self.finalize()
+            # the worker's "closed" may never come: forget the stream, so the worker can idle
+            if self._worker.streams.pop(self._sid, None) is not None:
+                self._worker.pool.maybe_idle(self._worker)
 
     def when_closed(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the worker has closed the stream (its recording is final)."""

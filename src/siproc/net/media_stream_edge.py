@@ -298,6 +298,7 @@ class BotStream:
                 for name in self._playout.clear():
                     self._send_queue.put_control(self.protocol.mark(name))
                 self._pending = self._pending[:0]
+                self._from_bot = None  # and what the resampler holds back
                 self._wake_writer.set()
 
     async def _close_ws(self, code: int, reason: str) -> None:
@@ -372,6 +373,8 @@ class BotStream:
         while len(self._pending) < samples:
             frame = self._pull()
             if frame is None:
+                if self._from_bot is not None and not len(self._playout):
+                    self._flush_from_bot(samples)  # the bot's audio ran out: its last 60 ms
                 break
             if rate != fmt.rate:
                 if self._from_bot is None or self._from_bot[0] != rate:
@@ -385,6 +388,19 @@ class BotStream:
             return None
         out, self._pending = self._pending[:samples], self._pending[samples:]
         return out
+
+    def _flush_from_bot(self, samples: int) -> None:
+        """soxr holds back the last ~60 ms of its input until more comes: when the bot's audio
+        runs out, take them out (padded to a whole frame), so that they play now and not glued
+        before the bot's next words. The next audio gets a fresh resampler."""
+        assert self._from_bot is not None
+        tail = self._from_bot[1].resample_chunk(np.zeros(0, dtype=np.int16), last=True)
+        self._from_bot = None
+        if len(tail):
+            self._pending = np.concatenate([self._pending, tail])
+            short = -len(self._pending) % samples
+            if short:
+                self._pending = np.concatenate([self._pending, np.zeros(short, dtype=np.int16)])
 
     def _pull(self) -> Int16Array | None:
         data, marks = self._playout.pull()

@@ -218,12 +218,15 @@ def test_stream_to_a_bot_with_baresip_calling(
 
 
 async def l16_tone_back(s: BotSession) -> None:
-    """0.5 s into the stream: 1 s of 2000 Hz as binary L16 at 16 kHz, in 100 ms frames."""
+    """0.5 s into the stream: 1 s of 2000 Hz as binary L16 at 16 kHz, in 100 ms frames, and a
+    mark."""
     await s.wait("binary", 25)
     t = np.arange(16000) / 16000
     pcm = (0.4 * 32767 * np.sin(2 * np.pi * 2000 * t)).astype("<i2").tobytes()
+    s.notes["tone"] = time.monotonic()
     for i in range(0, len(pcm), 3200):
         await s.ws.send(pcm[i : i + 3200])
+    await s.send("mark", mark={"name": "l16-done"})
 
 
 def test_l16_stream_and_stream_stop_while_the_call_goes_on(
@@ -234,8 +237,9 @@ def test_l16_stream_and_stream_stop_while_the_call_goes_on(
 ) -> None:
     """``format=l16/16000``: 640-byte binary frames at 50 a second hold the caller's 440 Hz
     (resampled from the call's 8 kHz); 2000 Hz sent back as binary L16 is heard by baresip for
-    its whole second. ``STREAM STOP`` 3 s in: ``stop`` reaches the bot last, the handler hears
-    ``STREAM STOPPED handler``, and the call runs on until baresip's file ends."""
+    its whole second, and the mark after it comes back when it has played. ``STREAM STOP``
+    3 s in: ``stop`` reaches the bot last, the handler hears ``STREAM STOPPED handler``, and
+    the call runs on until baresip's file ends."""
     bot = bots(l16_tone_back)
     siproc = make_siproc("bob.log", bot.url, "3", "format=l16/16000")
     caller_tone = make_tone(workdir.parent / "a440.wav", 440.0, 6.0)
@@ -257,7 +261,9 @@ def test_l16_stream_and_stream_stop_while_the_call_goes_on(
     siproc.wait_for(r"call ended: 200 remote hangup")
 
     s = bot.sessions[0]
-    assert [m["event"] for _, m in s.messages] == ["connected", "start", "stop"]
+    assert [m["event"] for _, m in s.messages] == ["connected", "start", "mark", "stop"]
+    played = s.message_time("mark", name="l16-done") - s.notes["tone"]
+    assert 0.98 < played < 1.3, played  # after all of its second, resampled to 8 kHz
     start = s.events("start")[0]["start"]
     assert start["mediaFormat"] == {"encoding": "audio/l16", "sampleRate": 16000, "channels": 1}
     assert "format" not in start["customParameters"]

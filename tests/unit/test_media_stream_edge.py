@@ -7,6 +7,7 @@ the resampler holds too. No socket, no clock: the taps are called as the media t
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -67,3 +68,47 @@ def test_clear_drops_what_the_resampler_holds(stream: BotStream) -> None:
     after = np.concatenate([f for f in play_out(stream, 30) if f is not None])
     assert goertzel_share(after[:160], 2000) < 0.01  # no 2000 Hz left over from before
     assert goertzel_share(after[160:-160], 500) > 0.9
+
+
+def marks_sent(stream: BotStream) -> list[str]:
+    """The mark messages waiting for the bot, by name."""
+    queue = stream._send_queue
+    names = []
+    while (message := queue.get()) is not None:
+        if isinstance(message, str) and '"event":"mark"' in message:
+            names.append(json.loads(message)["mark"]["name"])
+    return names
+
+
+def test_a_mark_comes_back_when_the_resampled_audio_before_it_has_played(
+    stream: BotStream,
+) -> None:
+    """The resampler holds audio back, and pulls run ahead of the output: the mark is due when
+    the samples before it have left, not when its place in the queue was reached."""
+    stream._on_message(l16(2000, 0.5))
+    stream._on_message('{"event":"mark","mark":{"name":"half"}}')
+    stream._on_message(l16(2000, 0.5))
+    echoed_at = []
+    for tick in range(60):
+        stream.read_frame(160)
+        if marks_sent(stream):
+            echoed_at.append(tick)
+    assert echoed_at == [24]  # the 25th frame of 20 ms ends the first 0.5 s
+
+
+def test_a_mark_after_the_last_resampled_audio_comes_back_with_its_end(
+    stream: BotStream,
+) -> None:
+    stream._on_message(l16(2000, 0.3))
+    stream._on_message('{"event":"mark","mark":{"name":"end"}}')
+    played = []
+    for tick in range(30):
+        frame = stream.read_frame(160)
+        if frame is not None:
+            played.append(tick)
+        if marks_sent(stream):
+            assert tick == played[-1], (tick, played)  # with the frame that ends the audio
+            break
+    else:
+        pytest.fail("the mark never came back")
+    assert len(played) == 15

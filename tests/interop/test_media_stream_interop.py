@@ -94,9 +94,9 @@ def sounding(samples: np.ndarray, rate: int, floor: float = 0.02) -> list[tuple[
 
 def tone_blocks(pcm: np.ndarray, freq: float, rate: int = 8000) -> float:  # type: ignore[type-arg]
     """The share of the 20 ms frames of ``pcm`` that are ``freq``, each measured on its own.
-    A single DFT over a longer stretch would be spoilt by a phase jump: under load baresip's
-    packets at times come a frame late (every 0.5 s in about a third of the runs, with a
-    silent bot too), and siproc's jitter buffer fills the gap with a concealed frame."""
+    A single DFT over a longer stretch would be spoilt by a phase jump: the media worker
+    starts with the call and finds ~0.3 s of the caller's packets queued, and the jitter buffer
+    trims that delay by dropping a frame every 0.5 s (media/jitter.py, TRIM_WINDOW)."""
     block = rate // 50
     starts = range(0, len(pcm) - block + 1, block)
     shares = [goertzel_share(pcm[i : i + block], freq, rate) for i in starts]

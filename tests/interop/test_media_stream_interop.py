@@ -336,3 +336,44 @@ def test_wss_bot_with_a_test_ca(
     ), carol_events
     assert carol_events[-1].startswith("DISCONNECTED 200"), carol_events  # dave hung up
     doubting.wait_for(r"call ended: 200 remote hangup")
+
+
+async def tone_and_mark(s: BotSession) -> None:
+    await s.wait("media", 25)
+    s.notes["tone"] = time.monotonic()
+    await s.send_audio(ulaw_tone(1000, 1.0))
+    await s.send("mark", mark={"name": "done"})
+
+
+def test_mulaw_stream_on_a_g722_call(
+    workdir: Path,
+    make_baresip: MakeBaresip,
+    make_siproc: MakeSiproc,
+    bots: Callable[..., BotServer],
+) -> None:
+    """A G.722 call (16 kHz) streams 8 kHz mu-law both ways: the bot hears the caller's tone
+    (resampled down), baresip hears all of the bot's second of 1000 Hz (resampled up), and the
+    mark after it comes back when it has played."""
+    bot = bots(tone_and_mark)
+    siproc = make_siproc("bob.log", bot.url, "-", env={"SIPROC_CODEC_PRIORITIES": "G722:255"})
+    caller_tone = make_tone(workdir.parent / "a440-16k.wav", 440.0, 4.0, rate=16000)
+    alice = make_baresip("alice", audio_source=caller_tone, record=True, codecs=("G722",))
+    alice.dial(siproc.uri("bob"))
+    alice.wait_event("CALL_CLOSED", timeout=15)
+    wait_file(workdir / "bob.log", ENDED, timeout=10)
+    assert not [e for e in events(workdir / "bob.log") if e.startswith("ERROR")]
+    assert "Set audio decoder: G722 16000Hz" in alice.log()
+
+    [s] = bot.sessions
+    assert s.closed.wait(5)
+    times = s.times("media")
+    assert 48 < (len(times) - 1) / (times[-1] - times[0]) < 52
+    assert tone_blocks(s.inbound_pcm()[4000:-4000], 440) > 0.95
+    played = s.message_time("mark", name="done") - s.notes["tone"]
+    assert 0.98 < played < 1.3, played
+
+    [recording] = alice.recordings("dec")
+    samples, srate = read_mono(recording)
+    assert srate == 16000
+    start_1000, end_1000 = the_tone(samples, srate, 1000)
+    assert end_1000 - start_1000 == pytest.approx(1.0, abs=0.025)

@@ -11,6 +11,7 @@ the file ends); siproc's handler answers and runs ``STREAM <url> lang=de`` to a 
   in the recording (see :func:`test_stream_to_a_bot_with_baresip_calling`).
 * ``format=l16/16000`` end to end, and ``STREAM STOP`` from the handler while the call goes on.
 * ``wss://`` with a test CA (``SIPROC_TLS_CA_FILE``), and the same bot untrusted without it.
+* mu-law on a G.722 call: resampled both ways, marks on time.
 """
 
 from __future__ import annotations

@@ -9,13 +9,29 @@ this script (a ``websockets`` server in its own process, so that its CPU is not 
 sends every frame it gets straight back (an echo: the bot's audio is then mixed into what bob
 sends). Then the same N calls without STREAM, for the baseline.
 
-Printed per run: CPU seconds of bob (siproc and its media workers) per call-minute; frames the
-bot got per call against the frames of the call (loss towards the bot: gaps in ``chunk``, and
-what bob logs as lost to a slow bot); frames of the bot played by bob (loss back: bob's count
-of played bot frames against what the bot sent); the jitter of the media messages' arrival at
-the bot (deviation from 20 ms, p50/p99/max), which is what a speech model sees.
+Printed, STREAM and plain side by side: CPU seconds of bob (siproc and its media workers) per
+call-minute; the send jitter of bob's RTP as in bench/load.py (|send interval - 20 ms| of every
+stream bob sends alice, captured with dumpcap on lo, filtered to bob's and alice's RTP port
+ranges: p50/p99/max); RTP lost each way (the "call ended" counts of bob and alice). For STREAM
+also the loss towards the bot (frames bob sent against frames the bot got, gaps in ``chunk``,
+what bob logs as lost to a slow bot) and back (frames the bot sent against what bob played:
+one per stream is still in flight when the call hangs up), a ``loss:`` verdict, and the
+jitter of the media messages' arrival at the bot (what a speech model sees).
+``--no-capture`` skips dumpcap (no send jitter).
 
-Keep N and the duration bounded on a shared machine; everything binds to 127.0.0.1.
+Measured with ``--calls 20 --duration 20`` (2 shared CPUs, load average ~2.5):
+
+               N  CPU s/call-min   RTP send jitter p50/p99/max ms  RTP lost to bob  to alice
+    STREAM    20           0.360                   0.38/1.37/4.45                0         0
+    plain     20           0.114                   0.47/1.39/2.54                0         0
+      STREAM: to the bot: 20 streams, 19896 media frames sent by bob, 19896 received by the
+              bot, 0 missing chunks, 0 lost to a slow bot
+      STREAM: back: 19896 frames sent by the bot, 19876 played, 20 not played (in flight at
+              hang-up: 1.0 per stream)
+      STREAM: media arrival jitter at the bot: p50 0.59 ms, p99 7.21 ms, max 12.67 ms
+
+Keep N and the duration bounded on a shared machine; everything binds to 127.0.0.1. Needs
+dumpcap (``apt-get install -y tshark``) unless ``--no-capture``.
 """
 
 from __future__ import annotations
@@ -24,17 +40,24 @@ import argparse
 import asyncio
 import itertools
 import json
+import math
 import multiprocessing
 import os
+import random
 import re
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.load import percentile, read_pcap  # noqa: E402
 from tests.audio import make_tone  # noqa: E402
 from tests.siproc_proc import Siproc, write_handler  # noqa: E402
 
@@ -113,10 +136,106 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def run(calls: int, duration: float, url: str, work: Path, bot: tuple[Queue, Queue]) -> None:  # type: ignore[type-arg]
-    env = {"SIPROC_CODEC_PRIORITIES": "PCMU:200", "SIPROC_MAX_CALLS": str(calls + 10)}
-    bob = Siproc(work / "h.sh", "stream", url, env=env, cwd=work, log_level=3).wait_ready()
-    alice = Siproc(work / "h.sh", "caller", env=env, cwd=work, log_level=3).wait_ready()
+@dataclass
+class Figures:
+    """One run's figures (STREAM or plain)."""
+
+    label: str
+    calls: int
+    cpu_per_call_minute: float = math.nan
+    jitter_ms: tuple[float, float, float] | None = None  # bob's RTP sends: p50, p99, max
+    rtp_lost_to_bob: int = 0  # alice -> bob, as bob's calls count them
+    rtp_lost_to_alice: int = 0  # bob -> alice
+    rtp_sent_by_bob: int = 0
+    ended: int = 0  # bob's calls that ended 200
+    lines: list[str] = field(default_factory=list)
+
+
+class SendCapture:
+    """dumpcap on lo: UDP from bob's RTP ports to alice's only (never all of lo: PEERS.md)."""
+
+    def __init__(self, work: Path, bob_ports: tuple[int, int], alice_ports: tuple[int, int]):
+        self.path = work / "bob-rtp.pcap"
+        self.log = work / "dumpcap.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    shutil.which("dumpcap") or "dumpcap",
+                    "-i", "lo",
+                    "-f", f"udp src portrange {bob_ports[0]}-{bob_ports[1]} "
+                          f"and dst portrange {alice_ports[0]}-{alice_ports[1]}",
+                    "-s", "64", "-B", "64", "-P", "-q", "-w", str(self.path),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while b"Capturing on" not in self.log.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"dumpcap did not start: {self.log.read_text()}")
+            time.sleep(0.05)
+
+    def jitter(self) -> tuple[float, float, float] | None:
+        """Stop; |send interval - 20 ms| of every RTP stream bob sent: p50, p99, max (ms)."""
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(15)
+        last: dict[int, float] = {}
+        deviations: list[float] = []
+        for ts, _, _, rtp in read_pcap(self.path):
+            if len(rtp) < 12 or rtp[0] >> 6 != 2 or 72 <= rtp[1] & 0x7F <= 76:
+                continue  # not RTP (RTCP)
+            ssrc = int.from_bytes(rtp[8:12], "big")
+            if ssrc in last:
+                deviations.append(abs(ts - last[ssrc] - 0.020) * 1000)
+            last[ssrc] = ts
+        if not deviations:
+            return None
+        deviations.sort()
+        return percentile(deviations, 0.5), percentile(deviations, 0.99), deviations[-1]
+
+
+def port_ranges(calls: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Two RTP port ranges (bob's, alice's) of room for the calls, away from the defaults."""
+    size = 4 * calls + 40
+    base = random.randrange(40000, 60000 - 2 * size, 2)
+    return (base, base + size - 1), (base + size, base + 2 * size - 1)
+
+
+def rtp_figures(siproc: Siproc) -> tuple[int, int, int]:
+    """Sent, received and lost RTP packets over the calls siproc logged as ended."""
+    sent = received = lost = 0
+    for line in siproc.lines:
+        m = re.search(
+            r"call ended: 200 .*RTP: (\d+) packets sent, (\d+) received\) lost (\d+)", line
+        )
+        if m:
+            sent += int(m.group(1))
+            received += int(m.group(2))
+            lost += int(m.group(3))
+    return sent, received, lost
+
+
+def run(
+    calls: int,
+    duration: float,
+    url: str,
+    work: Path,
+    bot: tuple[Queue, Queue],  # type: ignore[type-arg]
+    capture: bool,
+) -> Figures:
+    figures = Figures("STREAM" if url else "plain", calls)
+    bob_ports, alice_ports = port_ranges(calls)
+    common = {"SIPROC_CODEC_PRIORITIES": "PCMU:200", "SIPROC_MAX_CALLS": str(calls + 10)}
+    bob_env = {
+        **common,
+        "SIPROC_RTP_PORTS": f"{bob_ports[0]}-{bob_ports[1]}",
+        "SIPROC_CALL_RATE": str(calls + 10),  # alice places all calls at once
+        "SIPROC_CALL_BURST": str(calls + 10),
+    }
+    alice_env = {**common, "SIPROC_RTP_PORTS": f"{alice_ports[0]}-{alice_ports[1]}"}
+    bob = Siproc(work / "h.sh", "stream", url, env=bob_env, cwd=work, log_level=3).wait_ready()
+    alice = Siproc(work / "h.sh", "caller", env=alice_env, cwd=work, log_level=3).wait_ready()
+    cap = SendCapture(work, bob_ports, alice_ports) if capture else None
     try:
         cpu0, t0 = cpu_seconds(bob.proc.pid), time.monotonic()
         for _ in range(calls):
@@ -126,23 +245,36 @@ def run(calls: int, duration: float, url: str, work: Path, bot: tuple[Queue, Que
             time.sleep(0.2)
         cpu = cpu_seconds(bob.proc.pid) - cpu0
         wall = time.monotonic() - t0
-        label = "STREAM" if url else "plain "
-        print(
-            f"{label} N={calls}: {cpu:.1f} CPU s in {wall:.1f} s, "
-            f"{cpu / (calls * duration / 60):.3f} CPU s per call-minute"
+        figures.cpu_per_call_minute = cpu / (calls * duration / 60)
+        figures.ended = bob.count(r"call ended: 200")
+        figures.lines.append(
+            f"{cpu:.1f} CPU s in {wall:.1f} s, {figures.ended}/{calls} calls ended 200"
         )
+        deadline = time.monotonic() + 10
+        while alice.count(r"call ended: 200") < figures.ended and time.monotonic() < deadline:
+            time.sleep(0.2)
+        figures.rtp_sent_by_bob, _, figures.rtp_lost_to_bob = rtp_figures(bob)
+        figures.rtp_lost_to_alice = rtp_figures(alice)[2]
+        if cap is not None:
+            figures.jitter_ms = cap.jitter()
+            cap = None
         if not url:
-            return
+            return figures
+        to_bot = sum(
+            int(m.group(1))
+            for m in (re.search(r"(\d+) frames to the bot", line) for line in bob.lines)
+            if m
+        )
         lost_slow = sum(
             int(m.group(1))
             for m in (re.search(r"(\d+) lost to a slow bot", line) for line in bob.lines)
             if m
         )
-        played = sum(
+        played = [
             int(m.group(1))
             for m in (re.search(r"(\d+) frames from it played", line) for line in bob.lines)
             if m
-        )
+        ]
         asks, results = bot
         asks.put("figures")
         streams = results.get(timeout=10)
@@ -159,26 +291,56 @@ def run(calls: int, duration: float, url: str, work: Path, bot: tuple[Queue, Que
         jitter.sort()
 
         def pct(p: float) -> float:
-            return jitter[min(len(jitter) - 1, int(p * len(jitter)))] if jitter else 0.0
+            return percentile(jitter, p) if jitter else math.nan
 
-        print(
-            f"  to the bot: {len(streams)} streams, {got} frames, {gaps} missing chunks, "
-            f"{lost_slow} lost to a slow bot; back: {sent} sent by the bot, {played} played "
-            f"({sent - played} not played: queued at hang-up)"
+        unplayed = sent - sum(played)
+        figures.lines += [
+            f"to the bot: {len(streams)} streams, {to_bot} media frames sent by bob, {got} "
+            f"received by the bot, {gaps} missing chunks, {lost_slow} lost to a slow bot",
+            f"back: {sent} frames sent by the bot, {sum(played)} played, {unplayed} not played "
+            f"(in flight at hang-up: {unplayed / max(1, len(streams)):.1f} per stream)",
+            f"media arrival jitter at the bot: p50 {pct(0.5):.2f} ms, p99 {pct(0.99):.2f} ms, "
+            f"max {jitter[-1] if jitter else math.nan:.2f} ms",
+        ]
+        figures.lines.append(
+            "loss: "
+            + (
+                "none either way"
+                if gaps == lost_slow == figures.rtp_lost_to_bob == figures.rtp_lost_to_alice == 0
+                and got == to_bot
+                and unplayed <= 2 * len(streams)
+                else "SEE ABOVE"
+            )
         )
-        print(
-            f"  arrival jitter at the bot: p50 {pct(0.5):.2f} ms, p99 {pct(0.99):.2f} ms, "
-            f"max {jitter[-1] if jitter else 0:.2f} ms"
-        )
+        return figures
     finally:
+        if cap is not None:
+            cap.jitter()
         alice.quit()
         bob.quit()
+
+
+def report(runs: list[Figures]) -> None:
+    print(
+        f"{'':8}{'N':>5} {'CPU s/call-min':>15} {'RTP send jitter p50/p99/max ms':>32} "
+        f"{'RTP lost to bob':>16} {'to alice':>9}"
+    )
+    for f in runs:
+        jitter = "/".join(f"{x:.2f}" for x in f.jitter_ms) if f.jitter_ms else "-"
+        print(
+            f"{f.label:8}{f.calls:>5} {f.cpu_per_call_minute:>15.3f} {jitter:>32} "
+            f"{f.rtp_lost_to_bob:>16} {f.rtp_lost_to_alice:>9}"
+        )
+    for f in runs:
+        for line in f.lines:
+            print(f"  {f.label}: {line}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--no-capture", action="store_true", help="no dumpcap: no send jitter")
     args = parser.parse_args()
     if args.calls > 500 or args.duration > 120:
         parser.error("keep it bounded: at most 500 calls of at most 120 s")
@@ -193,8 +355,12 @@ def main() -> int:
             work = Path(tmp)
             write_handler(work / "h.sh", HANDLER)
             make_tone(work / "tone.wav", 440.0, args.duration)
-            run(args.calls, args.duration, f"ws://127.0.0.1:{port}/", work, (asks, results))
-            run(args.calls, args.duration, "", work, (asks, results))
+            url = f"ws://127.0.0.1:{port}/"
+            runs = [
+                run(args.calls, args.duration, url, work, (asks, results), not args.no_capture),
+                run(args.calls, args.duration, "", work, (asks, results), not args.no_capture),
+            ]
+            report(runs)
     finally:
         bot.terminate()
         bot.join(5)

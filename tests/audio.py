@@ -116,3 +116,15 @@ def wav_data_frames(path: Path) -> tuple[int, int]:
             return size // block_align, (len(data) - pos - 8) // block_align
         pos += 8 + size + (size & 1)
     raise AssertionError(f"{path} has no data chunk")
+
+
+def best_match(recording: np.ndarray, speech: np.ndarray) -> tuple[float, int]:  # type: ignore[type-arg]
+    """(normalised cross-correlation, offset in samples) of ``speech`` where it best fits in
+    ``recording``."""
+    size = 1 << int(np.ceil(np.log2(len(recording) + len(speech))))
+    spectrum = np.fft.rfft(recording, size) * np.conj(np.fft.rfft(speech, size))
+    correlation = np.fft.irfft(spectrum, size)[: len(recording) - len(speech) + 1]
+    energy = np.convolve(recording**2, np.ones(len(speech)), "valid")
+    normalised = correlation / (np.sqrt(energy * np.sum(speech**2)) + 1e-12)
+    offset = int(np.argmax(normalised))
+    return float(normalised[offset]), offset

@@ -3,6 +3,8 @@ protocol (siproc's ``STREAM``), run in a thread with its own event loop.
 
 Each connection gets a :class:`BotSession` that records every message with its arrival time;
 the test gives a ``script`` coroutine that drives the bot's side (sends audio, marks, clear).
+Binary frames (``format=l16/16000``) are kept apart in ``BotSession.binary``. With ``ssl`` (a
+server context) the bot listens for ``wss://``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import base64
 import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -44,6 +47,7 @@ class BotSession:
     path: str
     ws: ServerConnection
     messages: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    binary: list[tuple[float, bytes]] = field(default_factory=list)  # raw frames, arrival time
     closed: threading.Event = field(default_factory=threading.Event)
     new_message: asyncio.Event = field(default_factory=asyncio.Event)
     notes: dict[str, float] = field(default_factory=dict)  # times the script noted
@@ -59,9 +63,24 @@ class BotSession:
             [decode_ulaw(base64.b64decode(m["media"]["payload"])) for m in self.events("media")]
         )
 
+    def l16_pcm(self) -> np.ndarray:  # type: ignore[type-arg]
+        """The binary frames (16-bit little-endian PCM) as one int16 array."""
+        return np.frombuffer(b"".join(data for _, data in self.binary), dtype="<i2")
+
+    def message_time(self, kind: str, **match: Any) -> float:
+        """The arrival time of the first ``kind`` message whose ``kind`` object holds ``match``
+        (``message_time("mark", name="x")``)."""
+        for t, m in self.messages:
+            body = m.get(kind)
+            if m.get("event") == kind and all(
+                isinstance(body, dict) and body.get(k) == v for k, v in match.items()
+            ):
+                return t
+        raise LookupError(f"bot: no {kind} message {match}")
+
     async def wait(self, kind: str, count: int = 1, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
-        while len(self.events(kind)) < count:
+        while len(self.events(kind) if kind != "binary" else self.binary) < count:
             self.new_message.clear()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -87,9 +106,16 @@ class BotServer:
     ``read=False``: the bot accepts and never reads (a stalled bot); the server's receive
     buffer is kept small so that siproc notices soon."""
 
-    def __init__(self, script: Script | None = None, *, read: bool = True) -> None:
+    def __init__(
+        self,
+        script: Script | None = None,
+        *,
+        read: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.script = script
         self.read = read
+        self.ssl_context = ssl_context
         self.sessions: list[BotSession] = []
         self.connected = threading.Event()
         self._loop = asyncio.new_event_loop()
@@ -102,7 +128,8 @@ class BotServer:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/bot"
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}/bot"
 
     def _run(self) -> None:
         self._loop.run_until_complete(self._serve())
@@ -116,7 +143,9 @@ class BotServer:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         max_queue = 1 if not self.read else 1000
-        async with serve(self._handle, sock=sock, max_queue=max_queue, compression=None):
+        async with serve(
+            self._handle, sock=sock, max_queue=max_queue, compression=None, ssl=self.ssl_context
+        ):
             self._ready.set()
             await self._stop.wait()
 
@@ -132,7 +161,9 @@ class BotServer:
             async for raw in ws:
                 if isinstance(raw, str):
                     session.messages.append((time.monotonic(), json.loads(raw)))
-                    session.new_message.set()
+                else:
+                    session.binary.append((time.monotonic(), raw))
+                session.new_message.set()
         except Exception:
             pass
         finally:

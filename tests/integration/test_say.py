@@ -15,7 +15,7 @@ import pytest
 import soundfile
 import soxr
 
-from tests.audio import duration, read_mono
+from tests.audio import best_match, duration, read_mono
 from tests.siproc_proc import Siproc, wait_file, write_handler
 
 ENDED = r"^(SIGTERM|EOF)$"
@@ -79,18 +79,6 @@ def espeak_speech(tmp_path: Path, rate: int) -> np.ndarray:  # type: ignore[type
     data, file_rate = soundfile.read(str(path), dtype="float64")
     speech = np.asarray(soxr.resample(data, file_rate, rate), dtype=np.float64)
     return speech[: -rate // 2]
-
-
-def best_match(recording: np.ndarray, speech: np.ndarray) -> tuple[float, int]:  # type: ignore[type-arg]
-    """(normalised cross-correlation, offset in samples) of ``speech`` where it best fits in
-    ``recording``."""
-    size = 1 << int(np.ceil(np.log2(len(recording) + len(speech))))
-    spectrum = np.fft.rfft(recording, size) * np.conj(np.fft.rfft(speech, size))
-    correlation = np.fft.irfft(spectrum, size)[: len(recording) - len(speech) + 1]
-    energy = np.convolve(recording**2, np.ones(len(speech)), "valid")
-    normalised = correlation / (np.sqrt(energy * np.sum(speech**2)) + 1e-12)
-    offset = int(np.argmax(normalised))
-    return float(normalised[offset]), offset
 
 
 def test_say_plays_speech_and_the_second_comes_from_the_cache(

@@ -17,7 +17,9 @@ Nothing here may block a media tick. The tick only moves bytes: ``write_frame`` 
 frame and puts it in a :class:`~siproc.media.media_stream_protocol.SendQueue` (bounded: frames
 for a bot that does not read are dropped and counted; after :data:`STALL_SECONDS` of nothing but
 drops the stream ends with ``ERROR STREAM``); ``read_frame`` takes one frame from the
-:class:`~siproc.media.media_stream_protocol.PlayoutQueue` and queues the marks it reached.
+:class:`~siproc.media.media_stream_protocol.PlayoutQueue` and queues the marks it reached
+(when the bot's rate is not the call's, a mark waits until the resampled audio before it has
+been mixed: the resampler holds ~60 ms back, and is emptied when the bot's audio runs out).
 A writer task sends the queue in order (websockets applies TCP back-pressure to it, never to
 the tick); a reader task parses the bot's messages into the playout queue and stops reading
 while that holds :data:`MAX_QUEUED_SECONDS` of audio (a bot that sends faster than real time
@@ -34,8 +36,10 @@ taps, which sends ``stop`` and closes the WebSocket; the counters are logged the
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import math
 import socket
 import ssl
 from collections.abc import Callable
@@ -135,6 +139,12 @@ class BotStream:
         self._from_bot: Any = None  # (rate, resampler) from the format's rate
         self._pending = np.zeros(0, dtype=np.int16)  # resampled bot audio not yet mixed
         self._pending_out = np.zeros(0, dtype=np.int16)  # resampled far-end audio, < 20 ms
+        # Resampled bot audio: the marks wait until the samples before them have been mixed
+        # (the resampler holds audio back, and pulls run ahead of the output). Positions are
+        # counted in samples at the call's rate: fed in, and handed to the mixer.
+        self._due: collections.deque[tuple[float, list[str]]] = collections.deque()
+        self._fed = 0.0
+        self._emitted = 0
         self._stalled = False
         self._closing: asyncio.Task[None] | None = None
         self.bad_messages = 0
@@ -314,9 +324,13 @@ class BotStream:
             case BotMark(name=name):
                 self._playout.push_mark(name)
             case BotClear():
-                for name in self._playout.clear():
+                names = [name for _, due in self._due for name in due] + self._playout.clear()
+                for name in names:
                     self._send_queue.put_control(self.protocol.mark(name))
                 self._pending = self._pending[:0]
+                self._from_bot = None  # and what the resampler holds back
+                self._due.clear()
+                self._fed, self._emitted = 0.0, 0
                 self._wake_writer.set()
 
     async def _close_ws(self, code: int, reason: str) -> None:
@@ -387,10 +401,20 @@ class BotStream:
         rate = self._rtp.sample_rate
         fmt = self.spec.format
         if rate == fmt.rate and not len(self._pending):
-            return self._pull()
+            if self._due:  # the call's rate changed to the stream's
+                self._release_marks(math.inf)
+            frame, marks = self._pull()
+            self._echo_marks(marks)  # the frame before them goes out in this tick
+            return frame
         while len(self._pending) < samples:
-            frame = self._pull()
+            frame, marks = self._pull()
+            if frame is not None:
+                self._fed += len(frame) * rate / fmt.rate
+            if marks:
+                self._due.append((self._fed, marks))
             if frame is None:
+                if self._from_bot is not None and not len(self._playout):
+                    self._flush_from_bot(samples)  # the bot's audio ran out: its last 60 ms
                 break
             if rate != fmt.rate:
                 if self._from_bot is None or self._from_bot[0] != rate:
@@ -401,23 +425,50 @@ class BotStream:
                 frame = self._from_bot[1].resample_chunk(frame)
             self._pending = np.concatenate([self._pending, frame])
         if len(self._pending) < samples:
+            if self._due and not len(self._pending) and self._from_bot is None:
+                self._release_marks(math.inf)  # nothing before them is left to play
             return None
         out, self._pending = self._pending[:samples], self._pending[samples:]
+        self._emitted += samples
+        if self._due:
+            self._release_marks(self._emitted)
         return out
 
-    def _pull(self) -> Int16Array | None:
-        data, marks = self._playout.pull()
-        if marks:
-            for name in marks:
+    def _release_marks(self, emitted: float) -> None:
+        """Echo the marks whose audio has been handed to the mixer (``emitted`` samples)."""
+        due = self._due
+        while due and due[0][0] <= emitted + 0.5:  # + 0.5: the rate ratio's rounding
+            self._echo_marks(due.popleft()[1])
+
+    def _echo_marks(self, names: list[str]) -> None:
+        if names:
+            for name in names:
                 self._send_queue.put_control(self.protocol.mark(name))
             self._wake_writer.set()
+
+    def _flush_from_bot(self, samples: int) -> None:
+        """soxr holds back the last ~60 ms of its input until more comes: when the bot's audio
+        runs out, take them out (padded to a whole frame), so that they play now and not glued
+        before the bot's next words. The next audio gets a fresh resampler."""
+        assert self._from_bot is not None
+        tail = self._from_bot[1].resample_chunk(np.zeros(0, dtype=np.int16), last=True)
+        self._from_bot = None
+        if len(tail):
+            self._pending = np.concatenate([self._pending, tail])
+            short = -len(self._pending) % samples
+            if short:
+                self._pending = np.concatenate([self._pending, np.zeros(short, dtype=np.int16)])
+
+    def _pull(self) -> tuple[Int16Array | None, list[str]]:
+        """The next frame of the bot's audio (None: nothing to play) and the marks reached."""
+        data, marks = self._playout.pull()
         self._check_room()
         if data is None:
-            return None
+            return None, marks
         self.frames_played += 1
         if self.spec.format is StreamFormat.MULAW_8000:
-            return decode_ulaw(data)
-        return np.frombuffer(data, dtype="<i2").astype(np.int16)
+            return decode_ulaw(data), marks
+        return np.frombuffer(data, dtype="<i2").astype(np.int16), marks
 
     def _check_room(self) -> None:
         """Let the reader go on when the playout queue has room and the bot has read."""

@@ -12,10 +12,10 @@ step "install dependencies"
 bash scripts/install-deps.sh
 
 step "ruff check"
-python3 -m ruff check src tests bench
+python3 -m ruff check src tests bench examples scripts
 
 step "ruff format --check"
-python3 -m ruff format --check src tests bench
+python3 -m ruff format --check src tests bench examples scripts
 
 step "mypy"
 python3 -m mypy

@@ -3,16 +3,20 @@
 Theory of operation: a `Call` is created by the phone for `CALL <uri>` (outgoing) or for an
 INVITE that starts a dialog (incoming). It owns
 
-- the signalling state (`CallState`, transitions in `call_state.TRANSITIONS`, one
-  `_set_state`), the dialog once there is one, and the side of the INVITE it plays: the client
-  (`outgoing.OutgoingInvite`, ``uac``) or the server (`incoming.IncomingInvite`, ``uas``);
+- its `InviteSession` (sip/invite_session.py), the sans-I/O machine that decides what the
+  signalling does: the call feeds it what happens (responses, requests, handler commands,
+  media results, its one timer) and carries out the actions it returns (`_carry_out`), the way
+  aioquic's asyncio protocol drives its `QuicConnection`;
+- the dialog once there is one, and the messages of the side of the INVITE it plays: the
+  client (`outgoing.OutgoingInvite`, ``uac``) or the server (`incoming.IncomingInvite`,
+  ``uas``);
 - the `RtpStream` (opened before the offer or answer so that the SDP names its port);
 - the `HandlerProcess`, whose command lines `commands.py` executes and to which it writes events.
 
 The features of a connected call are parts it delegates to: mid-call offers and hold
 (`session.py`), DTMF (`dtmf.py`), transfer (`transfer.py`), requests it sends in the dialog
-(`in_dialog.py`). What stays here is the lifecycle: the handler, hanging up and ending, media
-configuration, BYE, and the dispatch of requests that arrive in the dialog.
+(`in_dialog.py`). What stays here is the edge: the handler, media configuration, sending
+BYE, ending (one path, `end`), and the dispatch of requests that arrive in the dialog.
 
 Ending is two-sided: the SIP side reaches ENDED (final failure, BYE, CANCEL), and the handler
 exits. When the SIP side ends first, the handler hears `DISCONNECTED <status> <reason>` and gets
@@ -21,7 +25,8 @@ CANCEL, or 480 for an unanswered incoming call, RFC 3261 section 21.4.18). The p
 call when both sides are done.
 
 The UAS retransmits its 2xx until the ACK arrives (RFC 3261 section 13.3.1.4) and the UAC
-re-ACKs retransmitted 2xx (section 13.2.2.4): neither is the transaction layer's job.
+re-ACKs retransmitted 2xx (section 13.2.2.4): neither is the transaction layer's job; the
+session machine says when.
 """
 
 from __future__ import annotations
@@ -30,23 +35,24 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, ParamSpec, Protocol
+from typing import TYPE_CHECKING, ParamSpec
 
 from siproc.calls import commands, protocol, transfer
-from siproc.calls.call_state import ALLOW, TRANSITIONS, CallState, reason_phrase
+from siproc.calls.call_state import ALLOW, CallState, reason_phrase
 from siproc.calls.dtmf import CallDtmf
 from siproc.calls.handler import HandlerProcess
 from siproc.calls.incoming import IncomingInvite
 from siproc.calls.outgoing import OutgoingInvite
+from siproc.calls.services import PhoneServices
 from siproc.calls.session import SessionUpdates
 from siproc.logs import CallLog, worth_logging
 from siproc.media.codecs import AudioCodec, get_codec
 from siproc.net.rtp_socket import RtpStream
-from siproc.sdp.model import SessionDescription
+from siproc.sdp.model import SdpError, SessionDescription, parse_sdp
 from siproc.sdp.offer_answer import (
-    CodecSpec,
     NegotiatedMedia,
     OfferAnswerError,
+    accept_answer,
     answer_offer,
     build_offer,
 )
@@ -55,9 +61,29 @@ from siproc.sip.auth import DigestSession
 from siproc.sip.dialog import Dialog, DialogState
 from siproc.sip.errors import RemoteProtocolError
 from siproc.sip.headers import make_response
+from siproc.sip.invite_session import (
+    Action,
+    AnswerChallenge,
+    ApplyMedia,
+    CommandRefused,
+    ConfirmDialog,
+    Ended,
+    InviteSession,
+    Log,
+    ResendAck,
+    ResendOk,
+    Respond,
+    Role,
+    SendAck,
+    SendBye,
+    SendCancel,
+    StartMedia,
+    StopMedia,
+    Tell,
+    TellHandler,
+)
 from siproc.sip.message import Request, Response
 from siproc.sip.transaction import (
-    ClientTransaction,
     Destination,
     ResponseReceived,
     ServerTransaction,
@@ -97,49 +123,6 @@ UNPROVEN_PACKETS = 250
 P = ParamSpec("P")
 
 
-class PhoneServices(Protocol):
-    """What a call needs from the phone (the user agent that owns it)."""
-
-    loop: asyncio.AbstractEventLoop
-    handler_argv: list[str]
-
-    def send_request(
-        self,
-        request: Request,
-        destination: Destination,
-        on_event: Callable[[ResponseReceived | TransactionTimeout], None],
-    ) -> ClientTransaction: ...
-    def send_ack(self, request: Request, destination: Destination) -> bytes: ...
-    def send_raw(self, data: bytes, destination: Destination) -> None: ...
-    def respond(self, tx: ServerTransaction, response: Response) -> None: ...
-    def destination_for(self, uri: SipUri) -> Destination: ...
-    def prelocate(self, uri: SipUri) -> None: ...
-    def local_host_for(self, destination: Destination) -> str: ...
-    def contact_for(self, destination: Destination) -> SipUri: ...
-    def new_token(self) -> str: ...
-    def handler_env(self, call: Call) -> dict[str, str]: ...
-    def call_changed(self, call: Call) -> None: ...
-    def call_finished(self, call: Call) -> None: ...
-    @property
-    def codecs(self) -> list[CodecSpec]: ...
-    @property
-    def telephone_event(self) -> CodecSpec | None: ...
-    @property
-    def srtp(self) -> SrtpMode: ...
-    @property
-    def srtp_insecure_signalling(self) -> bool: ...
-    @property
-    def timer_t1(self) -> float: ...
-    @property
-    def timer_t2(self) -> float: ...
-    def auth_session(self) -> DigestSession | None: ...
-    def expand_target(self, text: str) -> NameAddr: ...
-    def place_referred_call(
-        self, target: SipUri, referred_by: str, on_placed: Callable[[Call | None], None]
-    ) -> None: ...
-    def refer_allowed(self, target: SipUri) -> bool: ...
-
-
 class Call:
     """One call; see the module docstring."""
 
@@ -167,7 +150,15 @@ class Call:
         if not isinstance(stream, RtpStream):  # a media worker's: errors found late
             stream.on_error = self.guard(self.report_error)
             stream.on_lost = self.guard(self._media_lost)
-        self.state = CallState.INCOMING if not outgoing else CallState.CALLING
+        self.invite_session = InviteSession(
+            Role.UAC if outgoing else Role.UAS,
+            t1=phone.timer_t1,
+            t2=phone.timer_t2,
+            name=call_id[:12],
+        )
+        self._reported_state = self.invite_session.state  # what observers last heard
+        self._timer: asyncio.TimerHandle | None = None  # at invite_session.next_deadline()
+        self._timer_at: float | None = None
         self.dialog: Dialog | None = None
         self.handler: HandlerProcess | None = None
         self.handler_done = False
@@ -181,17 +172,17 @@ class Call:
         self.log = CallLog(log, {"call": call_id[:12]})
         stream.log_as(call_id[:12])
         self.started = phone.loop.time()
-        self.end_status: int | None = None
         self.media_closed = False  # the stream is closed and its recording final
         self._refused = 0
         self._aborting = False
-        self._limit_timers: list[asyncio.TimerHandle] = []  # ring, duration and abort limits
+        self._backstop: asyncio.TimerHandle | None = None  # abort(): over within 64*T1
         self._rtp_timeout = 0.0
-        self.end_reason = ""
+        self._ending = False  # end() began
+        self._cleaned_up = False  # end() closed the media without an error
         self._auth: DigestSession | None = None  # the INVITE's, shared by in-dialog requests
         # the side of the INVITE we play (calls/outgoing.py, calls/incoming.py)
         self.uac = OutgoingInvite(self) if outgoing else None
-        self.uas = None if outgoing else IncomingInvite(self)
+        self.uas: IncomingInvite | None = None  # start_incoming()
         # transfer (calls/transfer.py): ours (TRANSFER), the remote's (REFER), and for a call
         # placed because of a REFER, who referred us and who wants to hear of its progress
         self.transferor: transfer.Transferor | None = None
@@ -208,20 +199,120 @@ class Call:
         self._sdp_version = 1
         self._sdp_session = int(phone.new_token()[:8], 16)
 
-    # -- state ----------------------------------------------------------------------------------
+    # -- the session machine (sip/invite_session.py) ---------------------------------------------
 
-    def _set_state(self, new: CallState) -> None:
-        if new is self.state:
+    @property
+    def state(self) -> CallState:
+        return self.invite_session.state
+
+    @property
+    def end_status(self) -> int | None:
+        return self.invite_session.end_status
+
+    @property
+    def end_reason(self) -> str:
+        return self.invite_session.end_reason
+
+    def now(self) -> float:
+        return self.phone.loop.time()
+
+    def feed(self, actions: list[Action]) -> None:
+        """Carry out what the session decided, in order; then tell the observers of a state
+        change and re-arm the one timer at the session's next deadline."""
+        try:
+            for action in actions:
+                self._carry_out(action)
+        finally:
+            self._state_changed()
+            self._rearm()
+
+    def _state_changed(self) -> None:
+        state = self.invite_session.state
+        if state is self._reported_state:
             return
-        if new not in TRANSITIONS[self.state]:
-            raise RuntimeError(f"call {self.call_id}: illegal {self.state.value} -> {new.value}")
-        self.log.debug("%s -> %s", self.state.value, new.value)
-        self.state = new
-        if new is CallState.ENDED:
-            self._cancel_limits()
-        self.phone.call_changed(self)
-        if self.on_state_change is not None:
-            self.on_state_change(self)
+        self._reported_state = state
+        try:
+            self.phone.call_changed(self)
+        finally:
+            if self.on_state_change is not None:
+                self.on_state_change(self)
+
+    def _rearm(self) -> None:
+        deadline = self.invite_session.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = self.phone.loop.call_at(deadline, self.guard(self._on_timer))
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self.feed(self.invite_session.handle_timer(self.now()))
+
+    def _carry_out(self, action: Action) -> None:
+        session, now = self.invite_session, self.now()
+        match action:
+            case Respond(status=status, reason=reason, sdp=sdp):
+                assert self.uas is not None
+                self.uas.respond(status, reason, sdp)
+            case ResendOk():
+                assert self.uas is not None
+                self.uas.resend_ok()
+            case SendAck() | ResendAck():
+                assert self.uac is not None
+                if self.uac.resend_ack():
+                    session.ack_sent()
+                else:
+                    self.feed(session.ack_unsent(now))
+            case SendCancel():
+                assert self.uac is not None
+                self.uac.send_cancel()
+            case AnswerChallenge(status=status, reason=reason):
+                assert self.uac is not None
+                if self.uac.answer_challenge():
+                    self.feed(session.invite_resent(now))
+                else:
+                    self.feed(session.rejected(now, status, reason))
+            case SendBye(reason=reason):
+                self._send_bye(reason)
+            case ApplyMedia(sdp=sdp):
+                self._apply_answer(sdp)
+            case StartMedia(proven=proven):
+                if proven:
+                    self.stream.prove()  # the ACK came: our 2xx reached the far end
+                self.start_media()
+            case StopMedia():
+                self.stream.close()
+            case ConfirmDialog():
+                if self.dialog is not None and self.dialog.state is DialogState.EARLY:
+                    self.dialog.set_state(DialogState.CONFIRMED)
+            case Tell(event=event):
+                self.event(_EVENTS[event])
+            case CommandRefused(verb=verb, reason=reason):
+                self.report_error(verb, reason)
+            case Log(level=level, message=message):
+                self.log.log(level, "%s", message)
+            case Ended(status=status, reason=reason):
+                self.end(status, reason)
+
+    def _apply_answer(self, sdp: bytes) -> None:
+        """The far end's SDP answer to our offer (the INVITE's, or the one in our 2xx)."""
+        session, now = self.invite_session, self.now()
+        offer = self.uac.offer if self.uac is not None else self.uas.sdp if self.uas else None
+        assert offer is not None, "an answer without an offer"
+        first = self.negotiated is None
+        try:
+            negotiated = accept_answer(offer, parse_sdp(sdp), self.phone.codecs)
+            self.configure_media(negotiated)
+        except (SdpError, OfferAnswerError) as exc:
+            return self.feed(session.media_failed(now, str(exc)))
+        if first and self.state is CallState.EARLY:
+            host, port = negotiated.remote_address
+            self.log.info("early media from %s port %d (%s)", host, port, session.early_status)
+        return self.feed(session.media_applied(now))
 
     @property
     def ended(self) -> bool:
@@ -294,44 +385,18 @@ class Call:
     ) -> None:
         """Arm the call's limits: an incoming call unanswered after ``ring_timeout`` seconds
         gets 480 (RFC 3261 section 21.4.18); any call is hung up after ``max_duration``
-        seconds; a connected call without RTP for ``rtp_timeout`` seconds (both sides sending,
-        not on hold) is hung up. 0 turns a limit off."""
+        seconds (both are deadlines of the session machine); a connected call without RTP for
+        ``rtp_timeout`` seconds (both sides sending, not on hold) is hung up. 0 turns a limit
+        off."""
         self._rtp_timeout = rtp_timeout  # watched from CONNECTED on (start_media)
-        if ring_timeout and not self.outgoing:
-            self._limit_timers.append(self.later(ring_timeout, self._ring_timeout))
-        if max_duration:
-            self._limit_timers.append(self.later(max_duration, self._too_long))
-
-    def _cancel_limits(self) -> None:
-        for timer in self._limit_timers:
-            timer.cancel()
-        self._limit_timers.clear()
-
-    def _ring_timeout(self) -> None:
-        if self.state in (CallState.INCOMING, CallState.EARLY_MEDIA):
-            self.log.info("not answered in time: 480")
-            self._unanswered("Temporarily Unavailable (no answer)", "no answer")
-
-    def _unanswered(self, phrase: str, reason: str) -> None:
-        """End an incoming call that is not answered yet with 480 (RFC 3261 section 21.4.18)."""
-        assert self.uas is not None
-        self.uas.respond(480, phrase)
-        self.finish(480, reason)
+        self.invite_session.set_limits(
+            self.now(), ring_timeout=ring_timeout, max_duration=max_duration
+        )
+        self._rearm()
 
     def _rtp_stopped(self) -> None:
         if self.state is CallState.CONNECTED:
-            self.send_bye("no RTP from the far end")
-
-    def _too_long(self) -> None:
-        reason = "maximum call duration"
-        self.log.info("hanging up: %s reached", reason)
-        match self.state:
-            case CallState.CONNECTED:
-                self.send_bye(reason)
-            case CallState.INCOMING | CallState.EARLY_MEDIA:
-                self._unanswered("Temporarily Unavailable", reason)
-            case _:
-                self.hangup(None)
+            self.hangup(reason="no RTP from the far end")
 
     def _on_handler_exit(self, returncode: int) -> None:
         self.handler_done = True
@@ -346,27 +411,27 @@ class Call:
 
     # -- ending ---------------------------------------------------------------------------------
 
-    def hangup(self, status: int | None = None, *, handler_gone: bool = False) -> None:
-        """End the call from our side, as fits its state."""
-        match self.state:
-            case CallState.INCOMING | CallState.EARLY_MEDIA:
-                if status is None:
-                    status = 480 if handler_gone else 603
-                assert self.uas is not None
-                self.uas.respond(status, reason_phrase(status))
-                self.finish(status, "hung up before answer")
-            case CallState.CALLING | CallState.EARLY:
-                self._set_state(CallState.CANCELLING)
-                self.stream.close()
-                assert self.uac is not None
-                self.uac.cancel()
-            case CallState.ANSWERING:
-                assert self.uas is not None
-                self.uas.bye_after_ack = True  # section 15: no BYE before the ACK
-            case CallState.CONNECTED:
-                self.send_bye()
-            case _:
-                pass
+    def hangup(
+        self,
+        status: int | None = None,
+        *,
+        handler_gone: bool = False,
+        reason: str = "hung up",
+    ) -> None:
+        """End the call from our side, as fits its state (`InviteSession.hangup`): ``status``
+        for an unanswered incoming call, ``reason`` for the BYE of a connected one."""
+        self.feed(
+            self.invite_session.hangup(self.now(), status, handler_gone=handler_gone, reason=reason)
+        )
+
+    def command(self, verb: str, status: int | None = None) -> None:
+        """RINGING, PROGRESS, ANSWER or HANGUP from the handler."""
+        self.feed(self.invite_session.command(self.now(), verb, status))
+
+    def not_started(self, status: int, reason: str, phrase: str = "") -> None:
+        """The call could not start (its handler, or nowhere to send the INVITE)."""
+        self.handler_done = self.handler is None or self.handler_done
+        self.feed(self.invite_session.not_started(self.now(), status, reason, phrase or reason))
 
     def guard(self, fn: Callable[P, object]) -> Callable[P, None]:
         """``fn`` as an entry point into this call (a timer, a media or handler callback): what
@@ -400,35 +465,31 @@ class Call:
             return self._force_end(status, "internal error")
         self._aborting = True
         try:
-            if self.state in (CallState.ANSWERING, CallState.CONNECTED):
-                self.send_bye("internal error")
-            elif self.state in (CallState.CANCELLING, CallState.TERMINATING):
-                pass  # on its way out already; the guard timer below makes sure
-            else:
-                self.hangup(status)
+            self.feed(self.invite_session.abort(self.now(), status))
         except Exception as again:
             self.log.error("could not end the call politely (%s): ending it here", again)
             return self._force_end(status, "internal error")
-        # Whatever the far end does now, the call is over within 64*T1 (a limit timer: it goes
-        # with the call once the call has ended by itself).
-        self._limit_timers.append(
-            self.phone.loop.call_later(
+        # Whatever the far end does now, the call is over within 64*T1 (cancelled once the
+        # call has ended by itself).
+        if not self.ended:
+            self._backstop = self.phone.loop.call_later(
                 64 * self.phone.timer_t1, lambda: self._force_end(status, "internal error")
             )
-        )
         return None
 
     def _force_end(self, status: int, reason: str) -> None:
         """End the call here and now, without any more SIP: the last resort of :meth:`abort`."""
         try:
             if not self.ended:
-                self.state = CallState.TERMINATING  # bypass the table: anything goes to ENDED
-                self.finish(status, reason)
+                self.feed(self.invite_session.force_end(status, reason))
+            if not self._cleaned_up:
+                raise RuntimeError("the call ended, but its media did not close")
         except Exception:
             self.log.exception("ending the call failed; closing its media and handler")
-            self.state = CallState.ENDED
-            self._cancel_limits()
-            self.end_status, self.end_reason = status, reason
+            session = self.invite_session
+            if not session.ended:  # the table's FORCE_END row, without its callbacks
+                session.force_end(status, reason)
+            self._stop_timers()
             self.media_closed = True
             # Each step on its own: one that fails (a recording that cannot be finished on a
             # full disk) must not keep the handler running or the slot taken.
@@ -450,21 +511,32 @@ class Call:
         finally:
             self.handler.terminate(HANDLER_GRACE)
 
-    def finish(self, status: int, reason: str) -> None:
-        """The SIP side is over: stop media, tell and stop the handler."""
-        if self.ended:
+    def end(self, status: int, reason: str) -> None:
+        """The one way a call ends: the session machine's `Ended` (a call that is not over
+        yet is ended there first, without more SIP). Stops the media, then tells and stops
+        the handler (`_media_closed`)."""
+        if not self.invite_session.ended:
+            self.feed(self.invite_session.force_end(status, reason))
             return
-        self.end_status, self.end_reason = status, reason
-        if self.uas is not None:
-            self.uas.close()
-        self.session.close()
-        self.stream.close()
-        if self.dialog is not None and self.dialog.state is not DialogState.TERMINATED:
-            self.dialog.set_state(DialogState.TERMINATED)
+        if self._ending:
+            return
+        self._ending = True
+        self._stop_timers()
         try:
-            self._set_state(CallState.ENDED)
+            self.session.close()
+            self.stream.close()
+            if self.dialog is not None and self.dialog.state is not DialogState.TERMINATED:
+                self.dialog.set_state(DialogState.TERMINATED)
         finally:  # once ENDED, the handler must hear of it and the slot must free, whatever
-            self.stream.when_closed(self._media_closed)  # the state change's callbacks raised
+            self.stream.when_closed(self._media_closed)  # the cleanup raised
+        self._cleaned_up = True
+
+    def _stop_timers(self) -> None:
+        for timer in (self._timer, self._backstop):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._backstop = None
+        self._timer_at = None
 
     def _media_closed(self) -> None:
         """The media is closed and the recording final: log the figures, then tell the
@@ -511,24 +583,23 @@ class Call:
         if self.handler is not None and not self.handler_done:
             self.handler.terminate(HANDLER_GRACE)
 
-    def send_bye(self, reason: str = "hung up") -> None:
-        """End the dialog with BYE; the call ends with `reason` when it is answered."""
-        if self.dialog is None:
-            return self.finish(200, reason)
+    def _send_bye(self, reason: str) -> None:
+        """BYE in the dialog (`SendBye`); its answer, timeout or failure goes back to the
+        session machine, which ends the call with ``reason``."""
+        session = self.invite_session
+        if self.dialog is None:  # nothing to end on the far end's side
+            return self.feed(session.bye_answered(self.now()))
         bye = self.dialog.create_request("BYE")
         try:
             destination = self.phone.destination_for(self.dialog.next_hop())
         except OSError as exc:  # a Contact whose name does not resolve (yet)
-            self.log.warning("BYE not sent: %s", exc)
-            return self.finish(503, f"{reason} (the far end is unreachable: {exc})")
-        self.stream.close()
-        self._set_state(CallState.TERMINATING)
+            return self.feed(session.bye_unsent(self.now(), str(exc)))
 
         def on_event(event: ResponseReceived | TransactionTimeout) -> None:
             if isinstance(event, TransactionTimeout):
-                self.finish(408, "BYE not answered")
+                self.feed(session.bye_timeout(self.now()))
             elif event.response.status >= 200:
-                self.finish(200, reason)
+                self.feed(session.bye_answered(self.now()))
 
         self.phone.send_request(bye, destination, on_event)
         return None
@@ -548,7 +619,7 @@ class Call:
         codec = self._codec[1]
         if first and self.signalling_host:
             self.stream.latch_from([self.signalling_host])
-            if not self.outgoing and self.state is not CallState.CONNECTED:
+            if not self.outgoing and self.state in (CallState.INCOMING, CallState.EARLY_MEDIA):
                 self.stream.guard_unproven(UNPROVEN_PACKETS)
         try:
             self.stream.configure(
@@ -654,20 +725,29 @@ class Call:
     def start_incoming(self, request: Request, tx: ServerTransaction, local_host: str) -> None:
         """Take the far end's INVITE; raises for an offer we cannot answer (see
         `IncomingInvite.start`)."""
-        assert self.uas is not None
         self.secure_signalling = tx.reply_to.transport == "tls"
         self.sips = request.uri.lower().startswith("sips:")
-        self.uas.start(request, tx, local_host)
+        self.request_uri = request.uri
+        self.uas = IncomingInvite(self, request, tx)
+        self.dialog = self.uas.start(local_host)
+        self.remote_contact = str(self.dialog.remote_target)
+        self.phone.prelocate(self.dialog.next_hop())  # for our BYE or re-INVITE, off the loop
+        session = self.invite_session
+        session.offer_in_invite = bool(request.body)
+        session.reliable = tx.reply_to.reliable
 
     def on_ack(self, request: Request) -> None:
         if self.state is CallState.CONNECTED:  # the ACK to our 2xx to a re-INVITE
             self.session.on_ack(request)
         elif self.uas is not None:
-            self.uas.on_ack(request)
+            self.feed(self.invite_session.ack(self.now(), request.body))
 
     def on_cancel(self, cancel_tx: ServerTransaction, request: Request) -> None:
-        assert self.uas is not None
-        self.uas.on_cancel(cancel_tx, request)
+        """CANCEL for the far end's INVITE (RFC 3261 section 9.2): 200 to it, whatever the
+        session then does with the INVITE (487, or nothing once answered)."""
+        response = make_response(request, 200, "OK", to_tag=self.local_tag)
+        self.phone.respond(cancel_tx, response)
+        self.feed(self.invite_session.cancel(self.now()))
 
     def on_stray_ok(self, response: Response) -> None:
         """A 2xx retransmission after the INVITE transaction ended: re-ACK it (the ACK of our
@@ -678,7 +758,7 @@ class Call:
         if self.session.reack(response):
             return
         if self.uac is not None:
-            self.uac.resend_ack()
+            self.feed(self.invite_session.accepted_again(self.now()))
 
     # -- in-dialog requests ---------------------------------------------------------------------
 
@@ -692,10 +772,7 @@ class Call:
         method = request.method
         if method == "BYE":
             self.phone.respond(tx, make_response(request, 200, "OK"))
-            if self.state in (CallState.INCOMING, CallState.EARLY_MEDIA):  # early BYE (15.1.2)
-                assert self.uas is not None
-                self.uas.respond(487, "Request Terminated")
-            self.finish(200, "remote hangup")
+            self.feed(self.invite_session.bye(self.now()))
         elif method == "INVITE":
             self.session.on_reinvite(request, tx, local_host)
         elif method == "UPDATE":
@@ -715,3 +792,10 @@ class Call:
             self.phone.respond(tx, make_response(request, 200, "OK", headers=[("Allow", ALLOW)]))
         else:
             self.phone.respond(tx, make_response(request, 501, "Not Implemented"))
+
+
+_EVENTS: dict[TellHandler, protocol.Event] = {
+    TellHandler.RINGING: protocol.RingingEvent(),
+    TellHandler.PROGRESS: protocol.ProgressEvent(),
+    TellHandler.CONNECTED: protocol.Connected(),
+}

@@ -27,7 +27,6 @@ from siproc.sip.message import Request, Response
 
 if TYPE_CHECKING:
     from siproc.calls.call import Call
-    from siproc.calls.incoming import IncomingInvite
 
 __all__ = ["execute", "on_handler_line"]
 
@@ -52,14 +51,11 @@ def execute(call: Call, command: protocol.Command) -> None:
     state = call.state
     match command:
         case protocol.Ringing():
-            if uas := _unanswered(call, "RINGING"):
-                uas.respond(180, "Ringing")
+            call.command("RINGING")
         case protocol.Progress():
-            if uas := _unanswered(call, "PROGRESS"):
-                uas.progress()
+            call.command("PROGRESS")
         case protocol.Answer():
-            if uas := _unanswered(call, "ANSWER"):
-                uas.answer()
+            call.command("ANSWER")
         case protocol.Hold():
             call.session.command(hold=True)
         case protocol.Resume():
@@ -67,9 +63,7 @@ def execute(call: Call, command: protocol.Command) -> None:
         case protocol.Message(text=text):
             _send_message(call, text)
         case protocol.Hangup(status=status):
-            if state in (CallState.ENDED, CallState.TERMINATING, CallState.CANCELLING):
-                return call.report_error("HANGUP", f"the call is already {state.value}")
-            call.hangup(status)
+            call.command("HANGUP", status)
         case protocol.Play(file=file):
             if state in (CallState.ENDED, CallState.TERMINATING):
                 return call.report_error("PLAY", f"the call is {state.value}")
@@ -100,17 +94,6 @@ def execute(call: Call, command: protocol.Command) -> None:
             verb = protocol.format_command(command).split(" ", 1)[0]
             call.report_error(verb, "not supported by this version of siproc")
     return None
-
-
-def _unanswered(call: Call, verb: str) -> IncomingInvite | None:
-    """The INVITE server side for RINGING, PROGRESS and ANSWER; None, after ``ERROR <verb>``,
-    unless the call is an incoming one not answered yet."""
-    state = call.state
-    if state not in (CallState.INCOMING, CallState.EARLY_MEDIA):
-        call.report_error(verb, f"not possible while the call is {state.value}")
-        return None
-    assert call.uas is not None
-    return call.uas
 
 
 def _sound_card(call: Call, command: protocol.Aplay | protocol.Arecord | protocol.Astop) -> None:

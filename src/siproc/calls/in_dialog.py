@@ -24,7 +24,7 @@ from siproc.sip.message import Request, Response
 from siproc.sip.transaction import ResponseReceived, TransactionTimeout
 
 if TYPE_CHECKING:
-    from siproc.calls.call import PhoneServices
+    from siproc.calls.services import PhoneServices
 
 __all__ = ["MAX_AUTH_ATTEMPTS", "InDialogRequest"]
 

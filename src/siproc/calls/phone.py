@@ -95,7 +95,7 @@ class Phone:
         for name in SECRET_VARIABLES:  # never handed to handlers
             self.base_env.pop(name, None)
         self.loop = asyncio.get_running_loop()
-        self.rng = random.SystemRandom()
+        self.rng: random.Random = random.SystemRandom()
         self.timers = Timers(t1=config.timer_t1)
         self.endpoint = Endpoint(
             allow=[m.strip() for m in ALLOW.split(",")],
@@ -733,13 +733,10 @@ class Phone:
             await call.spawn_handler()
         except Exception as exc:
             log.error("cannot start the handler: %s", _spawn_failure(exc))
-            call.handler_done = True
-            call.stream.close()
-            call._set_state(CallState.ENDED)
-            self.call_finished(call)
+            call.not_started(500, "handler failed to start")
             return
         if unreachable is not None:
-            call.finish(503, f"Service Unavailable ({unreachable})")
+            call.not_started(503, f"Service Unavailable ({unreachable})")
             return
         call.log.info("calling %s", uri)
         call.guard(call.start_outgoing)(uri, destination, headers)
@@ -947,11 +944,9 @@ class Phone:
             await call.spawn_handler()
         except Exception as exc:
             log.error("cannot start the handler: %s", _spawn_failure(exc))
-            call.handler_done = True
-            if call.state is CallState.INCOMING:
-                assert call.uas is not None
-                call.uas.respond(500, "Server Internal Error (handler failed to start)")
-            call.finish(500, "handler failed to start")
+            call.not_started(
+                500, "handler failed to start", "Server Internal Error (handler failed to start)"
+            )
 
 
 #: Requests refused outside a dialog whoever sends them (see `Phone._on_request`): answered

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from siproc.sip.transaction import Destination
 
 if TYPE_CHECKING:
-    from siproc.calls.call import PhoneServices
+    from siproc.calls.services import PhoneServices
 
 
 class OkRetransmitter:

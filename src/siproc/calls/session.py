@@ -32,7 +32,6 @@ gone or unreachable, section 12.2.1.2).
 from __future__ import annotations
 
 import asyncio
-import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -180,7 +179,7 @@ class SessionUpdates:
         ok = response is not None and 200 <= response.status < 300
         if ok and response is not None and not self._acknowledge(request, response):
             self._want = None
-            return call.send_bye("the far end's new Contact cannot be reached")
+            return call.hangup(reason="the far end's new Contact cannot be reached")
         want, offer = self._want, self._client_offer
         if not call.connected or want is None or offer is None:
             self._want = None
@@ -193,7 +192,7 @@ class SessionUpdates:
             if status == 491 and self._glare_retries < MAX_GLARE_RETRIES:
                 self._glare_retries += 1
                 low, high = GLARE_OWNER_DELAY if call.outgoing else GLARE_OTHER_DELAY
-                delay = round(random.uniform(low, high), 2)  # units of 10 ms (section 14.1)
+                delay = round(call.phone.rng.uniform(low, high), 2)  # 10 ms units (14.1)
                 call.log.info("re-INVITE crossed the far end's (491): again in %.2f s", delay)
                 self._retry = call.later(delay, self._on_retry)
                 return None
@@ -293,7 +292,7 @@ class SessionUpdates:
             phone.respond(tx, self._ok(request, tx, None))
             return
         if not call.connected:
-            retry = [("Retry-After", str(random.randint(0, RETRY_AFTER_MAX)))]
+            retry = [("Retry-After", str(call.phone.rng.randint(0, RETRY_AFTER_MAX)))]
             phone.respond(tx, make_response(request, 500, "Server Internal Error", headers=retry))
             return
         if self._client is not None or (self._server is not None and self._server.offer):

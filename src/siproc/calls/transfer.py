@@ -219,7 +219,7 @@ class Transferor:
 def end_transferred_call(call: Call) -> None:
     """BYE after a successful transfer (RFC 5589 section 6); DISCONNECTED says ``transferred``."""
     if call.state is CallState.CONNECTED and call.dialog is not None:
-        call.send_bye("transferred")
+        call.hangup(reason="transferred")
 
 
 def start_transfer(call: Call, text: str) -> None:

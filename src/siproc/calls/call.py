@@ -224,7 +224,7 @@ class Call:
                 self._carry_out(action)
         finally:
             self._state_changed()
-            self._rearm()
+            self.rearm()
 
     def _state_changed(self) -> None:
         state = self.invite_session.state
@@ -237,8 +237,10 @@ class Call:
             if self.on_state_change is not None:
                 self.on_state_change(self)
 
-    def _rearm(self) -> None:
-        deadline = self.invite_session.next_deadline()
+    def rearm(self) -> None:
+        """The one timer of the call, at the earliest deadline of its two machines."""
+        deadlines = (self.invite_session.next_deadline(), self.session.machine.next_deadline())
+        deadline = min((d for d in deadlines if d is not None), default=None)
         if deadline == self._timer_at:
             return
         if self._timer is not None:
@@ -250,7 +252,9 @@ class Call:
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
-        self.feed(self.invite_session.handle_timer(self.now()))
+        now = self.now()
+        self.feed(self.invite_session.handle_timer(now))
+        self.session.feed(self.session.machine.handle_timer(now))
 
     def _carry_out(self, action: Action) -> None:
         session, now = self.invite_session, self.now()
@@ -392,7 +396,7 @@ class Call:
         self.invite_session.set_limits(
             self.now(), ring_timeout=ring_timeout, max_duration=max_duration
         )
-        self._rearm()
+        self.rearm()
 
     def _rtp_stopped(self) -> None:
         if self.state is CallState.CONNECTED:

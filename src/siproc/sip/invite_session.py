@@ -238,6 +238,8 @@ class TellHandler(Enum):
     RINGING = "RINGING"
     PROGRESS = "PROGRESS"
     CONNECTED = "CONNECTED"
+    HOLD = "HOLD"  # the far end holds us (RFC 3264 section 8.4)
+    RESUME = "RESUME"
 
 
 # -- actions ------------------------------------------------------------------------------------
@@ -296,9 +298,11 @@ class SendBye:
 @dataclass(frozen=True, slots=True)
 class ApplyMedia:
     """Apply the far end's SDP answer to the stream; the edge then calls `media_applied` or
-    `media_failed`. Always the last action of its list."""
+    `media_failed` (of the session update when ``mid_call``). Always the last action of its
+    list."""
 
     sdp: bytes
+    mid_call: bool = False
 
 
 @dataclass(frozen=True, slots=True)

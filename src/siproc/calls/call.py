@@ -47,7 +47,6 @@ from siproc.calls.services import PhoneServices
 from siproc.calls.session import SessionUpdates
 from siproc.logs import CallLog, worth_logging
 from siproc.media.codecs import AudioCodec, get_codec
-from siproc.net.rtp_socket import RtpStream
 from siproc.sdp.model import SdpError, SessionDescription, parse_sdp
 from siproc.sdp.offer_answer import (
     NegotiatedMedia,
@@ -92,8 +91,7 @@ from siproc.sip.transaction import (
 from siproc.sip.uri import NameAddr, SipUri
 
 if TYPE_CHECKING:
-    from siproc.net.alsa import SoundCards
-    from siproc.net.media_pool import MediaStream
+    from siproc.net.media_stream import MediaStream
 
 __all__ = [
     "ALLOW",
@@ -147,9 +145,8 @@ class Call:
         stream.on_stopped = self.guard(lambda file: self.event(protocol.Stopped(file)))
         stream.on_dtmf = self.guard(lambda digit: self.event(protocol.DtmfReceived(digit)))
         stream.on_rtp_timeout = self.guard(self._rtp_stopped)
-        if not isinstance(stream, RtpStream):  # a media worker's: errors found late
-            stream.on_error = self.guard(self.report_error)
-            stream.on_lost = self.guard(self._media_lost)
+        stream.on_error = self.guard(self.report_error)  # errors found after the command
+        stream.on_lost = self.guard(self._media_lost)  # (a media worker's stream only)
         self.invite_session = InviteSession(
             Role.UAC if outgoing else Role.UAS,
             t1=phone.timer_t1,
@@ -195,7 +192,6 @@ class Call:
         # media
         self.negotiated: NegotiatedMedia | None = None
         self._codec: tuple[tuple[str, str | None], AudioCodec] | None = None  # (key, instance)
-        self.sound_cards: SoundCards | None = None  # APLAY/ARECORD/ASTOP (net/alsa.py)
         self._sdp_version = 1
         self._sdp_session = int(phone.new_token()[:8], 16)
 

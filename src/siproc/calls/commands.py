@@ -18,8 +18,6 @@ from siproc.calls.call_state import CallState
 from siproc.calls.in_dialog import InDialogRequest
 from siproc.media.player import MediaFileError
 from siproc.media.recorder import RecordFileError
-from siproc.net.alsa import SoundCardError, SoundCards
-from siproc.net.media_pool import RemoteStream
 from siproc.sdp.model import SdpError
 from siproc.sdp.offer_answer import OfferAnswerError
 from siproc.sip.errors import ParseError, RemoteProtocolError
@@ -101,27 +99,9 @@ def _sound_card(call: Call, command: protocol.Aplay | protocol.Arecord | protoco
     stops them when the call ends. Opening happens off the loop: a device that cannot be
     opened is reported later, as ``ERROR <verb> <reason>``."""
     verb = type(command).__name__.upper()
-    if isinstance(call.stream, RemoteStream):  # the bridges run in the media worker
-        if not isinstance(command, protocol.Astop) and call.stream.closed:
-            return call.report_error(verb, f"the call is {call.state.value}")
-        return call.stream.sound_card(verb, command.device)
-    if call.sound_cards is None:
-        call.sound_cards = SoundCards(call.stream, call.phone.loop, call.report_error, call.log)
-    try:
-        match command:
-            case protocol.Aplay(device=device):
-                if call.stream.closed:
-                    return call.report_error(verb, f"the call is {call.state.value}")
-                call.sound_cards.aplay(device)
-            case protocol.Arecord(device=device):
-                if call.stream.closed:
-                    return call.report_error(verb, f"the call is {call.state.value}")
-                call.sound_cards.arecord(device)
-            case protocol.Astop(device=device):
-                call.sound_cards.astop(device)
-    except SoundCardError as exc:
-        call.report_error(verb, str(exc))
-    return None
+    if not isinstance(command, protocol.Astop) and call.stream.closed:
+        return call.report_error(verb, f"the call is {call.state.value}")
+    return call.stream.sound_card(verb, command.device)  # failures: stream.on_error
 
 
 def _send_message(call: Call, text: str) -> None:

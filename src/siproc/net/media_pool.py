@@ -44,7 +44,8 @@ from siproc.media.player import FilePlayer, MediaFileError
 from siproc.media.recorder import CallRecorder, RecordFileError
 from siproc.media.rtcp import RTCP_MIN_INTERVAL
 from siproc.net.media_channel import Channel, Message
-from siproc.net.rtp_socket import DIRECTIONS, RtpStream, bind_rtp_pair
+from siproc.net.media_stream import MediaStream
+from siproc.net.rtp_socket import DIRECTIONS, bind_rtp_pair
 from siproc.net.rtp_state import DEFAULT_RATE, Address, RtpStats
 from siproc.sdp.sdes import SrtpParams
 
@@ -297,7 +298,7 @@ class RemoteStream:
         return f"RemoteStream({self.local_host}:{self.local_port} in worker {self._worker.index})"
 
 
-MediaStream = RtpStream | RemoteStream  # what a call's media is: here, or in a worker
+# what a call's media is (here, or in a worker): net/media_stream.py
 
 
 def worker_environment(env: Mapping[str, str]) -> dict[str, str]:

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, ParamSpec
 
-from siproc.calls import commands, protocol, transfer
+from siproc.calls import commands, protocol
 from siproc.calls.call_state import ALLOW, CallState, reason_phrase
 from siproc.calls.dtmf import CallDtmf
 from siproc.calls.handler import HandlerProcess
@@ -45,6 +45,7 @@ from siproc.calls.incoming import IncomingInvite
 from siproc.calls.outgoing import OutgoingInvite
 from siproc.calls.services import PhoneServices
 from siproc.calls.session import SessionUpdates
+from siproc.calls.transfer import CallTransfer
 from siproc.logs import CallLog, worth_logging
 from siproc.media.codecs import AudioCodec, get_codec
 from siproc.sdp.model import SdpError, SessionDescription, parse_sdp
@@ -182,8 +183,7 @@ class Call:
         self.uas: IncomingInvite | None = None  # start_incoming()
         # transfer (calls/transfer.py): ours (TRANSFER), the remote's (REFER), and for a call
         # placed because of a REFER, who referred us and who wants to hear of its progress
-        self.transferor: transfer.Transferor | None = None
-        self.transferee: transfer.Transferee | None = None
+        self.transfer = CallTransfer(self)
         self.referred_by = ""
         self.on_state_change: Callable[[Call], None] | None = None
         # mid-call changes (calls/session.py) and DTMF (calls/dtmf.py)
@@ -234,8 +234,14 @@ class Call:
                 self.on_state_change(self)
 
     def rearm(self) -> None:
-        """The one timer of the call, at the earliest deadline of its two machines."""
-        deadlines = (self.invite_session.next_deadline(), self.session.machine.next_deadline())
+        """The one timer of the call, at the earliest deadline of its machines."""
+        if self._ending:
+            return
+        deadlines = (
+            self.invite_session.next_deadline(),
+            self.session.machine.next_deadline(),
+            *self.transfer.deadlines(),
+        )
         deadline = min((d for d in deadlines if d is not None), default=None)
         if deadline == self._timer_at:
             return
@@ -251,6 +257,7 @@ class Call:
         now = self.now()
         self.feed(self.invite_session.handle_timer(now))
         self.session.feed(self.session.machine.handle_timer(now))
+        self.transfer.handle_timer(now)
 
     def _carry_out(self, action: Action) -> None:
         session, now = self.invite_session, self.now()
@@ -524,6 +531,7 @@ class Call:
         self._stop_timers()
         try:
             self.session.close()
+            self.transfer.close()
             self.stream.close()
             if self.dialog is not None and self.dialog.state is not DialogState.TERMINATED:
                 self.dialog.set_state(DialogState.TERMINATED)
@@ -785,9 +793,9 @@ class Call:
             text = request.body.decode("utf-8", "replace")
             self.event(protocol.MessageReceived(text))
         elif method == "REFER":
-            transfer.on_refer(self, request, tx)
+            self.transfer.on_refer(request, tx)
         elif method == "NOTIFY":
-            transfer.on_notify(self, request, tx)
+            self.transfer.on_notify(request, tx)
         elif method == "OPTIONS":
             self.phone.respond(tx, make_response(request, 200, "OK", headers=[("Allow", ALLOW)]))
         else:

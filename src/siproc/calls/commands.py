@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from siproc.calls import protocol, transfer
+from siproc.calls import protocol
 from siproc.calls.call_state import CallState
 from siproc.calls.in_dialog import InDialogRequest
 from siproc.media.player import MediaFileError
@@ -85,7 +85,7 @@ def execute(call: Call, command: protocol.Command) -> None:
             except RecordFileError as exc:
                 return call.report_error("RECORD", str(exc))
         case protocol.Transfer(uri=uri):
-            transfer.start_transfer(call, uri)
+            call.transfer.start(uri)
         case protocol.Aplay() | protocol.Arecord() | protocol.Astop():
             _sound_card(call, command)
         case _:

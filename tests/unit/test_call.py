@@ -265,3 +265,22 @@ def test_a_failed_transfer_keeps_the_call() -> None:
         assert events(sim)[-1] == "ERROR TRANSFER 486 Busy Here"
         assert sent_requests(sim, "BYE") == []
         assert [c.state.value for c in sim.phone.calls] == ["connected"]
+
+
+def test_a_reinvite_answered_only_100_is_cancelled_when_the_call_ends() -> None:
+    """Found by the whole-phone fuzz target: our re-INVITE got 100 Trying and nothing more, so
+    its INVITE transaction sat in Proceeding (no Timer B there) for ever after the call
+    ended. Now the call CANCELs it as it ends (RFC 3261 section 9.1), and 64*T1 later the
+    transaction is gone."""
+    with PhoneSim() as sim:
+        far = FarEnd(sim)
+        far.connect()
+        handler_says(sim, "HOLD")
+        [reinvite] = {r.headers.get("CSeq"): r for r in sent_requests(sim, "INVITE")}.values()
+        sim.receive(serialize(make_response(reinvite, 100, "Trying")))
+        far.send("BYE")
+        sim.advance(0.1)
+        [cancel] = sent_requests(sim, "CANCEL")
+        assert cancel.headers.get("Via") == reinvite.headers.get("Via")
+        sim.advance(64 * T1 + 1)
+        assert sim.idle() == []

@@ -17,7 +17,7 @@ from siproc.calls.call_state import ALLOW, CallState
 from siproc.sdp.model import SessionDescription
 from siproc.sip.dialog import Dialog
 from siproc.sip.errors import ParseError, RemoteProtocolError
-from siproc.sip.headers import content_type
+from siproc.sip.headers import content_type, make_cancel
 from siproc.sip.message import Headers, Request, Response
 from siproc.sip.transaction import Destination, ResponseReceived, TransactionTimeout
 from siproc.sip.uri import SipUri
@@ -153,17 +153,7 @@ class OutgoingInvite:
         invite = self._sent
         if invite is None or self._destination is None:
             return
-        headers = Headers()
-        headers.add("Via", invite.headers.get_raw("Via")[0])
-        for route in invite.headers.get_raw("Route"):
-            headers.add("Route", route)
-        headers.add("Max-Forwards", "70")
-        for name in ("From", "To", "Call-ID"):
-            headers.add(name, invite.headers.get(name) or "")
-        cseq = (invite.headers.get("CSeq") or "1").split()[0]
-        headers.add("CSeq", f"{cseq} CANCEL")
-        cancel = Request("CANCEL", invite.uri, headers)
-        self.call.phone.send_request(cancel, self._destination, self._on_cancel_event)
+        self.call.phone.send_request(make_cancel(invite), self._destination, self._on_cancel_event)
 
     def _on_cancel_event(self, event: ResponseReceived | TransactionTimeout) -> None:
         if isinstance(event, TransactionTimeout):

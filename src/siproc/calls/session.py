@@ -18,7 +18,7 @@ from siproc.calls import protocol
 from siproc.calls.in_dialog import InDialogRequest
 from siproc.sdp.model import SdpError, SessionDescription, parse_sdp
 from siproc.sdp.offer_answer import OfferAnswerError, accept_answer
-from siproc.sip.headers import content_type, make_response
+from siproc.sip.headers import content_type, make_cancel, make_response
 from siproc.sip.invite_session import ApplyMedia, CommandRefused, Log, Tell, TellHandler
 from siproc.sip.message import Request, Response, serialize
 from siproc.sip.session_update import (
@@ -63,6 +63,7 @@ class SessionUpdates:
         self.machine = SessionUpdate(
             owner=call.outgoing, rng=phone.rng, t1=phone.timer_t1, t2=phone.timer_t2
         )
+        self._client: InDialogRequest | None = None  # our re-INVITE
         self._client_offer: SessionDescription | None = None  # in our re-INVITE
         self._ack: tuple[int, bytes, Destination] | None = None  # ACK to our last re-INVITE 2xx
         self._server_offer: SessionDescription | None = None  # our offer in a 2xx
@@ -140,8 +141,17 @@ class SessionUpdates:
         return True
 
     def close(self) -> None:
-        """The call is over: stop every timer."""
+        """The call is over: stop every timer, and CANCEL our re-INVITE if the far end
+        answered it only provisionally (RFC 3261 section 9.1: its transaction then ends 64*T1
+        later; an INVITE in Proceeding would otherwise wait for ever)."""
         self.machine.close()
+        client, self._client = self._client, None
+        if client is None or client.done or not client.provisional:
+            return
+        if client.request is not None and client.destination is not None:
+            self.call.phone.send_request(
+                make_cancel(client.request), client.destination, lambda event: None
+            )
 
     # -- carrying out ---------------------------------------------------------------------------
 
@@ -205,7 +215,7 @@ class SessionUpdates:
         except OfferAnswerError as exc:
             return self.feed(machine.unsent(call.now(), str(exc)))
         self._client_offer = offer
-        InDialogRequest(
+        self._client = InDialogRequest(
             phone,
             dialog,
             "INVITE",
@@ -218,7 +228,8 @@ class SessionUpdates:
             ],
             body=offer.serialize(),
             on_2xx_again=self.reack,
-        ).send()
+        )
+        self._client.send()
         hold = direction != "sendrecv"
         call.log.info("re-INVITE to %s the call (%s)", "hold" if hold else "resume", direction)
         return None

@@ -43,7 +43,7 @@ from siproc.calls.dtmf import CallDtmf
 from siproc.calls.handler import HandlerProcess
 from siproc.calls.incoming import IncomingInvite
 from siproc.calls.outgoing import OutgoingInvite
-from siproc.calls.services import PhoneServices
+from siproc.calls.services import CallView, PhoneServices
 from siproc.calls.session import SessionUpdates
 from siproc.calls.transfer import CallTransfer
 from siproc.logs import CallLog, worth_logging
@@ -161,7 +161,6 @@ class Call:
         self.handler: HandlerProcess | None = None
         self.handler_done = False
         self.request_uri: str = ""
-        self.remote_contact: str = ""
         self.signalling_host = ""  # the address the INVITE came from or went to
         # Our first signalling hop is TLS (calls/session.py: SDES keys go only over TLS), and
         # the request URI is sips: (RFC 3261 section 8.1.1.8: our Contact is sips: then too)
@@ -185,7 +184,7 @@ class Call:
         # placed because of a REFER, who referred us and who wants to hear of its progress
         self.transfer = CallTransfer(self)
         self.referred_by = ""
-        self.on_state_change: Callable[[Call], None] | None = None
+        self.on_state_change: Callable[[CallView], None] | None = None
         # mid-call changes (calls/session.py) and DTMF (calls/dtmf.py)
         self.session = SessionUpdates(self, ALLOW)
         self.dtmf = CallDtmf(self)
@@ -320,6 +319,23 @@ class Call:
             host, port = negotiated.remote_address
             self.log.info("early media from %s port %d (%s)", host, port, session.early_status)
         return self.feed(session.media_applied(now))
+
+    @property
+    def remote_contact(self) -> str:
+        """The dialog's remote target (RFC 3261 section 12): the far end's latest Contact."""
+        return str(self.dialog.remote_target) if self.dialog is not None else ""
+
+    def hold(self, hold: bool) -> None:
+        """``HOLD`` (True) or ``RESUME`` (False): calls/session.py."""
+        self.session.command(hold)
+
+    def send_dtmf(self, digits: str) -> None:
+        """``DTMF <digits>``: calls/dtmf.py."""
+        self.dtmf.send(digits)
+
+    def start_transfer(self, text: str) -> None:
+        """``TRANSFER <uri>``: calls/transfer.py."""
+        self.transfer.start(text)
 
     @property
     def ended(self) -> bool:
@@ -738,7 +754,6 @@ class Call:
         self.request_uri = request.uri
         self.uas = IncomingInvite(self, request, tx)
         self.dialog = self.uas.start(local_host)
-        self.remote_contact = str(self.dialog.remote_target)
         self.phone.prelocate(self.dialog.next_hop())  # for our BYE or re-INVITE, off the loop
         session = self.invite_session
         session.offer_in_invite = bool(request.body)

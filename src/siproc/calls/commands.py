@@ -1,12 +1,12 @@
 """What a call does for each command line of its handler (`protocol.py` parses the lines).
 
 Theory of operation: `on_handler_line` parses one line and `execute` carries the command out on
-the `Call`, after checking that the call's state allows it; a command that is not possible now
-is answered ``ERROR <verb> <reason>`` (`Call.report_error`) and changes nothing. Commands that
-are whole features of their own go to the module that holds them: HOLD and RESUME to
-`session.py`, DTMF to `dtmf.py`, TRANSFER to `transfer.py`, RINGING, PROGRESS and ANSWER to the
-INVITE server side (`incoming.py`); MESSAGE, PLAY, STOP, RECORD and the sound-card bridges are
-done here.
+the call (seen as a `services.CallView`); a command that is not possible now is answered
+``ERROR <verb> <reason>`` (`report_error`) and changes nothing. Commands that are whole
+features of their own go where they are decided: RINGING, PROGRESS, ANSWER and HANGUP to the
+call's INVITE session (sip/invite_session.py), HOLD and RESUME to `session.py`, DTMF to
+`dtmf.py`, TRANSFER to `transfer.py`; MESSAGE, PLAY, STOP, RECORD and the sound-card bridges
+are done here.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from siproc.sip.errors import ParseError, RemoteProtocolError
 from siproc.sip.message import Request, Response
 
 if TYPE_CHECKING:
-    from siproc.calls.call import Call
+    from siproc.calls.services import CallView
 
 __all__ = ["execute", "on_handler_line"]
 
 
-def on_handler_line(call: Call, line: str) -> None:
+def on_handler_line(call: CallView, line: str) -> None:
     """One line from the handler's stdout: parse it and carry it out, or answer ERROR."""
     try:
         command = protocol.parse_command(line)
@@ -45,7 +45,7 @@ def on_handler_line(call: Call, line: str) -> None:
         call.report_error(type(command).__name__.upper(), str(exc))
 
 
-def execute(call: Call, command: protocol.Command) -> None:
+def execute(call: CallView, command: protocol.Command) -> None:
     state = call.state
     match command:
         case protocol.Ringing():
@@ -55,9 +55,9 @@ def execute(call: Call, command: protocol.Command) -> None:
         case protocol.Answer():
             call.command("ANSWER")
         case protocol.Hold():
-            call.session.command(hold=True)
+            call.hold(True)
         case protocol.Resume():
-            call.session.command(hold=False)
+            call.hold(False)
         case protocol.Message(text=text):
             _send_message(call, text)
         case protocol.Hangup(status=status):
@@ -73,7 +73,7 @@ def execute(call: Call, command: protocol.Command) -> None:
             if call.stream.stop_last() is None:
                 return call.report_error("STOP", "nothing is playing")
         case protocol.Dtmf(digits=digits):
-            call.dtmf.send(digits)
+            call.send_dtmf(digits)
         case protocol.Record(file=None):
             if call.stream.stop_recording() is None:
                 return call.report_error("RECORD", "nothing is being recorded")
@@ -85,7 +85,7 @@ def execute(call: Call, command: protocol.Command) -> None:
             except RecordFileError as exc:
                 return call.report_error("RECORD", str(exc))
         case protocol.Transfer(uri=uri):
-            call.transfer.start(uri)
+            call.start_transfer(uri)
         case protocol.Aplay() | protocol.Arecord() | protocol.Astop():
             _sound_card(call, command)
         case _:
@@ -94,7 +94,9 @@ def execute(call: Call, command: protocol.Command) -> None:
     return None
 
 
-def _sound_card(call: Call, command: protocol.Aplay | protocol.Arecord | protocol.Astop) -> None:
+def _sound_card(
+    call: CallView, command: protocol.Aplay | protocol.Arecord | protocol.Astop
+) -> None:
     """APLAY / ARECORD / ASTOP (net/alsa.py): the bridges are taps of the stream, which
     stops them when the call ends. Opening happens off the loop: a device that cannot be
     opened is reported later, as ``ERROR <verb> <reason>``."""
@@ -104,7 +106,7 @@ def _sound_card(call: Call, command: protocol.Aplay | protocol.Arecord | protoco
     return call.stream.sound_card(verb, command.device)  # failures: stream.on_error
 
 
-def _send_message(call: Call, text: str) -> None:
+def _send_message(call: CallView, text: str) -> None:
     """``MESSAGE <text>`` (unescaped by the protocol parser): a MESSAGE in the dialog
     (RFC 3428 section 4; text/plain in UTF-8), challenges answered with the call's
     credentials. Success is silent; a final status >= 300 or no answer is reported as

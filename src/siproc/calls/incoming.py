@@ -20,7 +20,7 @@ from siproc.sip.message import Request, Response, serialize
 from siproc.sip.transaction import ServerTransaction
 
 if TYPE_CHECKING:
-    from siproc.calls.call import Call
+    from siproc.calls.services import CallView
 
 __all__ = ["IncomingInvite"]
 
@@ -28,7 +28,7 @@ __all__ = ["IncomingInvite"]
 class IncomingInvite:
     """The INVITE server side of one incoming call; see the module docstring."""
 
-    def __init__(self, call: Call, request: Request, tx: ServerTransaction) -> None:
+    def __init__(self, call: CallView, request: Request, tx: ServerTransaction) -> None:
         self.call = call
         self.invite = request  # the far end's INVITE
         self.tx = tx

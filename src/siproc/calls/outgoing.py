@@ -23,7 +23,7 @@ from siproc.sip.transaction import Destination, ResponseReceived, TransactionTim
 from siproc.sip.uri import SipUri
 
 if TYPE_CHECKING:
-    from siproc.calls.call import Call
+    from siproc.calls.services import CallView
 
 __all__ = ["OutgoingInvite", "sdp_of"]
 
@@ -38,7 +38,7 @@ def sdp_of(message: Request | Response) -> bytes:
 class OutgoingInvite:
     """The INVITE client side of one outgoing call; see the module docstring."""
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: CallView) -> None:
         self.call = call
         self.invite: Request | None = None  # what we send, less credentials; CSeq goes up
         self._sent: Request | None = None  # the last INVITE sent (CANCEL and dialog copy it)
@@ -105,7 +105,6 @@ class OutgoingInvite:
         except (ParseError, RemoteProtocolError) as exc:
             return call.feed(session.bad_2xx(now, str(exc)))
         call.dialog = dialog
-        call.remote_contact = str(dialog.remote_target)
         self._ack_request = dialog.create_request("ACK", cseq=dialog.local_cseq)
         return call.feed(session.accepted(now, sdp_of(response)))
 

@@ -34,6 +34,7 @@ from siproc.calls.call import ALLOW, INSECURE_SRTP_REASON, Call, CallState
 from siproc.calls.control import ControlError, Dial, Quit, parse_control_line
 from siproc.calls.handler import HandlerSpawnError
 from siproc.calls.inbound import RateTable, TokenBucket, admits, refer_allowed, same_address
+from siproc.calls.services import CallView
 from siproc.config import SECRET_VARIABLES, SIP_TRACE_LEVEL, Config
 from siproc.logs import worth_logging
 from siproc.media.codecs.catalog import enabled_codecs, telephone_event_spec
@@ -494,7 +495,7 @@ class Phone:
             return None
         return DigestSession(self.config.username, self.config.password)
 
-    def handler_env(self, call: Call) -> dict[str, str]:
+    def handler_env(self, call: CallView) -> dict[str, str]:
         env = dict(self.base_env)
         remote = call.remote.without_params("tag")
         user = remote.uri.user if isinstance(remote.uri, SipUri) else None
@@ -520,11 +521,13 @@ class Phone:
                     env[header_variable(name)] = safe(value)
         return env
 
-    def call_changed(self, call: Call) -> None:
+    def call_changed(self, call: CallView) -> None:
+        assert isinstance(call, Call)  # the phone's calls are its own
         if call.dialog is not None and call.state is not CallState.ENDED:
             self._by_dialog[call.dialog.id] = call
 
-    def call_finished(self, call: Call) -> None:
+    def call_finished(self, call: CallView) -> None:
+        assert isinstance(call, Call)
         if call not in self.calls:
             return
         self.calls.discard(call)
@@ -614,7 +617,7 @@ class Phone:
         self._dial(target, headers, what)
 
     def place_referred_call(
-        self, target: SipUri, referred_by: str, on_placed: Callable[[Call | None], None]
+        self, target: SipUri, referred_by: str, on_placed: Callable[[CallView | None], None]
     ) -> None:
         """The new call of a transfer (an accepted REFER, RFC 3515): placed like `CALL`, its
         handler gets SIPROC_REFERRED_BY; ``on_placed`` gets it, or None when it cannot be

@@ -1,8 +1,11 @@
-"""What a call needs from the phone that owns it (`siproc.calls.phone.Phone` provides it).
+"""The two faces a call layer module may see: `PhoneServices`, what a call needs from the phone
+that owns it (`siproc.calls.phone.Phone` provides it), and `CallView`, what the parts of a
+call (`incoming.py`, `outgoing.py`, `session.py`, `transfer.py`, `dtmf.py`, `commands.py`)
+and the phone may use of a `siproc.calls.call.Call`.
 
-A module of its own so that the call and its helpers name the phone's services without
-importing the phone, and the helpers that take the services (`in_dialog.py`) need not import
-`call.py`.
+Both are Protocols in a module that imports no other call-layer module but the line protocol
+and the call states, so that `call.py` imports its parts and none of them imports `call.py`:
+there is no import cycle in `calls/`, not even one for type checking.
 """
 
 from __future__ import annotations
@@ -10,11 +13,18 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import ParamSpec, Protocol
 
-from siproc.sdp.offer_answer import CodecSpec
+from siproc.calls import protocol
+from siproc.calls.call_state import CallState
+from siproc.logs import CallLog
+from siproc.net.media_stream import MediaStream
+from siproc.sdp.model import SessionDescription
+from siproc.sdp.offer_answer import CodecSpec, NegotiatedMedia
 from siproc.sdp.sdes import SrtpMode
 from siproc.sip.auth import DigestSession
+from siproc.sip.dialog import Dialog
+from siproc.sip.invite_session import Action, InviteSession
 from siproc.sip.message import Request, Response
 from siproc.sip.transaction import (
     ClientTransaction,
@@ -25,10 +35,9 @@ from siproc.sip.transaction import (
 )
 from siproc.sip.uri import NameAddr, SipUri
 
-if TYPE_CHECKING:
-    from siproc.calls.call import Call
+__all__ = ["CallView", "PhoneServices"]
 
-__all__ = ["PhoneServices"]
+P = ParamSpec("P")
 
 
 class PhoneServices(Protocol):
@@ -52,9 +61,9 @@ class PhoneServices(Protocol):
     def local_host_for(self, destination: Destination) -> str: ...
     def contact_for(self, destination: Destination) -> SipUri: ...
     def new_token(self) -> str: ...
-    def handler_env(self, call: Call) -> dict[str, str]: ...
-    def call_changed(self, call: Call) -> None: ...
-    def call_finished(self, call: Call) -> None: ...
+    def handler_env(self, call: CallView) -> dict[str, str]: ...
+    def call_changed(self, call: CallView) -> None: ...
+    def call_finished(self, call: CallView) -> None: ...
     @property
     def codecs(self) -> list[CodecSpec]: ...
     @property
@@ -70,6 +79,67 @@ class PhoneServices(Protocol):
     def auth_session(self) -> DigestSession | None: ...
     def expand_target(self, text: str) -> NameAddr: ...
     def place_referred_call(
-        self, target: SipUri, referred_by: str, on_placed: Callable[[Call | None], None]
+        self, target: SipUri, referred_by: str, on_placed: Callable[[CallView | None], None]
     ) -> None: ...
     def refer_allowed(self, target: SipUri) -> bool: ...
+
+
+class CallView(Protocol):
+    """A call as its parts and the phone see it (`siproc.calls.call.Call` is the one)."""
+
+    phone: PhoneServices
+    call_id: str
+    outgoing: bool
+    local: NameAddr
+    remote: NameAddr
+    local_tag: str
+    request_uri: str
+    referred_by: str
+    stream: MediaStream
+    log: CallLog
+    dialog: Dialog | None
+    negotiated: NegotiatedMedia | None
+    invite_session: InviteSession
+    on_state_change: Callable[[CallView], None] | None
+
+    @property
+    def state(self) -> CallState: ...
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def ended(self) -> bool: ...
+    @property
+    def end_status(self) -> int | None: ...
+    @property
+    def end_reason(self) -> str: ...
+    @property
+    def remote_contact(self) -> str: ...
+    @property
+    def invite(self) -> Request | None: ...
+    def now(self) -> float: ...
+    def feed(self, actions: list[Action]) -> None: ...
+    def rearm(self) -> None: ...
+    def guard(self, fn: Callable[P, object]) -> Callable[P, None]: ...
+    def event(self, event: protocol.Event) -> None: ...
+    def report_error(self, command: str, reason: str) -> None: ...
+    def command(self, verb: str, status: int | None = None) -> None: ...
+    def hangup(
+        self, status: int | None = None, *, handler_gone: bool = False, reason: str = "hung up"
+    ) -> None: ...
+    def hold(self, hold: bool) -> None: ...
+    def send_dtmf(self, digits: str) -> None: ...
+    def start_transfer(self, text: str) -> None: ...
+    def digest_session(self) -> DigestSession | None: ...
+    def contact_for(self, destination: Destination) -> SipUri: ...
+    def configure_media(self, negotiated: NegotiatedMedia) -> None: ...
+    def make_offer(
+        self, address: str, *, direction: str = "sendrecv", secure: bool | None = None
+    ) -> SessionDescription: ...
+    def make_answer(
+        self,
+        offer: SessionDescription,
+        address: str,
+        *,
+        hold: bool = False,
+        secure: bool | None = None,
+    ) -> SessionDescription: ...

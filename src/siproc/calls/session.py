@@ -34,7 +34,7 @@ from siproc.sip.session_update import (
 from siproc.sip.transaction import Destination, ServerTransaction
 
 if TYPE_CHECKING:
-    from siproc.calls.call import Call
+    from siproc.calls.services import CallView
 
 __all__ = ["SessionUpdates"]
 
@@ -56,7 +56,7 @@ def _has_offer(request: Request) -> bool:
 class SessionUpdates:
     """The edge of one call's `SessionUpdate`; see the module docstring."""
 
-    def __init__(self, call: Call, allow: str) -> None:
+    def __init__(self, call: CallView, allow: str) -> None:
         self.call = call
         self.allow = allow  # our Allow header value
         phone = call.phone
@@ -255,8 +255,7 @@ class SessionUpdates:
         call = self.call
         dialog = call.dialog
         assert dialog is not None
-        dialog.update_from_response(response)
-        call.remote_contact = str(dialog.remote_target)
+        dialog.update_from_response(response)  # the remote target it refreshes
         cseq = _cseq_number(request)
         ack = dialog.create_request("ACK", cseq=cseq)
         for name in ("Authorization", "Proxy-Authorization"):
@@ -323,9 +322,6 @@ class SessionUpdates:
             response = make_response(request, reply.status, reply.reason, headers=headers)
             call.phone.respond(tx, response)
             return
-        dialog = call.dialog
-        if dialog is not None:  # the dialog took the new Contact in check_request()
-            call.remote_contact = str(dialog.remote_target)
         headers = [("Contact", f"<{call.contact_for(tx.reply_to)}>"), ("Allow", self.allow)]
         body = self._sdp.serialize() if reply.sdp and self._sdp is not None else b""
         response = make_response(request, 200, "OK", headers=headers, body=body)

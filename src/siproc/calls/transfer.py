@@ -39,13 +39,13 @@ from siproc.sip.transaction import ServerTransaction
 from siproc.sip.uri import NameAddr
 
 if TYPE_CHECKING:
-    from siproc.calls.call import Call
+    from siproc.calls.services import CallView
 
 __all__ = ["CallTransfer", "send_in_dialog"]
 
 
 def send_in_dialog(
-    call: Call,
+    call: CallView,
     method: str,
     headers: list[tuple[str, str]],
     body: bytes,
@@ -78,11 +78,11 @@ def send_in_dialog(
 class CallTransfer:
     """Both transfer roles of one call; see the module docstring."""
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: CallView) -> None:
         self.call = call
         self.outgoing = OutgoingRefer()  # ours (TRANSFER)
         self.incoming = IncomingRefer()  # the far end's (REFER)
-        self.new_call: Call | None = None  # the transferee's call to the target
+        self.new_call: CallView | None = None  # the transferee's call to the target
         self._target: NameAddr | None = None
         self._refer: InDialogRequest | None = None
         self._refer_cseq = 0  # the REFER we accepted (the NOTIFYs' Event id, RFC 3515 2.4.6)
@@ -227,7 +227,7 @@ class CallTransfer:
         self.feed(self.incoming.notify_final(call.now(), response.status, response.reason))
         return None
 
-    def _placed(self, new_call: Call | None) -> None:
+    def _placed(self, new_call: CallView | None) -> None:
         call = self.call
         if new_call is not None:
             self.new_call = new_call
@@ -242,7 +242,7 @@ class CallTransfer:
             )
         self.feed(self.incoming.placed(call.now(), new_call is not None))
 
-    def _on_new_call_state(self, new_call: Call) -> None:
+    def _on_new_call_state(self, new_call: CallView) -> None:
         now = self.call.now()
         match new_call.state:
             case CallState.EARLY:

@@ -284,3 +284,33 @@ def test_a_reinvite_answered_only_100_is_cancelled_when_the_call_ends() -> None:
         assert cancel.headers.get("Via") == reinvite.headers.get("Via")
         sim.advance(64 * T1 + 1)
         assert sim.idle() == []
+
+
+def test_a_transferred_call_with_an_unusable_answer_is_not_reported_as_200() -> None:
+    """The new call of a REFER whose 2xx had an SDP answer we cannot use was CONNECTED for a
+    moment before its BYE: the transferee told the transferor ``200 OK``, and the transferor
+    hung up on a transfer that had failed. Now the new call never connects: 487."""
+    carol = Destination("udp", "127.0.0.1", 5097)
+    with PhoneSim() as sim:
+        far = FarEnd(sim)
+        far.connect()
+        far.send("REFER", headers=["Refer-To: <sip:carol@127.0.0.1:5097>"])
+        sim.advance(0.1)
+        [invite] = [m for m, d in sim.sent if isinstance(m, Request) and d == carol]
+        bad = OFFER.replace("RTP/AVP 0 101", "RTP/AVP 126").replace("a=rtpmap:0 PCMU", "a=x:0")
+        ok = make_response(
+            invite, 200, "OK", to_tag="carol", headers=[("Contact", "<sip:carol@127.0.0.1:5097>")],
+            body=bad.encode(), content_type="application/sdp",
+        )  # fmt: skip
+        sim.receive(serialize(ok), carol)
+        sim.advance(0.1)
+        [bye] = [m for m, d in sim.sent if isinstance(m, Request) and m.method == "BYE"]
+        sim.receive(serialize(make_response(bye, 200, "OK")), carol)
+        for _ in range(3):  # answer each NOTIFY as it comes (one in flight at a time)
+            for notify in sent_requests(sim, "NOTIFY"):
+                sim.receive(serialize(make_response(notify, 200, "OK")))
+            sim.advance(0.1)
+        frags = [n.body.split(b"\r\n")[0] for n in sent_requests(sim, "NOTIFY")]
+        assert frags[0] == b"SIP/2.0 100 Trying"
+        assert b"SIP/2.0 200 OK" not in frags
+        assert frags[-1].startswith(b"SIP/2.0 487")

@@ -10,13 +10,15 @@ INVITE that starts a dialog (incoming). It owns
 - the dialog once there is one, and the messages of the side of the INVITE it plays: the
   client (`outgoing.OutgoingInvite`, ``uac``) or the server (`incoming.IncomingInvite`,
   ``uas``);
-- the `RtpStream` (opened before the offer or answer so that the SDP names its port);
+- the `MediaStream` (opened before the offer or answer so that the SDP names its port);
 - the `HandlerProcess`, whose command lines `commands.py` executes and to which it writes events.
 
-The features of a connected call are parts it delegates to: mid-call offers and hold
-(`session.py`), DTMF (`dtmf.py`), transfer (`transfer.py`), requests it sends in the dialog
-(`in_dialog.py`). What stays here is the edge: the handler, media configuration, sending
-BYE, ending (one path, `end`), and the dispatch of requests that arrive in the dialog.
+The features of a connected call are parts it delegates to, each the edge of its own machine
+in `sip/`: mid-call offers and hold (`session.py`, sip/session_update.py), transfer
+(`transfer.py`, sip/refer_session.py); and DTMF (`dtmf.py`), requests it sends in the dialog
+(`in_dialog.py`). The parts see the call as a `services.CallView`. What stays here is the
+edge: the handler, media configuration, sending BYE, ending (one path, `end`), the one timer
+(at the earliest deadline of the machines), and the dispatch of requests in the dialog.
 
 Ending is two-sided: the SIP side reaches ENDED (final failure, BYE, CANCEL), and the handler
 exits. When the SIP side ends first, the handler hears `DISCONNECTED <status> <reason>` and gets
@@ -467,10 +469,6 @@ class Call:
                 self.abort(exc)
 
         return run
-
-    def later(self, delay: float, fn: Callable[[], object]) -> asyncio.TimerHandle:
-        """``loop.call_later`` for the call's own timers, guarded (:meth:`guard`)."""
-        return self.phone.loop.call_later(delay, self.guard(fn))
 
     def abort(self, exc: BaseException, status: int = 500) -> None:
         """Something unexpected happened in this call (a bug, or peer input that got past the

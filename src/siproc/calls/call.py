@@ -44,19 +44,17 @@ from siproc.calls.call_state import ALLOW, CallState, reason_phrase
 from siproc.calls.dtmf import CallDtmf
 from siproc.calls.handler import HandlerProcess
 from siproc.calls.incoming import IncomingInvite
+from siproc.calls.media import INSECURE_SRTP_REASON, CallMedia
 from siproc.calls.outgoing import OutgoingInvite
 from siproc.calls.services import CallView, PhoneServices
 from siproc.calls.session import SessionUpdates
 from siproc.calls.transfer import CallTransfer
 from siproc.logs import CallLog, worth_logging
-from siproc.media.codecs import AudioCodec, get_codec
 from siproc.sdp.model import SdpError, SessionDescription, parse_sdp
 from siproc.sdp.offer_answer import (
     NegotiatedMedia,
     OfferAnswerError,
     accept_answer,
-    answer_offer,
-    build_offer,
 )
 from siproc.sdp.sdes import SrtpMode
 from siproc.sip.auth import DigestSession
@@ -99,6 +97,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALLOW",
     "HANDLER_GRACE",
+    "INSECURE_SRTP_REASON",
     "TERM_DELAY",
     "Call",
     "CallLog",
@@ -113,14 +112,7 @@ HANDLER_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 # DISCONNECTED and end of file reach the handler this long before SIGTERM, so that a handler in
 # a read loop sees why the call ended even if it does not trap SIGTERM.
 TERM_DELAY = 0.2
-INSECURE_SRTP_REASON = (
-    "SIPROC_SRTP=mandatory: SDES keys are sent only over TLS (a sips: or ;transport=tls path); "
-    "this call's signalling is not TLS (SIPROC_SRTP_INSECURE_SIGNALLING=yes allows it)"
-)
 WARN_REFUSED = 5  # refused handler commands logged one by one; after that at 10, 100, 1000...
-#: RTP packets (5 s) an incoming call may send before the ACK confirms the far end, unless its
-#: RTP arrived first: early media to the SDP of an INVITE with a forged source stops there.
-UNPROVEN_PACKETS = 250
 P = ParamSpec("P")
 
 
@@ -190,11 +182,7 @@ class Call:
         # mid-call changes (calls/session.py) and DTMF (calls/dtmf.py)
         self.session = SessionUpdates(self, ALLOW)
         self.dtmf = CallDtmf(self)
-        # media
-        self.negotiated: NegotiatedMedia | None = None
-        self._codec: tuple[tuple[str, str | None], AudioCodec] | None = None  # (key, instance)
-        self._sdp_version = 1
-        self._sdp_session = int(phone.new_token()[:8], 16)
+        self.media = CallMedia(phone, stream)  # offer/answer (calls/media.py)
 
     # -- the session machine (sip/invite_session.py) ---------------------------------------------
 
@@ -626,55 +614,23 @@ class Call:
         self.phone.send_request(bye, destination, on_event)
         return None
 
-    # -- media ----------------------------------------------------------------------------------
+    # -- media (calls/media.py) ------------------------------------------------------------------
+
+    @property
+    def negotiated(self) -> NegotiatedMedia | None:
+        return self.media.negotiated
 
     def configure_media(self, negotiated: NegotiatedMedia) -> None:
-        if negotiated.rejected:
-            raise OfferAnswerError("the remote end rejected the audio stream (port 0)")
-        first = self.negotiated is None
-        self.negotiated = negotiated
-        # One codec instance per call: a re-INVITE that keeps the codec keeps its state (G.722
-        # and Opus encoders/decoders carry history from frame to frame).
-        key = (negotiated.codec.name.upper(), negotiated.codec.fmtp)
-        if self._codec is None or self._codec[0] != key:
-            self._codec = (key, get_codec(negotiated.codec.name, negotiated.codec.fmtp))
-        codec = self._codec[1]
-        if first and self.signalling_host:
-            self.stream.latch_from([self.signalling_host])
-            if not self.outgoing and self.state in (CallState.INCOMING, CallState.EARLY_MEDIA):
-                self.stream.guard_unproven(UNPROVEN_PACKETS)
-        try:
-            self.stream.configure(
-                negotiated.remote_address,
-                codec,
-                negotiated.codec.payload_type,
-                negotiated.telephone_event_pt,
-                negotiated.direction,
-                telephone_event_rate=negotiated.telephone_event_rate,
-                receive_telephone_events=negotiated.receive_telephone_events,
-            )
-        except OfferAnswerError:
-            raise
-        except ValueError as exc:  # the peer's media the stream cannot use (address family)
-            raise OfferAnswerError(f"unusable media: {exc}") from None
-        self.stream.configure_rtcp(mux=negotiated.rtcp_mux, remote=negotiated.remote_rtcp)
-        self.stream.configure_srtp(negotiated.srtp)
+        """Apply a negotiation to the stream; an incoming call's first one is guarded until
+        the ACK proves the far end."""
+        unproven = not self.outgoing and self.state in (CallState.INCOMING, CallState.EARLY_MEDIA)
+        self.media.configure(negotiated, latch=self.signalling_host, unproven=unproven)
 
     def srtp_mode(self, secure: bool | None = None) -> SrtpMode:
-        """SIPROC_SRTP for this call: SDES keys are put into SDP only over a TLS signalling
-        path (RFC 4568 section 8.3: they are in clear in the SDP), unless the user allowed
-        otherwise (SIPROC_SRTP_INSECURE_SIGNALLING=yes). Over UDP or TCP, ``optional``
-        falls back to plain RTP and ``mandatory`` raises (488 to an offer). ``secure``: whether
-        the message that carries the SDP goes over TLS (default: the INVITE's first hop); an
-        in-dialog request goes to the remote target, which need not be TLS when the INVITE's
-        hop was."""
-        mode = self.phone.srtp
-        secure = self.secure_signalling if secure is None else secure
-        if mode is SrtpMode.OFF or secure or self.phone.srtp_insecure_signalling:
-            return mode
-        if mode is SrtpMode.OPTIONAL:
-            return SrtpMode.OFF
-        raise OfferAnswerError(INSECURE_SRTP_REASON)
+        """SIPROC_SRTP for an SDP of this call (`CallMedia.srtp_mode`); ``secure``: whether
+        the message that carries it goes over TLS (default: the INVITE's first hop; an
+        in-dialog request goes to the remote target, which need not be TLS when that was)."""
+        return self.media.srtp_mode(self.secure_signalling if secure is None else secure)
 
     def contact_for(self, destination: Destination) -> SipUri:
         """Our Contact in this call's requests and responses: sips: in a sips: call."""
@@ -694,17 +650,8 @@ class Call:
     ) -> SessionDescription:
         """Our offer; ``direction`` sendonly/inactive puts the call on hold (RFC 3264 8.4);
         ``secure``: see :meth:`srtp_mode`."""
-        self._sdp_version += 1
-        return build_offer(
-            address=address,
-            port=self.stream.local_port,
-            codecs=self.phone.codecs,
-            session_id=self._sdp_session,
-            session_version=self._sdp_version,
-            direction=direction,
-            telephone_event=self.phone.telephone_event,
-            srtp=self.srtp_mode(secure),
-        )
+        secure = self.secure_signalling if secure is None else secure
+        return self.media.offer(address, direction=direction, secure=secure)
 
     def make_answer(
         self,
@@ -716,18 +663,8 @@ class Call:
     ) -> SessionDescription:
         """Answer ``offer`` and apply it to the stream; ``hold``: we keep the call on hold;
         ``secure``: see :meth:`srtp_mode`."""
-        self._sdp_version += 1
-        answer, negotiated = answer_offer(
-            offer,
-            address=address,
-            port=self.stream.local_port,
-            codecs=self.phone.codecs,
-            session_id=self._sdp_session,
-            session_version=self._sdp_version,
-            telephone_event=self.phone.telephone_event,
-            hold=hold,
-            srtp=self.srtp_mode(secure),
-        )
+        secure = self.secure_signalling if secure is None else secure
+        answer, negotiated = self.media.answer(offer, address, hold=hold, secure=secure)
         self.configure_media(negotiated)
         return answer
 

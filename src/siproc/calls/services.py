@@ -98,12 +98,13 @@ class CallView(Protocol):
     stream: MediaStream
     log: CallLog
     dialog: Dialog | None
-    negotiated: NegotiatedMedia | None
     invite_session: InviteSession
     on_state_change: Callable[[CallView], None] | None
 
     @property
     def state(self) -> CallState: ...
+    @property
+    def negotiated(self) -> NegotiatedMedia | None: ...
     @property
     def connected(self) -> bool: ...
     @property

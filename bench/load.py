@@ -19,6 +19,14 @@ from SIPp's one media socket), then BYE. The callee is, in turn:
   at most 255 calls per account). One baresip process cannot go much further: its main loop
   takes at most 1024 file descriptors, so N above ~200 (recording) or ~300 is shown as n/a.
 
+With ``--cdr-metrics`` (siproc only; issue 11) each N runs siproc twice, one run after the
+other: plain, then writing a call detail record per call (``SIPROC_CDR``) and serving
+``SIPROC_METRICS``, which a thread scrapes every ``--scrape-interval`` seconds. A last table
+puts their CPU s per call-minute side by side with the difference in per cent (the target:
+under 3 % more at N=1000):
+
+    python bench/load.py --calls 1000 --duration 20 --setup-rates "" --peers siproc --cdr-metrics
+
 With ``--srtp`` (siproc only) the calls are SRTP both ways (SDES, RFC 4568; issue 8, item 6):
 siproc runs with SIPROC_SRTP=mandatory (SIPROC_SRTP_INSECURE_SIGNALLING=yes: keys over UDP on
 loopback); SIPp's INVITE offers RTP/SAVP with an ``a=crypto`` AES_CM_128_HMAC_SHA1_80 line of a
@@ -63,7 +71,9 @@ Figures, per N and callee:
 
 Then the call setup rate: SIPp short calls (``bench/sipp/uac_short.xml``) at increasing rates
 for ``--setup-seconds`` each against siproc, whose handler answers, waits a second and hangs up;
-the highest rate with zero failed calls is reported.
+for each: failed calls, SIPp's retransmissions (a request sent again because its answer was
+late), the INVITE -> 200 p50/p99 (SIPp's response-time buckets), siproc's CPU per call. The
+highest clean rate is reported: zero failed calls, zero retransmissions, p99 at most 200 ms.
 
 Everything runs on 127.0.0.1 (DESIGN.md section 5); every wait has a deadline; every process this
 script starts runs in its own process group and is stopped on exit, Ctrl-C included. Needs sipp,
@@ -84,6 +94,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -593,6 +604,9 @@ def siproc_env(port: int, max_calls: int, extra: dict[str, str]) -> dict[str, st
         SIPROC_CALL_RATE="100000",
         SIPROC_CALL_BURST="100000",
         SIPROC_LOG_LEVEL="3",
+        # every media worker up before the load and for all of it: the CPU figures add up the
+        # workers found at the start (bench/footprint.py measures the start-on-demand default)
+        SIPROC_MEDIA_IDLE="0",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
@@ -686,16 +700,65 @@ class LoadResult:
     sipp_cpu_pct: float = math.nan
     window: float = 0.0
     notes: list[str] = field(default_factory=list)
+    cdr_metrics: bool = False  # SIPROC_CDR and SIPROC_METRICS on, /metrics scraped
+
+    @property
+    def label(self) -> str:
+        return f"{self.peer}+cdr" if self.cdr_metrics else self.peer
+
+
+class Scraper:
+    """--cdr-metrics: GET /metrics every ``interval`` seconds in a thread, as Prometheus would
+    (its default is 15 s; a shorter interval makes the cost easier to see)."""
+
+    def __init__(self, url: str, interval: float) -> None:
+        self.url = url
+        self.interval = interval
+        self.count = 0
+        self.failures = 0
+        self.seconds = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def mean_ms(self) -> float:
+        return 1000 * self.seconds / self.count if self.count else math.nan
+
+    def _run(self) -> None:
+        import urllib.request
+
+        while not self._stop.wait(self.interval):
+            began = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as response:
+                    response.read()
+            except OSError:
+                self.failures += 1
+                continue
+            self.count += 1
+            self.seconds += time.monotonic() - began
 
 
 def run_load(
-    args: argparse.Namespace, workdir: Path, peer: str, calls: int, record: bool, play: Path
+    args: argparse.Namespace,
+    workdir: Path,
+    peer: str,
+    calls: int,
+    record: bool,
+    play: Path,
+    cdr_metrics: bool = False,
 ) -> LoadResult:
     duration = args.duration
-    result = LoadResult(peer, calls, duration, record)
+    result = LoadResult(peer, calls, duration, record, cdr_metrics=cdr_metrics)
     rate = args.rate or min(200.0, max(5.0, calls / (duration / 3)))
     ramp = calls / rate
-    run_dir = workdir / f"{peer}-{calls}"
+    run_dir = workdir / f"{result.label}-{calls}"
     run_dir.mkdir()
     shutil.copy(workdir / "tone.ul", run_dir / "tone.ul")
     rec_dir = run_dir / "rec"
@@ -708,6 +771,7 @@ def run_load(
 
     baresip: Baresip | None = None
     siproc: SiprocProcess | None = None
+    scraper: Scraper | None = None
     if peer == "siproc":
         handler = run_dir / "handler.sh"
         handler.write_text(SIPROC_HANDLER)
@@ -719,6 +783,12 @@ def run_load(
             env["SIPROC_MEDIA_PRIORITY"] = args.media_priority
         if args.srtp:  # SDES keys over UDP: on loopback, in a bench, that is what it is for
             env.update(SIPROC_SRTP="mandatory", SIPROC_SRTP_INSECURE_SIGNALLING="yes")
+        if cdr_metrics:  # issue 11: a record per call, /metrics scraped as Prometheus does
+            metrics_port = free_port("tcp")
+            env.update(
+                SIPROC_CDR=str(run_dir / "cdr.jsonl"), SIPROC_METRICS=f"127.0.0.1:{metrics_port}"
+            )
+            scraper = Scraper(f"http://127.0.0.1:{metrics_port}/metrics", args.scrape_interval)
         siproc = SiprocProcess(args.python, run_dir, handler, max(calls * 2, 100), env)
         pid, target = siproc.pid, siproc.port
     else:
@@ -766,6 +836,8 @@ def run_load(
             name=f"{peer}-{calls}",
         )
         t0 = time.monotonic()
+        if scraper is not None:
+            scraper.start()
         window_start = t0 + min(ramp + 2.0, duration - 1.0)
         window_end = t0 + duration - 0.5
         if window_end - window_start < 3:
@@ -821,6 +893,8 @@ def run_load(
             Processes.stop(profiler)
         if capture is not None and capture.proc.poll() is None:
             capture.stop()
+        if scraper is not None:
+            scraper.stop()
         if siproc is not None:
             siproc.stop()
         if baresip is not None:
@@ -864,6 +938,13 @@ def run_load(
             result.notes.append(f"RECORD refused {refused} times")
         if ended < calls:
             result.notes.append(f"only {ended} call-end lines in siproc's log")
+        if scraper is not None:
+            cdr = run_dir / "cdr.jsonl"
+            lines = len(cdr.read_text().splitlines()) if cdr.exists() else 0
+            result.notes.append(
+                f"CDR: {lines} records for {calls} calls; /metrics scraped {scraper.count} times "
+                f"({scraper.failures} failed), {fmt(scraper.mean_ms(), '.1f')} ms each"
+            )
         if args.srtp:  # received counts only packets that authenticated (else packets_invalid)
             keyed = siproc.count("SRTP on (")
             result.notes.append(f"SRTP on in {keyed} streams; {received} packets authenticated")
@@ -1004,7 +1085,19 @@ class SetupResult:
     handler_cpu_per_call_ms: float
     rtt_p50: str
     rtt_p99: str
+    retransmissions: int = 0  # SIPp's: requests it had to send again (a late answer)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """Zero failed calls, zero retransmissions, INVITE -> 200 p99 under 200 ms (issue 12)."""
+        return (
+            self.failed == 0
+            and self.successful == self.calls
+            and self.retransmissions == 0
+            and self.rtt_p99.startswith("<")
+            and int(self.rtt_p99[1:].split()[0]) <= 200
+        )
 
 
 def run_setup_rates(args: argparse.Namespace, workdir: Path) -> list[SetupResult]:
@@ -1052,6 +1145,7 @@ def run_setup_rates(args: argparse.Namespace, workdir: Path) -> list[SetupResult
                 1000 * (after.children - before.children) / calls,
                 response_time_bucket(stats, 0.5),
                 response_time_bucket(stats, 0.99),
+                int(stats.get("Retransmissions(C)", 0) or 0),
             )
             spawned = siproc.count("handler started") - started_before
             if spawned != calls:
@@ -1082,7 +1176,7 @@ def fmt(value: float, spec: str) -> str:
 
 def print_table(results: list[LoadResult], skipped: list[tuple[int, str, str]]) -> None:
     header = (
-        f"{'N':>5}  {'callee':<8} {'rec':<3}  {'CPU s/call-min':>14}  {'(total)':>7}  "
+        f"{'N':>5}  {'callee':<10} {'rec':<3}  {'CPU s/call-min':>14}  {'(total)':>7}  "
         f"{'handler s/call':>14}  {'RSS KiB/call':>12}  {'loss %':>7}  "
         f"{'jitter p50/p99/max ms':>22}  {'failed':>9}"
     )
@@ -1096,8 +1190,8 @@ def print_table(results: list[LoadResult], skipped: list[tuple[int, str, str]]) 
         rows.append(
             (
                 r.calls,
-                r.peer,
-                f"{r.calls:>5}  {r.peer:<8} {'on' if r.record else 'off':<3}  "
+                r.label,
+                f"{r.calls:>5}  {r.label:<10} {'on' if r.record else 'off':<3}  "
                 f"{fmt(r.cpu_steady, '.3f'):>14}  {fmt(r.cpu_total, '.3f'):>7}  "
                 f"{fmt(r.handler_cpu if r.peer == 'siproc' else math.nan, '.4f'):>14}  "
                 f"{fmt(r.rss_per_call_kib, '.0f'):>12}  {fmt(100 * r.loss, '.3f'):>7}  "
@@ -1105,16 +1199,46 @@ def print_table(results: list[LoadResult], skipped: list[tuple[int, str, str]]) 
             )
         )
     for calls, peer, why in skipped:
-        rows.append((calls, peer, f"{calls:>5}  {peer:<8} {'':<3}  n/a ({why})"))
-    for _, _, line in sorted(rows, key=lambda row: (row[0], row[1] != "siproc")):
+        rows.append((calls, peer, f"{calls:>5}  {peer:<10} {'':<3}  n/a ({why})"))
+    for _, _, line in sorted(rows, key=lambda row: (row[0], row[1] != "siproc", row[1])):
         print(line)
+
+
+def more(without: float, with_: float) -> float:
+    """Per cent more CPU ``with_`` than ``without`` (nan when there is nothing to compare)."""
+    return 100 * (with_ / without - 1) if without > 0 else math.nan
+
+
+def print_cdr_comparison(results: list[LoadResult]) -> None:
+    """--cdr-metrics: siproc's CPU per call-minute without and with records and metrics."""
+    header = (
+        f"{'N':>5}  {'CPU s/call-min without':>22}  {'with CDR+metrics':>16}  "
+        f"{'more':>7}  {'(total) without':>15}  {'with':>6}  {'more':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for plain in results:
+        if plain.peer != "siproc" or plain.cdr_metrics:
+            continue
+        for cdr in results:
+            if cdr.peer == "siproc" and cdr.cdr_metrics and cdr.calls == plain.calls:
+                steady, total = (
+                    more(plain.cpu_steady, cdr.cpu_steady),
+                    more(plain.cpu_total, cdr.cpu_total),
+                )
+                print(
+                    f"{plain.calls:>5}  {fmt(plain.cpu_steady, '.4f'):>22}  "
+                    f"{fmt(cdr.cpu_steady, '.4f'):>16}  {fmt(steady, '+.1f'):>6}%  "
+                    f"{fmt(plain.cpu_total, '.4f'):>15}  {fmt(cdr.cpu_total, '.4f'):>6}  "
+                    f"{fmt(total, '+.1f'):>6}%"
+                )
 
 
 def print_details(results: list[LoadResult]) -> None:
     for r in results:
         cap = r.capture
         parts = [
-            f"N={r.calls} {r.peer}: window {r.window:.1f} s",
+            f"N={r.calls} {r.label}: window {r.window:.1f} s",
             f"idle RSS {r.rss_idle_kib / 1024:.1f} MiB",
             f"RTP received {r.received}",
             f"SIPp sent {r.sent_by_sipp or '?'} (file: {r.expected})",
@@ -1154,6 +1278,15 @@ def main(argv: list[str] | None = None) -> int:
         help="SIPROC_MEDIA_PRIORITY for siproc (default: its own, realtime where allowed)",
     )
     parser.add_argument("--profile", type=Path, help="py-spy siproc's steady window into DIR")
+    parser.add_argument(
+        "--cdr-metrics",
+        action="store_true",
+        help="each N twice: siproc plain, then with SIPROC_CDR and SIPROC_METRICS (/metrics "
+        "scraped); their CPU per call-minute side by side (siproc only)",
+    )
+    parser.add_argument(
+        "--scrape-interval", type=float, default=5.0, help="seconds between scrapes (5)"
+    )
     parser.add_argument(
         "--srtp", action="store_true", help="SRTP both ways (siproc only; SIPp plays a pcap)"
     )
@@ -1197,28 +1330,37 @@ def main(argv: list[str] | None = None) -> int:
         skipped: list[tuple[int, str, str]] = []
         for calls in calls_list:
             for peer in peers:
-                if peer == "baresip" and args.srtp:
-                    skipped.append((calls, peer, "--srtp: siproc only"))
+                if peer == "baresip" and (args.srtp or args.cdr_metrics):
+                    skipped.append((calls, peer, "--srtp/--cdr-metrics: siproc only"))
                     continue
                 if peer == "baresip" and calls > BARESIP_MAX_CALLS[record]:
                     limit = BARESIP_MAX_CALLS[record]
                     skipped.append((calls, peer, f"libre's 1024-fd limit: ~{limit} calls"))
                     continue
-                print(f"  running N={calls} against {peer} ...", file=sys.stderr, flush=True)
-                started = time.monotonic()
-                result = run_load(args, workdir, peer, calls, record, play)
-                results.append(result)
-                print(
-                    f"  ... {time.monotonic() - started:.0f} s: failed {result.failed}, "
-                    f"loss {fmt(100 * result.loss, '.3f')} %",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                # --cdr-metrics: plain, then with records and metrics, for the comparison
+                for cdr_metrics in (False, True) if args.cdr_metrics else (False,):
+                    label = f"{peer}{' with CDR+metrics' if cdr_metrics else ''}"
+                    print(f"  running N={calls} against {label} ...", file=sys.stderr, flush=True)
+                    started = time.monotonic()
+                    result = run_load(args, workdir, peer, calls, record, play, cdr_metrics)
+                    results.append(result)
+                    print(
+                        f"  ... {time.monotonic() - started:.0f} s: failed {result.failed}, "
+                        f"loss {fmt(100 * result.loss, '.3f')} %",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         print()
         srtp = f", SRTP ({SRTP_SUITE}, SDES)" if args.srtp else ""
         print(f"Load: SIPp UAC, G.711 u-law both ways{srtp}, {args.duration:g} s talk per call")
         print_table(results, skipped)
         print_details(results)
+        if args.cdr_metrics:
+            print(
+                f"\nCost of SIPROC_CDR + SIPROC_METRICS (/metrics scraped every "
+                f"{args.scrape_interval:g} s), siproc's CPU per call-minute:"
+            )
+            print_cdr_comparison(results)
         if args.profile is not None:
             for path in sorted(args.profile.glob("siproc-*.txt")):
                 print(f"\nprofile {path}:")
@@ -1232,16 +1374,20 @@ def main(argv: list[str] | None = None) -> int:
             setup = run_setup_rates(args, workdir)
             print(
                 f"{'cps':>5}  {'calls':>6}  {'ok':>6}  {'failed':>6}  {'siproc CPU ms/call':>18}"
-                f"  {'handler CPU ms/call':>19}  {'INVITE->200 p50/p99':>20}"
+                f"  {'handler CPU ms/call':>19}  {'INVITE->200 p50/p99':>20}  {'retrans':>7}"
             )
             for s in setup:
                 print(
                     f"{s.rate:>5}  {s.calls:>6}  {s.successful:>6}  {s.failed:>6}  "
                     f"{s.cpu_per_call_ms:>18.2f}  {s.handler_cpu_per_call_ms:>19.2f}  "
-                    f"{s.rtt_p50 + ' / ' + s.rtt_p99:>20}  {'; '.join(s.notes)}"
+                    f"{s.rtt_p50 + ' / ' + s.rtt_p99:>20}  {s.retransmissions:>7}  "
+                    f"{'; '.join(s.notes)}"
                 )
-            clean = [s.rate for s in setup if s.failed == 0 and s.successful == s.calls]
-            print(f"highest rate with zero failed calls: {max(clean) if clean else 'none'} cps")
+            clean = [s.rate for s in setup if s.clean]
+            print(
+                "highest clean rate (0 failed, 0 retransmissions, p99 <= 200 ms): "
+                f"{max(clean) if clean else 'none'} cps"
+            )
     except KeyboardInterrupt:
         print("\ninterrupted: stopping everything", file=sys.stderr)
         return 130

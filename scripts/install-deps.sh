@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 # libasound2-dev + gcc: pyalsaaudio (the alsa extra: APLAY/ARECORD/ASTOP) builds from source
 # against them; libasound2 runs it; alsa-utils: the tests compare with `aplay -L`, `arecord`.
 # kamailio-tls-modules: Kamailio's tls.so (the TLS interop test); tshark: the TLS tests check a
-# capture on lo (port-filtered) for cleartext SIP and RTP.
-APT_PACKAGES=(kamailio kamailio-sqlite-modules kamailio-tls-modules tshark baresip-core sip-tester sox sqlite3 iproute2 libsndfile1 libopus0
+# capture on lo (port-filtered) for cleartext SIP and RTP. espeak-ng: the default engine of SAY.
+APT_PACKAGES=(kamailio kamailio-sqlite-modules kamailio-tls-modules tshark baresip-core sip-tester sox sqlite3 iproute2 libsndfile1 libopus0 espeak-ng
               libasound2 libasound2-dev alsa-utils gcc)
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }

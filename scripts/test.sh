@@ -20,6 +20,9 @@ python3 -m ruff format --check src tests bench
 step "mypy"
 python3 -m mypy
 
+step "import layers (scripts/check_imports.py)"
+python3 scripts/check_imports.py
+
 step "pytest"
 # Exit status 5 ("no tests collected") is non-zero, so it fails the run like any other failure.
 python3 -m pytest -q "$@"

@@ -22,8 +22,6 @@ import contextlib
 import io
 import logging
 import random
-import selectors
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,53 +34,10 @@ from siproc.net.rtp_state import RtpStats
 from siproc.sip.message import Message, Response, parse_message
 from siproc.sip.transaction import Destination
 from siproc.sip.uri import SipUri
+from tests.virtual_loop import VirtualLoop
 
 LOCAL = "127.0.0.1"
 PEER = Destination("udp", "127.0.0.1", 5099)
-
-
-class _VirtualSelector(selectors.BaseSelector):
-    """Never has an event; a wait for ``timeout`` moves the virtual clock instead."""
-
-    def __init__(self, loop: VirtualLoop) -> None:
-        self._loop = loop
-        self._keys: dict[int, selectors.SelectorKey] = {}
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
-        key = selectors.SelectorKey(fileobj, fd, events, data)
-        self._keys[fd] = key
-        return key
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
-        return self._keys.pop(fd)
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        if timeout is None:  # nothing scheduled: something outside (a thread) must come
-            time.sleep(0.001)
-        elif timeout > 0:
-            self._loop.now += timeout
-        return []
-
-    def close(self) -> None:
-        self._keys.clear()
-
-    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
-        return self._keys
-
-
-class VirtualLoop(asyncio.SelectorEventLoop):
-    """An event loop on a virtual clock (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        super().__init__(selector=_VirtualSelector(self))
-        self.errors: list[dict[str, Any]] = []
-        self.set_exception_handler(lambda _loop, context: self.errors.append(context))
-
-    def time(self) -> float:
-        return self.now
 
 
 class FakeStream:
@@ -107,6 +62,7 @@ class FakeStream:
         self._when_closed: list[Callable[[], None]] = []
         self._playing: list[str] = []
         self._recording: str | None = None
+        self.bot: tuple[Any, Callable[[str, str], None]] | None = None  # STREAM: spec, report
         FakeStream.instances.append(self)
 
     def configure(self, remote: tuple[str, int], codec: object, pt: int, te: int | None,
@@ -163,6 +119,13 @@ class FakeStream:
 
     def sound_card(self, verb: str, device: str) -> None:
         raise ValueError("no sound cards in the simulator")
+
+    def bot_start(self, spec: Any, report: Callable[[str, str], None]) -> None:
+        self.bot = (spec, report)
+
+    def bot_stop(self) -> None:
+        if self.bot is not None:  # as the bot's edge does: stop, then the report
+            self.bot[1]("STOPPED", "handler")
 
     def close(self) -> None:
         if not self.closed:

@@ -15,8 +15,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Protocol
+
+from tests.audio import make_tone
 
 READY_RE = re.compile(r"ready on SIP port (\d+)")
 
@@ -168,7 +171,63 @@ def wait_file(path: Path, pattern: str, timeout: float = 10.0) -> str:
     raise AssertionError(f"{path} never matched {pattern!r}; it holds:\n{text}")
 
 
-MakePhone = Callable[..., Siproc]  # the `phones` fixture (tests/integration/conftest.py)
+class MakePhone(Protocol):
+    """Starts a ready siproc running ``h.sh`` of its working directory: the ``phones`` fixture
+    (tests/integration/conftest.py) and ``make_siproc`` (tests/interop/conftest.py)."""
+
+    def __call__(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        bind: str = "127.0.0.1",
+        log_level: int = 4,
+        netns: str | None = None,
+    ) -> Siproc: ...
+
+
+@contextlib.contextmanager
+def started_siprocs(workdir: Path) -> Iterator[MakePhone]:
+    """A `MakePhone` for ``workdir/h.sh`` run in ``workdir``; at the end every siproc it started
+    is stopped and its log printed (pytest shows it with a failure)."""
+    started: list[Siproc] = []
+
+    def start(
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        bind: str = "127.0.0.1",
+        log_level: int = 4,
+        netns: str | None = None,
+    ) -> Siproc:
+        proc = Siproc(
+            workdir / "h.sh",
+            *args,
+            env=env,
+            cwd=workdir,
+            bind=bind,
+            log_level=log_level,
+            netns=netns,
+        )
+        started.append(proc)
+        return proc.wait_ready()
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.stop()
+            print(f"--- siproc on port {proc.port} ---\n{proc.stderr()}")
+
+
+def handler_dir(
+    path: Path, handler: str, tones: Mapping[str, tuple[float, float]] | None = None
+) -> Path:
+    """A working directory ``path`` for siproc (made if missing): the bash ``handler`` as
+    ``h.sh`` and, for each ``name: (hz, seconds)`` of ``tones``, a tone file of that name."""
+    path.mkdir(exist_ok=True)
+    write_handler(path / "h.sh", handler)
+    for name, (hz, seconds) in (tones or {}).items():
+        make_tone(path / name, hz, seconds)
+    return path
 
 
 def children_of(parent: int) -> list[tuple[int, str, bytes]]:

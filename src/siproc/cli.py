@@ -6,17 +6,15 @@ import argparse
 import asyncio
 import importlib.util
 import json
-import logging
 import os
-import resource
-import shutil
 import sys
 
 from siproc import __version__
-from siproc.config import LOG_LEVELS, Config, ConfigError, load_config
-from siproc.logs import SafeFormatter
-
-log = logging.getLogger("siproc")
+from siproc.calls.handler import find_handler
+from siproc.config import Config, ConfigError, load_config
+from siproc.logs import setup_logging
+from siproc.net.fd_limit import raise_fd_limit
+from siproc.net.tls import TlsFileError, check_files
 
 ALSA_NOT_INSTALLED = "ALSA support not installed (pip install siproc[alsa])"
 
@@ -27,39 +25,15 @@ Standard input takes 'CALL <sip-uri>' and 'QUIT'. The account and settings come 
 SIPROC_* environment variables; see siproc(1)."""
 
 
-def setup_logging(level: int, program: str = "siproc") -> None:
-    """Log lines to stderr: ``siproc[PID] LEVEL: message`` (``program``: a media worker's
-    lines say ``siproc-media``)."""
-    handler = logging.StreamHandler(sys.stderr)
-    detail = " %(name)s" if level >= 4 else ""
-    handler.setFormatter(
-        SafeFormatter(f"{program}[%(process)d] %(levelname)s{detail}: %(message)s")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(LOG_LEVELS[level])
-    if level < 5:  # state machine chatter only from level 5 up
-        for name in ("siproc.sip.transaction", "siproc.sip.dialog", "siproc.sip.registration"):
-            logging.getLogger(name).setLevel(max(LOG_LEVELS[level], logging.INFO))
-
-
-def raise_fd_limit() -> None:
-    """Raise the soft limit of open files to the hard one: every call holds an RTP and an
-    RTCP socket (and a recording), and the common soft limit of 1024 would stop a siproc at a
-    few hundred calls with "Too many open files"."""
+def _load_config() -> Config:
+    """The Config of the environment, with its TLS files loaded once (config.py reads no file):
+    any problem is a ConfigError naming the variable."""
+    config = load_config(os.environ)
     try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard == resource.RLIM_INFINITY or hard > soft:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (OSError, ValueError) as exc:  # a container may forbid it: keep what we have
-        log.debug("cannot raise the limit of open files: %s", exc)
-
-
-def _find_handler(path: str) -> str | None:
-    """The handler as it will be run, or None; a bare name is looked up in PATH like execvp."""
-    if os.sep in path:
-        return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
-    return shutil.which(path)
+        check_files(config.tls)
+    except TlsFileError as exc:
+        raise ConfigError(exc.variable, exc.problem) from None
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,11 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="its arguments")
     ns = parser.parse_args(argv)
     try:
-        config = load_config(os.environ)
+        config = _load_config()
     except ConfigError as exc:
         print(f"siproc: {exc}", file=sys.stderr)
         return 1
-    handler = _find_handler(ns.handler)
+    handler = find_handler(ns.handler)
     if handler is None:
         print(
             f"siproc: handler {ns.handler!r} is not an executable file "
@@ -81,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, log_format=config.log_format)
     raise_fd_limit()
     try:
         return _run(config, [handler, *ns.args])
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:  # ConfigError: SIPROC_CDR cannot be opened
         print(f"siproc: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -118,7 +92,7 @@ def parameters_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"siproc {__version__}")
     ns = parser.parse_args(argv)
     try:
-        config = load_config(os.environ)
+        config = _load_config()
     except ConfigError as exc:
         print(f"siproc-parameters: {exc}", file=sys.stderr)
         return 1

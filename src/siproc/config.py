@@ -4,33 +4,48 @@ The variables are those of the original manual page (its ENVIRONMENT section; no
 the password variable is SIPROC_PASSWORD) plus the ones this version adds, all documented in
 siproc(1). Among them: SIPROC_REGISTER_RETRY, the first step of the backoff with which every
 failed registration is retried (an unresolvable registrar name, no answer, a refused or
-dropped TCP connection: calls/account.py), and SIPROC_USER_AGENT, the User-Agent and Server
-headers, "siproc" without the version by default. SECRET_VARIABLES never reach a child
-process. A missing or malformed value raises `ConfigError` naming the variable, and the CLI
-exits 1 with that one line.
+dropped TCP connection: calls/account.py); SIPROC_USER_AGENT, the User-Agent and Server
+headers, "siproc" without the version by default; SIPROC_CDR, the file of call detail records
+(calls/records.py: its form is checked here, whether it opens at start-up); SIPROC_METRICS,
+where /metrics and /healthz listen (calls/metrics.py; 127.0.0.1 unless an address is given);
+SIPROC_TTS_COMMAND, SIPROC_TTS_CACHE_DIR, SIPROC_TTS_CACHE_SIZE and SIPROC_TTS_TIMEOUT, the
+text-to-speech engine of SAY and its disk cache (TtsSettings, net/tts.py); SIPROC_MEDIA_IDLE,
+how long a media worker without calls runs; SIPROC_DRAIN_TIMEOUT, the seconds a drain (DRAIN,
+SIGUSR1: calls/drain.py) waits for the calls still up before it ends them as QUIT does (0, the
+default: as long as they last); SIPROC_INSTANCE_ID, the +sip.instance of the registered
+Contact (RFC 5626) for several instances of one account; SIPROC_LOG_FORMAT, text (default)
+or json (one JSON object per log line, logs.py); SIPROC_AUDIO_FDS, audio pipes for every
+handler (fd 3: the far end's audio, fd 4: audio to send; 16-bit little-endian mono PCM at
+16 kHz: calls/audio_fds.py says why a setting and not a command). SECRET_VARIABLES never reach
+a child process. A missing or malformed value raises `ConfigError` naming the variable, and
+the CLI exits 1 with that one line.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
+import shlex
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
+from siproc.logs import LOG_FORMATS
+from siproc.logs import LOG_LEVELS as LOG_LEVELS  # its old home: config.LOG_LEVELS
 from siproc.media.codecs.catalog import CodecEntry, CodecPriorityError, apply_priorities
-from siproc.net import sip_transport, tls
-from siproc.net.media_priority import PRIORITIES as MEDIA_PRIORITIES
 from siproc.sdp.sdes import SrtpMode
 from siproc.sip import framing
 from siproc.sip.errors import ParseError
 from siproc.sip.uri import NameAddr, SipUri, parse_host_port, parse_name_addr, parse_sip_uri
 
 DEFAULT_SIP_PORT = 5060
+DEFAULT_TLS_PORT = 5061  # RFC 3261 section 19.1.2: sips: and SIP over TLS (net/tls.py)
 DEFAULT_RTP_PORTS = (10000, 20000)
 DEFAULT_MAX_CALLS = 1000
 MAX_MEDIA_WORKERS = 64
+# SIPROC_MEDIA_PRIORITY, most first (net/media_priority.py asks the kernel for them).
+MEDIA_PRIORITIES = ("realtime", "high", "normal")
 
 
 def default_media_workers() -> int:
@@ -42,14 +57,17 @@ def default_media_workers() -> int:
 
 
 # Limits of the SIP listener (net/sip_transport.py, sip/framing.py): safe on the open internet.
+# The TCP ones are defined here, below the edges (net/sip_transport.py takes them from here).
 # Message size (octets, UDP and TCP; 513 beyond, RFC 3261 section 21.5.14); TCP connections from
 # one IPv4 address or IPv6 /64; seconds to the first complete message and to complete each one;
 # seconds without traffic either way (RFC 5626 pings count) before a TCP connection is closed.
 DEFAULT_MAX_MESSAGE_SIZE = framing.DEFAULT_MAX_MESSAGE_SIZE
 MAX_MESSAGE_SIZE_RANGE = (1_500, 1 << 20)
-DEFAULT_TCP_MAX_PER_SOURCE = sip_transport.MAX_CONNECTIONS_PER_SOURCE
+DEFAULT_TCP_MAX_PER_SOURCE = 32
 DEFAULT_TCP_MESSAGE_TIMEOUT = framing.DEFAULT_MESSAGE_TIMEOUT
-DEFAULT_TCP_IDLE_TIMEOUT = sip_transport.TCP_IDLE_TIMEOUT
+# Well above the 120 s between RFC 5626 keep-alive pings on connection-oriented transports
+# (RFC 5626 section 4.4.1).
+DEFAULT_TCP_IDLE_TIMEOUT = 600.0
 
 DEFAULT_REGISTER_EXPIRES = 600
 DEFAULT_REGISTER_RETRY = 30  # seconds before the first retry; doubles up to 15 min
@@ -67,18 +85,14 @@ DEFAULT_SPAWN_RATE = 400.0  # handler starts per second, all calls together
 DEFAULT_RING_TIMEOUT = 120  # seconds an incoming call may ring unanswered (then 480)
 DEFAULT_RTP_TIMEOUT = 0  # seconds without RTP that end a connected call; 0: never
 DEFAULT_MAX_CALL_DURATION = 86400  # seconds; 0: no limit
+DEFAULT_METRICS_ADDRESS = "127.0.0.1"  # SIPROC_METRICS=PORT listens here (calls/metrics.py)
+# SIPROC_DRAIN_TIMEOUT: seconds after DRAIN (or SIGUSR1) until the calls still up are ended as
+# QUIT ends them (calls/drain.py); 0: wait for them however long they last.
+DEFAULT_DRAIN_TIMEOUT = 0.0
+MAX_DRAIN_TIMEOUT = 31_536_000.0
 
-# SIPROC_LOG_LEVEL 0-6 (0 quietest) onto Python logging levels. 5 adds the transaction and
-# dialog state machines; 6 adds every SIP message in and out (see `SIP_TRACE`).
-LOG_LEVELS = {
-    0: logging.CRITICAL,
-    1: logging.ERROR,
-    2: logging.WARNING,
-    3: logging.INFO,
-    4: logging.DEBUG,
-    5: logging.DEBUG,
-    6: logging.DEBUG,
-}
+# SIPROC_LOG_LEVEL 0-6 (0 quietest) onto Python logging levels: logs.LOG_LEVELS. 5 adds the
+# transaction and dialog state machines; 6 adds every SIP message in and out.
 SIP_TRACE_LEVEL = 6
 # RFC 3261 section 25.1: characters a URI user part carries unescaped, besides alphanumerics.
 _USER_UNRESERVED = "-_.!~*'()&=+$,;?/"
@@ -134,11 +148,27 @@ class TlsSettings:
     verify: bool = True
     cert_file: str | None = None
     key_file: str | None = None
-    port: int = tls.DEFAULT_TLS_PORT
+    port: int = DEFAULT_TLS_PORT
 
     @property
     def listens(self) -> bool:
         return self.cert_file is not None
+
+
+DEFAULT_TTS_CACHE_SIZE = 100  # MB of rendered speech kept (SAY, net/tts.py)
+DEFAULT_TTS_TIMEOUT = 30  # seconds a text-to-speech engine may take for one SAY
+
+
+@dataclass(frozen=True, slots=True)
+class TtsSettings:
+    """Text to speech for SAY (siproc(1), SAY; net/tts.py): SIPROC_TTS_COMMAND, the engine's
+    argv template (``{text}``, ``{file}``; None: ``espeak-ng`` if it is on PATH),
+    SIPROC_TTS_CACHE_DIR, SIPROC_TTS_CACHE_SIZE (MB) and SIPROC_TTS_TIMEOUT (seconds)."""
+
+    command: tuple[str, ...] | None = None
+    cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "siproc", "tts")
+    cache_size: int = DEFAULT_TTS_CACHE_SIZE * 1_000_000  # bytes
+    timeout: float = DEFAULT_TTS_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +188,7 @@ class Config:
     log_level: int
     codecs: tuple[CodecEntry, ...]
     timer_t1: float = DEFAULT_TIMER_T1_MS / 1000  # seconds
+    media_idle: float = 30.0  # seconds a worker without calls runs; 0: all start, none stops
     inbound: InboundPolicy = InboundPolicy(registrar=False, networks=(), reject=403)
     accept_refer: tuple[str, ...] | bool = True  # True/False, or glob patterns of targets
     limits: Limits = Limits(
@@ -178,6 +209,14 @@ class Config:
     # SIPROC_SRTP_INSECURE_SIGNALLING=yes: SDES keys also in SDP sent over UDP/TCP (cleartext)
     srtp_insecure_signalling: bool = False
     tls: TlsSettings = TlsSettings()
+    cdr: str | None = None  # SIPROC_CDR: the call detail records file (calls/records.py)
+    metrics: tuple[str, int] | None = None  # SIPROC_METRICS: where /metrics listens
+    tts: TtsSettings = TtsSettings()
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT  # SIPROC_DRAIN_TIMEOUT (s); 0: none
+    # SIPROC_INSTANCE_ID: "urn:uuid:..." for the +sip.instance of our Contact (RFC 5626 4.1)
+    instance_id: str | None = None
+    log_format: str = LOG_FORMATS[0]  # SIPROC_LOG_FORMAT: text, or json (one object per line)
+    audio_fds: bool = False  # SIPROC_AUDIO_FDS: handlers get fds 3 and 4 (calls/audio_fds.py)
 
     @property
     def transport(self) -> str:
@@ -338,6 +377,27 @@ def _user_agent(env: Mapping[str, str]) -> str:
     return text
 
 
+def _instance_id(env: Mapping[str, str]) -> str | None:
+    """SIPROC_INSTANCE_ID: a UUID (RFC 4122), given bare or as urn:uuid:, that goes into the
+    registered Contact as +sip.instance (RFC 5626 section 4.1): several instances of one
+    account each register their own binding, and an instance started again replaces its
+    own. Canonical lower-case form."""
+    text = env.get("SIPROC_INSTANCE_ID", "").strip()
+    if not text:
+        return None
+    bare = text[len("urn:uuid:") :] if text.lower().startswith("urn:uuid:") else text
+    try:
+        if len(bare) != 36:
+            raise ValueError(bare)
+        return f"urn:uuid:{uuid.UUID(bare)}"
+    except ValueError:
+        raise ConfigError(
+            "SIPROC_INSTANCE_ID",
+            f"must be a UUID such as 0f8fad5b-d9cb-469f-a165-70867728950e (see uuidgen), "
+            f"not {text[:60]!r}",
+        ) from None
+
+
 def _yes_no(env: Mapping[str, str], name: str, default: bool) -> bool:
     text = env.get(name, "").strip().lower()
     if not text:
@@ -350,7 +410,8 @@ def _yes_no(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def _tls(env: Mapping[str, str]) -> TlsSettings:
-    """The TLS variables; the files are loaded once here, so a bad one is an error at start."""
+    """The TLS variables. The files are read by the edge, not here: `net.tls.check_files`, which
+    the CLI runs right after `load_config`, so that a bad one is still an error at start."""
     ca_file = env.get("SIPROC_TLS_CA_FILE", "").strip() or None
     cert_file = env.get("SIPROC_TLS_CERT_FILE", "").strip() or None
     key_file = env.get("SIPROC_TLS_KEY_FILE", "").strip() or None
@@ -359,19 +420,91 @@ def _tls(env: Mapping[str, str]) -> TlsSettings:
         raise ConfigError("SIPROC_TLS_KEY_FILE", "is needed with SIPROC_TLS_CERT_FILE")
     if key_file and not cert_file:
         raise ConfigError("SIPROC_TLS_CERT_FILE", "is needed with SIPROC_TLS_KEY_FILE")
-    try:
-        if ca_file:  # the system store needs no check (and takes tens of ms to load)
-            tls.client_context(ca_file, verify=verify)
-        if cert_file and key_file:
-            tls.server_context(cert_file, key_file)
-    except tls.TlsFileError as exc:
-        raise ConfigError(exc.variable, exc.problem) from None
     return TlsSettings(
         ca_file=ca_file,
         verify=verify,
         cert_file=cert_file,
         key_file=key_file,
-        port=_int(env, "SIPROC_TLS_PORT", tls.DEFAULT_TLS_PORT, 0, 65535),
+        port=_int(env, "SIPROC_TLS_PORT", DEFAULT_TLS_PORT, 0, 65535),
+    )
+
+
+def check_record_path(text: str) -> str:
+    """A value of SIPROC_CDR that can name a file: not empty, no NUL or line break, not a
+    directory. Raises ValueError with the problem (the caller names the variable)."""
+    path = text.strip()
+    if not path:
+        raise ValueError("is empty")
+    if any(c in path for c in "\0\n\r"):
+        raise ValueError(f"is not a file name: {text!r}")
+    if path.endswith("/") or os.path.isdir(path):
+        raise ValueError(f"is a directory, not a file: {path!r}")
+    return path
+
+
+def _cdr(env: Mapping[str, str]) -> str | None:
+    """SIPROC_CDR: a file name (whether it can be opened is checked at start-up)."""
+    text = env.get("SIPROC_CDR", "")
+    if not text.strip():
+        return None
+    try:
+        return check_record_path(text)
+    except ValueError as exc:
+        raise ConfigError("SIPROC_CDR", str(exc)) from None
+
+
+def _metrics(env: Mapping[str, str]) -> tuple[str, int] | None:
+    """SIPROC_METRICS: ``PORT``, ``ADDRESS:PORT`` or ``[IPv6]:PORT``; the address is
+    127.0.0.1 unless given (metrics tell strangers too much to be served to the world by
+    default)."""
+    text = env.get("SIPROC_METRICS", "").strip()
+    if not text:
+        return None
+    host, colon, port = text.rpartition(":")
+    if not colon:
+        host, port = "", text
+    host = host.strip("[]") or DEFAULT_METRICS_ADDRESS
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        host = ""
+    if not host or not _is_number(port) or int(port) > 65535:
+        raise ConfigError(
+            "SIPROC_METRICS",
+            f"must be PORT or ADDRESS:PORT (like 127.0.0.1:9100 or [::1]:9100), not {text!r}",
+        )
+    return host, int(port)
+
+
+def tts_settings(env: Mapping[str, str]) -> TtsSettings:
+    """SAY's engine and cache. The command is split as a shell would (shlex), but no shell
+    ever runs it: ``{text}`` and ``{file}`` are replaced inside each word (net/tts.py)."""
+    command: tuple[str, ...] | None = None
+    text = env.get("SIPROC_TTS_COMMAND", "").strip()
+    if text:
+        try:
+            command = tuple(shlex.split(text))
+        except ValueError as exc:
+            raise ConfigError("SIPROC_TTS_COMMAND", f"cannot be split into words ({exc})") from None
+        if not any("{file}" in word for word in command[1:]):
+            raise ConfigError(
+                "SIPROC_TTS_COMMAND",
+                f"must name the WAV file to write as {{file}}, such as "
+                f"'espeak-ng -w {{file}} -- {{text}}', not {text!r}",
+            )
+    cache_dir = env.get("SIPROC_TTS_CACHE_DIR", "").strip()
+    if not cache_dir:
+        base = env.get("XDG_CACHE_HOME", "").strip()
+        if not base or not os.path.isabs(base):
+            home = env.get("HOME", "").strip() or os.path.expanduser("~")
+            base = os.path.join(home, ".cache")
+        cache_dir = os.path.join(base, "siproc", "tts")
+    return TtsSettings(
+        command=command,
+        cache_dir=cache_dir,
+        cache_size=_int(env, "SIPROC_TTS_CACHE_SIZE", DEFAULT_TTS_CACHE_SIZE, 1, 1_000_000)
+        * 1_000_000,
+        timeout=_seconds(env, "SIPROC_TTS_TIMEOUT", DEFAULT_TTS_TIMEOUT, 1, 3600),
     )
 
 
@@ -460,8 +593,10 @@ def load_config(env: Mapping[str, str]) -> Config:
             env, "SIPROC_MEDIA_WORKERS", default_media_workers(), 0, MAX_MEDIA_WORKERS
         ),
         media_priority=_choice(env, "SIPROC_MEDIA_PRIORITY", MEDIA_PRIORITIES),
+        media_idle=_seconds(env, "SIPROC_MEDIA_IDLE", 30.0, 0.0, 86400.0),
         register_expires=_int(env, "SIPROC_REGISTER_EXPIRES", DEFAULT_REGISTER_EXPIRES, 60, 86400),
         log_level=_int(env, "SIPROC_LOG_LEVEL", DEFAULT_LOG_LEVEL, 0, 6),
+        log_format=_choice(env, "SIPROC_LOG_FORMAT", LOG_FORMATS),
         codecs=codecs,
         timer_t1=_int(env, "SIPROC_TIMER_T1", DEFAULT_TIMER_T1_MS, 50, 5000) / 1000,
         inbound=_inbound(env, registrar),
@@ -484,4 +619,12 @@ def load_config(env: Mapping[str, str]) -> Config:
         user_agent=_user_agent(env),
         srtp_insecure_signalling=_yes_no(env, "SIPROC_SRTP_INSECURE_SIGNALLING", False),
         tls=_tls(env),
+        cdr=_cdr(env),
+        metrics=_metrics(env),
+        tts=tts_settings(env),
+        drain_timeout=_seconds(
+            env, "SIPROC_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT, 0, MAX_DRAIN_TIMEOUT
+        ),
+        instance_id=_instance_id(env),
+        audio_fds=_yes_no(env, "SIPROC_AUDIO_FDS", False),
     )

@@ -1,7 +1,7 @@
 """Fuzz media/rtcp.py: random and mutated compound packets.
 
-Invariants: ``parse_rtcp`` raises nothing but ``ParseError``; what it returns packs back into a
-compound packet that parses to the same packets.
+Invariants: ``parse_rtcp`` raises nothing but ``PacketParseError``; what it returns packs back
+into a compound packet that parses to the same packets.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from siproc.media.rtcp import (
     build_compound,
     parse_rtcp,
 )
-from siproc.media.rtp import ParseError
+from siproc.media.rtp import PacketParseError
 from tests.fuzz.mutations import inputs
 from tests.fuzz.profiles import count, fuzz_settings
 
@@ -48,6 +48,6 @@ def test_parse_rtcp(data: bytes) -> None:
     count("media.rtcp")
     try:
         packets = parse_rtcp(data)
-    except ParseError:
+    except PacketParseError:
         return
     assert parse_rtcp(build_compound(packets)) == packets

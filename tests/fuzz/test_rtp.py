@@ -1,6 +1,6 @@
 """Fuzz media/rtp.py (and the RFC 4733 payload parser behind it) with random and mutated packets.
 
-Invariants: ``parse_rtp`` raises nothing but ``ParseError``; a header without CSRCs, extension
+Invariants: ``parse_rtp`` raises nothing but ``PacketParseError``; a header without CSRCs, extension
 or padding survives pack -> parse; the payload view lies inside the packet; a telephone-event
 payload parses or raises ``ValueError`` (its documented error).
 """
@@ -14,7 +14,7 @@ import struct
 from hypothesis import given
 
 from siproc.media.dtmf import pack_event, parse_event
-from siproc.media.rtp import ParseError, RtpSender, is_rtcp, parse_rtp
+from siproc.media.rtp import PacketParseError, RtpSender, is_rtcp, parse_rtp
 from tests.fuzz.mutations import inputs
 from tests.fuzz.profiles import count, fuzz_settings
 
@@ -39,7 +39,7 @@ def test_parse_rtp(data: bytes) -> None:
     is_rtcp(data)
     try:
         header, payload = parse_rtp(data)
-    except ParseError:
+    except PacketParseError:
         return
     assert len(payload) <= len(data) - 12
     if header.csrc_count == 0 and not header.extension and not header.padding:

@@ -22,7 +22,7 @@ from siproc.media.dtmf import pack_event, parse_event
 from siproc.media.rtp import is_rtcp, parse_rtp
 from siproc.sdp.model import parse_sdp, rtpmap
 from siproc.sip.message import Request, Response, parse_message
-from tests.siproc_proc import MakePhone, wait_file, write_handler
+from tests.siproc_proc import MakePhone, handler_dir, wait_file
 
 ENDED = r"^(SIGTERM|EOF)$"
 NO_TELEPHONE_EVENT = {"SIPROC_CODEC_PRIORITIES": "telephone-event:0"}
@@ -73,8 +73,7 @@ def dtmf(text: str) -> str:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    write_handler(tmp_path / "h.sh", HANDLER)
-    return tmp_path
+    return handler_dir(tmp_path, HANDLER)
 
 
 def check_answerer(text: str) -> None:

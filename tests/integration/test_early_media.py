@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import soundfile
 
-from tests.audio import dominant_frequency, duration, make_tone, read_mono, rms
-from tests.siproc_proc import MakePhone, wait_file, write_handler
+from tests.audio import dominant_frequency, duration, read_mono, rms
+from tests.siproc_proc import MakePhone, handler_dir, wait_file
 
 ENDED = r"^(SIGTERM|EOF)$"
 TONE_HZ = 440.0
@@ -76,9 +76,7 @@ def sdp_origins_sent(trace: str) -> dict[str, str]:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    write_handler(tmp_path / "h.sh", HANDLER)
-    make_tone(tmp_path / "tone.wav", TONE_HZ, 1.5)
-    return tmp_path
+    return handler_dir(tmp_path, HANDLER, {"tone.wav": (TONE_HZ, 1.5)})
 
 
 def test_progress_and_play_reach_the_caller_before_answer(workdir: Path, phones: MakePhone) -> None:

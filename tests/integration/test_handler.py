@@ -641,3 +641,66 @@ def test_no_zombies_no_fd_leaks(
             assert not os.path.exists(f"/proc/{h.pid}")
 
     run(main)
+
+
+# --- more descriptors (SIPROC_AUDIO_FDS, calls/audio_fds.py) ----------------------------------
+
+
+def test_fds_reach_the_child_at_their_numbers_and_nothing_else_does(tmp_path: Path) -> None:
+    """posix_spawn's dup2 puts our pipes at 3 and 4; the child gets no other descriptor of
+    ours (not even one without close-on-exec), runs in its own session with SIGPIPE at its
+    default, and so ends by it on a closed pipe; the parent keeps its own descriptors and
+    leaks none."""
+    argv = bash(
+        tmp_path,
+        'read -r line <&3; echo "BACK $line" >&4\n'
+        'echo "INODES $(stat -L -c %i /proc/$$/fd/3 /proc/$$/fd/4 | tr "\\n" " ")"\n'
+        'for fd in $LEAK; do [ -e /proc/$$/fd/$fd ] && echo "LEAK $fd"; done\n'
+        'echo "SID $(ps -o sid= -p $$) $$"\n'
+        "read -r _\n"  # then stdin
+        "exec 3<&-; exec yes >&4\n",  # fd 4's reader is gone: SIGPIPE ends it
+    )
+
+    async def main() -> None:
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        inherited = os.dup(0)
+        os.set_inheritable(inherited, True)  # as if siproc had inherited it
+        ours = [to_child_r, to_child_w, from_child_r, from_child_w, inherited]
+        env = {**ENV, "LEAK": " ".join(str(fd) for fd in ours)}
+        before = open_fds()
+        sink = Sink()
+        h = await sink.spawn(argv, env=env, fds={3: to_child_r, 4: from_child_w})
+        os.write(to_child_w, b"hello\n")
+        await sink.until(lambda: len(sink.lines) >= 2 and sink.lines[-1].startswith("SID"))
+        assert os.read(from_child_r, 100) == b"BACK hello\n"
+        assert sink.lines[0].split()[1:] == [
+            str(os.fstat(to_child_r).st_ino),
+            str(os.fstat(from_child_w).st_ino),
+        ]
+        assert not [line for line in sink.lines if line.startswith("LEAK")], sink.lines
+        sid, pid = sink.lines[-1].split()[1:]
+        assert sid == pid == str(h.pid)
+        for fd in (to_child_r, from_child_w, from_child_r, inherited):
+            os.close(fd)  # ours stay ours: the child has its own
+        h.send("go")
+        assert await h.wait() == -13  # SIGPIPE, not ignored as it is in siproc
+        await asyncio.sleep(0.05)
+        os.close(to_child_w)
+        assert open_fds() == before - 5  # the five above; the handler's pipes and pidfd closed
+
+    run(main)
+
+
+def test_fds_with_a_missing_program_is_a_spawn_error(tmp_path: Path) -> None:
+    async def main() -> None:
+        r, w = os.pipe()
+        before = open_fds()
+        for argv in (["no-such-handler-program"], [str(tmp_path / "missing")]):
+            with pytest.raises(HandlerSpawnError, match="No such file"):
+                await Sink().spawn(argv, fds={3: r, 4: w})
+        assert open_fds() == before
+        os.close(r)
+        os.close(w)
+
+    run(main)

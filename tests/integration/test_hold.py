@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from tests.audio import make_tone
-from tests.siproc_proc import MakePhone, wait_file, write_handler
+from tests.siproc_proc import MakePhone, handler_dir, wait_file
 
 ENDED = r"^(SIGTERM|EOF)$"
 HOLD_AT = 1.0  # seconds after CONNECTED
@@ -61,10 +60,7 @@ def events(text: str) -> list[str]:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    write_handler(tmp_path / "h.sh", HANDLER)
-    make_tone(tmp_path / "a440.wav", 440.0, 10.0)
-    make_tone(tmp_path / "b880.wav", 880.0, 10.0)
-    return tmp_path
+    return handler_dir(tmp_path, HANDLER, {"a440.wav": (440.0, 10.0), "b880.wav": (880.0, 10.0)})
 
 
 def level(samples: np.ndarray, rate: int, start: float, end: float) -> float:  # type: ignore[type-arg]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.siproc_proc import MakePhone, wait_file, write_handler
+from tests.siproc_proc import MakePhone, handler_dir, wait_file
 
 HANDLER = r"""
 role=$1 mode=$2
@@ -28,8 +28,7 @@ echo EOF >> "$log"
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    write_handler(tmp_path / "h.sh", HANDLER)
-    return tmp_path
+    return handler_dir(tmp_path, HANDLER)
 
 
 def test_an_unanswered_call_gets_480_after_the_ring_timeout(

@@ -22,7 +22,7 @@ from siproc.media.codecs import get_codec
 from siproc.media.codecs.g711 import decode_ulaw, encode_ulaw
 from siproc.media.player import MediaFileError
 from siproc.media.recorder import RecordFileError
-from siproc.net.media_pool import PACK_STREAMS, MediaPool, RemoteStream
+from siproc.net.media_pool import INLINE_STREAMS, PACK_STREAMS, MediaPool, RemoteStream
 
 HOST = "127.0.0.1"
 PORTS = (42000, 43999)
@@ -108,9 +108,13 @@ async def _closed(stream: RemoteStream) -> None:
     await asyncio.wait_for(done, 10)
 
 
-def _run(test: Callable[[MediaPool], Awaitable[None]], workers: int = 2) -> None:
+def _run(test: Callable[[MediaPool], Awaitable[None]], workers: int = 2, idle: float = 0.0) -> None:
+    """Run ``test`` on a pool; ``idle`` 0 (the default here): all workers up before it."""
+
     async def main() -> None:
-        pool = MediaPool(asyncio.get_running_loop(), workers, log_level=3, rtcp_interval=0.5)
+        pool = MediaPool(
+            asyncio.get_running_loop(), workers, log_level=3, rtcp_interval=0.5, idle=idle
+        )
         await pool.started()
         try:
             await test(pool)
@@ -294,3 +298,108 @@ def test_a_stream_the_worker_cannot_take_ends_its_call_not_the_worker() -> None:
         peer.close()
 
     _run(test, workers=1)
+
+
+def test_workers_start_with_the_calls_that_need_them_and_stop_when_idle() -> None:
+    """SIPROC_MEDIA_IDLE > 0: no worker until a stream needs one; the stream handed to a
+    worker that is still starting plays once it is up; the next worker starts only when the
+    running ones are full; an idle worker exits and a later stream starts a new one."""
+
+    async def test(pool: MediaPool) -> None:
+        await pool.started()  # returns at once: nothing to wait for
+        assert pool._workers == []
+        peer = Peer()
+        first = pool.open_stream(HOST, PORTS)
+        (worker,) = pool._workers
+        assert not worker.ready.is_set()  # still importing: the stream waits in its channel
+        _configure(first, peer)
+        first.start()
+        await _until(lambda: bool(peer.drain() or peer.received))
+        assert worker.ready.is_set()
+        more = [pool.open_stream(HOST, PORTS) for _ in range(PACK_STREAMS - 1)]
+        assert len(pool._workers) == 1  # full now, not over
+        extra = pool.open_stream(HOST, PORTS)
+        assert len(pool._workers) == 2 and extra._worker is pool._workers[1]
+        for stream in [first, *more, extra]:
+            await _closed(stream)
+        processes = [w.process for w in pool._workers]
+        await _until(lambda: pool._workers == [], timeout=5)  # idle 0.3 s: both retired
+        await _until(lambda: all(p.poll() is not None for p in processes), timeout=10)
+        again = pool.open_stream(HOST, PORTS)
+        assert again._worker.process.pid not in {p.pid for p in processes}
+        peer.received.clear()
+        _configure(again, peer)
+        again.start()
+        await _until(lambda: bool(peer.drain() or peer.received))
+        await _closed(again)
+        peer.close()
+
+    _run(test, workers=2, idle=0.3)
+
+
+def test_a_stream_opened_before_the_idle_time_is_up_keeps_its_worker() -> None:
+    async def test(pool: MediaPool) -> None:
+        first = pool.open_stream(HOST, PORTS)
+        worker = first._worker
+        await _closed(first)
+        assert worker.idle_timer is not None  # counting down
+        second = pool.open_stream(HOST, PORTS)  # before it ran out
+        assert second._worker is worker and worker.idle_timer is None
+        await asyncio.sleep(0.6)  # past the idle time: the worker carries a stream
+        assert pool._workers == [worker] and worker.process.poll() is None
+        await _closed(second)
+
+    _run(test, workers=1, idle=0.3)
+
+
+def test_a_few_calls_run_inline_and_a_worker_starts_only_when_more_may_come() -> None:
+    """While no worker is ready the control process takes up to INLINE_STREAMS streams (a door
+    phone's call needs no worker, and waits for none); half that many start one; once it is
+    ready, or at the limit, streams go to workers."""
+
+    async def test(pool: MediaPool) -> None:
+        half = INLINE_STREAMS // 2
+        for inline in range(half - 1):
+            assert pool.takes_next(inline) is False
+        assert pool._workers == []  # a few calls: no worker at all
+        assert pool.takes_next(half - 1) is False  # still inline, but a worker starts
+        (worker,) = pool._workers
+        assert pool.takes_next(half) is False and len(pool._workers) == 1  # not a second one
+        assert pool.takes_next(INLINE_STREAMS) is True  # at the limit: to the starting worker
+        await _until(worker.ready.is_set)
+        assert pool.takes_next(0) is True  # a worker is ready: new calls go to it
+
+    _run(test, workers=2, idle=5.0)
+
+
+def test_without_idle_time_every_stream_goes_to_a_worker() -> None:
+    async def test(pool: MediaPool) -> None:
+        assert pool.takes_next(0) is True
+
+    _run(test, workers=1, idle=0.0)
+
+
+def test_a_stream_that_cannot_bind_its_ports_leaves_no_worker_behind() -> None:
+    """open_stream picks (or starts) its worker, and stops that worker's idle count, before it
+    binds the ports: a bind that fails must not leave a worker that never retires."""
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind((HOST, 0))
+    port = busy.getsockname()[1]
+    full = (port - (port & 1), port - (port & 1) + 1)  # the one pair, half of it taken
+
+    async def test(pool: MediaPool) -> None:
+        with pytest.raises(OSError):
+            pool.open_stream(HOST, full)  # the first stream: its worker starts for it
+        await _until(lambda: pool._workers == [], timeout=5)
+        first = pool.open_stream(HOST, PORTS)
+        worker = first._worker
+        await _closed(first)
+        assert worker.idle_timer is not None
+        with pytest.raises(OSError):
+            pool.open_stream(HOST, full)  # an idle worker picked: its count had stopped
+        await _until(lambda: pool._workers == [], timeout=5)
+
+    try:
+        _run(test, workers=1, idle=0.3)
+    finally:
+        busy.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from siproc.calls.protocol import parse_event
-from tests.siproc_proc import MakePhone, wait_file, write_handler
+from tests.siproc_proc import MakePhone, handler_dir, wait_file
 
 ENDED = r"^(SIGTERM|EOF)$"
 # As bob's handler writes it (escaped): line1 LF line2 CR SP \ SP x, "héllo wörld"
@@ -51,8 +51,7 @@ def events(text: str) -> list[str]:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    write_handler(tmp_path / "h.sh", HANDLER)
-    return tmp_path
+    return handler_dir(tmp_path, HANDLER)
 
 
 def test_message_round_trip_with_escapes(workdir: Path, phones: MakePhone) -> None:

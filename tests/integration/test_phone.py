@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.audio import make_tone
-from tests.siproc_proc import Siproc, wait_file, write_handler
+from tests.siproc_proc import MakePhone, Siproc, handler_dir, wait_file, write_handler
 
 # A handler in the style of the manual page's example, logging what it sees to <role>.log.
 LOGGING_HANDLER = r"""
@@ -47,12 +46,10 @@ echo "EOF" >> "$log"
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    write_handler(tmp_path / "h.sh", LOGGING_HANDLER)
-    make_tone(tmp_path / "tone.wav", 440.0, 1.0)
-    return tmp_path
+    return handler_dir(tmp_path, LOGGING_HANDLER, {"tone.wav": (440.0, 1.0)})
 
 
-def test_manual_page_example_between_two_phones(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+def test_manual_page_example_between_two_phones(workdir: Path, phones: MakePhone) -> None:
     bob = phones("bob", "answer")
     alice = phones("alice", "play")
     alice.call(bob.uri("bob"))
@@ -73,7 +70,7 @@ def test_manual_page_example_between_two_phones(workdir: Path, phones) -> None: 
     bob.wait_for(r"call ended: 200 remote hangup")
 
 
-def test_handler_exit_before_answer_gives_480(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+def test_handler_exit_before_answer_gives_480(workdir: Path, phones: MakePhone) -> None:
     bob = phones("bob", "exit")
     alice = phones("alice", "wait")
     alice.call(bob.uri("bob"))
@@ -82,14 +79,14 @@ def test_handler_exit_before_answer_gives_480(workdir: Path, phones) -> None:  #
     wait_file(workdir / "alice.log", r"^(SIGTERM|EOF)$")
 
 
-def test_hangup_with_status_before_answer(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+def test_hangup_with_status_before_answer(workdir: Path, phones: MakePhone) -> None:
     bob = phones("bob", "hangup486")
     alice = phones("alice", "wait")
     alice.call(bob.uri("bob"))
     wait_file(workdir / "alice.log", r"DISCONNECTED 486")
 
 
-def test_caller_cancels_before_answer(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+def test_caller_cancels_before_answer(workdir: Path, phones: MakePhone) -> None:
     cancel_handler = write_handler(
         workdir / "cancel.sh",
         "trap 'while read -r -t 1 l; do echo \"EVENT $l\" >> caller.log; done; exit 0' TERM\n"
@@ -111,7 +108,7 @@ def test_caller_cancels_before_answer(workdir: Path, phones) -> None:  # type: i
         print(f"--- caller ---\n{caller.stderr()}")
 
 
-def test_remote_failure_of_unreachable_callee_ends_call(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+def test_remote_failure_of_unreachable_callee_ends_call(workdir: Path, phones: MakePhone) -> None:
     alice = phones("alice", "wait")
     bob = phones("bob", "answer")
     bob_uri = bob.uri("bob")
@@ -122,7 +119,7 @@ def test_remote_failure_of_unreachable_callee_ends_call(workdir: Path, phones) -
     wait_file(workdir / "alice.log", r"DISCONNECTED (408|503)", timeout=40)
 
 
-def test_quit_hangs_up_every_call_and_exits_zero(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+def test_quit_hangs_up_every_call_and_exits_zero(workdir: Path, phones: MakePhone) -> None:
     bob = phones("bob", "answer")
     alice = phones("alice", "wait")
     alice.call(bob.uri("bob"))
@@ -134,7 +131,7 @@ def test_quit_hangs_up_every_call_and_exits_zero(workdir: Path, phones) -> None:
     assert "DISCONNECTED 200" in bob_log
 
 
-def test_sigterm_is_a_graceful_shutdown(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_is_a_graceful_shutdown(workdir: Path, phones: MakePhone) -> None:
     bob = phones("bob", "answer")
     alice = phones("alice", "wait")
     alice.call(bob.uri("bob"))
@@ -144,10 +141,12 @@ def test_sigterm_is_a_graceful_shutdown(workdir: Path, phones) -> None:  # type:
     wait_file(workdir / "alice.log", r"DISCONNECTED 200")
 
 
-def test_bad_stdin_line_is_reported_and_ignored(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+def test_bad_stdin_line_is_reported_and_ignored(workdir: Path, phones: MakePhone) -> None:
     alice = phones("alice", "wait")
     alice.send("DIAL sip:x@127.0.0.1")
-    alice.wait_for(r"ignoring input line: expected 'CALL <sip-uri>' or 'QUIT', not 'DIAL sip:x@")
+    alice.wait_for(
+        r"ignoring input line: expected 'CALL <sip-uri>', 'DRAIN' or 'QUIT', not 'DIAL sip:x@"
+    )
     alice.send("CALL not-a-uri")
     alice.wait_for(r"CALL 'not-a-uri': not a SIP URI")
     alice.send("CALL sip:bob@127.0.0.1 Via: x")
@@ -156,7 +155,7 @@ def test_bad_stdin_line_is_reported_and_ignored(workdir: Path, phones) -> None: 
     assert alice.quit() == 0
 
 
-def test_end_of_stdin_is_not_quit(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+def test_end_of_stdin_is_not_quit(workdir: Path, phones: MakePhone) -> None:
     bob = phones("bob", "answer")
     assert bob.proc.stdin is not None
     bob.proc.stdin.close()
@@ -166,7 +165,7 @@ def test_end_of_stdin_is_not_quit(workdir: Path, phones) -> None:  # type: ignor
     wait_file(workdir / "bob.log", r"EVENT CONNECTED")
 
 
-def test_options_is_answered(phones) -> None:  # type: ignore[no-untyped-def]
+def test_options_is_answered(phones: MakePhone) -> None:
     bob = phones("bob", "answer")
     response = options_ping("127.0.0.1", bob.port)
     assert response.startswith("SIP/2.0 200 OK\r\n")
@@ -186,7 +185,7 @@ def test_options_is_answered(phones) -> None:  # type: ignore[no-untyped-def]
 )
 def test_an_invite_with_a_malformed_offer_gets_488_and_no_handler(
     workdir: Path,
-    phones,  # type: ignore[no-untyped-def]
+    phones: MakePhone,
     media: str,
 ) -> None:
     """RFC 3261 section 21.4.26: the session description is not acceptable; no call is left
@@ -215,7 +214,7 @@ def test_an_invite_with_a_malformed_offer_gets_488_and_no_handler(
     assert not (workdir / "bob.log").exists() or "EVENT" not in (workdir / "bob.log").read_text()
 
 
-def test_public_address_is_advertised(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+def test_public_address_is_advertised(workdir: Path, phones: MakePhone) -> None:
     """SIPROC_PUBLIC_ADDRESS replaces the local address in Via, Contact and SDP."""
     bob = phones("bob", "answer")
     alice = phones("alice", "wait", env={"SIPROC_PUBLIC_ADDRESS": "127.0.0.2"}, log_level=6)
@@ -288,7 +287,7 @@ def options_ping(host: str, port: int, timeout: float = 5.0) -> str:
         return data.decode("utf-8", "replace")
 
 
-def test_call_over_tcp(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+def test_call_over_tcp(workdir: Path, phones: MakePhone) -> None:
     bob = phones("bob", "answer", log_level=6)
     alice = phones("alice", "play")
     alice.call(bob.uri("bob") + ";transport=tcp")
@@ -301,7 +300,7 @@ def test_call_over_tcp(workdir: Path, phones) -> None:  # type: ignore[no-untype
     assert int(ended.group(1)) >= 45 and int(ended.group(2)) >= 45
 
 
-def test_call_over_ipv6(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+def test_call_over_ipv6(workdir: Path, phones: MakePhone) -> None:
     bob = phones("bob", "answer", bind="::1")
     alice = phones("alice", "play", bind="::1")
     alice.call(bob.uri("bob"))
@@ -313,7 +312,9 @@ def test_call_over_ipv6(workdir: Path, phones) -> None:  # type: ignore[no-untyp
     assert int(ended.group(2)) >= 45
 
 
-def test_a_call_to_a_host_name_is_resolved_without_blocking(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+def test_a_call_to_a_host_name_is_resolved_without_blocking(
+    workdir: Path, phones: MakePhone
+) -> None:
     """CALL sip:bob@localhost:PORT: the name is resolved off the event loop, then called."""
     bob = phones("bob", "answer")
     alice = phones("alice", "play")
@@ -336,7 +337,9 @@ def test_a_call_to_a_host_name_is_resolved_without_blocking(workdir: Path, phone
     assert alice.children() == []  # no handler left over
 
 
-def test_a_refused_tcp_connection_ends_the_call_with_503_at_once(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+def test_a_refused_tcp_connection_ends_the_call_with_503_at_once(
+    workdir: Path, phones: MakePhone
+) -> None:
     """RFC 3261 8.1.3.1: a transport error is a 503, now, not a 408 after 32 s of Timer B."""
     with socket.socket() as probe:  # a TCP port nobody listens on
         probe.bind(("127.0.0.1", 0))
@@ -350,7 +353,9 @@ def test_a_refused_tcp_connection_ends_the_call_with_503_at_once(workdir: Path, 
     assert alice.proc.poll() is None
 
 
-def test_a_dialog_hop_with_a_host_name_is_located_before_our_bye(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+def test_a_dialog_hop_with_a_host_name_is_located_before_our_bye(
+    workdir: Path, phones: MakePhone
+) -> None:
     """A caller whose Contact names a host (localhost:PORT): siproc locates it off the loop
     when the INVITE arrives, so its BYE goes out without resolving on the event loop."""
     bob = phones("bob", "answerplay")
@@ -402,7 +407,7 @@ def test_a_dialog_hop_with_a_host_name_is_located_before_our_bye(workdir: Path, 
     assert "on the event loop" not in bob.stderr(), bob.stderr()
 
 
-def test_max_calls_refuses_with_486(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+def test_max_calls_refuses_with_486(workdir: Path, phones: MakePhone) -> None:
     bob = phones("bob", "answer", env={"SIPROC_MAX_CALLS": "1"})
     alice = phones("alice", "wait")
     alice.call(bob.uri("bob"))
@@ -412,7 +417,9 @@ def test_max_calls_refuses_with_486(workdir: Path, phones) -> None:  # type: ign
     bob.wait_for(r"refusing call from .*: 486 Busy Here")
 
 
-def test_call_headers_reach_the_callee_handler_environment(workdir: Path, phones) -> None:  # type: ignore[no-untyped-def]
+def test_call_headers_reach_the_callee_handler_environment(
+    workdir: Path, phones: MakePhone
+) -> None:
     """CALL <uri> Header: value ... puts headers in the INVITE; the callee's handler sees every
     X- header as SIPROC_HEADER_X_..., and the caller's display name and user."""
     write_handler(
@@ -467,7 +474,7 @@ def send_message(host: str, port: int, from_uri: str, text: str, timeout: float 
 
 def test_out_of_dialog_message_from_the_caller_reaches_the_handler(
     workdir: Path,
-    phones,  # type: ignore[no-untyped-def]
+    phones: MakePhone,
 ) -> None:
     bob = phones("bob", "answer")
     alice = phones("alice", "wait")

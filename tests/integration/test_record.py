@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from tests.audio import duration, make_tone
-from tests.siproc_proc import Siproc, wait_file, write_handler
+from tests.audio import duration
+from tests.siproc_proc import Siproc, handler_dir, wait_file
 
 ENDED = r"^(SIGTERM|EOF)$"
 CODEC_RATES = {"PCMU": 8000, "PCMA": 8000, "G722": 16000, "opus": 48000}  # PCM rate of the file
@@ -54,10 +54,9 @@ echo EOF >> "$log"
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    write_handler(tmp_path / "h.sh", HANDLER)
-    make_tone(tmp_path / "a440.wav", 440.0, TONE_SECONDS)
-    make_tone(tmp_path / "b880.wav", 880.0, 5.0)
-    return tmp_path
+    return handler_dir(
+        tmp_path, HANDLER, {"a440.wav": (440.0, TONE_SECONDS), "b880.wav": (880.0, 5.0)}
+    )
 
 
 def dominant(samples: np.ndarray, rate: int) -> float:  # type: ignore[type-arg]
@@ -85,6 +84,7 @@ def call_and_wait(
         env["SIPROC_CODEC_PRIORITIES"] = ",".join([f"{codec}:200", *(f"{o}:0" for o in others)])
     if media_workers is not None:
         env["SIPROC_MEDIA_WORKERS"] = media_workers
+        env["SIPROC_MEDIA_IDLE"] = "0"  # with workers: the call's media runs in one
     bob = phones("bob", mode, env=env)
     alice = phones("alice", "play", env=env)
     alice.call(bob.uri("bob"))
@@ -151,7 +151,9 @@ def test_a_killed_siproc_leaves_its_recording_whole(
 ) -> None:
     """SIGKILL of siproc itself mid-call: its media workers see their channel close, finish
     the recording (header final, nothing buffered lost) and exit."""
-    bob = phones("bob", "stereo")
+    # workers up before the call: the recording then spans the whole second up to the kill
+    # (a worker started by the call itself begins a quarter second later: SIPROC_MEDIA_IDLE)
+    bob = phones("bob", "stereo", env={"SIPROC_MEDIA_IDLE": "0"})
     alice = phones("alice", "play")
     alice.call(bob.uri("bob"))
     wait_file(workdir / "bob.log", r"^EVENT CONNECTED$", timeout=10)
@@ -172,7 +174,7 @@ def test_a_killed_siproc_leaves_its_recording_whole(
 def test_a_dead_media_worker_hangs_up_its_calls_and_siproc_goes_on(
     workdir: Path, phones: Callable[..., Siproc]
 ) -> None:
-    bob = phones("bob", "stereo")
+    bob = phones("bob", "stereo", env={"SIPROC_MEDIA_IDLE": "0"})  # the call in a worker
     alice = phones("alice", "play")
     alice.call(bob.uri("bob"))
     wait_file(workdir / "bob.log", r"^EVENT CONNECTED$", timeout=10)

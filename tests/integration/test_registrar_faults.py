@@ -25,7 +25,7 @@ import pytest
 
 from tests.integration.rfc4475_send import final_options
 from tests.netns import loopback_netns
-from tests.siproc_proc import Siproc, write_handler
+from tests.siproc_proc import Siproc, handler_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRAR = ROOT / "tests" / "fake_registrar.py"
@@ -37,8 +37,7 @@ FAILED = r"registration failed: (.*) \(next try in (\d+) s\)"
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    write_handler(tmp_path / "h.sh", HANDLER)
-    return tmp_path
+    return handler_dir(tmp_path, HANDLER)
 
 
 def free_port() -> int:
@@ -264,6 +263,7 @@ def test_the_password_and_digest_response_stay_out_of_logs_workers_and_process_t
         f"sip:127.0.0.1:{port}",
         SIPROC_PASSWORD=PASSWORD,
         SIPROC_MEDIA_WORKERS="2",
+        SIPROC_MEDIA_IDLE="0",  # both workers start with siproc (else with the first call)
     )
     with registrar(port, "--password", PASSWORD, "--expires", "60") as server:
         phone = Siproc(workdir / "h.sh", cwd=workdir, env=env, log_level=6).wait_ready()

@@ -23,8 +23,7 @@ import pytest
 import soundfile as sf
 
 from siproc.media.codecs.g711 import encode_ulaw
-from tests.audio import make_tone
-from tests.siproc_proc import MakePhone, Siproc, wait_file, write_handler
+from tests.siproc_proc import MakePhone, Siproc, handler_dir, wait_file, write_handler
 from tests.tls_certs import Pki, make_pki
 
 HANDLER = r"""
@@ -52,9 +51,7 @@ PCMU = "PCMU:255"  # SIPROC_CODEC_PRIORITIES: the tone goes out as PCMU, findabl
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    write_handler(tmp_path / "h.sh", HANDLER)
-    make_tone(tmp_path / "tone.wav", 440.0, 1.0)
-    return tmp_path
+    return handler_dir(tmp_path, HANDLER, {"tone.wav": (440.0, 1.0)})
 
 
 @pytest.fixture

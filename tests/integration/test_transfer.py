@@ -8,6 +8,7 @@ handler gets ``ERROR TRANSFER <status> <reason>`` and the call A-B stays up.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.siproc_proc import Siproc, wait_file, write_handler
+from tests.siproc_proc import Siproc, handler_dir, wait_file, write_handler
 
 # h.sh ROLE MODE [TARGET]: appends "<call> START ...", "<call> EVENT <line>", "<call> EOF"
 # and "<call> SIGTERM" to ROLE.log, where <call> is the start of SIPROC_CALL_ID (a transferee
@@ -49,8 +50,7 @@ sleep 10 & wait $!  # siproc's SIGTERM follows the end of stdin: show that it co
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    write_handler(tmp_path / "h.sh", HANDLER)
-    return tmp_path
+    return handler_dir(tmp_path, HANDLER)
 
 
 def calls_in(text: str) -> dict[str, list[str]]:
@@ -66,8 +66,8 @@ def test_transfer_succeeds_and_the_transferor_hangs_up(
     workdir: Path, phones: Callable[..., Siproc]
 ) -> None:
     carol = phones("c", "answer")
-    bob = phones("b", "transfer", carol.uri("carol"))
-    alice = phones("a", "wait")
+    bob = phones("b", "transfer", carol.uri("carol"), env={"SIPROC_CDR": str(workdir / "b.cdr")})
+    alice = phones("a", "wait", env={"SIPROC_CDR": str(workdir / "a.cdr")})
     alice.call(bob.uri("bob"))
 
     bob_log = wait_file(workdir / "b.log", r"SIGTERM$", timeout=15)
@@ -103,6 +103,14 @@ def test_transfer_succeeds_and_the_transferor_hangs_up(
     assert "DISCONNECTED" not in (workdir / "c.log").read_text()
     assert alice.quit() == 0
     wait_file(workdir / "c.log", r"DISCONNECTED 200 remote hangup")
+
+    # The call detail records (SIPROC_CDR): the transferor's says transfer and where to
+    [bob_record] = [json.loads(line) for line in (workdir / "b.cdr").read_text().splitlines()]
+    assert bob_record["ended_by"] == "transfer" and bob_record["reason"] == "transferred"
+    assert bob_record["transfer_target"] == carol.uri("carol")
+    old_call, new_call = [json.loads(x) for x in (workdir / "a.cdr").read_text().splitlines()]
+    assert old_call["ended_by"] == "remote" and old_call["transfer_target"] == carol.uri("carol")
+    assert new_call["referred_by"] == bob.uri("bob") and new_call["ended_by"] == "shutdown"
 
 
 def test_transfer_to_a_busy_target_keeps_the_call_up(

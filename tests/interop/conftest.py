@@ -16,6 +16,7 @@ import pytest
 
 from tests.audio import make_tone
 from tests.peers import Baresip, Kamailio, PeerMissing, Sipp, require_binary
+from tests.siproc_proc import MakePhone, started_siprocs
 
 INTEROP_DIR = Path(__file__).resolve().parent
 LOG_LINES_ON_FAILURE = 150
@@ -151,3 +152,12 @@ def tone_wav(tmp_path: Path) -> Callable[..., Path]:
         return make_tone(path, freq_hz, seconds, rate)
 
     return make
+
+
+@pytest.fixture
+def make_siproc(workdir: Path) -> Iterator[MakePhone]:
+    """Factory: ``make_siproc(*handler_args, env=..., log_level=4)`` -> a ready siproc running
+    ``workdir/h.sh`` (each test module defines its ``workdir``); every siproc is stopped at
+    teardown and its log printed."""
+    with started_siprocs(workdir) as make:
+        yield make

@@ -18,7 +18,7 @@ from tests.peers import Baresip, Kamailio
 from tests.siproc_proc import Siproc, wait_file
 
 MakeBaresip = Callable[..., Baresip]
-workdir, make_siproc, kam = transfer.workdir, transfer.make_siproc, transfer.kam
+workdir, kam = transfer.workdir, transfer.kam
 
 
 @pytest.mark.parametrize("transport", ["tcp", "udp"])

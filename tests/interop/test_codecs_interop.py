@@ -35,7 +35,7 @@ import soundfile
 
 from tests.audio import dominant_frequency, make_tone, read_mono
 from tests.peers import Baresip
-from tests.siproc_proc import Siproc, wait_file, write_handler
+from tests.siproc_proc import Siproc, handler_dir, wait_file
 
 MakeBaresip = Callable[..., Baresip]
 
@@ -129,10 +129,7 @@ def audio_m_line(message: str) -> list[str]:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "siproc"
-    path.mkdir()
-    write_handler(path / "h.sh", HANDLER)
-    return path
+    return handler_dir(tmp_path / "siproc", HANDLER)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ reads; the tests compare the handler's DTMF events with what was sent: each once
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from tests.peers import Baresip, Sipp
-from tests.siproc_proc import Siproc, wait_file, write_handler
+from tests.siproc_proc import Siproc, handler_dir, wait_file
 
 MakeBaresip = Callable[..., Baresip]
 MakeSipp = Callable[..., Sipp]
@@ -93,26 +93,7 @@ def sipp_successful_calls(sipp: Sipp) -> int:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "siproc"
-    path.mkdir()
-    write_handler(path / "h.sh", DTMF_HANDLER)
-    return path
-
-
-@pytest.fixture
-def make_siproc(workdir: Path) -> Iterator[MakeSiproc]:
-    """Factory: ``make_siproc(*handler_args, env=...)`` -> a ready siproc running h.sh."""
-    started: list[Siproc] = []
-
-    def make(*args: str, env: dict[str, str] | None = None) -> Siproc:
-        proc = Siproc(workdir / "h.sh", *args, env=env, cwd=workdir)
-        started.append(proc)
-        return proc.wait_ready()
-
-    yield make
-    for proc in started:
-        proc.stop()
-        print(f"--- siproc (port {proc.port}) ---\n{proc.stderr()}")
+    return handler_dir(tmp_path / "siproc", DTMF_HANDLER)
 
 
 # --------------------------------------------------------------------------------------------

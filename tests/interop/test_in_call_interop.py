@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
-from tests.audio import dominant_frequency, make_tone, read_mono, rms
+from tests.audio import dominant_frequency, read_mono, rms
 from tests.peers import Baresip, Sipp
-from tests.siproc_proc import Siproc, wait_file, write_handler
+from tests.siproc_proc import Siproc, handler_dir, wait_file
 
 MakeBaresip = Callable[..., Baresip]
 MakeSipp = Callable[..., Sipp]
@@ -102,27 +102,9 @@ def sdp_directions(
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "siproc"
-    path.mkdir()
-    write_handler(path / "h.sh", HANDLER)
-    make_tone(path / "tone.wav", 440.0, TONE_SECONDS)
-    make_tone(path / "long.wav", 660.0, 20.0)
-    return path
-
-
-@pytest.fixture
-def make_siproc(workdir: Path) -> Iterator[Callable[..., Siproc]]:
-    started: list[Siproc] = []
-
-    def make(*args: str, log_level: int = 4) -> Siproc:
-        proc = Siproc(workdir / "h.sh", *args, cwd=workdir, log_level=log_level)
-        started.append(proc)
-        return proc.wait_ready()
-
-    yield make
-    for proc in started:
-        proc.stop()
-        print(f"--- siproc (port {proc.port}) ---\n{proc.stderr()}")
+    return handler_dir(
+        tmp_path / "siproc", HANDLER, {"tone.wav": (440.0, TONE_SECONDS), "long.wav": (660.0, 20.0)}
+    )
 
 
 # --------------------------------------------------------------------------------------------

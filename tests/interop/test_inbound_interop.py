@@ -21,7 +21,7 @@ from tests.siproc_proc import Siproc, wait_file
 MakeBaresip = Callable[..., Baresip]
 # The transfer tests' fixtures: siproc's working directory with their handler, the siproc
 # factory, and Kamailio with the users alice, bob and carol.
-workdir, make_siproc, kam = transfer.workdir, transfer.make_siproc, transfer.kam
+workdir, kam = transfer.workdir, transfer.kam
 
 
 def direct_invite(port: int, user: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ import soundfile
 
 from tests.audio import dominant_frequency, duration, rms, wav_data_frames
 from tests.peers import Baresip
-from tests.siproc_proc import Siproc, wait_file, write_handler
+from tests.siproc_proc import MakePhone, Siproc, handler_dir, wait_file
 
 MakeBaresip = Callable[..., Baresip]
 
@@ -57,25 +57,13 @@ echo EOF >> "$log"
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "siproc"
-    path.mkdir()
-    write_handler(path / "h.sh", HANDLER)
-    return path
+    return handler_dir(tmp_path / "siproc", HANDLER)
 
 
 @pytest.fixture
-def siproc(workdir: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[str], Siproc]]:
-    started: list[Siproc] = []
-
-    def make(mode: str) -> Siproc:
-        proc = Siproc(workdir / "h.sh", "handler.log", mode, cwd=workdir)
-        started.append(proc)
-        return proc.wait_ready()
-
-    yield make
-    for proc in started:
-        proc.stop()
-        print(f"--- siproc (port {proc.port}) ---\n{proc.stderr()}")
+def siproc(make_siproc: MakePhone) -> Callable[[str], Siproc]:
+    """``siproc(mode)``: a ready siproc whose handler logs to handler.log in ``mode``."""
+    return lambda mode: make_siproc("handler.log", mode)
 
 
 def connected_at(workdir: Path) -> float:

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import csv
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.audio import make_tone
 from tests.peers import LOOPBACK, Sipp, free_port
-from tests.siproc_proc import Siproc, wait_file, write_handler
+from tests.siproc_proc import Siproc, handler_dir, wait_file
 
 MakeSipp = Callable[..., Sipp]
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
@@ -65,26 +64,7 @@ def successful_calls(sipp: Sipp) -> int:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "siproc"
-    path.mkdir()
-    write_handler(path / "h.sh", HANDLER)
-    make_tone(path / "tone.wav", 440.0, 20.0)
-    return path
-
-
-@pytest.fixture
-def make_siproc(workdir: Path) -> Iterator[Callable[..., Siproc]]:
-    started: list[Siproc] = []
-
-    def make(*args: str, env: dict[str, str] | None = None) -> Siproc:
-        proc = Siproc(workdir / "h.sh", *args, cwd=workdir, env=env)
-        started.append(proc)
-        return proc.wait_ready()
-
-    yield make
-    for proc in started:
-        proc.stop()
-        print(f"--- siproc (port {proc.port}) ---\n{proc.stderr()}")
+    return handler_dir(tmp_path / "siproc", HANDLER, {"tone.wav": (440.0, 20.0)})
 
 
 def test_update_hold_and_reinvite_resume_with_new_target_and_media(

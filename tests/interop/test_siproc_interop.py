@@ -16,14 +16,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.audio import dominant_frequency, make_tone, rms
 from tests.peers import Baresip, Kamailio, Sipp
-from tests.siproc_proc import Siproc, wait_file, write_handler
+from tests.siproc_proc import Siproc, handler_dir, wait_file
 
 MakeBaresip = Callable[..., Baresip]
 MakeSipp = Callable[..., Sipp]
@@ -140,30 +140,7 @@ def account_env(kamailio: Kamailio, user: str, password: str, **extra: str) -> d
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """siproc's working directory, with the EVENT_HANDLER as ``h.sh``."""
-    path = tmp_path / "siproc"
-    path.mkdir()
-    write_handler(path / "h.sh", EVENT_HANDLER)
-    return path
-
-
-@pytest.fixture
-def make_siproc(workdir: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Siproc]]:
-    """Factory: ``make_siproc(*handler_args, env=..., log_level=4)`` -> a ready siproc.
-
-    Runs ``h.sh`` (the EVENT_HANDLER) in ``workdir``; every siproc is stopped at teardown, and
-    its log is attached to the report of a failed test.
-    """
-    started: list[Siproc] = []
-
-    def make(*args: str, env: dict[str, str] | None = None, log_level: int = 4) -> Siproc:
-        proc = Siproc(workdir / "h.sh", *args, env=env, cwd=workdir, log_level=log_level)
-        started.append(proc)
-        return proc.wait_ready()
-
-    yield make
-    for proc in started:
-        proc.stop()
-        print(f"--- siproc (port {proc.port}) ---\n{proc.stderr()}")
+    return handler_dir(tmp_path / "siproc", EVENT_HANDLER)
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import soundfile as sf
 from tests.audio import dominant_frequency, make_tone, rms
 from tests.integration.test_tls import Capture, free_range, tone_windows
 from tests.peers import Baresip, Kamailio
-from tests.siproc_proc import Siproc, wait_file, write_handler
+from tests.siproc_proc import MakePhone, Siproc, handler_dir, wait_file
 from tests.tls_certs import Pki, make_pki
 
 MakeBaresip = Callable[..., Baresip]
@@ -73,26 +73,13 @@ def tls_kamailio(request: pytest.FixtureRequest, tmp_path: Path, pki: Pki) -> It
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "siproc"
-    path.mkdir()
-    write_handler(path / "h.sh", HANDLER)
-    make_tone(path / "tone.wav", SIPROC_TONE, 3.0)
-    return path
+    return handler_dir(tmp_path / "siproc", HANDLER, {"tone.wav": (SIPROC_TONE, 3.0)})
 
 
 @pytest.fixture
-def siprocs(workdir: Path) -> Iterator[Callable[..., Siproc]]:
-    started: list[Siproc] = []
-
-    def make(env: dict[str, str]) -> Siproc:
-        proc = Siproc(workdir / "h.sh", "alice", env=env, cwd=workdir)
-        started.append(proc)
-        return proc.wait_ready()
-
-    yield make
-    for proc in started:
-        proc.stop()
-        print(f"--- siproc (port {proc.port}) ---\n{proc.stderr()}")
+def siprocs(make_siproc: MakePhone) -> Callable[..., Siproc]:
+    """``siprocs(env)``: a ready siproc running the handler as "alice"."""
+    return lambda env: make_siproc("alice", env=env)
 
 
 def siproc_env(kamailio: Kamailio, ca: Path, rtp: tuple[int, int]) -> dict[str, str]:

@@ -16,14 +16,14 @@ show transfer working in both roles against real peers:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.interop.test_siproc_interop import account_env, assert_heard
 from tests.peers import Baresip, Kamailio, Sipp
-from tests.siproc_proc import Siproc, wait_file, write_handler
+from tests.siproc_proc import Siproc, handler_dir, wait_file
 
 MakeBaresip = Callable[..., Baresip]
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
@@ -63,26 +63,7 @@ sleep 10 & wait $!
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "siproc"
-    path.mkdir()
-    write_handler(path / "h.sh", HANDLER)
-    return path
-
-
-@pytest.fixture
-def make_siproc(workdir: Path) -> Iterator[Callable[..., Siproc]]:
-    """Factory: ``make_siproc(*handler_args, env=...)`` -> a ready siproc running h.sh."""
-    started: list[Siproc] = []
-
-    def make(*args: str, env: dict[str, str] | None = None) -> Siproc:
-        proc = Siproc(workdir / "h.sh", *args, env=env, cwd=workdir)
-        started.append(proc)
-        return proc.wait_ready()
-
-    yield make
-    for proc in started:
-        proc.stop()
-        print(f"--- siproc (port {proc.port}) ---\n{proc.stderr()}")
+    return handler_dir(tmp_path / "siproc", HANDLER)
 
 
 @pytest.fixture

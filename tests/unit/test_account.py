@@ -103,6 +103,7 @@ class FakeConfig:
     register_expires: int = 600
     public_address: str | None = None
     register_retry: int = 30
+    instance_id: str | None = None
 
 
 @dataclass

@@ -14,7 +14,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -450,19 +450,10 @@ def test_the_pending_audio_of_a_fast_device_is_bounded() -> None:
 
 
 @pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
-def peer() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    yield sock
-    sock.close()
+def peer(peer: socket.socket) -> socket.socket:
+    """The shared far end (tests/unit/conftest.py), read without waiting."""
+    peer.setblocking(False)
+    return peer
 
 
 def open_stream(loop: asyncio.AbstractEventLoop, peer: socket.socket) -> RtpStream:

@@ -5,12 +5,14 @@ CANCEL racing the 200, glare, transfer progress)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 from siproc.sip.headers import make_response
 from siproc.sip.message import Request, serialize
 from siproc.sip.transaction import Destination
-from tests.phone_sim import OFFER, FarEnd, PhoneSim
+from tests.phone_sim import OFFER, FakeStream, FarEnd, PhoneSim
 
 T1 = 0.5
 BOB = Destination("udp", "127.0.0.1", 5098)
@@ -314,3 +316,80 @@ def test_a_transferred_call_with_an_unusable_answer_is_not_reported_as_200() -> 
         assert frags[0] == b"SIP/2.0 100 Trying"
         assert b"SIP/2.0 200 OK" not in frags
         assert frags[-1].startswith(b"SIP/2.0 487")
+
+
+# -- main's features through the call's edge (GATHER, STREAM, limits) ------------------------
+
+
+def test_gather_times_out_on_the_calls_one_timer() -> None:
+    with PhoneSim() as sim:
+        far = FarEnd(sim)
+        far.connect()
+        stream = FakeStream.instances[-1]
+        handler_says(sim, "GATHER max=4 timeout=2")
+        sim._run(lambda: stream.on_dtmf("1"))  # type: ignore[misc]
+        sim.advance(1.9)
+        assert events(sim) == ["CONNECTED", "DTMF 1"]
+        sim.advance(0.2)  # 2 s after the key, not after the GATHER
+        assert events(sim) == ["CONNECTED", "DTMF 1", "GATHERED 1 timeout"]
+        handler_says(sim, "GATHER timeout=2")
+        far.send("BYE")
+        sim.advance(5)  # the call ended: the GATHER ends without a word
+        assert events(sim)[-1] == "DISCONNECTED 200 remote hangup"
+        assert not any(e.startswith("GATHERED") for e in events(sim)[3:])
+
+
+def test_stream_goes_to_the_calls_stream_whatever_its_kind() -> None:
+    with PhoneSim() as sim:
+        far = FarEnd(sim)
+        far.connect()
+        stream = FakeStream.instances[-1]
+        handler_says(sim, "STREAM STOP")
+        handler_says(sim, "STREAM wss://bot.example/media lang=en")
+        assert stream.bot is not None
+        spec, report = stream.bot
+        assert spec.call_sid == far.call_id and spec.url == "wss://bot.example/media"
+        assert dict(spec.parameters) == {
+            "lang": "en",
+            "remoteUri": "sip:alice@127.0.0.1",
+            "direction": "inbound",
+        }
+        sim._run(lambda: report("CONNECTED", spec.stream_sid))
+        handler_says(sim, "STREAM ws://other.example/")
+        handler_says(sim, "STREAM STOP")
+        sim._run(lambda: report("STOPPED", "late words of the stopped stream"))
+        assert events(sim)[1:] == [
+            "ERROR STREAM no stream is running",
+            f"STREAM CONNECTED {spec.stream_sid}",
+            f"ERROR STREAM a stream is running ({spec.stream_sid})",
+            "STREAM STOPPED handler",
+        ]
+
+
+def test_limits_are_what_ended_the_call_in_its_record(tmp_path: Path) -> None:
+    """The session machine's limits (ring timeout, maximum duration) reach the call's record
+    as ended_by timeout; a HANGUP of a connected call is the handler's."""
+    cdr = tmp_path / "cdr"
+    env = {"SIPROC_CDR": str(cdr), "SIPROC_RING_TIMEOUT": "3", "SIPROC_MAX_CALL_DURATION": "60"}
+    with PhoneSim(env, script=script("RINGING")) as sim:
+        FarEnd(sim).send("INVITE", OFFER)
+        sim.advance(3.1)
+        assert events(sim)[-1] == "DISCONNECTED 480 no answer"
+    with PhoneSim(env) as sim:
+        FarEnd(sim, "bob").connect()
+        sim.advance(60)
+        [bye] = sent_requests(sim, "BYE")
+        sim.receive(serialize(make_response(bye, 200, "OK")))
+        sim.advance(0.1)
+        assert events(sim)[-1] == "DISCONNECTED 200 maximum call duration"
+    with PhoneSim(env) as sim:
+        FarEnd(sim, "carol").connect()
+        handler_says(sim, "HANGUP")
+        sim.receive(serialize(make_response(sent_requests(sim, "BYE")[0], 200, "OK")))
+        sim.advance(0.1)
+    records = [json.loads(line) for line in cdr.read_text().splitlines()]
+    assert [(r["status"], r["ended_by"], r["reason"]) for r in records] == [
+        (480, "timeout", "no answer"),
+        (200, "timeout", "maximum call duration"),
+        (200, "handler", "hung up"),
+    ]

@@ -1,13 +1,15 @@
-"""cli: what siproc-parameters says about the media workers."""
+"""cli: what siproc-parameters says about the media workers; bad settings and files."""
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from siproc.cli import parameters_main
+from tests.tls_certs import make_pki
 
 
 def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,3 +40,24 @@ def test_a_bad_media_setting_is_one_line_naming_the_variable(
     assert parameters_main([]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("siproc-parameters: SIPROC_MEDIA_WORKERS:")
+
+
+def test_an_unusable_tls_file_is_one_line_naming_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """config.py reads no file; the CLI loads the TLS files right after it, so a bad one still
+    stops siproc at start with the variable's name."""
+    _clean(monkeypatch)
+    monkeypatch.setenv("SIPROC_TLS_CA_FILE", str(tmp_path / "x"))
+    assert parameters_main([]) == 1
+    err = capsys.readouterr().err
+    assert err == f"siproc-parameters: SIPROC_TLS_CA_FILE: {tmp_path / 'x'}: no such file\n"
+    pki = make_pki(tmp_path / "pki")
+    monkeypatch.setenv("SIPROC_TLS_CA_FILE", str(pki.ca))
+    monkeypatch.setenv("SIPROC_TLS_CERT_FILE", str(pki.ca))  # not the key's certificate
+    monkeypatch.setenv("SIPROC_TLS_KEY_FILE", str(pki.key))
+    assert parameters_main([]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("siproc-parameters: SIPROC_")
+    monkeypatch.setenv("SIPROC_TLS_CERT_FILE", str(pki.cert))
+    assert parameters_main([]) == 0

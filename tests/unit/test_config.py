@@ -76,6 +76,7 @@ def test_blank_values_count_as_unset() -> None:
             "SIPROC_CODEC_PRIORITIES",
             "SIPROC_MEDIA_WORKERS",
             "SIPROC_MEDIA_PRIORITY",
+            "SIPROC_MEDIA_IDLE",
         )
     }
     assert load_config(blank) == load_config({})
@@ -237,6 +238,12 @@ def test_numbers_reject_the_rest(
     assert_error({variable: value}, variable, f"from {low} to {high}")
 
 
+def test_log_format_is_text_or_json() -> None:
+    assert load_config({}).log_format == "text"
+    assert load_config({"SIPROC_LOG_FORMAT": " JSON "}).log_format == "json"
+    assert_error({"SIPROC_LOG_FORMAT": "yaml"}, "SIPROC_LOG_FORMAT", "text, json")
+
+
 def test_log_levels_map_to_logging() -> None:
     assert LOG_LEVELS[0] == logging.CRITICAL and LOG_LEVELS[3] == logging.INFO
     assert LOG_LEVELS[6] == logging.DEBUG and sorted(LOG_LEVELS) == list(range(7))
@@ -352,6 +359,14 @@ def test_media_workers_default_to_one_per_cpu_and_priority_to_realtime() -> None
     assert config.media_workers == min(64, max(1, len(os.sched_getaffinity(0))))
     assert config.media_priority == "realtime"
     assert load_config({"SIPROC_MEDIA_PRIORITY": " Normal "}).media_priority == "normal"
+
+
+def test_media_workers_idle_time() -> None:
+    assert load_config({}).media_idle == 30.0
+    assert load_config({"SIPROC_MEDIA_IDLE": "0"}).media_idle == 0.0  # start all, stop none
+    assert load_config({"SIPROC_MEDIA_IDLE": "2.5"}).media_idle == 2.5
+    exc = error({"SIPROC_MEDIA_IDLE": "-1"})
+    assert exc.variable == "SIPROC_MEDIA_IDLE"
 
 
 def test_a_bad_media_priority_names_the_variable_and_the_choices() -> None:
@@ -528,7 +543,8 @@ def test_tls_defaults_and_variables(tmp_path) -> None:  # type: ignore[no-untype
     assert_error({"SIPROC_TLS_VERIFY": "maybe"}, "SIPROC_TLS_VERIFY", "yes or no")
     assert_error({"SIPROC_TLS_CERT_FILE": str(pki.cert)}, "SIPROC_TLS_KEY_FILE", "needed")
     assert_error({"SIPROC_TLS_KEY_FILE": str(pki.key)}, "SIPROC_TLS_CERT_FILE", "needed")
-    assert_error({"SIPROC_TLS_CA_FILE": str(tmp_path / "x")}, "SIPROC_TLS_CA_FILE", "no such")
+    # The files themselves are loaded by the CLI (net.tls.check_files): tests/unit/test_cli.py.
+    assert load_config({"SIPROC_TLS_CA_FILE": str(tmp_path / "x")}).tls.ca_file
     assert_error({"SIPROC_TLS_PORT": "70000"}, "SIPROC_TLS_PORT", "0 to 65535")
     assert_error(
         {"SIPROC_SRTP_INSECURE_SIGNALLING": "sure"}, "SIPROC_SRTP_INSECURE_SIGNALLING", "yes or no"
@@ -542,3 +558,76 @@ def test_tls_defaults_and_variables(tmp_path) -> None:  # type: ignore[no-untype
 def test_a_tls_registrar_is_accepted(uri: str) -> None:
     config = load_config({"SIPROC_REGISTRAR_URI": uri, "SIPROC_USERNAME": "alice"})
     assert config.transport == "tls"
+
+
+def test_cdr_and_metrics_are_off_by_default() -> None:
+    config = load_config({})
+    assert config.cdr is None and config.metrics is None
+
+
+def test_cdr_is_a_file_name(tmp_path: object) -> None:
+    assert load_config({"SIPROC_CDR": f"{tmp_path}/cdr.jsonl"}).cdr == f"{tmp_path}/cdr.jsonl"
+    assert error({"SIPROC_CDR": str(tmp_path)}).variable == "SIPROC_CDR"
+    assert "directory" in error({"SIPROC_CDR": f"{tmp_path}/"}).problem
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("9100", ("127.0.0.1", 9100)),
+        (":9100", ("127.0.0.1", 9100)),
+        ("0.0.0.0:9100", ("0.0.0.0", 9100)),
+        ("[::1]:9100", ("::1", 9100)),
+        ("127.0.0.1:0", ("127.0.0.1", 0)),
+    ],
+)
+def test_metrics_address(text: str, expected: tuple[str, int]) -> None:
+    assert load_config({"SIPROC_METRICS": text}).metrics == expected
+
+
+@pytest.mark.parametrize("text", ["localhost:9100", "127.0.0.1", "1.2.3.4:99999", "::1:x", "a:b"])
+def test_metrics_address_invalid(text: str) -> None:
+    exc = error({"SIPROC_METRICS": text})
+    assert exc.variable == "SIPROC_METRICS" and "ADDRESS:PORT" in exc.problem
+
+
+def test_drain_timeout() -> None:
+    assert load_config({}).drain_timeout == 0.0  # wait for the calls however long they last
+    assert load_config({"SIPROC_DRAIN_TIMEOUT": " "}).drain_timeout == 0.0
+    assert load_config({"SIPROC_DRAIN_TIMEOUT": "90"}).drain_timeout == 90.0
+    assert load_config({"SIPROC_DRAIN_TIMEOUT": "2.5"}).drain_timeout == 2.5
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "1e3", "nan", "31536001", "5s"])
+def test_bad_drain_timeout_names_the_variable(value: str) -> None:
+    assert_error({"SIPROC_DRAIN_TIMEOUT": value}, "SIPROC_DRAIN_TIMEOUT", "seconds from 0 to")
+
+
+def test_instance_id() -> None:
+    uuid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    assert load_config({}).instance_id is None
+    assert load_config({"SIPROC_INSTANCE_ID": uuid}).instance_id == f"urn:uuid:{uuid}"
+    upper = {"SIPROC_INSTANCE_ID": f" URN:UUID:{uuid.upper()} "}
+    assert load_config(upper).instance_id == f"urn:uuid:{uuid}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "host-1",
+        "urn:uuid:",
+        "0f8fad5bd9cb469fa16570867728950e",  # no dashes: not the RFC 4122 string form
+        "{0f8fad5b-d9cb-469f-a165-70867728950e}",
+        '0f8fad5b-d9cb-469f-a165-70867728950e>;x="',
+    ],
+)
+def test_bad_instance_id_names_the_variable(value: str) -> None:
+    assert_error({"SIPROC_INSTANCE_ID": value}, "SIPROC_INSTANCE_ID", "must be a UUID")
+
+
+def test_audio_fds_is_off_unless_asked_for() -> None:
+    assert load_config({}).audio_fds is False
+    assert load_config({"SIPROC_AUDIO_FDS": "yes"}).audio_fds is True
+    assert load_config({"SIPROC_AUDIO_FDS": "0"}).audio_fds is False
+    exc = error({"SIPROC_AUDIO_FDS": "3,4"})
+    assert exc.variable == "SIPROC_AUDIO_FDS" and "yes or no" in str(exc)

@@ -8,12 +8,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from siproc.calls.control import ControlError, Dial, Quit, parse_control_line
+from siproc.calls.control import ControlError, Dial, Quit, StartDrain, parse_control_line
 
 
 @pytest.mark.parametrize("line", ["QUIT", "quit", "  Quit  \n"])
 def test_quit(line: str) -> None:
     assert parse_control_line(line) == Quit()
+
+
+@pytest.mark.parametrize("line", ["DRAIN", "drain", " Drain \n"])
+def test_drain(line: str) -> None:
+    assert parse_control_line(line) == StartDrain()
 
 
 def test_blank_lines_are_nothing() -> None:
@@ -45,9 +50,10 @@ def test_call_name_addr_with_header() -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("DIAL sip:x@y", "expected 'CALL <sip-uri>' or 'QUIT'"),
+        ("DIAL sip:x@y", "expected 'CALL <sip-uri>', 'DRAIN' or 'QUIT'"),
         ("CALL", "CALL needs a SIP URI"),
         ("QUIT now", "QUIT takes no argument"),
+        ("DRAIN 30", "DRAIN takes no argument"),
         ("CALL sip:bob@pbx Via: SIP/2.0/UDP x", "siproc writes the Via header itself"),
         ("CALL sip:bob@pbx i: abc", "siproc writes the Call-ID header itself"),
         ("CALL sip:bob@pbx garbage", "expected 'Header: value' after the URI"),

@@ -7,7 +7,6 @@ import asyncio
 import random
 import socket
 import struct
-from collections.abc import Iterator
 
 import numpy as np
 import numpy.typing as npt
@@ -26,9 +25,10 @@ from siproc.media.dtmf import (
     pack_event,
     parse_event,
 )
-from siproc.media.rtp import RtpHeader, parse_rtp
+from siproc.media.rtp import RtpHeader
 from siproc.net.clock import MediaClock
 from siproc.net.rtp_socket import RtpStream
+from tests.rtp_peer import drain_rtp
 
 RATE = 8000
 STEP = 160  # 20 ms at 8000 Hz
@@ -532,35 +532,8 @@ def test_pack_event_is_network_byte_order() -> None:
 # RtpStream: DTMF on the media edge (real loopback sockets, ticked by hand)
 
 
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
-def peer() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(1.0)
-    yield sock
-    sock.close()
-
-
 def open_stream(loop: asyncio.AbstractEventLoop) -> RtpStream:
     return RtpStream.open(loop, MediaClock(loop), "127.0.0.1", (40000, 49999), random.Random(3))
-
-
-def receive_all(sock: socket.socket, count: int) -> list[tuple[RtpHeader, bytes]]:
-    packets = []
-    for _ in range(count):
-        header, payload = parse_rtp(sock.recv(2048))
-        packets.append((header, bytes(payload)))
-    sock.setblocking(False)
-    with pytest.raises(BlockingIOError):
-        sock.recv(2048)
-    return packets
 
 
 def rtp_packet(pt: int, seq: int, timestamp: int, payload: bytes, ssrc: int = 5) -> memoryview:
@@ -577,7 +550,7 @@ def test_stream_sends_rfc4733_events_in_place_of_audio(
     stream.send_dtmf("1#")
     for n in range(1, 24):
         stream.tick(n * 0.02)
-    packets = receive_all(peer, 24)
+    packets = drain_rtp(peer, 24)
     headers = [h for h, _ in packets]
     first = headers[0]
     tick_ts = [(first.timestamp + 160 * i) % (1 << 32) for i in range(24)]
@@ -614,7 +587,7 @@ def test_stream_send_dtmf_needs_telephone_event_and_valid_keys(
     # A re-INVITE without telephone-event drops what was queued: audio goes on.
     stream.configure(peer.getsockname(), get_codec("PCMU"), 0, None, "sendrecv")
     stream.tick(0.02)
-    assert [h.payload_type for h, _ in receive_all(peer, 2)] == [101, 0]
+    assert [h.payload_type for h, _ in drain_rtp(peer, 2)] == [101, 0]
     stream.close()
     with pytest.raises(RuntimeError):
         stream.send_dtmf("1")
@@ -766,7 +739,7 @@ def test_stream_sends_events_at_the_negotiated_clock_rate(
         stream.send_dtmf("7")
         for n in range(8):
             stream.tick(n * 0.02)
-        packets = receive_all(peer, 8)
+        packets = drain_rtp(peer, 8)
         stream.close()
         assert {h.payload_type for h, _ in packets} == {101}
         durations[rate] = [parse_event(p).duration for _, p in packets]

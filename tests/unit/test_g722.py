@@ -20,9 +20,9 @@ from siproc.cli import parameters_main
 from siproc.media.codecs import CodecUnavailableError, G722Codec, get_codec
 from siproc.media.codecs import g722 as g722_module
 from siproc.media.codecs.catalog import apply_priorities, codec_availability, enabled_codecs
-from siproc.media.rtp import RtpHeader, parse_rtp
 from siproc.net.clock import MediaClock
 from siproc.net.rtp_socket import RtpStream
+from tests.rtp_peer import receive_rtp
 
 RATE = 16000
 FRAME = 320  # 20 ms at 16 kHz
@@ -219,30 +219,6 @@ class CountingCodec:
         return self.inner.encode(pcm)
 
 
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
-def peer() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(1.0)
-    yield sock
-    sock.close()
-
-
-def receive(sock: socket.socket, count: int) -> list[tuple[RtpHeader, bytes]]:
-    out = []
-    for _ in range(count):
-        header, payload = parse_rtp(sock.recv(2048))
-        out.append((header, bytes(payload)))
-    return out
-
-
 def test_rtp_stream_sends_16_khz_audio_on_an_8_khz_clock(
     loop: asyncio.AbstractEventLoop, peer: socket.socket, tmp_path: Path
 ) -> None:
@@ -259,7 +235,7 @@ def test_rtp_stream_sends_16_khz_audio_on_an_8_khz_clock(
         for n in range(28):  # 0.5 s of tone, then 3 ticks of silence
             stream.tick(n * 0.02)
         assert codec.encodes == 28  # every tick encodes, silence included
-        packets = receive(peer, 28)
+        packets = receive_rtp(peer, 28)
     finally:
         stream.close()
     headers = [h for h, _ in packets]
@@ -283,7 +259,7 @@ def test_rtp_stream_caches_silence_only_for_stateless_codecs(
         stream.configure(peer.getsockname(), codec, 0, None, "sendrecv")  # type: ignore[arg-type]
         for n in range(5):
             stream.tick(n * 0.02)
-        receive(peer, 5)
+        receive_rtp(peer, 5)
     finally:
         stream.close()
     assert codec.encodes == 1  # once, in configure()

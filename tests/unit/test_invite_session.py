@@ -373,11 +373,12 @@ def uas_ring_timeout(make: Make) -> None:
             Respond(480, "Temporarily Unavailable (no answer)"),
             Ended(480, "no answer"),
         ]
+        assert s.limit_reached == "ring timeout"  # (its record says ended_by timeout)
     s = make(Role.UAS)  # answered in time: no 480
     s.set_limits(0, ring_timeout=20, max_duration=0)
     s.command(1, "ANSWER")
     s.ack(2)
-    assert s.next_deadline() is None
+    assert s.next_deadline() is None and s.limit_reached == ""
 
 
 @scenario
@@ -462,6 +463,11 @@ def maximum_duration_in_each_state(make: Make) -> None:
         s = reach(make, state)
         s.set_limits(0, ring_timeout=0, max_duration=3600)
         assert quiet(s.handle_timer(3600)) == actions, state
+        assert s.limit_reached == "maximum call duration", state
+    for state in (S.CANCELLING, S.TERMINATING):  # ending already: the limit ends nothing
+        s = reach(make, state)
+        s.set_limits(0, ring_timeout=0, max_duration=3600)
+        assert s.handle_timer(3600) == [] and s.limit_reached == "", state
     s = reach(make, S.ANSWERING)  # the 2xx waits for its ACK: the BYE waits too (section 15)
     s.set_limits(0, ring_timeout=0, max_duration=10)
     assert quiet(s.handle_timer(10)) == [ResendOk()]

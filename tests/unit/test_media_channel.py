@@ -4,12 +4,15 @@ the peer's end noticed once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import pickle
 import socket
+import struct
 
 import pytest
 
-from siproc.net.media_channel import MAX_FDS, Channel, Message
+from siproc.net.media_channel import BATCH_FDS, MAX_FDS, Channel, Message, _received_fds
 
 
 class Ends:
@@ -112,5 +115,95 @@ def test_too_many_descriptors_is_our_bug() -> None:
             ends.a.send(("x",), list(range(MAX_FDS + 1)))
         ends.a.close()
         ends.b.close()
+
+    asyncio.run(main())
+
+
+def _udp_fds(n: int) -> tuple[list[int], list[int]]:
+    """``n`` bound UDP sockets, detached: (descriptors, their ports)."""
+    fds, ports = [], []
+    for _ in range(n):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        ports.append(sock.getsockname()[1])
+        fds.append(sock.detach())
+    return fds, ports
+
+
+def test_one_turn_of_the_loop_goes_out_as_one_datagram_and_each_message_gets_its_fds() -> None:
+    """A call set up sends ~10 messages: one system call and one wake-up of the worker, and
+    the descriptors of each message still reach that message."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        a, raw = Channel.pair()
+        sender = Channel(loop, a, lambda m, f: None, lambda: None)
+        fds, ports = _udp_fds(6)
+        for i in range(3):
+            sender.send(("open", i), fds[2 * i : 2 * i + 2])
+            sender.send(("configure", i))
+        await asyncio.sleep(0.05)
+        raw.setblocking(False)
+        datagrams = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                datagrams.append(raw.recvmsg(1 << 20, socket.CMSG_SPACE(64 * 4)))
+        assert len(datagrams) == 1
+        data, ancillary, _flags, _ = datagrams[0]
+        got: list[tuple[Message, list[int]]] = []
+        receiver = Channel(loop, raw, lambda m, f: got.append((m, f)), lambda: None)
+        receiver._deliver(data, _received_fds(ancillary), lost_fds=False)
+        assert [m for m, _ in got] == [
+            ("open", 0), ("configure", 0), ("open", 1), ("configure", 1), ("open", 2),
+            ("configure", 2),
+        ]  # fmt: skip
+        for i in range(3):
+            names = []
+            for fd in got[2 * i][1]:
+                sock = socket.socket(fileno=fd)
+                names.append(sock.getsockname()[1])
+                sock.close()
+            assert names == ports[2 * i : 2 * i + 2]
+        assert all(f == [] for _, f in got[1::2])
+        sender.close()
+        receiver.close()
+
+    asyncio.run(main())
+
+
+def test_more_descriptors_than_a_datagram_takes_split_over_several() -> None:
+    async def main() -> None:
+        ends = Ends(asyncio.get_running_loop())
+        n = BATCH_FDS // 2 + 8  # two descriptors each: more than one datagram holds
+        fds, ports = _udp_fds(2 * n)
+        for i in range(n):
+            ends.a.send(("open", i), fds[2 * i : 2 * i + 2])
+        await _until(lambda: len(ends.got) == n)
+        for i, (message, got) in enumerate(ends.got):
+            assert message == ("open", i)
+            names = []
+            for fd in got:
+                sock = socket.socket(fileno=fd)
+                names.append(sock.getsockname()[1])
+                sock.close()
+            assert names == ports[2 * i : 2 * i + 2]
+        ends.a.close()
+        ends.b.close()
+
+    asyncio.run(main())
+
+
+def test_an_undecodable_frame_is_dropped_and_the_next_ones_arrive() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        raw, b = Channel.pair()
+        got: list[Message] = []
+        end = Channel(loop, b, lambda m, f: got.append(m), lambda: None)
+        good = pickle.dumps(("after",))
+        frames = struct.pack("!IB", 3, 0) + b"\x80\x05?" + struct.pack("!IB", len(good), 0) + good
+        raw.send(frames)
+        await _until(lambda: got == [("after",)])
+        raw.close()
+        end.close()
 
     asyncio.run(main())

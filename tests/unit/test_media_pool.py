@@ -23,11 +23,21 @@ class FakeChannel:
         self.sent.append(message)
 
 
+class FakePool:
+    def __init__(self) -> None:
+        self.idle_checks: list[object] = []
+
+    def maybe_idle(self, worker: object) -> None:
+        self.idle_checks.append(worker)
+
+
 class FakeWorker:
     index = 0
 
     def __init__(self) -> None:
         self.channel = FakeChannel()
+        self.streams: dict[int, RemoteStream] = {}
+        self.pool = FakePool()
 
 
 @pytest.fixture
@@ -110,3 +120,14 @@ def test_srtp_keys_go_to_the_worker_over_its_channel_and_are_not_logged(
     assert "malformed 'configure_srtp' for stream 7" in caplog.text
     for key in (params.local_key, params.remote_key):
         assert key.base64() not in caplog.text
+
+
+def test_a_close_the_worker_never_confirms_frees_the_stream_and_lets_the_worker_idle() -> None:
+    worker = FakeWorker()
+    stream = RemoteStream(worker, 9, "127.0.0.1", 40004)  # type: ignore[arg-type]
+    worker.streams[9] = stream
+    closed: list[bool] = []
+    stream._closed = True  # close() sent; its CLOSE_TIMEOUT timer fires:
+    stream.when_closed(lambda: closed.append(True))
+    stream._close_timed_out()
+    assert closed == [True] and worker.streams == {} and worker.pool.idle_checks == [worker]

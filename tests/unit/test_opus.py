@@ -24,9 +24,9 @@ from siproc.media.codecs import CodecUnavailableError, OpusCodec, get_codec
 from siproc.media.codecs import opus as opus_module
 from siproc.media.codecs.catalog import codec_availability, enabled_codecs
 from siproc.media.codecs.opus import OpusSettings, parse_fmtp, settings_for
-from siproc.media.rtp import RtpHeader, parse_rtp
 from siproc.net.clock import MediaClock
 from siproc.net.rtp_socket import RtpStream
+from tests.rtp_peer import receive_rtp
 
 RATE = 48000
 FRAME = 960  # 20 ms at 48 kHz
@@ -333,30 +333,6 @@ def test_parameters_json_says_usable(
 # -- on an RTP stream -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
-def peer() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(1.0)
-    yield sock
-    sock.close()
-
-
-def receive(sock: socket.socket, count: int) -> list[tuple[RtpHeader, bytes]]:
-    out = []
-    for _ in range(count):
-        header, payload = parse_rtp(sock.recv(2048))
-        out.append((header, bytes(payload)))
-    return out
-
-
 def test_rtp_stream_sends_48_khz_frames(
     loop: asyncio.AbstractEventLoop, peer: socket.socket, tmp_path: Path
 ) -> None:
@@ -369,7 +345,7 @@ def test_rtp_stream_sends_48_khz_frames(
         stream.play(str(path))
         for n in range(30):
             stream.tick(n * 0.02)
-        packets = receive(peer, 30)
+        packets = receive_rtp(peer, 30)
     finally:
         stream.close()
     headers = [h for h, _ in packets]

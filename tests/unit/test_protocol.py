@@ -20,6 +20,8 @@ from siproc.calls.protocol import (
     DtmfReceived,
     ErrorEvent,
     Event,
+    Gather,
+    Gathered,
     Hangup,
     Hold,
     HoldEvent,
@@ -33,6 +35,7 @@ from siproc.calls.protocol import (
     ResumeEvent,
     Ringing,
     RingingEvent,
+    Say,
     Stop,
     Stopped,
     Transfer,
@@ -331,6 +334,15 @@ _commands: st.SearchStrategy[Command] = st.one_of(
     st.builds(Aplay, _names),
     st.builds(Arecord, _names),
     st.builds(Astop, _names),
+    st.builds(Say, st.text(min_size=1).filter(lambda s: escape_text(s).strip() == escape_text(s))),
+    st.builds(
+        Gather,
+        st.integers(1, 128),
+        st.sampled_from([0.1, 0.25, 1.0, 3.0, 5.0, 12.5, 3600.0]),
+        st.one_of(st.none(), st.sampled_from([0.1, 2.0, 5.0, 1234.567891])),
+        st.one_of(st.none(), _digits),
+        st.booleans(),
+    ),
 )
 _events: st.SearchStrategy[Event] = st.one_of(
     st.sampled_from([Connected(), RingingEvent(), ProgressEvent(), HoldEvent(), ResumeEvent()]),
@@ -343,6 +355,11 @@ _events: st.SearchStrategy[Event] = st.one_of(
         st.text(min_size=1),
     ),
     st.builds(Disconnected, st.integers(100, 699), st.text()),
+    st.builds(
+        Gathered,
+        st.lists(_digits, max_size=8).map("".join),
+        st.sampled_from(["max", "finish", "timeout", "cancelled"]),
+    ),
 )
 
 
@@ -359,3 +376,96 @@ def test_format_event_is_one_line_and_round_trips(event: Event) -> None:
     assert "\n" not in line
     assert "\r" not in line
     assert parse_event(line) == event
+
+
+# --------------------------------------------------------------------------------------------
+# SAY and GATHER (issue 10)
+
+
+@pytest.mark.parametrize(
+    ("line", "command"),
+    [
+        ("SAY Hello there", Say("Hello there")),
+        ("say  two\\nlines ", Say("two\nlines")),
+        ("SAY -rf --help", Say("-rf --help")),  # text, not options: the engine gets it after --
+        ("GATHER", Gather()),
+        ("GATHER max=4 timeout=3 finish=#", Gather(max_keys=4, timeout=3.0, finish="#")),
+        ("gather MAX=1 first=0.5 bargein finish=a", Gather(1, 5.0, 0.5, "A", True)),
+        ("GATHER timeout=3600 first=0.1", Gather(timeout=3600.0, first=0.1)),
+    ],
+)
+def test_parse_say_and_gather(line: str, command: Command) -> None:
+    assert parse_command(line) == command
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("SAY", "missing text"),
+        ("SAY \\x20", "missing text"),  # only a space once unescaped
+        ("GATHER max=0", "max must be 1-128, not 0"),
+        ("GATHER max=129", "max must be 1-128, not 129"),
+        ("GATHER max=-1", "invalid max '-1'"),
+        ("GATHER max=1234567", "invalid max '1234567'"),
+        ("GATHER timeout=0", "timeout must be 0.1-3600 seconds, not 0"),
+        ("GATHER first=1e3", "invalid first '1e3'"),
+        ("GATHER timeout=7200", "timeout must be 0.1-3600 seconds, not 7200"),
+        ("GATHER finish=##", "finish must be one DTMF key, not '##'"),
+        ("GATHER finish=x", "invalid DTMF character 'X'"),
+        ("GATHER finish=", "missing finish key"),
+        ("GATHER max=2 max=3", "max given twice"),
+        ("GATHER bargein=yes", "unknown option 'bargein=yes'"),
+        ("GATHER maxkeys=3", "unknown option 'maxkeys=3'"),
+        ("GATHER 4", "unknown option '4'"),
+    ],
+)
+def test_say_and_gather_errors(line: str, reason: str) -> None:
+    with pytest.raises(CommandError) as info:
+        parse_command(line)
+    assert info.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("event", "line"),
+    [
+        (Gathered("123", "finish"), "GATHERED 123 finish"),
+        (Gathered("", "timeout"), "GATHERED - timeout"),  # no key: a dash keeps two fields
+        (Gathered("1a", "max"), "GATHERED 1A max"),
+    ],
+)
+def test_format_gathered(event: Event, line: str) -> None:
+    assert format_event(event) == line
+    assert parse_event(line) == event
+
+
+def test_gathered_refuses_an_unknown_ending() -> None:
+    with pytest.raises(ValueError, match="why must be one of max, finish, timeout, cancelled"):
+        Gathered("1", "bored")
+
+
+def test_stream_command_parses_url_format_and_parameters() -> None:
+    from siproc.calls.protocol import Stream, StreamEvent
+
+    assert parse_command("stream ws://127.0.0.1:9/bot lang=de id=7") == Stream(
+        "ws://127.0.0.1:9/bot", "mulaw/8000", (("lang", "de"), ("id", "7"))
+    )
+    assert parse_command("STREAM STOP") == Stream(None)
+    raw = parse_command("STREAM wss://h/x format=l16/16000")
+    assert raw == Stream("wss://h/x", "l16/16000")
+    for command in (Stream(None), raw, Stream("ws://h/", parameters=(("a", "b"),))):
+        assert parse_command(format_command(command)) == command
+    for line, reason in [
+        ("STREAM", "missing URL"),
+        ("STREAM http://h/", "not a ws:// or wss:// URL"),
+        ("STREAM ws://h/ x", "not a name=value parameter"),
+        ("STREAM ws://h/ format=gsm", "unknown format"),
+    ]:
+        with pytest.raises(CommandError) as info:
+            parse_command(line)
+        assert (info.value.command, info.value.reason[: len(reason)]) == ("STREAM", reason)
+    for event in (StreamEvent("CONNECTED", "MZ01"), StreamEvent("STOPPED", "the bot\nleft")):
+        line = format_event(event)
+        assert "\n" not in line and parse_event(line) == event
+    assert format_event(StreamEvent("STOPPED", "handler")) == "STREAM STOPPED handler"
+    with pytest.raises(ValueError):
+        StreamEvent("STARTED", "x")

@@ -8,7 +8,6 @@ import random
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -319,21 +318,6 @@ def test_a_stateful_codec_conceals_with_its_own_plc(tmp_path: Path) -> None:
 
 HOST = "127.0.0.1"
 PORTS = (40000, 49999)
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
-def peer() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((HOST, 0))
-    yield sock
-    sock.close()
 
 
 def open_stream(loop: asyncio.AbstractEventLoop, peer: socket.socket) -> RtpStream:

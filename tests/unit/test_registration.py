@@ -39,6 +39,7 @@ def make_registration(
     contact: SipUri = CONTACT,
     expires: int = 600,
     rewrite_contact: bool = True,
+    instance: str | None = None,
 ) -> Registration:
     auth = (
         None
@@ -54,6 +55,7 @@ def make_registration(
         from_tag="ftag1",
         auth=auth,
         rewrite_contact=rewrite_contact,
+        instance=instance,
     )
     reg.start()
     return reg
@@ -541,3 +543,28 @@ def test_huge_rport_is_ignored() -> None:
     req = reg.build_request()
     via = f"SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bKreg1;rport={'9' * 5000}"
     assert reg.on_response(answer(req, 200, via=via), 0.0) == Registered(600, 540.0)
+
+
+INSTANCE = "urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e"
+
+
+def test_instance_id_goes_into_every_contact_and_the_200_still_matches() -> None:
+    """RFC 5626 section 4.1: +sip.instance on the registered Contact (refresh, un-REGISTER
+    alike), so that a registrar keeps one binding per instance of the account."""
+    reg = make_registration(instance=INSTANCE)
+    req = reg.build_request()
+    assert req.headers.get("Contact") == (
+        f'<sip:alice@192.168.1.10:5060>;+sip.instance="<{INSTANCE}>";expires=600'
+    )
+    echo = f'<sip:alice@192.168.1.10:5060>;+sip.instance="<{INSTANCE}>";expires=300'
+    result = reg.on_response(answer(req, 200, headers=[("Contact", echo)]), 0.0)
+    assert result == Registered(300, 300 - REFRESH_MARGIN)
+    assert reg.stop() is True
+    assert reg.build_request().headers.get("Contact") == (
+        f'<sip:alice@192.168.1.10:5060>;+sip.instance="<{INSTANCE}>";expires=0'
+    )
+
+
+def test_an_instance_that_is_no_urn_uuid_is_a_bug() -> None:
+    with pytest.raises(LocalProtocolError, match="urn:uuid"):
+        make_registration(instance="0f8fad5b-d9cb-469f-a165-70867728950e")

@@ -16,7 +16,7 @@ from siproc.media.rtcp import (
     SDES_CNAME,
     App,
     Bye,
-    ParseError,
+    PacketParseError,
     ReceiverReport,
     ReceptionStats,
     ReportBlock,
@@ -192,7 +192,7 @@ def _h(first: int, packet_type: int, words: int) -> bytes:
     ],
 )
 def test_parse_errors(data: bytes, reason: str) -> None:
-    with pytest.raises(ParseError, match=reason):
+    with pytest.raises(PacketParseError, match=reason):
         parse_rtcp(data)
 
 
@@ -200,7 +200,7 @@ def test_parse_errors(data: bytes, reason: str) -> None:
 def test_parse_never_raises_anything_else(data: bytes) -> None:
     try:
         packets = parse_rtcp(data)
-    except ParseError:
+    except PacketParseError:
         return
     assert packets
     assert build_compound(packets) == build_compound(parse_rtcp(build_compound(packets)))
@@ -219,7 +219,7 @@ def test_mutated_compound_parses_or_raises_parse_error(
         data[index] = value
     try:
         packets = parse_rtcp(bytes(data[:cut]))
-    except ParseError:
+    except PacketParseError:
         return
     assert parse_rtcp(build_compound(packets)) == packets
 
@@ -480,7 +480,7 @@ def test_session_report_without_anything_heard() -> None:
         SourceDescription((SdesChunk(1, ((SDES_CNAME, "me@example"),)),)),
     ]
     assert session.reports_sent == 1
-    with pytest.raises(ParseError):
+    with pytest.raises(PacketParseError):
         session.receive(b"\x80\xc9\x00", 1.0)
 
 

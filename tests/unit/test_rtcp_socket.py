@@ -1,31 +1,76 @@
 """RTCP in RtpStream on 127.0.0.1 sockets: reports both ways, loss seen by the peer, round-trip
-time, rtcp-mux, a=rtcp, BYE at close (RFC 3550 section 6, RFC 5761, RFC 3605)."""
+time, rtcp-mux, a=rtcp, BYE at close (RFC 3550 section 6, RFC 5761, RFC 3605).
+
+The streams run on a `VirtualLoop` (tests/virtual_loop.py): the media clock's 20 ms ticks and
+the RTCP intervals pass in virtual time, as fast as the CPU goes, while the datagrams still go
+through real loopback sockets (a send on loopback has arrived when it returns, so the receive
+phase of the same tick sees it). Arrival times follow the virtual clock too (`virtual` below):
+the kernel's receive timestamps are real time and would make every 20 ms of virtual media look
+like jitter."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import socket
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 import pytest
 
 from siproc.media.codecs import get_codec
 from siproc.media.rtcp import Bye, ReceiverReport, SenderReport, SourceDescription, parse_rtcp
+from siproc.net import rtp_socket
 from siproc.net.clock import MediaClock
 from siproc.net.rtp_socket import Address, RtpStream
+from tests.virtual_loop import VirtualLoop
 
 HOST = "127.0.0.1"
 PORTS = (40000, 49999)
 INTERVAL = 0.2  # RTCP minimum interval for the tests (RFC 3550 says 5 s)
 
 
+@pytest.fixture
+def virtual(monkeypatch: pytest.MonkeyPatch) -> Iterator[VirtualLoop]:
+    """A virtual loop whose clock the streams also take their arrival times from."""
+    loop = VirtualLoop()
+    monkeypatch.setattr(rtp_socket, "_enable_timestamps", lambda sock: False)
+    monkeypatch.setattr(rtp_socket, "_wall_time", lambda: loop.time() + 1_700_000_000.0)
+    yield loop
+    loop.close()
+    assert loop.errors == []
+
+
+def run(loop: VirtualLoop, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        asyncio.set_event_loop(None)
+
+
 async def until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
+    """Wait for ``condition``, at most ``timeout`` seconds of (virtual) loop time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
+        assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(0.005)
+
+
+async def receive(sock: socket.socket) -> bytes:
+    """The next datagram of the non-blocking ``sock``, waiting in loop time."""
+    got: list[bytes] = []
+
+    def ready() -> bool:
+        try:
+            got.append(sock.recv(2048))
+        except BlockingIOError:
+            return False
+        return True
+
+    await until(ready)
+    return got[0]
 
 
 def pair(
@@ -55,7 +100,7 @@ def drop_every(stream: RtpStream, nth: int) -> list[int]:
 
 
 @pytest.mark.parametrize("mux", [False, True])
-def test_reports_both_ways_rtt_and_bye(mux: bool) -> None:
+def test_reports_both_ways_rtt_and_bye(virtual: VirtualLoop, mux: bool) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         clock = MediaClock(loop)
@@ -90,10 +135,10 @@ def test_reports_both_ways_rtt_and_bye(mux: bool) -> None:
             a.close()
             b.close()
 
-    asyncio.run(main())
+    run(virtual, main)
 
 
-def test_loss_reported_by_the_receiver() -> None:
+def test_loss_reported_by_the_receiver(virtual: VirtualLoop) -> None:
     """Every 10th RTP packet of A is dropped on the way: B counts 10 % lost and says so in its
     reports, so A sees its stream's loss from B's side."""
 
@@ -120,10 +165,10 @@ def test_loss_reported_by_the_receiver() -> None:
         assert a.stats.lost == 0  # B's stream to A lost nothing
         assert b.stats.remote_lost == 0
 
-    asyncio.run(main())
+    run(virtual, main)
 
 
-def test_rtcp_goes_to_the_sdp_rtcp_attribute_and_follows_the_source() -> None:
+def test_rtcp_goes_to_the_sdp_rtcp_attribute_and_follows_the_source(virtual: VirtualLoop) -> None:
     """a=rtcp (RFC 3605) names the peer's RTCP port; once the peer's RTCP arrives from
     elsewhere, reports follow it (symmetric RTCP, RFC 4961)."""
 
@@ -133,12 +178,12 @@ def test_rtcp_goes_to_the_sdp_rtcp_attribute_and_follows_the_source() -> None:
         a, b = pair(loop, clock)
         listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         listener.bind((HOST, 0))
-        listener.settimeout(2.0)
+        listener.setblocking(False)
         try:
             a.configure_rtcp(mux=False, remote=listener.getsockname())
             assert a.rtcp_address == listener.getsockname()
             a.start()
-            data = await loop.run_in_executor(None, listener.recv, 2048)
+            data = await receive(listener)
             packets = parse_rtcp(data)
             assert isinstance(packets[0], SenderReport | ReceiverReport)
             assert isinstance(packets[1], SourceDescription)
@@ -153,10 +198,10 @@ def test_rtcp_goes_to_the_sdp_rtcp_attribute_and_follows_the_source() -> None:
             b.close()
             listener.close()
 
-    asyncio.run(main())
+    run(virtual, main)
 
 
-def test_garbage_rtcp_is_counted_and_dropped() -> None:
+def test_garbage_rtcp_is_counted_and_dropped(virtual: VirtualLoop) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         clock = MediaClock(loop)
@@ -173,10 +218,10 @@ def test_garbage_rtcp_is_counted_and_dropped() -> None:
             b.close()
             sender.close()
 
-    asyncio.run(main())
+    run(virtual, main)
 
 
-def test_no_bye_without_having_sent_anything() -> None:
+def test_no_bye_without_having_sent_anything(virtual: VirtualLoop) -> None:
     """RFC 3550 section 6.3.7: a participant that never sent RTP or RTCP sends no BYE."""
 
     async def main() -> None:
@@ -206,4 +251,4 @@ def test_no_bye_without_having_sent_anything() -> None:
             a.close()
             listener.close()
 
-    asyncio.run(main())
+    run(virtual, main)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from siproc.media.rtp import ParseError, RtpHeader, RtpSender, is_rtcp, parse_rtp
+from siproc.media.rtp import PacketParseError, RtpHeader, RtpSender, is_rtcp, parse_rtp
 
 # A PCMU packet as a real peer sends it: V=2, M=1, PT=0, seq 0x1234, ts 0xDEADBEEF, SSRC.
 SAMPLE = bytes.fromhex("8080 1234 deadbeef 01020304".replace(" ", "")) + b"\xff" * 160
@@ -58,19 +58,19 @@ def test_parse_accepts_memoryview_and_bytearray() -> None:
     ],
 )
 def test_parse_errors(data: bytes, reason: str) -> None:
-    with pytest.raises(ParseError, match=reason):
+    with pytest.raises(PacketParseError, match=reason):
         parse_rtp(data)
 
 
 def test_parse_error_is_value_error() -> None:
-    assert issubclass(ParseError, ValueError)
+    assert issubclass(PacketParseError, ValueError)
 
 
 @given(st.binary(max_size=80))
 def test_parse_never_raises_anything_else(data: bytes) -> None:
     try:
         header, payload = parse_rtp(data)
-    except ParseError:
+    except PacketParseError:
         return
     assert header.version == 2
     assert len(payload) <= len(data) - 12

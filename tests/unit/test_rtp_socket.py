@@ -9,7 +9,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from siproc.media.player import MediaFileError
 from siproc.media.rtp import RtpHeader, RtpSender, parse_rtp
 from siproc.net.clock import MediaClock
 from siproc.net.rtp_socket import RtpStream, SymmetricRtpLatch
+from tests.rtp_peer import drain_rtp, udp_peer
 
 HOST = "127.0.0.1"
 PORTS = (40000, 49999)
@@ -262,42 +263,6 @@ def peak_frequency(pcm: np.ndarray, rate: int = 8000) -> float:
     return float(np.fft.rfftfreq(len(pcm), 1 / rate)[np.argmax(spectrum)])
 
 
-def udp_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((HOST, 0))
-    sock.settimeout(1.0)
-    return sock
-
-
-def drain(sock: socket.socket, expect: int) -> list[tuple[RtpHeader, bytes]]:
-    """Receive exactly ``expect`` RTP packets (loopback delivers them at once), then check that
-    no more are queued."""
-    packets = []
-    for _ in range(expect):
-        data = sock.recv(2048)
-        header, payload = parse_rtp(data)
-        packets.append((header, bytes(payload)))
-    sock.setblocking(False)
-    with pytest.raises(BlockingIOError):
-        sock.recv(2048)
-    sock.settimeout(1.0)
-    return packets
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
-def peer() -> Iterator[socket.socket]:
-    sock = udp_socket()
-    yield sock
-    sock.close()
-
-
 def open_stream(loop: asyncio.AbstractEventLoop, seed: int = 7) -> RtpStream:
     return RtpStream.open(loop, MediaClock(loop), HOST, PORTS, random.Random(seed))
 
@@ -362,7 +327,7 @@ def test_play_sends_paced_packets(
     assert stopped == [path]  # reported with the last frame
     stream.tick(0.30)
     stream.tick(0.32)
-    packets = drain(peer, 17)
+    packets = drain_rtp(peer, 17)
     headers = [h for h, _ in packets]
     assert {h.ssrc for h in headers} == {stream.ssrc}
     assert {h.payload_type for h in headers} == {0}
@@ -393,7 +358,7 @@ def test_silence_then_talkspurt_marker(
     stream.play(write_tone(tmp_path / "t.wav", 1000, 0.04))
     for n in range(3, 6):
         stream.tick(n * 0.02)
-    packets = drain(peer, 6)
+    packets = drain_rtp(peer, 6)
     assert [h.marker for h, _ in packets] == [True, False, False, True, False, False]
     silence = b"\xd5" * 160  # A-law zero
     assert [p == silence for _, p in packets] == [True, True, True, False, False, True]
@@ -424,7 +389,7 @@ def test_no_sending_on_hold_but_clock_runs(
     stream.tick(0.10)
     stream.configure(peer.getsockname(), codec, 0, None, "sendrecv")
     stream.tick(0.12)
-    (h0, _), (h1, _), (h2, _) = drain(peer, 3)
+    (h0, _), (h1, _), (h2, _) = drain_rtp(peer, 3)
     assert h1.timestamp == (h0.timestamp + 3 * 160) % (1 << 32)
     assert h2.timestamp == (h0.timestamp + 6 * 160) % (1 << 32)
     assert h1.sequence == (h0.sequence + 1) % 65536
@@ -440,13 +405,13 @@ def test_unproven_far_end_gets_a_limited_number_of_packets(
     stream.guard_unproven(3)
     for i in range(6):
         stream.tick(i * 0.02)
-    assert len(drain(peer, 3)) == 3
+    assert len(drain_rtp(peer, 3)) == 3
     peer.settimeout(0.1)
     with pytest.raises(TimeoutError):
         peer.recv(2048)
     stream.prove()  # the ACK came
     stream.tick(0.2)
-    assert len(drain(peer, 1)) == 1
+    assert len(drain_rtp(peer, 1)) == 1
     stream.close()
 
 
@@ -545,19 +510,19 @@ async def until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
 def test_latching_over_sockets() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        sdp_peer, real_peer = udp_socket(), udp_socket()
+        sdp_peer, real_peer = udp_peer(), udp_peer()
         stream = RtpStream.open(loop, MediaClock(loop), HOST, PORTS, random.Random(11))
         try:
             stream.configure(sdp_peer.getsockname(), get_codec("PCMU"), 0, None, "sendrecv")
             stream.tick(0.0)
-            assert len(drain(sdp_peer, 1)) == 1  # before latching: to the SDP address
+            assert len(drain_rtp(sdp_peer, 1)) == 1  # before latching: to the SDP address
             sender = RtpSender(0, random.Random(1))
             real_peer.sendto(sender.packet(b"\xff" * 160, 160), (HOST, stream.local_port))
             await until(lambda: stream.stats.packets_received == 1)
             assert stream.latched_address == real_peer.getsockname()
             stream.tick(0.02)
             stream.tick(0.04)
-            assert len(drain(real_peer, 2)) == 2
+            assert len(drain_rtp(real_peer, 2)) == 2
             sdp_peer.setblocking(False)
             with pytest.raises(BlockingIOError):
                 sdp_peer.recv(2048)
@@ -638,7 +603,7 @@ def test_srtp_fast_receive_path_over_sockets() -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        peer, forger = udp_socket(), udp_socket()
+        peer, forger = udp_peer(), udp_peer()
         stream = RtpStream.open(loop, MediaClock(loop), HOST, PORTS, random.Random(6))
         seen: list[tuple[int, int, bytes]] = []
         stream.on_rtp = lambda h, p: seen.append((h.sequence, h.ssrc, bytes(p)))
@@ -700,7 +665,7 @@ def test_srtp_stream_over_sockets(caplog: pytest.LogCaptureFixture) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        peer = udp_socket()
+        peer = udp_peer()
         stream = RtpStream.open(loop, MediaClock(loop), HOST, PORTS, random.Random(5))
         seen: list[tuple[int, bytes]] = []
         stream.on_rtp = lambda h, p: seen.append((h.sequence, bytes(p)))

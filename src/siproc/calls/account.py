@@ -93,6 +93,7 @@ class Account:
         self._last_error: str | None = None
         self._registered_at: float | None = None
         self._stopping = False
+        self.on_result: Callable[[bool], None] | None = None  # registered or failed (metrics)
 
     def start(self) -> None:
         """REGISTER at the configured registrar; without one there is nothing to do."""
@@ -116,6 +117,7 @@ class Account:
             auth=phone.auth_session(),
             rewrite_contact=phone.config.public_address is None,
             retry_min=float(phone.config.register_retry),
+            instance=phone.config.instance_id,
         )
         self.registration.start()
         self._register()
@@ -236,12 +238,16 @@ class Account:
                 if self._last_error is not None or reg.failures == 0:
                     log.info("registered as %s at %s for %d s", reg.aor.uri, reg.registrar, expires)
                 self._last_error = None
+                if self.on_result is not None:
+                    self.on_result(True)
                 self._registered_at = self.phone.loop.time()
                 self._schedule(refresh_at)
             case Failed(reason=reason, retry_at=retry_at):
                 delay = (retry_at - self.phone.loop.time()) if retry_at else 0
                 log.error("registration failed: %s (next try in %d s)", reason, round(delay))
                 self._last_error = reason
+                if self.on_result is not None:
+                    self.on_result(False)
                 if retry_at is not None and not self._stopping:
                     self._schedule(retry_at)
             case Unregistered(status=status):

@@ -15,10 +15,16 @@ INVITE that starts a dialog (incoming). It owns
 
 The features of a connected call are parts it delegates to, each the edge of its own machine
 in `sip/`: mid-call offers and hold (`session.py`, sip/session_update.py), transfer
-(`transfer.py`, sip/refer_session.py); and DTMF (`dtmf.py`), requests it sends in the dialog
-(`in_dialog.py`). The parts see the call as a `services.CallView`. What stays here is the
-edge: the handler, media configuration, sending BYE, ending (one path, `end`), the one timer
-(at the earliest deadline of the machines), and the dispatch of requests in the dialog.
+(`transfer.py`, sip/refer_session.py), GATHER (`gather.py`, its key collector); and DTMF
+(`dtmf.py`), requests it sends in the dialog (`in_dialog.py`), SAY (`say.py`) and STREAM
+(`bot_stream.py`). The parts see the call as a `services.CallView`, or as a smaller Protocol
+of their own. What stays here is the edge: the handler, media configuration, sending BYE,
+ending (one path, `end`), the one timer (at the earliest deadline of the machines), and the
+dispatch of requests in the dialog.
+
+The phone watches the call (`PhoneServices.call_changed` at each state change, and at the
+start of early media; `call_ended` once the media is closed, just before the handler hears
+``DISCONNECTED``): that is where its record (calls/observer.py) comes from.
 
 Ending is two-sided: the SIP side reaches ENDED (final failure, BYE, CANCEL), and the handler
 exits. When the SIP side ends first, the handler hears `DISCONNECTED <status> <reason>` and gets
@@ -40,12 +46,16 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, ParamSpec
 
 from siproc.calls import commands, protocol
+from siproc.calls.audio_fds import HandlerPipes
+from siproc.calls.bot_stream import CallBot
 from siproc.calls.call_state import ALLOW, CallState, reason_phrase
 from siproc.calls.dtmf import CallDtmf
+from siproc.calls.gather import CallGather
 from siproc.calls.handler import HandlerProcess
 from siproc.calls.incoming import IncomingInvite
 from siproc.calls.media import INSECURE_SRTP_REASON, CallMedia
 from siproc.calls.outgoing import OutgoingInvite
+from siproc.calls.say import CallSpeech
 from siproc.calls.services import CallView, PhoneServices
 from siproc.calls.session import SessionUpdates
 from siproc.calls.transfer import CallTransfer
@@ -170,6 +180,7 @@ class Call:
         self._rtp_timeout = 0.0
         self._ending = False  # end() began
         self._cleaned_up = False  # end() closed the media without an error
+        self._rtp_limit = False  # SIPROC_RTP_TIMEOUT hung up (the other limits: the session's)
         self._auth: DigestSession | None = None  # the INVITE's, shared by in-dialog requests
         # the side of the INVITE we play (calls/outgoing.py, calls/incoming.py)
         self.uac = OutgoingInvite(self) if outgoing else None
@@ -178,11 +189,17 @@ class Call:
         # placed because of a REFER, who referred us and who wants to hear of its progress
         self.transfer = CallTransfer(self)
         self.referred_by = ""
+        self.recordings: list[str] = []  # the files RECORD was given, for the call's record
         self.on_state_change: Callable[[CallView], None] | None = None
         # mid-call changes (calls/session.py) and DTMF (calls/dtmf.py)
         self.session = SessionUpdates(self, ALLOW)
         self.dtmf = CallDtmf(self)
         self.media = CallMedia(phone, stream)  # offer/answer (calls/media.py)
+        # SAY (calls/say.py: from the first SAY on), GATHER (calls/gather.py), STREAM
+        # (calls/bot_stream.py)
+        self.speech: CallSpeech | None = None
+        self.gather = CallGather(self)
+        self.bot = CallBot(self, phone.tls)
 
     # -- the session machine (sip/invite_session.py) ---------------------------------------------
 
@@ -230,6 +247,7 @@ class Call:
             self.invite_session.next_deadline(),
             self.session.machine.next_deadline(),
             *self.transfer.deadlines(),
+            self.gather.next_deadline(),
         )
         deadline = min((d for d in deadlines if d is not None), default=None)
         if deadline == self._timer_at:
@@ -247,6 +265,7 @@ class Call:
         self.feed(self.invite_session.handle_timer(now))
         self.session.feed(self.session.machine.handle_timer(now))
         self.transfer.handle_timer(now)
+        self.gather.handle_timer(now)
 
     def _carry_out(self, action: Action) -> None:
         session, now = self.invite_session, self.now()
@@ -308,6 +327,7 @@ class Call:
         if first and self.state is CallState.EARLY:
             host, port = negotiated.remote_address
             self.log.info("early media from %s port %d (%s)", host, port, session.early_status)
+            self.phone.call_changed(self)  # the call's record notes when early media began
         return self.feed(session.media_applied(now))
 
     @property
@@ -326,6 +346,29 @@ class Call:
     def start_transfer(self, text: str) -> None:
         """``TRANSFER <uri>``: calls/transfer.py."""
         self.transfer.start(text)
+
+    @property
+    def transfer_target(self) -> str | None:
+        """Where this call was transferred (ours, or the far end's REFER), for its record."""
+        return self.transfer.target
+
+    def say(self, text: str) -> None:
+        """``SAY <text>``: calls/say.py."""
+        if self.speech is None:
+            self.speech = CallSpeech(self, self.phone.tts, self.phone.loop)
+        self.speech.say(text)
+
+    def stop_rendering(self) -> bool:
+        """``STOP`` while a SAY is still being rendered: that SAY stops (calls/say.py)."""
+        return self.speech is not None and self.speech.stop_pending()
+
+    def start_gather(self, command: protocol.Gather) -> None:
+        """``GATHER ...``: calls/gather.py."""
+        self.gather.start(command)
+
+    def stream_to_bot(self, command: protocol.Stream) -> None:
+        """``STREAM <url> ...`` and ``STREAM STOP``: calls/bot_stream.py."""
+        self.bot.command(command)
 
     @property
     def ended(self) -> bool:
@@ -357,15 +400,21 @@ class Call:
 
     async def spawn_handler(self) -> None:
         env = self.phone.handler_env(self)
-        self.handler = await HandlerProcess.spawn(
-            self.phone.handler_argv,
-            env,
-            None,
-            self.guard(lambda line: commands.on_handler_line(self, line)),
-            self.guard(self._on_handler_exit),
-            self.log,
-            on_overlong_line=self.guard(self._on_overlong_line),
-        )
+        pipes = HandlerPipes.wanted(self.phone.audio_fds, env)  # SIPROC_AUDIO_FDS: fds 3, 4
+        try:
+            self.handler = await HandlerProcess.spawn(
+                self.phone.handler_argv,
+                env,
+                None,
+                self.guard(lambda line: commands.on_handler_line(self, line)),
+                self.guard(self._on_handler_exit),
+                self.log,
+                on_overlong_line=self.guard(self._on_overlong_line),
+                fds=None if pipes is None else pipes.child_fds,
+            )
+        finally:
+            if pipes is not None:
+                pipes.hand_over(self.stream, self.handler is not None)
         self.log.info("handler started (pid %d)", self.handler.pid)
         if self.media_closed:  # the call ended while the handler was starting (early CANCEL)
             assert self.end_status is not None
@@ -376,6 +425,8 @@ class Call:
     def event(self, event: protocol.Event) -> None:
         if self.handler is not None and not self.handler_done:
             self.handler.send(protocol.format_event(event))
+        if isinstance(event, protocol.DtmfReceived):
+            self.gather.on_key(event.digit)  # every way a key comes in passes here
 
     def report_error(self, command: str, reason: str) -> None:
         """Answer a refused or failed command with ERROR; warn in the log, but not once per line
@@ -409,7 +460,14 @@ class Call:
 
     def _rtp_stopped(self) -> None:
         if self.state is CallState.CONNECTED:
+            self._rtp_limit = True
             self.hangup(reason="no RTP from the far end")
+
+    @property
+    def limit_reached(self) -> str:
+        """The limit that ended the call, if one did (its record says ended_by timeout):
+        ``ring timeout`` or ``maximum call duration`` (the session machine's), ``no RTP``."""
+        return self.invite_session.limit_reached or ("no RTP" if self._rtp_limit else "")
 
     def _on_handler_exit(self, returncode: int) -> None:
         self.handler_done = True
@@ -502,7 +560,11 @@ class Call:
             self.media_closed = True
             # Each step on its own: one that fails (a recording that cannot be finished on a
             # full disk) must not keep the handler running or the slot taken.
-            steps: list[Callable[[], object]] = [self.stream.close]
+            steps: list[Callable[[], object]] = [
+                self._state_changed,
+                self.stream.close,
+                lambda: self.phone.call_ended(self),
+            ]
             if self.handler is not None and not self.handler_done:
                 steps.append(lambda: self._last_words(status, reason))
             steps.append(lambda: self.phone.call_finished(self))
@@ -532,8 +594,10 @@ class Call:
         self._ending = True
         self._stop_timers()
         try:
+            self._state_changed()  # observers hear of ENDED before the media closes (records)
             self.session.close()
             self.transfer.close()
+            self.gather.close()
             self.stream.close()
             if self.dialog is not None and self.dialog.state is not DialogState.TERMINATED:
                 self.dialog.set_state(DialogState.TERMINATED)
@@ -569,6 +633,7 @@ class Call:
             "n/a" if peer_lost is None else peer_lost,
         )
         self.media_closed = True
+        self.phone.call_ended(self)  # its record (SIPROC_CDR) is written before DISCONNECTED
         if self.handler is not None and not self.handler_done:
             self.event(protocol.Disconnected(status, reason))
             self.handler.close_stdin()

@@ -3,10 +3,11 @@
 Theory of operation: `on_handler_line` parses one line and `execute` carries the command out on
 the call (seen as a `services.CallView`); a command that is not possible now is answered
 ``ERROR <verb> <reason>`` (`report_error`) and changes nothing. Commands that are whole
-features of their own go where they are decided: RINGING, PROGRESS, ANSWER and HANGUP to the
-call's INVITE session (sip/invite_session.py), HOLD and RESUME to `session.py`, DTMF to
-`dtmf.py`, TRANSFER to `transfer.py`; MESSAGE, PLAY, STOP, RECORD and the sound-card bridges
-are done here.
+features of their own go where they are decided, through a method of the call: RINGING,
+PROGRESS, ANSWER and HANGUP to the call's INVITE session (sip/invite_session.py), HOLD and
+RESUME to `session.py`, DTMF to `dtmf.py`, TRANSFER to `transfer.py`, SAY to `say.py`, GATHER
+to `gather.py`, STREAM to `bot_stream.py`; MESSAGE, PLAY, STOP, RECORD and the sound-card
+bridges are done here.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def execute(call: CallView, command: protocol.Command) -> None:
             except MediaFileError as exc:
                 return call.report_error("PLAY", str(exc))
         case protocol.Stop():
+            if call.stop_rendering():  # a SAY not playing yet (calls/say.py)
+                return None
             if call.stream.stop_last() is None:
                 return call.report_error("STOP", "nothing is playing")
         case protocol.Dtmf(digits=digits):
@@ -84,10 +87,17 @@ def execute(call: CallView, command: protocol.Command) -> None:
                 call.stream.start_recording(file, stereo)
             except RecordFileError as exc:
                 return call.report_error("RECORD", str(exc))
+            call.recordings.append(file)
         case protocol.Transfer(uri=uri):
             call.start_transfer(uri)
         case protocol.Aplay() | protocol.Arecord() | protocol.Astop():
             _sound_card(call, command)
+        case protocol.Say(text=text):
+            call.say(text)
+        case protocol.Gather():
+            call.start_gather(command)
+        case protocol.Stream():
+            call.stream_to_bot(command)
         case _:
             verb = protocol.format_command(command).split(" ", 1)[0]
             call.report_error(verb, "not supported by this version of siproc")

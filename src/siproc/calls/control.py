@@ -1,4 +1,4 @@
-"""The main stdin control protocol: `CALL <uri> [Header: value ...]` and `QUIT` (pure).
+"""The main stdin control protocol: `CALL <uri> [Header: value ...]`, `DRAIN` and `QUIT` (pure).
 
 A CALL line is the target, a SIP URI (`sip:bob@host;transport=tcp`) or a name-addr
 (`"Bob" <sip:bob@host>`), optionally followed by headers for the INVITE. A header starts at a
@@ -54,6 +54,11 @@ class Quit:
 
 
 @dataclass(frozen=True, slots=True)
+class StartDrain:
+    """`DRAIN`: take no new calls, exit 0 when the last one has ended (calls/drain.py)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Dial:
     """`CALL <target> [Header: value ...]`."""
 
@@ -70,7 +75,7 @@ class Dial:
                 raise ControlError(f"CALL: header {name} needs a value on the same line")
 
 
-Control = Quit | Dial
+Control = Quit | StartDrain | Dial
 
 
 def parse_control_line(line: str) -> Control | None:
@@ -84,8 +89,12 @@ def parse_control_line(line: str) -> Control | None:
         if rest:
             raise ControlError("QUIT takes no argument")
         return Quit()
+    if verb == "DRAIN":
+        if rest:
+            raise ControlError("DRAIN takes no argument")
+        return StartDrain()
     if verb != "CALL":
-        raise ControlError(f"expected 'CALL <sip-uri>' or 'QUIT', not {line[:60]!r}")
+        raise ControlError(f"expected 'CALL <sip-uri>', 'DRAIN' or 'QUIT', not {line[:60]!r}")
     if ">" in rest and "<" in rest:  # a name-addr ends at its '>'
         end = rest.index(">") + 1
         target, header_text = rest[:end], rest[end:]

@@ -40,20 +40,33 @@ Once a terminated handler has finished, whatever is left of its process group (a
 SIGTERM) is SIGKILLed before the handler is reaped: a handler that wants its children to clean up
 must wait for them in its TERM trap. A process that left the group (``setsid``) and still holds the
 stdout pipe is cut off: :data:`ABANDON_DELAY` seconds after SIGKILL we stop reading and finish.
+
+More descriptors. ``spawn(..., fds={3: a, 4: b})`` gives the child descriptors at chosen numbers
+(the audio pipes of ``SIPROC_AUDIO_FDS``, calls/audio_fds.py). :class:`subprocess.Popen` keeps
+passed descriptors at their own numbers only, and renumbering them in ``preexec_fn`` is unsafe in
+a process with threads, so this case starts the child with :func:`os.posix_spawn`, whose
+``dup2`` actions put each descriptor where it belongs; everything else is as with Popen (a new
+session, SIGPIPE and SIGXFSZ back to their defaults, the command found on the ``PATH`` of
+``env``, an error to start it raised here, no other descriptor inherited: those without
+close-on-exec are closed by a ``close`` action each). The caller keeps and closes its own
+descriptors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from collections.abc import Callable, Mapping
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from siproc.calls.protocol import MAX_LINE_BYTES
 
@@ -81,8 +94,104 @@ MAX_WRITE_BUFFER = 1024 * 1024
 ABANDON_DELAY = 1.0
 
 
+def find_handler(path: str) -> str | None:
+    """The handler as it will be run, or None; a bare name is looked up in PATH like execvp."""
+    if os.sep in path:
+        return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+    return shutil.which(path)
+
+
 class HandlerSpawnError(Exception):
     """The handler program could not be started (not found, not executable, bad cwd ...)."""
+
+
+class _Child(Protocol):
+    """What a handler needs of its child process: a Popen, or a :class:`_SpawnedChild`."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def stdin(self) -> IO[bytes] | None: ...
+    @property
+    def stdout(self) -> IO[bytes] | None: ...
+    def wait(self) -> int: ...
+
+
+class _SpawnedChild:
+    """A child started with :func:`os.posix_spawn` (see "More descriptors" above)."""
+
+    def __init__(self, pid: int, stdin: IO[bytes], stdout: IO[bytes]) -> None:
+        self.pid = pid
+        self.stdin: IO[bytes] | None = stdin
+        self.stdout: IO[bytes] | None = stdout
+        self.returncode: int | None = None
+
+    def wait(self) -> int:
+        """Reap the child (blocks until it exits); its status as subprocess gives it."""
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+def _spawn_with_fds(argv: list[str], env: dict[str, str], fds: Mapping[int, int]) -> _Child:
+    """Start ``argv`` in a new session with stdin and stdout piped and ``fds`` (child number ->
+    our descriptor) at their numbers. Raises OSError as Popen does."""
+    path = argv[0]
+    if os.sep not in path:
+        found = shutil.which(path, path=env.get("PATH", os.defpath))
+        if found is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        path = found
+    stdin_r, stdin_w = os.pipe()
+    stdout_r, stdout_w = os.pipe()
+    wanted = {0: stdin_r, 1: stdout_w, **fds}
+    # What Popen's close_fds does: descriptors without close-on-exec (siproc's own all have it,
+    # but not what siproc inherited, or what a C library opened) must not reach the handler.
+    # Python 3.13 with glibc 2.34 closes them in the child in one action; before, each one
+    # found in /proc gets a close action (~1 us per open descriptor: 4 ms at 3000).
+    closefrom = getattr(os, "POSIX_SPAWN_CLOSEFROM", None)
+    leaking = [] if closefrom else [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()]
+    after = [(closefrom, max(wanted) + 1)] if closefrom else []
+    # Every source above every target first, so that no dup2 overwrites a later source; the
+    # copies are close-on-exec, the dup2 targets are not.
+    high: dict[int, int] = {}
+    try:
+        for target, fd in wanted.items():
+            high[target] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+        defaults = [getattr(signal, n) for n in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, n)]
+        pid = os.posix_spawn(
+            path,
+            argv,
+            env,
+            file_actions=[
+                *leaking,
+                *((os.POSIX_SPAWN_DUP2, fd, target) for target, fd in high.items()),
+                *after,
+            ],
+            setsid=True,
+            setsigdef=defaults,
+        )
+    except BaseException:
+        os.close(stdin_w)
+        os.close(stdout_r)
+        raise
+    finally:
+        for fd in (*high.values(), stdin_r, stdout_w):
+            os.close(fd)
+    return _SpawnedChild(pid, open(stdin_w, "wb", buffering=0), open(stdout_r, "rb", buffering=0))
+
+
+def _inheritable_fds() -> list[int]:
+    """Our descriptors above 2 that a child would inherit (no close-on-exec), from /proc."""
+    out = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):  # (the listing's own, closed by now)
+                if not fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC:
+                    out.append(fd)
+    return out
 
 
 class _Overlong:
@@ -122,7 +231,7 @@ class HandlerProcess:
 
     def __init__(
         self,
-        proc: subprocess.Popen[bytes],
+        proc: _Child,
         loop: asyncio.AbstractEventLoop,
         on_line: Callable[[str], None],
         on_exit: Callable[[int], None],
@@ -174,28 +283,37 @@ class HandlerProcess:
         log: LogLike,
         *,
         on_overlong_line: Callable[[str], None] | None = None,
+        fds: Mapping[int, int] | None = None,
     ) -> HandlerProcess:
         """Start ``argv`` with exactly the environment ``env`` in ``cwd``.
 
         ``on_line(line)`` gets each stdout line (decoded, without line ending);
         ``on_overlong_line(head)`` each over-long line's start; ``on_exit(returncode)`` is called
         once at the end. Callbacks run on the event loop; exceptions they raise are logged.
+        ``fds`` maps descriptor numbers in the child (3 and up) to ours, which we keep (see
+        "More descriptors"; ``cwd`` must then be None).
         Raises :class:`HandlerSpawnError` if the program cannot be executed.
         """
         if not argv:
             raise ValueError("empty handler command")
+        if fds and (cwd is not None or min(fds) < 3):
+            raise ValueError("fds: child descriptors from 3 on, and no cwd")
         loop = asyncio.get_running_loop()
+        proc: _Child
         try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=None,
-                env=env,
-                cwd=cwd,
-                close_fds=True,
-                start_new_session=True,
-            )
+            if fds:
+                proc = _spawn_with_fds(argv, env, fds)
+            else:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=None,
+                    env=env,
+                    cwd=cwd,
+                    close_fds=True,
+                    start_new_session=True,
+                )
         except OSError as exc:
             where = f" in {cwd!r}" if cwd is not None and exc.filename == cwd else ""
             raise HandlerSpawnError(

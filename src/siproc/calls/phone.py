@@ -7,9 +7,10 @@ new requests to the call they belong to (by dialog id) or to the out-of-dialog h
 (INVITE starts a call, OPTIONS is answered, MESSAGE is logged). After each batch the one
 endpoint timer is re-armed at `endpoint.next_deadline()`.
 
-Main stdin takes `CALL <uri>` and `QUIT`; its end is not QUIT (a daemon started with stdin on
-/dev/null keeps serving). QUIT, SIGINT and SIGTERM shut down gracefully: every call gets its
-BYE/CANCEL/480, every handler its SIGTERM, the account its un-REGISTER, then exit 0.
+Main stdin takes `CALL <uri>`, `DRAIN` and `QUIT`; its end is not QUIT (a daemon started with
+stdin on /dev/null keeps serving). QUIT, SIGINT and SIGTERM shut down gracefully: every call gets
+its BYE/CANCEL/480, every handler its SIGTERM, the account its un-REGISTER, then exit 0. DRAIN
+and SIGUSR1 stop taking new calls and quit when the last one has ended (calls/drain.py).
 """
 
 from __future__ import annotations
@@ -19,23 +20,27 @@ import contextlib
 import logging
 import os
 import random
-import re
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from siproc import __version__
-from siproc.calls import protocol
+from siproc.calls import out_of_dialog, protocol
 from siproc.calls.account import Account
 from siproc.calls.call import ALLOW, INSECURE_SRTP_REASON, Call, CallState
-from siproc.calls.control import ControlError, Dial, Quit, parse_control_line
+from siproc.calls.control import ControlError, Dial, Quit, StartDrain, parse_control_line
+from siproc.calls.drain import Drain, DrainState
+from siproc.calls.environment import base_environment, handler_environment
+from siproc.calls.environment import file_safe_user as file_safe_user  # re-exported
+from siproc.calls.environment import header_variable as header_variable  # re-exported
 from siproc.calls.handler import HandlerSpawnError
 from siproc.calls.inbound import RateTable, TokenBucket, admits, refer_allowed, same_address
+from siproc.calls.monitoring import Monitoring
 from siproc.calls.services import CallView
-from siproc.config import SECRET_VARIABLES, SIP_TRACE_LEVEL, Config
+from siproc.config import SIP_TRACE_LEVEL, Config, TlsSettings
 from siproc.logs import worth_logging
 from siproc.media.codecs.catalog import enabled_codecs, telephone_event_spec
 from siproc.net.clock import MediaClock
@@ -45,6 +50,7 @@ from siproc.net.media_pool import MediaPool, MediaStream
 from siproc.net.rtp_socket import RtpStream
 from siproc.net.sip_transport import SipTransport
 from siproc.net.tls import client_context, server_context
+from siproc.net.tts import TextToSpeech
 from siproc.sdp.model import SdpError
 from siproc.sdp.offer_answer import CodecSpec, OfferAnswerError
 from siproc.sdp.sdes import SrtpMode
@@ -92,11 +98,10 @@ class Phone:
     ) -> None:
         self.config = config
         self.handler_argv = handler_argv
-        self.base_env = dict(os.environ if env is None else env)
-        for name in SECRET_VARIABLES:  # never handed to handlers
-            self.base_env.pop(name, None)
+        self.base_env = base_environment(os.environ if env is None else env)
         self.loop = asyncio.get_running_loop()
         self.rng: random.Random = random.SystemRandom()
+        self.tts = TextToSpeech(config.tts, env=self.base_env)  # SAY (calls/say.py)
         self.timers = Timers(t1=config.timer_t1)
         self.endpoint = Endpoint(
             allow=[m.strip() for m in ALLOW.split(",")],
@@ -119,9 +124,15 @@ class Phone:
         # Servers located (RFC 3263: SRV, then A/AAAA) off the loop and cached: net/locate.py
         self.locator = ServerLocator(self.loop, HostCache(self.loop), dns_srv, rng=self.rng)
         self.media: MediaPool | None = None
+        self._inline: set[RtpStream] = set()  # streams run here although there is a pool
         if config.media_workers:
             self.media = MediaPool(
-                self.loop, config.media_workers, config.log_level, priority=config.media_priority
+                self.loop,
+                config.media_workers,
+                config.log_level,
+                priority=config.media_priority,
+                idle=config.media_idle,
+                log_format=config.log_format,
             )
         self._codecs = enabled_codecs(list(config.codecs))
         self._telephone_event = telephone_event_spec(list(config.codecs))
@@ -132,6 +143,7 @@ class Phone:
         self._by_dialog: dict[tuple[str, str, str], Call] = {}
         self._by_call_id: dict[str, Call] = {}
         self._by_invite_tx: dict[object, Call] = {}
+        self._invite_tx_of: dict[Call, object] = {}  # the other way (one INVITE per call)
         self.account = Account(self)
         self._stopping = False
         self._done = asyncio.Event()
@@ -145,10 +157,23 @@ class Phone:
         self._flood_refused = 0  # INVITEs refused by the flood limits (likewise)
         self._prune_at = 0.0  # next RateTable.prune()
         self._all_calls_gone.set()
+        self.drain = Drain(config.drain_timeout)  # DRAIN, SIGUSR1 (calls/drain.py)
+        self._drain_timer: asyncio.TimerHandle | None = None
+        # SIPROC_CDR and SIPROC_METRICS (calls/monitoring.py): raises ConfigError at start-up
+        self.monitor = Monitoring(self)
+        self.account.on_result = self.monitor.registration
+        if self.media is not None and self.monitor.metrics is not None:
+            self.media.on_clock = self.monitor.clock_report
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def run(self, stdin: int | None = 0) -> int:
+        # first: SIGUSR1's default action kills; a drain asked for while starting quits once up
+        self.loop.add_signal_handler(signal.SIGUSR1, self.start_drain, "SIGUSR1")
         if not self.config.tls.verify:
             log.warning(
                 "SIPROC_TLS_VERIFY=no: TLS servers' certificates and names are NOT checked; "
@@ -165,7 +190,8 @@ class Phone:
             self.config.bind_address, self.config.sip_port, tls_port=tls.port
         )
         if self.media is not None:
-            await self.media.started()
+            await self.media.started()  # SIPROC_MEDIA_IDLE=0; otherwise they start with calls
+        await self.monitor.start()
         log.info("siproc %s ready on SIP port %d", __version__, self.transport.port)
         # The registrar is located off the loop; a name that does not resolve yet is retried
         # with the registration's backoff while siproc serves (calls/account.py).
@@ -183,8 +209,29 @@ class Phone:
             log.info("shutting down (%s)", why)
             self._done.set()
 
+    def start_drain(self, why: str = "DRAIN") -> None:
+        """DRAIN or SIGUSR1: no new calls; quit when the last one has ended (calls/drain.py)."""
+        if self._done.is_set():
+            return
+        if not self.drain.start(self.loop.time(), len(self.calls)):
+            log.info("%s: already draining (%d call(s) up)", why, len(self.calls))
+            return
+        log.info("%s: draining, taking no new calls; %d call(s) up", why, len(self.calls))
+        deadline = self.drain.next_deadline()
+        if deadline is not None:
+            self._drain_timer = self.loop.call_at(deadline, self._on_drain_deadline)
+        if self.drain.state is DrainState.DONE:  # no call was up
+            self.request_shutdown(self.drain.why)
+
+    def _on_drain_deadline(self) -> None:
+        self._drain_timer = None
+        if self.drain.handle_timer(self.loop.time()):
+            self.request_shutdown(self.drain.why)
+
     async def _shutdown(self) -> None:
         self._stopping = True
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
         for call in list(self.calls):
             call.shutdown()
         self.account.stop()
@@ -203,6 +250,7 @@ class Phone:
                 call.stream.close()  # finishes a recording that is still open
                 if call.handler is not None and not call.handler_done:
                     call.handler.kill()
+        await self.monitor.stop(list(self.calls))  # the records of calls still up
         self.clock.close()
         if self.media is not None:
             await self.media.close()  # the workers finish their recordings
@@ -242,6 +290,8 @@ class Phone:
         match command:
             case Quit():
                 self.request_shutdown("QUIT")
+            case StartDrain():
+                self.start_drain("DRAIN")
             case Dial(target=target, headers=headers):
                 self.place_call(target, headers)
             case None:
@@ -387,6 +437,8 @@ class Phone:
         self.transport.send(data, destination)
 
     def respond(self, tx: ServerTransaction, response: Response) -> None:
+        if response.status == 180 and tx in self._by_invite_tx:
+            self.monitor.ringing(self._by_invite_tx[tx])
         self._process(self.endpoint.respond(tx, response, self.loop.time()))
 
     def destination_for(self, uri: SipUri) -> Destination:
@@ -483,6 +535,14 @@ class Phone:
         return self.config.srtp_insecure_signalling
 
     @property
+    def tls(self) -> TlsSettings:
+        return self.config.tls
+
+    @property
+    def audio_fds(self) -> bool:
+        return self.config.audio_fds
+
+    @property
     def timer_t1(self) -> float:
         return self.timers.t1
 
@@ -496,50 +556,47 @@ class Phone:
         return DigestSession(self.config.username, self.config.password)
 
     def handler_env(self, call: CallView) -> dict[str, str]:
-        env = dict(self.base_env)
-        remote = call.remote.without_params("tag")
-        user = remote.uri.user if isinstance(remote.uri, SipUri) else None
-        # Every value may come from the network: control characters are escaped (safe_value),
-        # and the user part keeps what must not reach a file name escaped (file_safe_user).
-        safe = protocol.safe_value
-        env.update(
-            SIPROC_REMOTE_URI=safe(str(remote.uri)),
-            SIPROC_REMOTE_ID=safe(str(remote)),
-            SIPROC_REMOTE_CONTACT=safe(call.remote_contact),
-            SIPROC_OUTGOING="y" if call.outgoing else "n",
-            SIPROC_CALL_ID=safe(call.call_id),
-            SIPROC_LOCAL_URI=safe(str(call.local.uri)),
-            SIPROC_REQUEST_URI=safe(call.request_uri),
-            SIPROC_REMOTE_DISPLAY_NAME=safe(remote.display_name or ""),
-            SIPROC_REMOTE_USER=file_safe_user(user or ""),
+        invite = call.invite
+        return handler_environment(
+            self.base_env,
+            remote=call.remote,
+            remote_contact=call.remote_contact,
+            outgoing=call.outgoing,
+            call_id=call.call_id,
+            local_uri=str(call.local.uri),
+            request_uri=call.request_uri,
+            referred_by=call.referred_by,
+            invite_headers=invite.headers if invite is not None and not call.outgoing else (),
         )
-        if call.referred_by:  # a call placed because of a REFER (calls/transfer.py)
-            env["SIPROC_REFERRED_BY"] = safe(call.referred_by)
-        if call.invite is not None and not call.outgoing:
-            for name, value in call.invite.headers:
-                if name.lower().startswith("x-"):
-                    env[header_variable(name)] = safe(value)
-        return env
 
     def call_changed(self, call: CallView) -> None:
         assert isinstance(call, Call)  # the phone's calls are its own
+        self.monitor.changed(call)
         if call.dialog is not None and call.state is not CallState.ENDED:
             self._by_dialog[call.dialog.id] = call
+
+    def call_ended(self, call: CallView) -> None:
+        """The call has ended and its media is closed; its handler is told next."""
+        assert isinstance(call, Call)
+        self.monitor.ended(call)
 
     def call_finished(self, call: CallView) -> None:
         assert isinstance(call, Call)
         if call not in self.calls:
             return
+        self.monitor.finished(call)
         self.calls.discard(call)
         if call.dialog is not None:
             self._by_dialog.pop(call.dialog.id, None)
         if self._by_call_id.get(call.call_id) is call:
             del self._by_call_id[call.call_id]
-        for tx, owner in list(self._by_invite_tx.items()):
-            if owner is call:
-                del self._by_invite_tx[tx]
+        tx = self._invite_tx_of.pop(call, None)
+        if tx is not None and self._by_invite_tx.get(tx) is call:
+            del self._by_invite_tx[tx]
         if not self.calls:
             self._all_calls_gone.set()
+        if self.drain.calls_changed(len(self.calls)):
+            self.request_shutdown(self.drain.why)
 
     def _call_with(self, uri: object) -> Call | None:
         """The live call whose remote party is `uri` (user and host), the newest first."""
@@ -557,6 +614,7 @@ class Phone:
         return None
 
     def _add_call(self, call: Call) -> None:
+        self.monitor.opened(call)
         self.calls.add(call)
         self._by_call_id[call.call_id] = call
         self._all_calls_gone.clear()
@@ -570,8 +628,13 @@ class Phone:
         family_any = "::" if ":" in local_host else "0.0.0.0"
         bind = self.config.bind_address or family_any
         if self.media is not None:
-            return self.media.open_stream(bind, self.config.rtp_ports, self.rng)
-        return RtpStream.open(self.loop, self.clock, bind, self.config.rtp_ports, self.rng)
+            self._inline = {stream for stream in self._inline if not stream.closed}
+            if self.media.takes_next(len(self._inline)):
+                return self.media.open_stream(bind, self.config.rtp_ports, self.rng)
+        stream = RtpStream.open(self.loop, self.clock, bind, self.config.rtp_ports, self.rng)
+        if self.media is not None:
+            self._inline.add(stream)  # a call the pool left to us (media_pool.takes_next)
+        return stream
 
     # -- outgoing calls -------------------------------------------------------------------------
 
@@ -592,6 +655,10 @@ class Phone:
     def place_call(self, text: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         """`CALL <uri> [Header: value ...]`: a SIP URI or name-addr, or a bare user name at the
         registrar's domain; `headers` go into the INVITE."""
+        why_not = self.drain.refuses_calls()
+        if why_not is not None:
+            print(f"siproc: CALL {text[:80]!r}: {why_not}", file=sys.stderr, flush=True)
+            return
         try:
             target = self.expand_target(text)
         except ParseError as exc:
@@ -656,6 +723,7 @@ class Phone:
         if self._stopping:
             return None
         if len(self.calls) >= self.config.max_calls:
+            self.monitor.refused("max_calls")
             print(
                 f"siproc: {what}: refused, SIPROC_MAX_CALLS={self.config.max_calls} calls are up",
                 file=sys.stderr,
@@ -732,12 +800,14 @@ class Phone:
     ) -> None:
         while not self._spawns.take(self.loop.time()):  # SIPROC_SPAWN_RATE: CALLs queue
             await asyncio.sleep(self._spawns.wait(self.loop.time()))
+        began = self.loop.time()
         try:
             await call.spawn_handler()
         except Exception as exc:
             log.error("cannot start the handler: %s", _spawn_failure(exc))
             call.not_started(500, "handler failed to start")
             return
+        self.monitor.handler_started(self.loop.time() - began)
         if unreachable is not None:
             call.not_started(503, f"Service Unavailable ({unreachable})")
             return
@@ -762,65 +832,28 @@ class Phone:
             else:
                 call.on_request(request, tx, event.local_host)
             return
-        match request.method:
-            case "INVITE":
-                self._on_invite(event)
-            case "OPTIONS":
-                self.respond(
-                    tx,
-                    make_response(
-                        request,
-                        200,
-                        "OK",
-                        to_tag=self.new_token(),
-                        headers=[
-                            ("Allow", ALLOW),
-                            ("Accept", "application/sdp"),
-                            ("Accept-Language", "en"),
-                            ("Supported", ", ".join(sorted(self.endpoint.supported))),
-                        ],
-                    ),
-                )
-            case "MESSAGE":
-                # Many phones send chat outside the dialog even during a call (baresip,
-                # linphone): it goes to the handler of the call with that party.
-                self.respond(tx, make_response(request, 200, "OK", to_tag=self.new_token()))
-                text = request.body.decode("utf-8", "replace")
-                call = self._call_with(info.from_.uri)
-                if call is not None:
-                    call.event(protocol.MessageReceived(text))
-                else:
-                    log.info("MESSAGE from %s outside any call: %r", info.from_.uri, text[:200])
-            case "BYE" | "INFO" | "UPDATE":  # in-dialog only (UPDATE: RFC 3311 section 5.2)
-                self.respond(tx, make_response(request, 481, "Call/Transaction Does Not Exist"))
-            case "NOTIFY":  # no subscription outside a dialog (RFC 6665 section 4.1.3)
-                self.respond(tx, make_response(request, 481, "Subscription Does Not Exist"))
-            case "REFER":
-                # We transfer only calls we are in: a REFER outside a dialog (RFC 3515 allows
-                # it, e.g. click-to-dial) would let anyone make us call anywhere.
-                self.respond(
-                    tx,
-                    make_response(
-                        request, 403, "Forbidden (REFER outside a call)", to_tag=self.new_token()
-                    ),
-                )
-            case _:
-                self.respond(
-                    tx,
-                    make_response(
-                        request,
-                        405,
-                        "Method Not Allowed",
-                        to_tag=self.new_token(),
-                        headers=[("Allow", ALLOW)],
-                    ),
-                )
+        if request.method == "INVITE":
+            self._on_invite(event)
+            return
+        response = out_of_dialog.answer(request, self.new_token, self.endpoint.supported)
+        assert response is not None
+        self.respond(tx, response)
+        if request.method == "MESSAGE":
+            # Many phones send chat outside the dialog even during a call (baresip,
+            # linphone): it goes to the handler of the call with that party.
+            text = request.body.decode("utf-8", "replace")
+            call = self._call_with(info.from_.uri)
+            if call is not None:
+                call.event(protocol.MessageReceived(text))
+            else:
+                log.info("MESSAGE from %s outside any call: %r", info.from_.uri, text[:200])
 
     def _admit(
         self, request: Request, info: MessageInfo, source: Destination, now: float
     ) -> Refuse | None:
         """The endpoint's admission gate for new requests outside a dialog (sip/endpoint.py):
-        SIPROC_INBOUND for all but OPTIONS, then the flood limits for INVITE (SIPROC_CALL_RATE
+        SIPROC_INBOUND for all but OPTIONS, then the drain (503 to INVITE and OPTIONS while
+        draining, calls/drain.py), then the flood limits for INVITE (SIPROC_CALL_RATE
         and SIPROC_CALL_BURST per source address, SIPROC_SPAWN_RATE for all). What is refused
         here is answered statelessly, or dropped, and never reaches a handler; the warnings are
         rate-limited (the first few, then at each power of ten).
@@ -846,6 +879,7 @@ class Phone:
                 own_users=own_users,
             )
             if why is not None:
+                self.monitor.refused("policy")
                 self._refused_inbound += 1
                 if worth_logging(self._refused_inbound):
                     log.warning(
@@ -857,7 +891,9 @@ class Phone:
                         self._refused_inbound,
                     )
                 return Refuse(policy.reject, "Forbidden")
-        refusal = _REFUSED_OUTSIDE_A_DIALOG.get(request.method)
+        refusal = out_of_dialog.REFUSED.get(request.method) or self.drain.refusal(
+            request.method, now
+        )
         if refusal is not None:
             return refusal
         if request.method != "INVITE" or self._stopping:
@@ -874,6 +910,7 @@ class Phone:
         ):
             self._spawns.take(now)
             return None
+        self.monitor.refused("rate_limit")
         self._flood_refused += 1
         if worth_logging(self._flood_refused):
             log.warning(
@@ -904,6 +941,7 @@ class Phone:
         tag = self.new_token()
         if self._stopping or len(self.calls) >= self.config.max_calls:
             status, reason = (503, "Service Unavailable") if self._stopping else (486, "Busy Here")
+            self.monitor.refused("shutdown" if self._stopping else "max_calls")
             log.warning("refusing call from %s: %d %s", info.from_.uri, status, reason)
             self.respond(tx, make_response(request, status, reason, to_tag=tag))
             return
@@ -936,6 +974,7 @@ class Phone:
             return
         self._add_call(call)
         self._by_invite_tx[tx] = call
+        self._invite_tx_of[call] = tx
         self.call_changed(call)
         limits = self.config.limits
         call.start_limits(limits.ring_timeout, limits.max_call_duration, limits.rtp_timeout)
@@ -943,42 +982,15 @@ class Phone:
         self.loop.create_task(self._start_incoming_handler(call))
 
     async def _start_incoming_handler(self, call: Call) -> None:
+        began = self.loop.time()
         try:
             await call.spawn_handler()
+            self.monitor.handler_started(self.loop.time() - began)
         except Exception as exc:
             log.error("cannot start the handler: %s", _spawn_failure(exc))
             call.not_started(
                 500, "handler failed to start", "Server Internal Error (handler failed to start)"
             )
-
-
-#: Requests refused outside a dialog whoever sends them (see `Phone._on_request`): answered
-#: statelessly by the admission gate.
-_REFUSED_OUTSIDE_A_DIALOG = {
-    "BYE": Refuse(481, "Call/Transaction Does Not Exist"),
-    "INFO": Refuse(481, "Call/Transaction Does Not Exist"),
-    "UPDATE": Refuse(481, "Call/Transaction Does Not Exist"),  # RFC 3311 section 5.2
-    "NOTIFY": Refuse(481, "Subscription Does Not Exist"),  # RFC 6665 section 4.1.3
-    "REFER": Refuse(403, "Forbidden (REFER outside a call)"),
-}
-
-#: What stays percent-escaped in SIPROC_REMOTE_USER: control characters (C0, DEL, C1), the
-#: Unicode line separators, the path separators, and the escape character itself.
-_UNSAFE_IN_USER = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029/\\%]")
-
-
-def file_safe_user(user: str) -> str:
-    """The user part of a URI for SIPROC_REMOTE_USER: percent-escapes decoded (``%2B49`` ->
-    ``+49``, ``caf%C3%A9`` -> ``café``) except for control characters, ``/``, ``\\`` and
-    ``%``, which are (or stay) escaped, so that a handler may put it into a file name; ``.``
-    and ``..`` become ``%2E`` and ``%2E%2E``."""
-    out = _UNSAFE_IN_USER.sub(lambda m: quote(m.group(), safe=""), unquote(user, errors="replace"))
-    return "%2E" * len(out) if out in (".", "..") else out
-
-
-def header_variable(name: str) -> str:
-    """SIPROC_HEADER_X_FOO_BAR for a header X-Foo.Bar: upper case, other characters as _."""
-    return "SIPROC_HEADER_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
 
 
 def _refusal_status(exc: Exception) -> int:

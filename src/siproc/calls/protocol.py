@@ -16,6 +16,9 @@ Command syntax (compatible with the original siproc manual page, plus extensions
     DTMF <digits>                   0-9 * # A-D, case-insensitive
     MESSAGE <text>                  text with backslash escapes, see unescape_text()
     RECORD [<file> [stereo]]        RECORD alone stops the recording
+    SAY <text>                      text to speech (calls/say.py), text unescaped as MESSAGE's
+    GATHER [max=N] [timeout=S] [first=S] [finish=KEY] [bargein]   collect DTMF (calls/gather.py)
+    STREAM <ws-url> [name=value ...] | STREAM STOP   a voice bot (media/media_stream_protocol.py)
 
 * The verb is case-insensitive (ASCII only); whitespace around the line is ignored.
 * The argument is the rest of the line after one run of whitespace, kept as typed: ``PLAY my
@@ -41,6 +44,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from siproc.escaping import CONTROL_CHARACTERS, escaped
+from siproc.media.media_stream_protocol import parse_stream_arguments
 
 __all__ = [
     "DTMF_DIGITS",
@@ -57,6 +61,8 @@ __all__ = [
     "DtmfReceived",
     "ErrorEvent",
     "Event",
+    "Gather",
+    "Gathered",
     "Hangup",
     "Hold",
     "HoldEvent",
@@ -70,8 +76,11 @@ __all__ = [
     "ResumeEvent",
     "Ringing",
     "RingingEvent",
+    "Say",
     "Stop",
     "Stopped",
+    "Stream",
+    "StreamEvent",
     "Transfer",
     "escape_text",
     "format_command",
@@ -94,6 +103,14 @@ DTMF_DIGITS = frozenset("0123456789*#ABCD")
 _MAX_TOKEN_CHARS = 32
 #: Longest piece of user input quoted in an error reason, in characters.
 _MAX_QUOTE_CHARS = 32
+
+#: GATHER limits: keys (also the default of max=), and seconds of timeout= and first=.
+GATHER_MAX_KEYS = 128
+GATHER_DEFAULT_TIMEOUT = 5.0
+GATHER_SECONDS = (0.1, 3600.0)
+#: Why a GATHER ended (the last word of GATHERED): its max= keys, its finish= key, a timeout,
+#: or a later GATHER that replaced it.
+GATHER_ENDINGS = ("max", "finish", "timeout", "cancelled")
 
 #: SIP status range a handler may reject an unanswered call with (RFC 3261 section 21.4-21.6).
 _HANGUP_STATUS_MIN = 400
@@ -334,6 +351,66 @@ class Resume:
     """``RESUME``: take the call off hold."""
 
 
+@dataclass(frozen=True, slots=True)
+class Say:
+    """``SAY <text>``: speak ``text`` (already unescaped) to the remote end (calls/say.py)."""
+
+    text: str
+
+    def __post_init__(self) -> None:
+        if not self.text or self.text.isspace():
+            raise ValueError("missing text")
+
+
+@dataclass(frozen=True, slots=True)
+class Gather:
+    """``GATHER [max=N] [timeout=S] [first=S] [finish=KEY] [bargein]``: collect DTMF keys
+    into one ``GATHERED`` event (calls/gather.py).
+
+    ``max_keys`` ends it when that many keys are in; ``timeout`` is the most seconds between
+    two keys, ``first`` the most before the first key (``timeout`` when None); ``finish`` is a
+    key that ends it (and is not collected); ``bargein`` stops the prompts at the first key.
+    """
+
+    max_keys: int = GATHER_MAX_KEYS
+    timeout: float = GATHER_DEFAULT_TIMEOUT
+    first: float | None = None
+    finish: str | None = None
+    bargein: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_keys <= GATHER_MAX_KEYS:
+            raise ValueError(f"max must be 1-{GATHER_MAX_KEYS}, not {self.max_keys}")
+        low, high = GATHER_SECONDS
+        for name, value in (("timeout", self.timeout), ("first", self.first)):
+            if value is not None and not low <= value <= high:
+                raise ValueError(f"{name} must be {low:g}-{high:g} seconds, not {value:g}")
+        if self.finish is not None:
+            finish = _normalise_dtmf(self.finish, "finish key")
+            if len(finish) != 1:
+                raise ValueError(f"finish must be one DTMF key, not {_quote(finish)}")
+            object.__setattr__(self, "finish", finish)
+
+    @property
+    def first_timeout(self) -> float:
+        return self.timeout if self.first is None else self.first
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """``STREAM <ws-or-wss-url> [name=value ...]``: put the call on a voice bot (Twilio Media
+    Streams); ``url`` None is ``STREAM STOP``. ``format``: ``mulaw/8000`` or ``l16/16000``."""
+
+    url: str | None
+    format: str = "mulaw/8000"
+    parameters: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.url is not None:
+            words = [self.url, f"format={self.format}", *(f"{n}={v}" for n, v in self.parameters)]
+            parse_stream_arguments(" ".join(words))
+
+
 Command: TypeAlias = (
     Ringing
     | Progress
@@ -350,6 +427,9 @@ Command: TypeAlias = (
     | Astop
     | Hold
     | Resume
+    | Say
+    | Gather
+    | Stream
 )
 
 
@@ -429,6 +509,13 @@ def _build(verb: str, argument: str | None) -> Command:
         if not _STATUS_RE.fullmatch(argument):
             raise ValueError(f"invalid status {_quote(argument)}")
         return Hangup(int(argument))
+    if verb == "STREAM":
+        if argument is None:
+            raise ValueError("missing URL")
+        if argument.strip().upper() == "STOP":
+            return Stream(None)
+        url, fmt, params = parse_stream_arguments(argument)
+        return Stream(url, fmt.value, tuple(params.items()))
     if verb == "RECORD":
         if argument is None:
             return Record()
@@ -438,7 +525,48 @@ def _build(verb: str, argument: str | None) -> Command:
         if argument.lower() == "stereo":
             raise ValueError("missing file name")
         return Record(argument)
+    if verb == "SAY":
+        if argument is None:
+            raise ValueError("missing text")
+        return Say(unescape_text(argument))
+    if verb == "GATHER":
+        return _gather(argument or "")
     raise ValueError("unknown command")
+
+
+_MAX_RE = re.compile(r"[0-9]{1,6}")
+_SECONDS_RE = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?")
+
+
+def _gather(argument: str) -> Gather:
+    """The options of GATHER, each at most once: ``max=N timeout=S first=S finish=KEY bargein``."""
+    options: dict[str, str] = {}
+    for word in argument.split():
+        name, equals, value = word.partition("=")
+        name = name.lower()
+        if name not in ("max", "timeout", "first", "finish", "bargein") or (
+            bool(equals) == (name == "bargein")
+        ):
+            raise ValueError(f"unknown option {_quote(word)}")
+        if name in options:
+            raise ValueError(f"{name} given twice")
+        options[name] = value
+    max_text = options.get("max")
+    if max_text is not None and not _MAX_RE.fullmatch(max_text):
+        raise ValueError(f"invalid max {_quote(max_text)}")
+    seconds: dict[str, float] = {}
+    for name in ("timeout", "first"):
+        if name in options:
+            if not _SECONDS_RE.fullmatch(options[name]):
+                raise ValueError(f"invalid {name} {_quote(options[name])}")
+            seconds[name] = float(options[name])
+    return Gather(
+        max_keys=int(max_text) if max_text is not None else GATHER_MAX_KEYS,
+        timeout=seconds.get("timeout", GATHER_DEFAULT_TIMEOUT),
+        first=seconds.get("first"),
+        finish=options.get("finish"),
+        bargein="bargein" in options,
+    )
 
 
 def parse_command(line: str) -> Command | None:
@@ -501,7 +629,35 @@ def format_command(command: Command) -> str:
             return "HOLD"
         case Resume():
             return "RESUME"
+        case Say(text=text):
+            return f"SAY {escape_text(text)}"
+        case Gather():
+            return _format_gather(command)
+        case Stream(url=None):
+            return "STREAM STOP"
+        case Stream(url=str() as url, format=fmt, parameters=params):
+            extra = "" if fmt == "mulaw/8000" else f" format={fmt}"
+            return f"STREAM {url}{extra}" + "".join(f" {n}={v}" for n, v in params)
     raise TypeError(f"not a command: {command!r}")  # pragma: no cover - exhaustive above
+
+
+def _seconds_text(seconds: float) -> str:
+    return f"{seconds:.6f}".rstrip("0").rstrip(".")
+
+
+def _format_gather(command: Gather) -> str:
+    words = ["GATHER"]
+    if command.max_keys != GATHER_MAX_KEYS:
+        words.append(f"max={command.max_keys}")
+    if command.timeout != GATHER_DEFAULT_TIMEOUT:
+        words.append(f"timeout={_seconds_text(command.timeout)}")
+    if command.first is not None:
+        words.append(f"first={_seconds_text(command.first)}")
+    if command.finish is not None:
+        words.append(f"finish={command.finish}")
+    if command.bargein:
+        words.append("bargein")
+    return " ".join(words)
 
 
 # --------------------------------------------------------------------------------------------
@@ -597,6 +753,38 @@ class Disconnected:
             raise ValueError(f"status must be 100-699, not {self.status}")
 
 
+@dataclass(frozen=True, slots=True)
+class Gathered:
+    """``GATHERED <keys> <why>``: a GATHER ended; ``keys`` as pressed (upper case, without
+    the finish key; ``-`` on the line when none), ``why`` one of :data:`GATHER_ENDINGS`."""
+
+    keys: str
+    why: str
+
+    def __post_init__(self) -> None:
+        if self.keys:
+            object.__setattr__(self, "keys", _normalise_dtmf(self.keys, "keys"))
+        if self.why not in GATHER_ENDINGS:
+            raise ValueError(
+                f"why must be one of {', '.join(GATHER_ENDINGS)}, not {_quote(self.why)}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """``STREAM CONNECTED <streamSid>`` or ``STREAM STOPPED <reason>`` (``handler``: STREAM
+    STOP; ``bot``: the bot closed the WebSocket normally); failures are ``ERROR STREAM``."""
+
+    kind: str
+    value: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("CONNECTED", "STOPPED"):
+            raise ValueError(f"unknown STREAM event {_quote(self.kind)}")
+        if not self.value:
+            raise ValueError("missing value")
+
+
 Event: TypeAlias = (
     Connected
     | RingingEvent
@@ -608,6 +796,8 @@ Event: TypeAlias = (
     | MessageReceived
     | ErrorEvent
     | Disconnected
+    | Gathered
+    | StreamEvent
 )
 
 
@@ -632,10 +822,14 @@ def format_event(event: Event) -> str:
             return f"MESSAGE {escape_text(text)}"
         case ErrorEvent(command=command, reason=reason):
             return f"ERROR {command} {escape_text(reason)}"
+        case StreamEvent(kind=kind, value=value):
+            return f"STREAM {kind} {escape_text(value)}"
         case Disconnected(status=status, reason=""):
             return f"DISCONNECTED {status}"
         case Disconnected(status=status, reason=reason):
             return f"DISCONNECTED {status} {escape_text(reason)}"
+        case Gathered(keys=keys, why=why):
+            return f"GATHERED {keys or '-'} {why}"
     raise TypeError(f"not an event: {event!r}")  # pragma: no cover - exhaustive above
 
 
@@ -667,6 +861,12 @@ def parse_event(line: str) -> Event:
     if verb == "ERROR":
         command, _, reason = rest.partition(" ")
         return ErrorEvent(command, unescape_text(reason))
+    if verb == "GATHERED":
+        keys, _, why = rest.partition(" ")
+        return Gathered("" if keys == "-" else keys, why)
+    if verb == "STREAM":
+        kind, _, value = rest.partition(" ")
+        return StreamEvent(kind, unescape_text(value))
     if verb == "DISCONNECTED":
         status, _, reason = rest.partition(" ")
         if not _STATUS_RE.fullmatch(status):

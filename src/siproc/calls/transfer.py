@@ -84,10 +84,16 @@ class CallTransfer:
         self.incoming = IncomingRefer()  # the far end's (REFER)
         self.new_call: CallView | None = None  # the transferee's call to the target
         self._target: NameAddr | None = None
+        self._referred_to = ""  # the target of the far end's REFER we accepted
         self._refer: InDialogRequest | None = None
         self._refer_cseq = 0  # the REFER we accepted (the NOTIFYs' Event id, RFC 3515 2.4.6)
         self._at_hand: tuple[Request, ServerTransaction] | None = None
         self._command = False  # the input being fed is a handler command
+
+    @property
+    def target(self) -> str | None:
+        """Where the call was transferred: ours (TRANSFER), else the far end's (REFER)."""
+        return self.outgoing.target or self._referred_to or None
 
     def deadlines(self) -> tuple[float | None, float | None]:
         return self.outgoing.next_deadline(), self.incoming.next_deadline()
@@ -181,6 +187,7 @@ class CallTransfer:
                 if sent is None:  # the old call is over: nobody to tell
                     self.feed(self.incoming.notify_unsent(call.now()))
             case PlaceCall(target=target, referred_by=referred_by):
+                self._referred_to = str(target)
                 call.phone.place_referred_call(target, referred_by, call.guard(self._placed))
             case Reply(status=status, reason=reason):
                 assert self._at_hand is not None

@@ -7,7 +7,7 @@ Theory of operation:
   :class:`ReportBlock` s, :class:`SourceDescription` (SDES, 6.5), :class:`Bye` (6.6),
   :class:`App` (6.7) and :class:`UnknownRtcp` for the types this module does not interpret
   (RTP/AVPF feedback, XR ...), which a receiver ignores (6.1). Anything malformed raises
-  :class:`~siproc.media.rtp.ParseError` (a ``ValueError``) and nothing else: the network edge
+  :class:`~siproc.media.rtp.PacketParseError` (a ``ValueError``) and nothing else: the network edge
   counts and drops it. Every dataclass ``pack()`` s itself; :func:`build_compound` joins them.
   Reduced-size RTCP (RFC 5506: a compound that does not start with SR/RR) is accepted.
 * Time. SR timestamps are NTP format (section 4): seconds since 1900 in 32.32 fixed point,
@@ -30,7 +30,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from siproc.media.rtp import ParseError
+from siproc.media.rtp import PacketParseError
 
 __all__ = [
     "MAX_DROPOUT",
@@ -46,7 +46,7 @@ __all__ = [
     "SDES_CNAME",
     "App",
     "Bye",
-    "ParseError",
+    "PacketParseError",
     "ReceiverReport",
     "ReceptionStats",
     "ReportBlock",
@@ -321,32 +321,32 @@ def build_compound(packets: Iterable[RtcpPacket]) -> bytes:
 def parse_rtcp(data: bytes | bytearray | memoryview) -> list[RtcpPacket]:
     """Parse a compound RTCP packet (RFC 3550 section 6.1) into its packets, in order.
 
-    Raises :class:`ParseError` when: the datagram is empty or not a multiple of 4 bytes, a
+    Raises :class:`PacketParseError` when: the datagram is empty or not a multiple of 4 bytes, a
     packet's version is not 2, a length field runs past the end, a padding count is zero or
     exceeds its packet, or a packet's body does not hold what its count announces.
     """
     raw = bytes(data)
     size = len(raw)
     if size == 0:
-        raise ParseError("empty RTCP packet")
+        raise PacketParseError("empty RTCP packet")
     if size % 4:
-        raise ParseError(f"RTCP compound of {size} bytes is not a multiple of 4")
+        raise PacketParseError(f"RTCP compound of {size} bytes is not a multiple of 4")
     packets: list[RtcpPacket] = []
     offset = 0
     while offset < size:
         if offset + 4 > size:
-            raise ParseError("truncated RTCP header")
+            raise PacketParseError("truncated RTCP header")
         first, packet_type, words = _HEADER.unpack_from(raw, offset)
         if first >> 6 != 2:
-            raise ParseError(f"RTCP version {first >> 6}, expected 2")
+            raise PacketParseError(f"RTCP version {first >> 6}, expected 2")
         end = offset + 4 + 4 * words
         if end > size:
-            raise ParseError(f"RTCP packet length {words} exceeds the datagram")
+            raise PacketParseError(f"RTCP packet length {words} exceeds the datagram")
         body_end = end
         if first & 0x20:  # padding (section 6.4.1, P bit)
             pad = raw[end - 1]
             if pad == 0 or pad > end - offset - 4:
-                raise ParseError(f"RTCP padding count {pad} invalid")
+                raise PacketParseError(f"RTCP padding count {pad} invalid")
             body_end = end - pad
         packets.append(_parse_one(packet_type, first & 0x1F, raw, offset + 4, body_end))
         offset = end
@@ -356,7 +356,7 @@ def parse_rtcp(data: bytes | bytearray | memoryview) -> list[RtcpPacket]:
 def _parse_one(packet_type: int, count: int, raw: bytes, start: int, end: int) -> RtcpPacket:
     if packet_type == RTCP_SR:
         if start + 24 + 24 * count > end:
-            raise ParseError(f"SR too short for {count} report blocks")
+            raise PacketParseError(f"SR too short for {count} report blocks")
         ssrc, ntp, rtp_ts, packets, octets = _SENDER_INFO.unpack_from(raw, start)
         blocks_end = start + 24 + 24 * count
         return SenderReport(
@@ -370,7 +370,7 @@ def _parse_one(packet_type: int, count: int, raw: bytes, start: int, end: int) -
         )
     if packet_type == RTCP_RR:
         if start + 4 + 24 * count > end:
-            raise ParseError(f"RR too short for {count} report blocks")
+            raise PacketParseError(f"RR too short for {count} report blocks")
         (ssrc,) = _SSRC.unpack_from(raw, start)
         blocks_end = start + 4 + 24 * count
         return ReceiverReport(
@@ -382,7 +382,7 @@ def _parse_one(packet_type: int, count: int, raw: bytes, start: int, end: int) -
         return _parse_bye(count, raw, start, end)
     if packet_type == RTCP_APP:
         if start + 8 > end:
-            raise ParseError("APP packet too short")
+            raise PacketParseError("APP packet too short")
         (ssrc,) = _SSRC.unpack_from(raw, start)
         return App(count, ssrc, raw[start + 4 : start + 8], _aligned(raw[start + 8 : end]))
     return UnknownRtcp(packet_type, count, _aligned(raw[start:end]))
@@ -414,21 +414,21 @@ def _parse_sdes(count: int, raw: bytes, offset: int, end: int) -> SourceDescript
     chunks = []
     for _ in range(count):
         if offset + 4 > end:
-            raise ParseError("SDES chunk truncated")
+            raise PacketParseError("SDES chunk truncated")
         (ssrc,) = _SSRC.unpack_from(raw, offset)
         offset += 4
         items = []
         while True:
             if offset >= end:
-                raise ParseError("SDES chunk has no END item")
+                raise PacketParseError("SDES chunk has no END item")
             kind = raw[offset]
             if kind == SDES_END:
                 offset += 4 - offset % 4 if offset % 4 else 4  # END plus padding to 32 bits
                 if offset > end:
-                    raise ParseError("SDES chunk padding runs past the packet")
+                    raise PacketParseError("SDES chunk padding runs past the packet")
                 break
             if offset + 2 > end or offset + 2 + raw[offset + 1] > end:
-                raise ParseError("SDES item runs past the packet")
+                raise PacketParseError("SDES item runs past the packet")
             length = raw[offset + 1]
             items.append((kind, _text(raw[offset + 2 : offset + 2 + length])))
             offset += 2 + length
@@ -438,14 +438,14 @@ def _parse_sdes(count: int, raw: bytes, offset: int, end: int) -> SourceDescript
 
 def _parse_bye(count: int, raw: bytes, offset: int, end: int) -> Bye:
     if offset + 4 * count > end:
-        raise ParseError(f"BYE too short for {count} sources")
+        raise PacketParseError(f"BYE too short for {count} sources")
     ssrcs = struct.unpack_from(f"!{count}I", raw, offset)
     offset += 4 * count
     reason = None
     if offset < end:
         length = raw[offset]
         if offset + 1 + length > end:
-            raise ParseError("BYE reason runs past the packet")
+            raise PacketParseError("BYE reason runs past the packet")
         reason = _text(raw[offset + 1 : offset + 1 + length])
     return Bye(tuple(ssrcs), reason)
 

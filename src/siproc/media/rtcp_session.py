@@ -223,7 +223,8 @@ class RtcpSession:
 
     def receive(self, data: bytes | bytearray | memoryview, now: float) -> list[RtcpPacket]:
         """Take in one compound that arrived at ``now``; return its packets. Raises
-        :class:`~siproc.media.rtp.ParseError` for a malformed one (nothing is taken from it)."""
+        :class:`~siproc.media.rtp.PacketParseError` for a malformed one (nothing is taken from
+        it)."""
         packets = parse_rtcp(data)
         self.scheduler.received(len(data) + UDP_IP_OVERHEAD)
         for packet in packets:

@@ -3,8 +3,8 @@
 Theory of operation: the receive path calls :func:`parse_rtp` on every datagram; it validates the
 fixed header, skips CSRCs and a header extension (section 5.3.1) and strips padding, and returns
 the header plus a zero-copy ``memoryview`` of the payload. Anything malformed raises
-:class:`ParseError`, which the network edge counts and drops: a peer's garbage never escapes as an
-unexpected exception.
+:class:`PacketParseError`, which the network edge counts and drops: a peer's garbage never escapes
+as an unexpected exception.
 
 The send path keeps one :class:`RtpSender` per stream. It owns the SSRC and the random origins of
 sequence number and timestamp (section 5.1: "SHOULD be random"), builds each packet and
@@ -24,7 +24,7 @@ __all__ = [
     "RTP_HEADER_SIZE",
     "RTP_MAX_PACKET",
     "RTP_VERSION",
-    "ParseError",
+    "PacketParseError",
     "RtpHeader",
     "RtpSender",
     "is_rtcp",
@@ -43,8 +43,10 @@ _SEQ_MOD = 1 << 16
 _TS_MOD = 1 << 32
 
 
-class ParseError(ValueError):
-    """A datagram is not a valid RTP packet (the peer's fault; drop it)."""
+class PacketParseError(ValueError):
+    """A datagram is not a valid RTP or RTCP packet (the peer's fault; drop it). Not the SIP
+    `siproc.sip.errors.ParseError`, which carries the status to answer with: a bad packet
+    gets no answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,36 +98,38 @@ def is_rtcp(data: bytes | bytearray | memoryview) -> bool:
 def parse_rtp(data: bytes | bytearray | memoryview) -> tuple[RtpHeader, memoryview]:
     """Parse one RTP packet; return its header and a zero-copy view of the payload.
 
-    Raises :class:`ParseError` for: fewer than 12 bytes, version other than 2, a CSRC list or
+    Raises :class:`PacketParseError` for: fewer than 12 bytes, version other than 2, a CSRC list or
     header extension (RFC 3550 section 5.3.1) running past the end, or padding (section 5.1,
     P bit) whose count is zero or larger than what follows the header. The payload view
     references ``data``: copy it if it must outlive a reused receive buffer.
     """
     size = len(data)
     if size < RTP_HEADER_SIZE:
-        raise ParseError(f"RTP packet too short: {size} bytes")
+        raise PacketParseError(f"RTP packet too short: {size} bytes")
     b0, b1, sequence, timestamp, ssrc = _HEADER.unpack_from(data, 0)
     version = b0 >> 6
     if version != RTP_VERSION:
-        raise ParseError(f"RTP version {version}, expected 2")
+        raise PacketParseError(f"RTP version {version}, expected 2")
     csrc_count = b0 & 0x0F
     offset = RTP_HEADER_SIZE + 4 * csrc_count
     if offset > size:
-        raise ParseError(f"RTP CSRC list ({csrc_count} entries) exceeds packet of {size} bytes")
+        raise PacketParseError(
+            f"RTP CSRC list ({csrc_count} entries) exceeds packet of {size} bytes"
+        )
     extension = bool(b0 & 0x10)
     if extension:
         if offset + 4 > size:
-            raise ParseError("RTP header extension truncated")
+            raise PacketParseError("RTP header extension truncated")
         _profile, words = _EXTENSION.unpack_from(data, offset)
         offset += 4 + 4 * words
         if offset > size:
-            raise ParseError(f"RTP header extension of {words} words exceeds packet")
+            raise PacketParseError(f"RTP header extension of {words} words exceeds packet")
     end = size
     padding = bool(b0 & 0x20)
     if padding:
         pad = data[size - 1]
         if pad == 0 or offset + pad > size:
-            raise ParseError(f"RTP padding count {pad} invalid for {size - offset} bytes")
+            raise PacketParseError(f"RTP padding count {pad} invalid for {size - offset} bytes")
         end = size - pad
     header = RtpHeader(
         payload_type=b1 & 0x7F,

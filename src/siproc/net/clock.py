@@ -117,6 +117,7 @@ class MediaClock:
         self._backlog: list[tuple[Callable[[float], None], float]] = []  # postponed once
         self.postponed = 0  # deferred works postponed to the next tick, since creation
         self.busy = 0.0  # seconds spent in ticks, since creation (media_priority.py)
+        self.lag_max = 0.0  # seconds: the latest a tick ran since `take_lag_max` (metrics)
 
     @property
     def running(self) -> bool:
@@ -178,6 +179,11 @@ class MediaClock:
         deferred.append(work)
         return True
 
+    def take_lag_max(self) -> float:
+        """The latest a tick ran since the last call (seconds), and start again from 0."""
+        lag, self.lag_max = self.lag_max, 0.0
+        return lag
+
     def close(self) -> None:
         """Remove every stream and reader, run postponed work, and stop."""
         backlog, self._backlog = self._backlog, []
@@ -219,6 +225,8 @@ class MediaClock:
         now = self._loop.time()
         due = self._start + self._n * self.interval
         late = now - due
+        if late > self.lag_max:
+            self.lag_max = late
         if late > self.max_lag_ticks * self.interval:
             current = math.floor((now - self._start) / self.interval)
             skipped = current - self._n

@@ -12,6 +12,7 @@ are skipped, not delayed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 
 from siproc.media.codecs import AudioCodec, get_codec
@@ -31,6 +32,7 @@ class DtmfEdge(StreamParts):
 
     def _init_dtmf(self) -> None:
         self.on_dtmf = None
+        self._dtmf_listeners: list[Callable[[str], None]] = []  # STREAM (media_stream_edge.py)
         self.telephone_event_pt = None
         self._event_pts = frozenset()
         self._event_clocks = {}
@@ -38,6 +40,14 @@ class DtmfEdge(StreamParts):
         self._dtmf_in = DtmfReceiver()
         self._dtmf_tones: GoertzelDetector | None = None
         self._dtmf_decoder: AudioCodec | None = None
+
+    def add_dtmf_listener(self, listener: Callable[[str], None]) -> None:
+        """Also give each received key to ``listener`` (besides ``on_dtmf``), until removed."""
+        self._dtmf_listeners.append(listener)
+
+    def remove_dtmf_listener(self, listener: Callable[[str], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._dtmf_listeners.remove(listener)
 
     def send_dtmf(self, digits: str) -> None:
         """Queue DTMF keys (``0-9 * # A-D``) to send as RFC 4733 events from the next tick
@@ -95,6 +105,11 @@ class DtmfEdge(StreamParts):
             self._emit_dtmf(digit)
 
     def _emit_dtmf(self, digit: str) -> None:
+        for listener in self._dtmf_listeners:
+            try:
+                listener(digit)
+            except Exception:
+                self.log.exception("DTMF listener %r failed", listener)
         callback = self.on_dtmf
         if callback is None:
             return

@@ -41,15 +41,15 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
-
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
+from typing import TYPE_CHECKING, Final
 
 from siproc.net.hosts import TTL, HostCache, ip_literal
 from siproc.sip.transaction import Destination
 from siproc.sip.uri import SipUri
+
+if TYPE_CHECKING:
+    import dns.exception
+    import dns.resolver
 
 __all__ = [
     "DEFAULT_PORT",
@@ -322,13 +322,20 @@ def _records(answer: dns.resolver.Answer) -> list[SrvRecord]:
 def _no_records(name: str, exc: dns.exception.DNSException) -> list[SrvRecord]:
     """A name without SRV records is the common case; a failing DNS is logged and treated the
     same (the host's own address is used), so that a broken resolver does not stop calls."""
+    import dns.resolver
+
     if not isinstance(exc, dns.resolver.NXDOMAIN | dns.resolver.NoAnswer):
         log.warning("SRV lookup of %s failed (%s); using the host's address", name, exc)
     return []
 
 
 async def dns_srv(name: str) -> list[SrvRecord]:
-    """The SRV records of ``name`` ([] when there are none or DNS fails), off the loop."""
+    """The SRV records of ``name`` ([] when there are none or DNS fails), off the loop.
+    dnspython is imported here, at the first lookup: a siproc that only ever dials addresses
+    never loads it (a few MiB; issue 12)."""
+    import dns.asyncresolver
+    import dns.exception
+
     try:
         answer = await dns.asyncresolver.resolve(name, "SRV", lifetime=SRV_TIMEOUT)
     except dns.exception.DNSException as exc:

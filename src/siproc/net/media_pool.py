@@ -18,11 +18,23 @@ The end of a call waits for its media: :meth:`RemoteStream.when_closed` runs whe
 has closed the stream, so the recording is complete before the handler hears ``DISCONNECTED``,
 and the stream's final figures (packets, loss, jitter, RTCP) are those the call logs.
 
-Workers start with the phone, which says it is ready once they are (a worker imports the media
-stack in about half a second). One that exits is logged; its calls, which have no audio any
-more, are hung up (their handlers hear ``ERROR MEDIA``, then the usual end), and a new worker
-takes later calls. Closing the pool closes the channels; each worker then finishes its
-recordings and exits, and is waited for.
+Workers start when calls need them and stop when calls no longer do (issue 12: an idle siproc
+is one small process). A few calls do not need them: while no worker is ready, the control
+process runs up to :data:`INLINE_STREAMS` streams itself (as with ``SIPROC_MEDIA_WORKERS=0``;
+:meth:`MediaPool.takes_next` says where the next stream goes), so a door phone's call has its
+media at once, with no worker to wait for. Half that many inline calls start the first worker;
+once one is ready, new calls go to workers (the inline ones stay where they are). Past the
+inline limit a call goes to the worker that is starting and waits for it (commands queue in
+the channel, RTP in its socket's buffer: the jitter buffer then keeps what fits its bound of
+that burst). The next worker starts when every running one holds :data:`PACK_STREAMS`
+streams, up to ``SIPROC_MEDIA_WORKERS``. A worker that has had no stream for ``idle`` seconds
+(``SIPROC_MEDIA_IDLE``) is retired: it leaves the pool at once (no new stream goes to it), its
+channel is closed, and it exits. ``idle`` 0 keeps the old way: every worker starts with the
+phone, which waits until they are ready, none stops, and every call's media runs in one.
+
+One that exits is logged; its calls, which have no audio any more, are hung up (their handlers
+hear ``ERROR MEDIA``, then the usual end), and a new worker takes later calls. Closing the pool
+closes the channels; each worker then finishes its recordings and exits, and is waited for.
 """
 
 from __future__ import annotations
@@ -45,11 +57,12 @@ from siproc.media.recorder import CallRecorder, RecordFileError
 from siproc.media.rtcp import RTCP_MIN_INTERVAL
 from siproc.net.media_channel import Channel, Message
 from siproc.net.media_stream import MediaStream
+from siproc.net.media_stream_edge import StreamSpec
 from siproc.net.rtp_socket import DIRECTIONS, bind_rtp_pair
 from siproc.net.rtp_state import DEFAULT_RATE, Address, RtpStats
 from siproc.sdp.sdes import SrtpParams
 
-__all__ = ["MediaPool", "MediaStream", "RemoteStream"]
+__all__ = ["INLINE_STREAMS", "MediaPool", "MediaStream", "RemoteStream"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +70,8 @@ PACK_STREAMS: Final = 50  # streams a worker takes before the next one gets any
 WORKER_START_TIMEOUT: Final = 20.0  # seconds for a worker to import the media stack
 WORKER_EXIT_TIMEOUT: Final = 10.0  # seconds for workers to finish their recordings at close
 CLOSE_TIMEOUT: Final = 10.0  # seconds for a worker to confirm a stream's close
+DEFAULT_IDLE: Final = 30.0  # seconds a worker without streams lives (SIPROC_MEDIA_IDLE)
+INLINE_STREAMS: Final = 8  # streams the control process runs itself while no worker is ready
 
 
 class RemoteStream:
@@ -74,6 +89,7 @@ class RemoteStream:
         self.on_error: Callable[[str, str], None] | None = None
         self.on_lost: Callable[[], None] | None = None  # the worker died mid-call
         self.on_rtp_timeout: Callable[[], None] | None = None
+        self.on_bot: Callable[[str, str], None] | None = None  # STREAM events (kind, text)
         self.telephone_event_pt: int | None = None
         self._codec: AudioCodec | None = None
         self._play_ids = itertools.count(1)
@@ -191,6 +207,20 @@ class RemoteStream:
         """APLAY / ARECORD / ASTOP in the worker; failures come back through ``on_error``."""
         self._send("sound", verb, device)
 
+    def bot_start(self, spec: StreamSpec, report: Callable[[str, str], None]) -> None:
+        """STREAM: the worker connects to the bot; its events (kind, text) come back to
+        ``report``."""
+        self.on_bot = report
+        self._send("bot_start", spec)
+
+    def bot_stop(self) -> None:
+        self._send("bot_stop")
+
+    def audio_fds(self, to_handler: int, from_handler: int) -> None:
+        """SIPROC_AUDIO_FDS: siproc's ends of the handler's audio pipes go to the worker
+        (net/audio_pipes.py); the channel closes our copies once they are sent."""
+        self._worker.channel.send(("audio_fds", self._sid), [to_handler, from_handler])
+
     def close(self) -> None:
         """Ask the worker to close the stream; :meth:`when_closed` callbacks run when it has
         (or after :data:`CLOSE_TIMEOUT`, when a worker that hangs does not answer)."""
@@ -206,6 +236,9 @@ class RemoteStream:
         if not self._final:
             log.error("media worker %d did not close stream %d", self._worker.index, self._sid)
             self.finalize()
+            # the worker's "closed" may never come: forget the stream, so the worker can idle
+            if self._worker.streams.pop(self._sid, None) is not None:
+                self._worker.pool.maybe_idle(self._worker)
 
     def when_closed(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the worker has closed the stream (its recording is final)."""
@@ -255,6 +288,9 @@ class RemoteStream:
                 if self._recording == path:
                     self._recording = None
                 self._report("RECORD", reason)
+            case "bot", [str() as kind, str() as text]:
+                if self.on_bot is not None:
+                    self.on_bot(kind, text)
             case "closed", [RtpStats() as stats]:
                 self.stats = stats
                 self.finalize()
@@ -326,6 +362,7 @@ class _Worker:
                         str(pool.log_level),
                         str((index % pool.size) / pool.size),  # the workers' ticks take turns
                         pool.priority,
+                        pool.log_format,
                     ],
                     pass_fds=[theirs.fileno()],
                     env=worker_environment(os.environ),
@@ -336,6 +373,7 @@ class _Worker:
                 ours.close()
                 raise
         self.streams: dict[int, RemoteStream] = {}
+        self.idle_timer: asyncio.TimerHandle | None = None  # set while it has no stream
         self.ready = asyncio.Event()
         self.channel = Channel(pool.loop, ours, self._on_message, self._on_closed)
         log.debug("media worker %d started (pid %d)", index, self.process.pid)
@@ -348,6 +386,10 @@ class _Worker:
         if verb == "ready":
             self.ready.set()
             return
+        if verb == "clock":
+            if self.pool.on_clock is not None:
+                self.pool.on_clock(self.index, args)
+            return
         stream = self.streams.get(sid) if isinstance(sid, int) else None
         if stream is None:
             return
@@ -357,10 +399,16 @@ class _Worker:
             del self.streams[sid]  # type: ignore[arg-type]
             log.error("media worker %d refused stream %d: %s", self.index, sid, args[1:])
             stream.lost()
+            self.pool.maybe_idle(self)
             return
         stream.event(verb, args)
+        if verb == "closed":
+            self.pool.maybe_idle(self)
 
     def _on_closed(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
         code = self.process.poll()
         if self.streams and not self.pool.closing:
             log.error(
@@ -393,15 +441,23 @@ class MediaPool:
         *,
         priority: str = "realtime",
         rtcp_interval: float = RTCP_MIN_INTERVAL,
+        idle: float = DEFAULT_IDLE,
+        log_format: str = "text",
     ) -> None:
         if workers < 1:
             raise ValueError(f"a media pool needs at least one worker, not {workers}")
+        if idle < 0:
+            raise ValueError(f"a media worker's idle time cannot be negative, not {idle}")
         self.loop = loop
         self.size = workers
         self.log_level = log_level
+        self.log_format = log_format  # SIPROC_LOG_FORMAT, for the workers' own lines
         self.priority = priority  # the most the workers ask for (media_priority.py)
         self.rtcp_interval = rtcp_interval
+        self.idle = idle  # 0: every worker starts with the pool and none stops for want of calls
         self.closing = False
+        # a worker's clock figures, once a second while it ticks (net/media_worker.py)
+        self.on_clock: Callable[[int, list[object]], None] | None = None
         self._workers: list[_Worker] = []
         self._gone: collections.deque[_Worker] = collections.deque()
         self._reapers: set[asyncio.Task[None]] = set()
@@ -409,13 +465,22 @@ class MediaPool:
         self._sids = itertools.count(1)
 
     def start(self) -> None:
-        """Start the workers (they import the media stack, in parallel with our startup)."""
+        """Start every worker now (``idle`` 0, or to replace workers that exited); otherwise
+        workers start as calls need them (:meth:`_pick`)."""
         while len(self._workers) < self.size:
-            self._workers.append(_Worker(self, next(self._indexes)))
+            self._start_worker()
+
+    def _start_worker(self) -> _Worker:
+        worker = _Worker(self, next(self._indexes))
+        self._workers.append(worker)
+        return worker
 
     async def started(self, timeout: float = WORKER_START_TIMEOUT) -> None:
-        """Start the workers and wait until each can take streams. Raises OSError (with the
-        worker's exit status) if one exits or does not get ready within ``timeout``."""
+        """With ``idle`` 0: start the workers and wait until each can take streams. Raises
+        OSError (with the worker's exit status) if one exits or does not get ready within
+        ``timeout``. Otherwise nothing: workers start with the calls that need them."""
+        if self.idle:
+            return
         self.start()
         for worker in list(self._workers):
             ready = asyncio.ensure_future(worker.ready.wait())
@@ -437,9 +502,20 @@ class MediaPool:
         OSError (no free port pair, a worker cannot start) like ``RtpStream.open``."""
         if self.closing:
             raise RuntimeError("MediaPool.open_stream() after close()")
-        self.start()  # replaces workers that exited
-        worker = self._pick()
+        # the ports first: a bind that fails must neither start a worker nor stop the idle
+        # count of one (either would then never retire)
         sock, rtcp_sock = bind_rtp_pair(bind_host, port_range, rng)
+        try:
+            if not self.idle:
+                self.start()  # replaces workers that exited
+            worker = self._pick()
+        except BaseException:
+            sock.close()
+            rtcp_sock.close()
+            raise
+        if worker.idle_timer is not None:
+            worker.idle_timer.cancel()
+            worker.idle_timer = None
         port = sock.getsockname()[1]
         sid = next(self._sids)
         stream = RemoteStream(worker, sid, bind_host, port)
@@ -451,23 +527,56 @@ class MediaPool:
         return stream
 
     def _pick(self) -> _Worker:
-        """The first worker with fewer than :data:`PACK_STREAMS` streams, else the least
-        loaded: a few calls share one worker (one clock ticking, not one per CPU), many
-        spread evenly."""
+        """The first worker with fewer than :data:`PACK_STREAMS` streams, else a new worker
+        while there are fewer than ``size``, else the least loaded: a few calls share one
+        worker (one clock ticking, not one per CPU), many spread evenly. Raises OSError when a
+        worker cannot be started."""
         live = [w for w in self._workers if not w.channel.closed]
-        if not live:
-            raise OSError("no media worker is running (they exited; see the log above)")
         for worker in live:
             if len(worker.streams) < PACK_STREAMS:
                 return worker
+        if len(live) < self.size:
+            return self._start_worker()
         return min(live, key=lambda w: len(w.streams))
+
+    def takes_next(self, inline: int) -> bool:
+        """Whether the next stream goes to a worker (True) or runs in the control process
+        (False), which carries ``inline`` streams now. With ``idle`` 0 every stream goes to a
+        worker. Otherwise: to a worker when one is ready, or when ``inline`` is at
+        :data:`INLINE_STREAMS` (it starts one if none is starting); else inline, and from half
+        the limit on a worker is started for what may come."""
+        if not self.idle or self.closing:
+            return True
+        live = [w for w in self._workers if not w.channel.closed]
+        if any(w.ready.is_set() for w in live) or inline >= INLINE_STREAMS:
+            return True
+        if inline + 1 >= INLINE_STREAMS // 2 and not live:
+            self._start_worker()
+        return False
+
+    def maybe_idle(self, worker: _Worker) -> None:
+        """``worker`` just lost a stream: if it has none left, retire it after ``idle``
+        seconds unless a stream comes to it before."""
+        if worker.streams or not self.idle or self.closing or worker.idle_timer is not None:
+            return
+        worker.idle_timer = self.loop.call_later(self.idle, self._retire, worker)
+
+    def _retire(self, worker: _Worker) -> None:
+        """Stop an idle worker: out of the pool first (no stream may go to it any more), then
+        its channel closed; it exits, and is reaped like one that exited by itself."""
+        worker.idle_timer = None
+        if worker.streams or self.closing or worker not in self._workers:
+            return
+        log.debug("media worker %d (pid %d) idle: stopping it", worker.index, worker.process.pid)
+        worker.channel.close()
+        self.worker_gone(worker)
 
     def worker_gone(self, worker: _Worker) -> None:
         """A worker's channel closed: take it out of service and reap its process (in the
         executor: it may take a moment to exit) so that no zombie is left."""
         if worker in self._workers:
             self._workers.remove(worker)
-        if self.closing:
+        if self.closing or worker in self._gone:
             return
         self._gone.append(worker)
 
@@ -490,6 +599,9 @@ class MediaPool:
         self.closing = True
         workers = [*self._workers, *self._gone]
         for worker in workers:
+            if worker.idle_timer is not None:
+                worker.idle_timer.cancel()
+                worker.idle_timer = None
             worker.channel.close()
             for stream in list(worker.streams.values()):
                 stream.finalize()

@@ -22,6 +22,8 @@ import logging
 import os
 from typing import Final
 
+from siproc.config import MEDIA_PRIORITIES
+
 __all__ = [
     "HIGH_NICE",
     "OVERLOAD_SECONDS",
@@ -34,7 +36,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PRIORITIES: Final = ("realtime", "high", "normal")  # SIPROC_MEDIA_PRIORITY, most first
+PRIORITIES: Final = MEDIA_PRIORITIES  # SIPROC_MEDIA_PRIORITY, most first
 RT_PRIORITY: Final = 10  # SCHED_RR 1..99: above every normal task, below kernel/audio threads
 HIGH_NICE: Final = -10  # "high": fair scheduling with ~10x the weight of a nice 0 process
 OVERLOAD_SHARE: Final = 0.85  # busy share of a core above which real-time is given up

@@ -4,17 +4,23 @@ A call's audio is an `RtpStream` in the main process (SIPROC_MEDIA_WORKERS=0) or
 `RemoteStream` that drives one in a media worker. Both satisfy this protocol, so the call layer
 never asks which one it has: errors found after a command (a sound card that fails to open, a
 recording that cannot be finished) come back through ``on_error`` from either, and ``on_lost``
-is called only by a stream whose worker died.
+is called only by a stream whose worker died. A ``STREAM`` to a voice bot runs next to the
+audio, wherever that is (`bot_start`: net/media_stream_edge.py); its events come back through
+the ``report`` it was given; so do a handler's audio pipes (``audio_fds``, SIPROC_AUDIO_FDS:
+net/audio_pipes.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from siproc.media.codecs import AudioCodec
 from siproc.net.rtp_state import Address, RtpStats
 from siproc.sdp.sdes import SrtpParams
+
+if TYPE_CHECKING:
+    from siproc.net.media_stream_edge import StreamSpec
 
 __all__ = ["MediaStream"]
 
@@ -32,6 +38,8 @@ class MediaStream(Protocol):
 
     @property
     def closed(self) -> bool: ...
+    @property
+    def sample_rate(self) -> int: ...  # the codec's PCM rate (8000 before one is agreed)
     def configure(
         self,
         remote: tuple[str, int],
@@ -57,5 +65,8 @@ class MediaStream(Protocol):
     def stop_recording(self) -> str | None: ...
     def send_dtmf(self, digits: str) -> None: ...
     def sound_card(self, verb: str, device: str) -> None: ...
+    def bot_start(self, spec: StreamSpec, report: Callable[[str, str], None]) -> None: ...
+    def bot_stop(self) -> None: ...
+    def audio_fds(self, to_handler: int, from_handler: int) -> None: ...  # takes both fds
     def close(self) -> None: ...
     def when_closed(self, callback: Callable[[], None]) -> None: ...

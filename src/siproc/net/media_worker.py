@@ -20,12 +20,16 @@ control -> worker: ``open sid host rtcp_interval`` (+ 2 fds), ``log_as sid call`
 instance), ``configure_rtcp sid mux remote``, ``configure_srtp sid params`` (SrtpParams or
 None: the keys travel only over this channel, and are never logged), ``start sid``, ``play
 sid id path``, ``stop sid id``, ``record sid path stereo``, ``record_stop sid``, ``dtmf sid
-digits``, ``sound sid verb device``, ``close sid``.
+digits``, ``sound sid verb device``, ``bot_start sid spec`` (STREAM, net/media_stream_edge.py:
+the WebSocket runs here, next to the stream's audio), ``bot_stop sid``, ``audio_fds sid``
+(+ 2 fds: siproc's ends of the handler's audio pipes, net/audio_pipes.py), ``close sid``.
 
-worker -> control: ``ready 0`` (once, when it can take streams),
+worker -> control: ``ready 0`` (once, when it can take streams), ``clock 0 ticks skipped
+lag_max busy`` (once a second while its clock ticks: the figures of net/clock.py),
 ``dtmf sid digit``, ``error sid verb reason``, ``play_failed sid id reason``, ``stopped sid id
 name``,
-``record_failed sid path reason``, ``closed sid stats``.
+``record_failed sid path reason``, ``bot sid kind text`` (STREAM: CONNECTED, STOPPED, ERROR),
+``closed sid stats``.
 
 A worker stops when its channel closes (the control process quit, or died: the worker then
 finishes every recording, so nothing recorded is lost) or on SIGTERM; it ignores SIGINT, which
@@ -45,24 +49,30 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from siproc.media.codecs import AudioCodec
 from siproc.media.player import FilePlayer, MediaFileError
 from siproc.media.recorder import RecordFileError
 from siproc.net.alsa import SoundCardError, SoundCards
+from siproc.net.audio_pipes import HandlerAudio
 from siproc.net.clock import MediaClock
 from siproc.net.media_channel import Channel, Message
 from siproc.net.media_priority import PRIORITIES, OverloadGuard, set_priority
+from siproc.net.media_stream_edge import StreamSpec
 from siproc.net.rtp_socket import RtpStream
 from siproc.net.rtp_state import RtpStats
 from siproc.sdp.sdes import SrtpParams
+
+if TYPE_CHECKING:
+    from siproc.net.media_stream_edge import BotStream
 
 __all__ = ["MediaWorker", "main"]
 
 log = logging.getLogger(__name__)
 
 SOUND_VERBS: Final = frozenset({"APLAY", "ARECORD", "ASTOP"})
+CLOCK_REPORT_INTERVAL: Final = 1.0  # seconds between two ``clock`` reports
 GC_THRESHOLD: Final = 10_000  # allocations between young collections (Python's default: 700)
 
 
@@ -74,6 +84,7 @@ class _Stream:
     codec: AudioCodec | None = None
     players: dict[int, FilePlayer] = field(default_factory=dict)
     sound_cards: SoundCards | None = None
+    bot: BotStream | None = None  # STREAM
 
 
 class MediaWorker:
@@ -89,6 +100,8 @@ class MediaWorker:
         self.done = asyncio.Event()
         self._channel = Channel(loop, sock, self._on_message, self.stop)
         self._send("ready", 0)
+        self._reported_ticks = -1
+        loop.call_later(CLOCK_REPORT_INTERVAL, self._report_clock)
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -119,6 +132,19 @@ class MediaWorker:
             got,
         )
 
+    def _report_clock(self) -> None:
+        """Once a second while the clock ticks: its figures to the control process, which
+        serves them as metrics (calls/metrics.py) without ever asking a worker."""
+        if self.done.is_set():
+            return
+        clock = self.clock
+        if clock.ticks != self._reported_ticks:
+            self._reported_ticks = clock.ticks
+            self._send(
+                "clock", 0, clock.ticks, clock.skipped_ticks, clock.take_lag_max(), clock.busy
+            )
+        self._loop.call_later(CLOCK_REPORT_INTERVAL, self._report_clock)
+
     def stop(self) -> None:
         """Close every stream (recordings are finished), then the channel."""
         for sid in list(self._streams):
@@ -138,10 +164,13 @@ class MediaWorker:
         if verb == "open":
             self._open(sid, fds, args)
             return
-        for fd in fds:  # only open carries descriptors
+        stream = self._streams.get(sid)
+        if verb == "audio_fds" and stream is not None and len(fds) == 2:
+            self._audio_fds(stream, fds)
+            return
+        for fd in fds:  # only open and audio_fds carry descriptors
             with contextlib.suppress(OSError):
                 os.close(fd)
-        stream = self._streams.get(sid)
         if stream is None:  # its open failed (logged): the call still hears it closed
             if verb == "close":
                 self._send("closed", sid, RtpStats())
@@ -208,6 +237,11 @@ class MediaWorker:
                     self._send("error", sid, "DTMF", str(exc))
             case "sound", [str() as verb_, str() as device] if verb_ in SOUND_VERBS:
                 self._sound(sid, stream, verb_, device)
+            case "bot_start", [StreamSpec() as spec]:
+                self._bot_start(sid, stream, spec)
+            case "bot_stop", []:
+                if stream.bot is not None:
+                    stream.bot.stop()
             case "close", []:
                 self._close(sid)
             case _:
@@ -258,6 +292,32 @@ class MediaWorker:
                 self._send("stopped", sid, play_id, name)
                 return
 
+    def _bot_start(self, sid: int, stream: _Stream, spec: StreamSpec) -> None:
+        """STREAM: a WebSocket to a bot in this worker's loop (net/media_stream_edge.py)."""
+        from siproc.net.media_stream_edge import BotStream
+
+        def report(kind: str, text: str) -> None:
+            if kind != "CONNECTED" and stream.bot is bot:
+                stream.bot = None
+            self._send("bot", sid, kind, text)
+
+        if stream.bot is not None:  # the control process allows one; a stale one ends
+            stream.bot.close()
+        bot = BotStream(self._loop, stream.rtp, spec, report, stream.rtp.log)
+        stream.bot = bot
+        bot.start()
+
+    def _audio_fds(self, stream: _Stream, fds: list[int]) -> None:
+        """SIPROC_AUDIO_FDS: the handler's audio pipes as taps of the stream
+        (net/audio_pipes.py); closed with the stream, or by the handler."""
+        try:
+            HandlerAudio(self._loop, stream.rtp, fds[0], fds[1], stream.rtp.log).attach()
+        except Exception:
+            log.exception("media worker: the audio fds could not be attached")
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
     def _close(self, sid: int) -> None:
         stream = self._streams.pop(sid)
         try:
@@ -287,22 +347,30 @@ class MediaWorker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m siproc.net.media_worker FD LOG_LEVEL PHASE PRIORITY`` (started by the media
-    pool). PHASE: the tick offset in [0, 1), worker i of n takes i/n, so that the workers' send
-    bursts take turns instead of colliding; PRIORITY: the most to ask for (media_priority.py)."""
+    """``python -m siproc.net.media_worker FD LOG_LEVEL PHASE PRIORITY [LOG_FORMAT]`` (started
+    by the media pool). PHASE: the tick offset in [0, 1), worker i of n takes i/n, so that the
+    workers' send bursts take turns instead of colliding; PRIORITY: the most to ask for
+    (media_priority.py); LOG_FORMAT: text (the default) or json (SIPROC_LOG_FORMAT)."""
+    from siproc.logs import LOG_FORMATS
+
     args = sys.argv[1:] if argv is None else argv
     try:
         fd, level, phase, priority = int(args[0]), int(args[1]), float(args[2]), args[3]
-        if len(args) != 4 or not 0 <= phase < 1 or priority not in PRIORITIES:
+        log_format = args[4] if len(args) > 4 else LOG_FORMATS[0]
+        if len(args) not in (4, 5) or not 0 <= phase < 1 or priority not in PRIORITIES:
+            raise ValueError
+        if log_format not in LOG_FORMATS:
             raise ValueError
     except (ValueError, IndexError):
         print(
-            "usage: python -m siproc.net.media_worker FD LOG_LEVEL PHASE PRIORITY (siproc runs it)"
+            "usage: python -m siproc.net.media_worker FD LOG_LEVEL PHASE PRIORITY [LOG_FORMAT] "
+            "(siproc runs it)"
         )
         return 2
-    from siproc.cli import raise_fd_limit, setup_logging
+    from siproc.logs import setup_logging
+    from siproc.net.fd_limit import raise_fd_limit
 
-    setup_logging(level, "siproc-media")
+    setup_logging(level, "siproc-media", log_format)
     raise_fd_limit()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)

@@ -15,7 +15,7 @@ import ipaddress
 import socket
 
 from siproc.media.rtcp import ReceiverReport, SenderReport
-from siproc.media.rtp import RTP_HEADER_SIZE, ParseError
+from siproc.media.rtp import RTP_HEADER_SIZE, PacketParseError
 from siproc.media.srtp import SrtpError
 from siproc.net.rtp_state import Address, StreamParts
 
@@ -135,7 +135,7 @@ class RtcpEdge(StreamParts):
         had_bye = self._rtcp.bye_received
         try:
             packets = self._rtcp.receive(data, self._loop.time())
-        except ParseError:
+        except PacketParseError:
             self.stats.rtcp_invalid += 1
             return
         first = packets[0]

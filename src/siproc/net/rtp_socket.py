@@ -60,7 +60,7 @@ from siproc.media.rtcp_session import RtcpSession
 from siproc.media.rtp import (
     RTP_HEADER,
     RTP_HEADER_SIZE,
-    ParseError,
+    PacketParseError,
     RtpHeader,
     RtpSender,
     is_rtcp,
@@ -83,6 +83,7 @@ from siproc.sdp.sdes import SrtpParams
 
 if TYPE_CHECKING:
     from siproc.net.alsa import SoundCards
+    from siproc.net.media_stream_edge import BotStream, StreamSpec
 
 __all__ = [
     "DIRECTIONS",
@@ -239,6 +240,7 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         self.on_error: Callable[[str, str], None] | None = None
         self.on_lost: Callable[[], None] | None = None
         self._sound_cards: SoundCards | None = None  # APLAY / ARECORD / ASTOP, once used
+        self._bot: BotStream | None = None  # STREAM, when it runs in this process
         self._rtp_timeout = 0.0  # watch_rtp(): seconds; 0: not watching
         self._rtp_check_at = 0.0  # when the received count is looked at next
         self._rtp_seen = (-1, 0.0)  # (packets received, when that count was first seen)
@@ -528,6 +530,29 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         except SoundCardError as exc:
             self._report_error(verb, str(exc))
 
+    def bot_start(self, spec: StreamSpec, report: Callable[[str, str], None]) -> None:
+        """STREAM: a WebSocket to a voice bot in this process's loop, a tap of this stream
+        (net/media_stream_edge.py; closed with it); its events (kind, text) go to ``report``.
+        A stream still running from before ends quietly."""
+        from siproc.net.media_stream_edge import BotStream  # (websockets: only when used)
+
+        if self._bot is not None:
+            self._bot.close()
+        self._bot = BotStream(self._loop, self, spec, report, self.log)
+        self._bot.start()
+
+    def audio_fds(self, to_handler: int, from_handler: int) -> None:
+        """SIPROC_AUDIO_FDS: the handler's audio pipes (net/audio_pipes.py), a sink and a live
+        source of this stream, closed with it; the stream owns both descriptors from now on."""
+        from siproc.net.audio_pipes import HandlerAudio
+
+        HandlerAudio(self._loop, self, to_handler, from_handler, self.log).attach()
+
+    def bot_stop(self) -> None:
+        """STREAM STOP: ``stop`` to the bot, then ``STOPPED handler`` through its report."""
+        if self._bot is not None:
+            self._bot.stop("handler")
+
     def _report_error(self, verb: str, reason: str) -> None:
         if self.on_error is not None:
             self.on_error(verb, reason)
@@ -769,7 +794,7 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         """An RTP packet in the clear (SRTP already removed) in any header form: parse it."""
         try:
             header, payload = parse_rtp(data)
-        except ParseError:
+        except PacketParseError:
             self.stats.packets_invalid += 1
             return
         b1 = (0x80 if header.marker else 0) | header.payload_type

@@ -56,6 +56,7 @@ import ssl
 from collections.abc import Callable
 from typing import cast
 
+from siproc.config import DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TCP_MAX_PER_SOURCE
 from siproc.net import hosts
 from siproc.net.tls import describe_ssl_error
 from siproc.sip.errors import ParseError
@@ -73,10 +74,9 @@ UDP_RECV_SIZE = 65_535  # the largest datagram IPv4 or IPv6 (without jumbograms)
 MAX_DATAGRAMS_PER_WAKEUP = 256  # bounded batch: a flood cannot starve the loop
 MAX_CONNECTIONS = 4096
 # Connections from one source address (an IPv6 /64): more are closed at once.
-MAX_CONNECTIONS_PER_SOURCE = 32
-# Seconds without traffic before a connection is closed: well above the 120 s between RFC 5626
-# keep-alive pings on connection-oriented transports (RFC 5626 section 4.4.1).
-TCP_IDLE_TIMEOUT = 600.0
+MAX_CONNECTIONS_PER_SOURCE = DEFAULT_TCP_MAX_PER_SOURCE
+# Seconds without traffic before a connection is closed (SIPROC_TCP_IDLE_TIMEOUT).
+TCP_IDLE_TIMEOUT = DEFAULT_TCP_IDLE_TIMEOUT
 LINGER_TIMEOUT = 2.0  # seconds to drain a peer's octets after our 513 or 400, before closing
 LINGER_MAX_OCTETS = 1 << 20  # octets discarded while lingering, at most; then reset
 WARNING_INTERVAL = 10.0  # seconds between two warnings of one kind about peers (then a count)

@@ -24,15 +24,17 @@ from __future__ import annotations
 import ssl
 from typing import Final
 
+from siproc.config import DEFAULT_TLS_PORT, TlsSettings
+
 __all__ = [
     "DEFAULT_TLS_PORT",
     "TlsFileError",
+    "check_files",
     "client_context",
     "describe_ssl_error",
     "server_context",
 ]
 
-DEFAULT_TLS_PORT: Final = 5061  # RFC 3261 section 19.1.2: sips: and SIP over TLS
 MINIMUM_VERSION: Final = ssl.TLSVersion.TLSv1_2  # RFC 8996
 
 
@@ -86,6 +88,16 @@ def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
         path = key_file if variable == "SIPROC_TLS_KEY_FILE" else cert_file
         raise TlsFileError(variable, f"{path}: not a usable PEM certificate/key ({text})") from None
     return ctx
+
+
+def check_files(settings: TlsSettings) -> None:
+    """Load the files of ``settings`` once, so that a bad one is an error at start (the CLI
+    calls this right after `load_config`); raises TlsFileError naming the variable. The system
+    CA store needs no check (and takes tens of ms to load)."""
+    if settings.ca_file:
+        client_context(settings.ca_file, verify=settings.verify)
+    if settings.cert_file and settings.key_file:
+        server_context(settings.cert_file, settings.key_file)
 
 
 def describe_ssl_error(exc: BaseException) -> str:

@@ -192,7 +192,7 @@ class Endpoint:
         if isinstance(message, ParseError):
             return self._reject_unparseable(b"", message, source)
         if self.trace:
-            log.debug("recv from %s:%s\n%s", source.host, source.port, _trace(message))
+            log.debug("recv from %s:%s", source.host, source.port, extra=_trace_extra(message))
         if isinstance(message, Response):
             return self._receive_response(message, source, now)
         try:
@@ -395,7 +395,9 @@ class Endpoint:
         tx = create_client_transaction(request, destination, self.timers)
         self._clients[tx.key] = tx
         if self.trace:
-            log.debug("send to %s:%s\n%s", destination.host, destination.port, _trace(request))
+            log.debug(
+                "send to %s:%s", destination.host, destination.port, extra=_trace_extra(request)
+            )
         if request.method == "CANCEL":  # RFC 3261 section 9.1: the INVITE ends 64*T1 later
             invite = self._clients.get((tx.key[0], "INVITE"))
             if isinstance(invite, InviteClientTransaction):
@@ -411,12 +413,14 @@ class Endpoint:
         if "Server" not in response.headers:
             response.headers.add("Server", self.user_agent)
         if self.trace:
-            log.debug("send to %s:%s\n%s", tx.reply_to.host, tx.reply_to.port, _trace(response))
+            log.debug(
+                "send to %s:%s", tx.reply_to.host, tx.reply_to.port, extra=_trace_extra(response)
+            )
         return self._track(tx, tx.respond(response, now))
 
     def _bytes(self, message: Message) -> bytes:
         if self.trace:
-            log.debug("send\n%s", _trace(message))
+            log.debug("send", extra=_trace_extra(message))
         return serialize(message)
 
     # -- timers ---------------------------------------------------------------------------------
@@ -531,6 +535,16 @@ def _as_invite(cancel: Request) -> Request:
     cseq = (headers.get("CSeq") or "").split()
     headers.set("CSeq", f"{cseq[0] if cseq else 0} INVITE")
     return Request("INVITE", cancel.uri, headers)
+
+
+def _trace_extra(message: Message) -> dict[str, str]:
+    """The extras of a trace line (siproc/logs.py): the message's text, and the call it belongs
+    to (the first 12 characters of its Call-ID, as the call layer's lines name it)."""
+    extra = {"sip": _trace(message)}
+    call_id = message.headers.get("Call-ID")
+    if call_id:
+        extra["call"] = call_id.strip()[:12]
+    return extra
 
 
 def _trace(message: Message) -> str:

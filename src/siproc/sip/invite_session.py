@@ -281,6 +281,10 @@ class InviteSession:
         self.name = name  # for the debug log of state changes
         self.end_status: int | None = None
         self.end_reason = ""
+        # the limit whose deadline ended the call, if one did ("ring timeout", "maximum call
+        # duration"): a call record says ended_by timeout even when the far end's answer to
+        # our CANCEL (487) does not say why
+        self.limit_reached = ""
         self.taken: list[tuple[SessionState, Trigger]] = []  # every row this session used
         self._deadlines: dict[Timer, float] = {}
         self._ok_interval = t1
@@ -380,6 +384,7 @@ class InviteSession:
                 if not self.can(T.RING_TIMEOUT):
                     return []
                 reason = "Temporarily Unavailable (no answer)"
+                self.limit_reached = "ring timeout"
                 return [
                     Log(logging.INFO, "not answered in time: 480"),
                     Respond(480, reason),
@@ -389,6 +394,7 @@ class InviteSession:
                 reason = "maximum call duration"
                 if not self.can(T.MAX_DURATION):
                     return []
+                self.limit_reached = reason
                 log = Log(logging.INFO, f"hanging up: {reason} reached")
                 return [
                     log,

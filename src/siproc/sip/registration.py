@@ -102,6 +102,7 @@ class Registration:
         auth: DigestSession | None,
         rewrite_contact: bool = True,
         retry_min: float = RETRY_MIN,
+        instance: str | None = None,
     ) -> None:
         self.registrar = registrar
         self.aor = aor.without_params("tag")
@@ -114,6 +115,12 @@ class Registration:
         if not 0 < retry_min <= RETRY_MAX:
             raise LocalProtocolError(f"registration: retry_min {retry_min} not in (0, {RETRY_MAX}]")
         self.retry_min = retry_min
+        # RFC 5626 section 4.1 (and RFC 5627): "+sip.instance" names this user agent instance
+        # (a urn:uuid:), so that a registrar tells the bindings of several instances of one
+        # account apart, and one instance started again replaces its old binding.
+        if instance is not None and not instance.startswith("urn:uuid:"):
+            raise LocalProtocolError(f"registration: instance {instance!r} is not a urn:uuid:")
+        self.instance = instance
         self.cseq = 0
         self.state = RegistrationState.IDLE
         self.failures = 0
@@ -161,7 +168,8 @@ class Registration:
         headers.add("To", str(self.aor))
         headers.add("Call-ID", self.call_id)
         headers.add("CSeq", f"{self.cseq} REGISTER")
-        headers.add("Contact", f"<{self.contact}>;expires={expires}")
+        instance = f';+sip.instance="<{self.instance}>"' if self.instance else ""
+        headers.add("Contact", f"<{self.contact}>{instance};expires={expires}")
         headers.add("Expires", str(expires))
         headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, NOTIFY")
         if self.auth is not None:

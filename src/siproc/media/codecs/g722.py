@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.metadata
 from typing import Any, Final
 
 import numpy as np
@@ -137,6 +136,8 @@ def probe() -> tuple[bool, str]:
         return False, f"g722 package failed its self-test: {exc!r}"
     if out.shape != tone.shape or not 2000 < float(np.sqrt(np.mean(out[320:] ** 2.0))) < 8000:
         return False, "g722 package failed its self-test: the decoded tone is wrong"
+    import importlib.metadata  # here: it loads the email package, which nothing else needs
+
     try:
         version = " " + importlib.metadata.version("g722")
     except importlib.metadata.PackageNotFoundError:  # imported from a source tree

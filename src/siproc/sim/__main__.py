@@ -1,0 +1,7 @@
+"""``python -m siproc.sim``: the same as ``siproc-sim``."""
+
+import sys
+
+from siproc.sim import main
+
+sys.exit(main())

@@ -62,6 +62,7 @@ class FakeStream:
         self._when_closed: list[Callable[[], None]] = []
         self._playing: list[str] = []
         self._recording: str | None = None
+        self.bot: tuple[Any, Callable[[str, str], None]] | None = None  # STREAM: spec, report
         FakeStream.instances.append(self)
 
     def configure(self, remote: tuple[str, int], codec: object, pt: int, te: int | None,
@@ -118,6 +119,13 @@ class FakeStream:
 
     def sound_card(self, verb: str, device: str) -> None:
         raise ValueError("no sound cards in the simulator")
+
+    def bot_start(self, spec: Any, report: Callable[[str, str], None]) -> None:
+        self.bot = (spec, report)
+
+    def bot_stop(self) -> None:
+        if self.bot is not None:  # as the bot's edge does: stop, then the report
+            self.bot[1]("STOPPED", "handler")
 
     def close(self) -> None:
         if not self.closed:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -97,32 +96,31 @@ def test_the_default_max_bounds_what_a_peer_can_make_us_keep() -> None:
 # The driver, on a fake call with a virtual clock
 
 
-class FakeTimer:
-    def __init__(self, at: float, fn: Callable[[], object]) -> None:
-        self.at, self.fn, self.cancelled = at, fn, False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
 class FakeCall:
-    """What CallGather uses of a Call: the loop's time, later(), event(), the stream."""
+    """What CallGather uses of a Call (calls/gather.py GatheringCall): now(), rearm() of its
+    one timer, event(), report_error(), the stream; the timer fires at the gather's deadline."""
 
     def __init__(self) -> None:
-        self.now = 0.0
-        self.timers: list[FakeTimer] = []
+        self.clock = 0.0
+        self.armed: float | None = None  # where the call's one timer is
         self.events: list[str] = []
         self.state = CallState.CONNECTED
         self.log = logging.getLogger("test")
         self.speech: Any = None
         self.playing = ["prompt.wav", "music.wav"]
         self.stream = SimpleNamespace(closed=False, stop_last=self._stop_last)
-        self.phone = SimpleNamespace(loop=SimpleNamespace(time=lambda: self.now))
         self.gather: CallGather | None = None
 
     @property
     def ended(self) -> bool:
         return self.state is CallState.ENDED
+
+    def now(self) -> float:
+        return self.clock
+
+    def rearm(self) -> None:
+        assert self.gather is not None
+        self.armed = self.gather.next_deadline()
 
     def _stop_last(self) -> str | None:
         if not self.playing:
@@ -131,36 +129,29 @@ class FakeCall:
         self.events.append(f"STOPPED {name}")
         return name
 
-    def later(self, delay: float, fn: Callable[[], object]) -> FakeTimer:
-        timer = FakeTimer(self.now + delay, fn)
-        self.timers.append(timer)
-        return timer
-
     def event(self, event: protocol.Event) -> None:
         self.events.append(protocol.format_event(event))
         if self.gather is not None and isinstance(event, protocol.DtmfReceived):
             self.gather.on_key(event.digit)
 
+    def report_error(self, command: str, reason: str) -> None:
+        self.events.append(f"ERROR {command} {reason}")
+
     def key(self, digit: str) -> None:
         self.event(protocol.DtmfReceived(digit))
 
     def run_until(self, when: float) -> None:
-        """Advance virtual time, firing due timers in order."""
-        while True:
-            due = [t for t in self.timers if not t.cancelled and t.at <= when]
-            if not due:
-                break
-            timer = min(due, key=lambda t: t.at)
-            self.timers.remove(timer)
-            self.now = timer.at
-            timer.fn()
-        self.now = when
+        """Advance virtual time, firing the call's timer whenever it is due."""
+        assert self.gather is not None
+        while self.armed is not None and self.armed <= when:
+            self.clock, self.armed = self.armed, None
+            self.gather.handle_timer(self.clock)
+        self.clock = when
 
 
 def driven(command: Gather) -> tuple[FakeCall, CallGather]:
     call = FakeCall()
-    gather = CallGather(call)  # type: ignore[arg-type]
-    call.gather = gather
+    gather = call.gather = CallGather(call)
     gather.start(command)
     return call, gather
 
@@ -168,10 +159,11 @@ def driven(command: Gather) -> tuple[FakeCall, CallGather]:
 def test_dtmf_events_flow_and_gathered_follows_the_key_that_ends_it() -> None:
     call, _ = driven(Gather(max_keys=4, timeout=3.0, finish="#"))
     for digit in "123#":
-        call.now += 0.5
+        call.clock += 0.5
         call.key(digit)
     assert call.events == ["DTMF 1", "DTMF 2", "DTMF 3", "DTMF #", "GATHERED 123 finish"]
-    assert all(t.cancelled for t in call.timers)  # nothing left armed
+    assert call.armed is None and call.gather is not None  # nothing left armed
+    assert call.gather.next_deadline() is None
 
 
 def test_the_timer_ends_it_when_the_caller_stops() -> None:
@@ -230,3 +222,12 @@ def test_without_bargein_prompts_go_on() -> None:
     call.key("5")
     assert call.events == ["DTMF 5", "GATHERED 5 max"]
     assert call.playing == ["prompt.wav", "music.wav"]
+
+
+def test_a_gather_on_a_call_that_is_ending_is_refused() -> None:
+    call = FakeCall()
+    gather = call.gather = CallGather(call)
+    call.state = CallState.TERMINATING
+    gather.start(Gather(timeout=3.0))
+    assert call.events == ["ERROR GATHER the call is terminating"]
+    assert not gather.active and gather.next_deadline() is None and call.armed is None

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 from siproc.calls import protocol
 from siproc.calls.call_state import CallState
-from siproc.calls.say import MAX_RENDERING, UNKNOWN_RATE, say
+from siproc.calls.say import MAX_RENDERING, UNKNOWN_RATE, CallSpeech
 from siproc.media.player import MediaFileError
 from siproc.net.tts import TtsError
 
@@ -66,13 +66,21 @@ def fake_call(tts: FakeTts, negotiated: bool = True) -> SimpleNamespace:
         speech=None,
         events=events,
         log=logging.getLogger("test"),
-        phone=SimpleNamespace(tts=tts, loop=asyncio.get_running_loop()),
+        tts=tts,
         ended=False,
     )
     call.event = lambda event: events.append(protocol.format_event(event))
     call.report_error = lambda verb, reason: events.append(f"ERROR {verb} {reason}")
     call.stream.on_stopped = lambda name: call.event(protocol.Stopped(name))
     return call
+
+
+def say(call: SimpleNamespace, text: str) -> None:
+    """``SAY <text>`` as the call does it (``Call.say``): its speech from the first SAY on."""
+    if call.speech is None:
+        loop = asyncio.get_running_loop()
+        call.speech = CallSpeech(call, call.tts, loop)  # type: ignore[arg-type]
+    call.speech.say(text)
 
 
 async def settle() -> None:
@@ -84,8 +92,8 @@ def test_say_plays_when_rendered_and_ends_as_say_n() -> None:
     async def main() -> None:
         tts = FakeTts()
         call = fake_call(tts)
-        say(call, "hello")  # type: ignore[arg-type]
-        say(call, "hello")  # type: ignore[arg-type]
+        say(call, "hello")
+        say(call, "hello")
         await settle()
         assert tts.asked == [("hello", 8000), ("hello", 8000)]  # at the codec's rate
         assert call.stream.playing == []  # nothing until rendered
@@ -107,8 +115,8 @@ def test_stop_while_rendering_stops_the_newest_say_and_it_never_plays() -> None:
     async def main() -> None:
         tts = FakeTts()
         call = fake_call(tts, negotiated=False)
-        say(call, "one")  # type: ignore[arg-type]
-        say(call, "two")  # type: ignore[arg-type]
+        say(call, "one")
+        say(call, "two")
         await settle()
         assert tts.asked[0][1] == UNKNOWN_RATE  # no codec yet: rendered wide
         assert call.speech.stop_pending() is True
@@ -127,7 +135,7 @@ def test_bargein_stops_every_say_still_rendering() -> None:
         tts = FakeTts()
         call = fake_call(tts)
         for text in ("a", "b", "c"):
-            say(call, text)  # type: ignore[arg-type]
+            say(call, text)
         await settle()
         assert call.speech.stop_all() == 3
         assert call.events == ["STOPPED say:1", "STOPPED say:2", "STOPPED say:3"]
@@ -138,13 +146,13 @@ def test_bargein_stops_every_say_still_rendering() -> None:
 def test_say_errors() -> None:
     async def main() -> None:
         call = fake_call(FakeTts(engine=False))
-        say(call, "hi")  # type: ignore[arg-type]
+        say(call, "hi")
         assert call.events == ["ERROR SAY no text-to-speech engine: espeak-ng is not installed"]
 
         tts = FakeTts()
         call = fake_call(tts)
-        say(call, "fails")  # type: ignore[arg-type]
-        say(call, "unplayable")  # type: ignore[arg-type]
+        say(call, "fails")
+        say(call, "unplayable")
         await settle()
         tts.pending[0].set_exception(TtsError("espeak-ng failed (exit status 1): no voice"))
         tts.pending[1].set_result((Path("/c/bad.wav"), False))
@@ -156,7 +164,7 @@ def test_say_errors() -> None:
 
         call = fake_call(tts)
         call.state = CallState.TERMINATING
-        say(call, "late")  # type: ignore[arg-type]
+        say(call, "late")
         assert call.events == ["ERROR SAY the call is terminating"]
 
     asyncio.run(main())
@@ -166,7 +174,7 @@ def test_a_say_whose_call_ended_is_dropped_silently() -> None:
     async def main() -> None:
         tts = FakeTts()
         call = fake_call(tts)
-        say(call, "bye")  # type: ignore[arg-type]
+        say(call, "bye")
         await settle()
         call.state, call.ended, call.stream.closed = CallState.ENDED, True, True
         tts.pending[0].set_result((Path("/c/bye.wav"), False))
@@ -186,7 +194,7 @@ def test_a_handler_cannot_queue_renders_without_end() -> None:
         tts = FakeTts()
         call = fake_call(tts)
         for n in range(1000):
-            say(call, f"number {n}")  # type: ignore[arg-type]
+            say(call, f"number {n}")
             if n % 2:
                 call.speech.stop_pending()
         await settle()
@@ -196,7 +204,7 @@ def test_a_handler_cannot_queue_renders_without_end() -> None:
         assert errors[0] == f"ERROR SAY {MAX_RENDERING} SAYs of this call are being rendered"
         tts.pending[0].set_result((Path("/c/0.wav"), False))  # one render done: room for one
         await settle()
-        say(call, "one more")  # type: ignore[arg-type]
+        say(call, "one more")
         await settle()
         assert tts.asked[-1] == ("one more", 8000)
 

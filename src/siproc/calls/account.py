@@ -30,8 +30,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from siproc.config import Config
+from siproc.net.locate import ServerLocator
+from siproc.sip.auth import DigestSession
+from siproc.sip.message import Request
 from siproc.sip.registration import (
     Failed,
     Registered,
@@ -41,11 +45,34 @@ from siproc.sip.registration import (
     SendAgain,
     Unregistered,
 )
-from siproc.sip.transaction import Destination, ResponseReceived, TransactionTimeout
-from siproc.sip.uri import SipUri, format_host
+from siproc.sip.transaction import (
+    ClientTransaction,
+    Destination,
+    ResponseReceived,
+    TransactionTimeout,
+)
+from siproc.sip.uri import NameAddr, SipUri, format_host
 
-if TYPE_CHECKING:
-    from siproc.calls.phone import Phone
+
+class AccountServices(Protocol):
+    """What the account needs from the phone (`siproc.calls.phone.Phone` provides it)."""
+
+    loop: asyncio.AbstractEventLoop
+    config: Config
+    locator: ServerLocator
+
+    def send_request(
+        self,
+        request: Request,
+        destination: Destination,
+        on_event: Callable[[ResponseReceived | TransactionTimeout], None],
+    ) -> ClientTransaction: ...
+    def local_host_for(self, destination: Destination, *, fresh: bool = False) -> str: ...
+    def local_contact(self, destination: Destination) -> SipUri: ...
+    def identity(self) -> NameAddr: ...
+    def new_token(self) -> str: ...
+    def auth_session(self) -> DigestSession | None: ...
+
 
 __all__ = ["Account"]
 
@@ -55,7 +82,7 @@ log = logging.getLogger(__name__)
 class Account:
     """The registration of the phone's address of record; see the module docstring."""
 
-    def __init__(self, phone: Phone) -> None:
+    def __init__(self, phone: AccountServices) -> None:
         self.phone = phone
         self.registration: Registration | None = None
         self.unregistered = asyncio.Event()  # set once there is no registration to remove

@@ -14,41 +14,37 @@ audio of its call closes both, and siproc stops at the next tick.
 
 :class:`HandlerPipes` makes the two pipes before the handler starts (:data:`~siproc.net.
 audio_pipes.PIPE_BYTES` each), gives the handler its ends as 3 and 4, closes them here once it
-runs, and hands siproc's ends to the process that runs the call's audio: the media worker
-(``RemoteStream.audio_fds``: over its channel, which closes its copies once sent), or a
-:class:`~siproc.net.audio_pipes.HandlerAudio` on the stream here. Every path closes every
-descriptor: a handler that could not start, a call whose media closed meanwhile.
+runs, and hands siproc's ends to the call's `MediaStream` (``audio_fds``), which takes them
+to where its audio runs: the media worker (``RemoteStream``: over its channel, which closes
+its copies once sent), or a :class:`~siproc.net.audio_pipes.HandlerAudio` on the stream here
+(``RtpStream``). Every path closes every descriptor: a handler that could not start, a call
+whose media closed meanwhile.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
-import logging
 import os
 
 from siproc.media.pcm_pipe import PIPE_RATE
-from siproc.net.audio_pipes import PIPE_BYTES, HandlerAudio
-from siproc.net.media_pool import MediaStream
-from siproc.net.rtp_socket import RtpStream
+from siproc.net.audio_pipes import PIPE_BYTES
+from siproc.net.media_stream import MediaStream
 
 __all__ = ["HandlerPipes"]
 
 FD_FAR_END = 3  # the handler reads the far end's audio here
 FD_TO_SEND = 4  # and writes what is to be sent here
 
-Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
-
 
 class HandlerPipes:
     """The two pipes of one handler, from before it starts until they are handed over."""
 
     @classmethod
-    def wanted(cls, phone: object, env: dict[str, str]) -> HandlerPipes | None:
-        """The pipes for a handler about to start, if the phone's configuration asks for them
-        (SIPROC_AUDIO_FDS); ``env``, the handler's environment, then says their rate."""
-        if not getattr(getattr(phone, "config", None), "audio_fds", False):
+    def wanted(cls, enabled: bool, env: dict[str, str]) -> HandlerPipes | None:
+        """The pipes for a handler about to start, if ``enabled`` (SIPROC_AUDIO_FDS);
+        ``env``, the handler's environment, then says their rate."""
+        if not enabled:
             return None
         env["SIPROC_AUDIO_RATE"] = str(PIPE_RATE)
         return cls()
@@ -67,9 +63,7 @@ class HandlerPipes:
             fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         return read, write
 
-    def hand_over(
-        self, stream: MediaStream, loop: asyncio.AbstractEventLoop, log: Logger, started: bool
-    ) -> None:
+    def hand_over(self, stream: MediaStream, started: bool) -> None:
         """The handler has started (or failed to): close its ends here; give ours to the
         call's media, or close them too when there is no handler or no media any more."""
         for fd in self.child_fds.values():
@@ -79,10 +73,7 @@ class HandlerPipes:
             self.close()
             return
         self._fds.clear()  # ours belong to the media from here on
-        if isinstance(stream, RtpStream):
-            HandlerAudio(loop, stream, to_handler, from_handler, log).attach()
-        else:
-            stream.audio_fds(to_handler, from_handler)
+        stream.audio_fds(to_handler, from_handler)
 
     def _close(self, fd: int) -> None:
         if fd in self._fds:

@@ -1,38 +1,36 @@
 """What a call does for each command line of its handler (`protocol.py` parses the lines).
 
 Theory of operation: `on_handler_line` parses one line and `execute` carries the command out on
-the `Call`, after checking that the call's state allows it; a command that is not possible now
-is answered ``ERROR <verb> <reason>`` (`Call.report_error`) and changes nothing. Commands that
-are whole features of their own go to the module that holds them: HOLD and RESUME to
-`session.py`, DTMF to `dtmf.py`, TRANSFER to `transfer.py`, RINGING, PROGRESS and ANSWER to the
-INVITE server side (`incoming.py`); MESSAGE, PLAY, STOP, RECORD and the sound-card bridges are
-done here.
+the call (seen as a `services.CallView`); a command that is not possible now is answered
+``ERROR <verb> <reason>`` (`report_error`) and changes nothing. Commands that are whole
+features of their own go where they are decided, through a method of the call: RINGING,
+PROGRESS, ANSWER and HANGUP to the call's INVITE session (sip/invite_session.py), HOLD and
+RESUME to `session.py`, DTMF to `dtmf.py`, TRANSFER to `transfer.py`, SAY to `say.py`, GATHER
+to `gather.py`, STREAM to `bot_stream.py`; MESSAGE, PLAY, STOP, RECORD and the sound-card
+bridges are done here.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from siproc.calls import bot_stream, gather, protocol, say, transfer
+from siproc.calls import protocol
 from siproc.calls.call_state import CallState
 from siproc.calls.in_dialog import InDialogRequest
 from siproc.media.player import MediaFileError
 from siproc.media.recorder import RecordFileError
-from siproc.net.alsa import SoundCardError, SoundCards
-from siproc.net.media_pool import RemoteStream
 from siproc.sdp.model import SdpError
 from siproc.sdp.offer_answer import OfferAnswerError
 from siproc.sip.errors import ParseError, RemoteProtocolError
 from siproc.sip.message import Request, Response
 
 if TYPE_CHECKING:
-    from siproc.calls.call import Call
-    from siproc.calls.incoming import IncomingInvite
+    from siproc.calls.services import CallView
 
 __all__ = ["execute", "on_handler_line"]
 
 
-def on_handler_line(call: Call, line: str) -> None:
+def on_handler_line(call: CallView, line: str) -> None:
     """One line from the handler's stdout: parse it and carry it out, or answer ERROR."""
     try:
         command = protocol.parse_command(line)
@@ -48,28 +46,23 @@ def on_handler_line(call: Call, line: str) -> None:
         call.report_error(type(command).__name__.upper(), str(exc))
 
 
-def execute(call: Call, command: protocol.Command) -> None:
+def execute(call: CallView, command: protocol.Command) -> None:
     state = call.state
     match command:
         case protocol.Ringing():
-            if uas := _unanswered(call, "RINGING"):
-                uas.respond(180, "Ringing")
+            call.command("RINGING")
         case protocol.Progress():
-            if uas := _unanswered(call, "PROGRESS"):
-                uas.progress()
+            call.command("PROGRESS")
         case protocol.Answer():
-            if uas := _unanswered(call, "ANSWER"):
-                uas.answer()
+            call.command("ANSWER")
         case protocol.Hold():
-            call.session.command(hold=True)
+            call.hold(True)
         case protocol.Resume():
-            call.session.command(hold=False)
+            call.hold(False)
         case protocol.Message(text=text):
             _send_message(call, text)
         case protocol.Hangup(status=status):
-            if state in (CallState.ENDED, CallState.TERMINATING, CallState.CANCELLING):
-                return call.report_error("HANGUP", f"the call is already {state.value}")
-            call.hangup(status)
+            call.command("HANGUP", status)
         case protocol.Play(file=file):
             if state in (CallState.ENDED, CallState.TERMINATING):
                 return call.report_error("PLAY", f"the call is {state.value}")
@@ -78,12 +71,12 @@ def execute(call: Call, command: protocol.Command) -> None:
             except MediaFileError as exc:
                 return call.report_error("PLAY", str(exc))
         case protocol.Stop():
-            if call.speech is not None and call.speech.stop_pending():
+            if call.stop_rendering():  # a SAY not playing yet (calls/say.py)
                 return None
             if call.stream.stop_last() is None:
                 return call.report_error("STOP", "nothing is playing")
         case protocol.Dtmf(digits=digits):
-            call.dtmf.send(digits)
+            call.send_dtmf(digits)
         case protocol.Record(file=None):
             if call.stream.stop_recording() is None:
                 return call.report_error("RECORD", "nothing is being recorded")
@@ -96,61 +89,34 @@ def execute(call: Call, command: protocol.Command) -> None:
                 return call.report_error("RECORD", str(exc))
             call.recordings.append(file)
         case protocol.Transfer(uri=uri):
-            transfer.start_transfer(call, uri)
+            call.start_transfer(uri)
         case protocol.Aplay() | protocol.Arecord() | protocol.Astop():
             _sound_card(call, command)
         case protocol.Say(text=text):
-            say.say(call, text)
+            call.say(text)
         case protocol.Gather():
-            gather.gather(call, command)
+            call.start_gather(command)
         case protocol.Stream():
-            bot_stream.stream_command(call, command)
+            call.stream_to_bot(command)
         case _:
             verb = protocol.format_command(command).split(" ", 1)[0]
             call.report_error(verb, "not supported by this version of siproc")
     return None
 
 
-def _unanswered(call: Call, verb: str) -> IncomingInvite | None:
-    """The INVITE server side for RINGING, PROGRESS and ANSWER; None, after ``ERROR <verb>``,
-    unless the call is an incoming one not answered yet."""
-    state = call.state
-    if state not in (CallState.INCOMING, CallState.EARLY_MEDIA):
-        call.report_error(verb, f"not possible while the call is {state.value}")
-        return None
-    assert call.uas is not None
-    return call.uas
-
-
-def _sound_card(call: Call, command: protocol.Aplay | protocol.Arecord | protocol.Astop) -> None:
+def _sound_card(
+    call: CallView, command: protocol.Aplay | protocol.Arecord | protocol.Astop
+) -> None:
     """APLAY / ARECORD / ASTOP (net/alsa.py): the bridges are taps of the stream, which
     stops them when the call ends. Opening happens off the loop: a device that cannot be
     opened is reported later, as ``ERROR <verb> <reason>``."""
     verb = type(command).__name__.upper()
-    if isinstance(call.stream, RemoteStream):  # the bridges run in the media worker
-        if not isinstance(command, protocol.Astop) and call.stream.closed:
-            return call.report_error(verb, f"the call is {call.state.value}")
-        return call.stream.sound_card(verb, command.device)
-    if call.sound_cards is None:
-        call.sound_cards = SoundCards(call.stream, call.phone.loop, call.report_error, call.log)
-    try:
-        match command:
-            case protocol.Aplay(device=device):
-                if call.stream.closed:
-                    return call.report_error(verb, f"the call is {call.state.value}")
-                call.sound_cards.aplay(device)
-            case protocol.Arecord(device=device):
-                if call.stream.closed:
-                    return call.report_error(verb, f"the call is {call.state.value}")
-                call.sound_cards.arecord(device)
-            case protocol.Astop(device=device):
-                call.sound_cards.astop(device)
-    except SoundCardError as exc:
-        call.report_error(verb, str(exc))
-    return None
+    if not isinstance(command, protocol.Astop) and call.stream.closed:
+        return call.report_error(verb, f"the call is {call.state.value}")
+    return call.stream.sound_card(verb, command.device)  # failures: stream.on_error
 
 
-def _send_message(call: Call, text: str) -> None:
+def _send_message(call: CallView, text: str) -> None:
     """``MESSAGE <text>`` (unescaped by the protocol parser): a MESSAGE in the dialog
     (RFC 3428 section 4; text/plain in UTF-8), challenges answered with the call's
     credentials. Success is silent; a final status >= 300 or no answer is reported as

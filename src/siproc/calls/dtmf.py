@@ -21,7 +21,7 @@ from siproc.sip.message import Request
 from siproc.sip.transaction import ResponseReceived, TransactionTimeout
 
 if TYPE_CHECKING:
-    from siproc.calls.call import Call
+    from siproc.calls.services import CallView
 
 __all__ = ["INFO_DTMF_DURATION_MS", "CallDtmf"]
 
@@ -31,7 +31,7 @@ INFO_DTMF_DURATION_MS = 160  # Duration= of an application/dtmf-relay INFO
 class CallDtmf:
     """DTMF out (RFC 4733 or SIP INFO) and DTMF in SIP INFO for one call."""
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: CallView) -> None:
         self.call = call
         self._info_digits: deque[str] = deque()  # DTMF keys waiting for their SIP INFO
         self._info_in_flight = False

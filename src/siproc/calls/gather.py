@@ -13,41 +13,34 @@ when ``first`` is not given); after each key it is ``timeout`` seconds after tha
 inter-digit timeout). A key on the deadline itself still counts: keys are handled before
 timers at the same instant.
 
-:class:`CallGather` drives one collector for a `Call`: the call hands it every DTMF key it
-tells the handler, whatever carried it (RFC 4733 events, SIP INFO, in-band tones), so the
-handler still gets its ``DTMF <key>`` events during a GATHER, each before the ``GATHERED``
-it completes. A new GATHER ends the running one with ``GATHERED <keys> cancelled``; when the
-call ends (HANGUP, BYE ...) a running GATHER ends silently (the handler hears DISCONNECTED).
-``bargein`` stops the prompts at the first key: every file playing and every SAY (calls/say.py),
-each of which reports its ``STOPPED``.
+:class:`CallGather` drives one collector for a call (seen as a `GatheringCall`): its deadline is
+one of those the call's one timer waits for (``next_deadline``/``handle_timer``, as the session
+machines'), and the call hands it every DTMF key it tells the handler, whatever carried it (RFC
+4733 events, SIP INFO, in-band tones), so the handler still gets its ``DTMF <key>`` events
+during a GATHER, each before the ``GATHERED`` it completes. A new GATHER ends the running one
+with ``GATHERED <keys> cancelled``; when the call ends (HANGUP, BYE ...) a running GATHER ends
+silently (the handler hears DISCONNECTED). ``bargein`` stops the prompts at the first key: every
+file playing and every SAY (calls/say.py), each of which reports its ``STOPPED``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from siproc.calls import protocol
 from siproc.calls.call_state import CallState
+from siproc.calls.say import CallSpeech
+from siproc.logs import CallLog
+from siproc.net.media_stream import MediaStream
 
-if TYPE_CHECKING:
-    from siproc.calls.call import Call
-
-__all__ = ["CallGather", "GatherState", "KeyCollector", "gather"]
+__all__ = ["CallGather", "GatherState", "GatheringCall", "KeyCollector"]
 
 log = logging.getLogger(__name__)
 
-
-def gather(call: Call, command: protocol.Gather) -> None:
-    """``GATHER ...`` on ``call``: refused once the call is ending."""
-    if call.state in (CallState.ENDED, CallState.TERMINATING, CallState.CANCELLING):
-        return call.report_error("GATHER", f"the call is {call.state.value}")
-    if call.gather is None:
-        call.gather = CallGather(call)
-    call.gather.start(command)
-    return None
+#: A GATHER given in these states is refused: the call is ending.
+_ENDING = (CallState.ENDED, CallState.TERMINATING, CallState.CANCELLING)
 
 
 class GatherState(enum.Enum):
@@ -109,24 +102,45 @@ class KeyCollector:
         return None if self.done else self._end("cancelled")
 
 
-class CallGather:
-    """The GATHER of one call: one collector at a time and its one timer."""
+class GatheringCall(Protocol):
+    """What GATHER uses of a call (`siproc.calls.call.Call` is one)."""
 
-    def __init__(self, call: Call) -> None:
+    stream: MediaStream
+    log: CallLog
+    speech: CallSpeech | None  # its SAYs, which a bargein stops
+
+    @property
+    def state(self) -> CallState: ...
+    @property
+    def ended(self) -> bool: ...
+    def now(self) -> float: ...
+    def rearm(self) -> None: ...
+    def event(self, event: protocol.Event) -> None: ...
+    def report_error(self, command: str, reason: str) -> None: ...
+
+
+class CallGather:
+    """The GATHER of one call: one collector at a time, whose deadline the call's timer keeps."""
+
+    def __init__(self, call: GatheringCall) -> None:
         self.call = call
         self._collector: KeyCollector | None = None
-        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def active(self) -> bool:
         return self._collector is not None and not self._collector.done
 
     def start(self, command: protocol.Gather) -> None:
-        """``GATHER ...``: a running GATHER ends first, as ``GATHERED <keys> cancelled``."""
+        """``GATHER ...``: refused once the call is ending; a running GATHER ends first, as
+        ``GATHERED <keys> cancelled``."""
+        call = self.call
+        if call.state in _ENDING:
+            return call.report_error("GATHER", f"the call is {call.state.value}")
         if self._collector is not None:
             self._report(self._collector.cancel())
-        self._collector = KeyCollector(command, self.call.phone.loop.time())
-        self._rearm()
+        self._collector = KeyCollector(command, call.now())
+        call.rearm()
+        return None
 
     def on_key(self, key: str) -> None:
         """A DTMF key the handler has just been told of."""
@@ -134,16 +148,15 @@ class CallGather:
         if collector is None or collector.done or self.call.ended:
             return
         first = not collector.keys
-        result = collector.key(key, self.call.phone.loop.time())
+        result = collector.key(key, self.call.now())
         if first and collector.command.bargein:
             self._barge_in()
         self._report(result)
-        self._rearm()
+        self.call.rearm()
 
     def close(self) -> None:
         """The call is over: drop the GATHER without an event."""
         self._collector = None
-        self._rearm()
 
     def _barge_in(self) -> None:
         call = self.call
@@ -153,27 +166,20 @@ class CallGather:
         if stopped:
             call.log.info("GATHER bargein: %d prompt(s) stopped", stopped)
 
-    def _on_timer(self) -> None:
-        self._timer = None
+    def next_deadline(self) -> float | None:
+        collector = self._collector
+        return None if collector is None else collector.next_deadline()
+
+    def handle_timer(self, now: float) -> None:
+        """The call's timer fired at ``now``: ``GATHERED <keys> timeout`` if it is due."""
         collector = self._collector
         if collector is None:
             return
         if self.call.ended:
             return self.close()
-        self._report(collector.handle_timer(self.call.phone.loop.time()))
-        self._rearm()
+        self._report(collector.handle_timer(now))
+        self.call.rearm()
         return None
-
-    def _rearm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        collector = self._collector
-        deadline = None if collector is None else collector.next_deadline()
-        if deadline is None:
-            return
-        delay = max(0.0, deadline - self.call.phone.loop.time())
-        self._timer = self.call.later(delay, self._on_timer)
 
     def _report(self, result: protocol.Gathered | None) -> None:
         if result is None:

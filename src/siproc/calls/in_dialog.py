@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 from siproc.sip.auth import DigestSession
 from siproc.sip.dialog import Dialog
 from siproc.sip.message import Request, Response
-from siproc.sip.transaction import ResponseReceived, TransactionTimeout
+from siproc.sip.transaction import Destination, ResponseReceived, TransactionTimeout
 
 if TYPE_CHECKING:
-    from siproc.calls.call import PhoneServices
+    from siproc.calls.services import PhoneServices
 
 __all__ = ["MAX_AUTH_ATTEMPTS", "InDialogRequest"]
 
@@ -62,6 +62,8 @@ class InDialogRequest:
         self.on_final = on_final
         self.on_2xx_again = on_2xx_again
         self.request: Request | None = None
+        self.destination: Destination | None = None
+        self.provisional = False  # a 1xx came for the request sent last (a CANCEL may go)
         self.done = False
         self._attempts = 0
 
@@ -75,11 +77,13 @@ class InDialogRequest:
                 request.headers.add(name, value)
         request.body = self.body
         self.request = request
+        self.provisional = False
         try:
             destination = self.phone.destination_for(self.dialog.next_hop())
         except OSError:  # the remote target's name is not resolved: as if unanswered
             self.phone.loop.call_soon(self._final, request, None)
             return
+        self.destination = destination
         self.phone.send_request(request, destination, lambda event: self._on_event(request, event))
 
     def _on_event(self, request: Request, event: ResponseReceived | TransactionTimeout) -> None:
@@ -90,6 +94,7 @@ class InDialogRequest:
             return
         response = event.response
         if response.status < 200:
+            self.provisional = True
             return
         if self.done:
             if 200 <= response.status < 300 and self.on_2xx_again is not None:

@@ -8,35 +8,55 @@ file is opened when the phone is built (a path that cannot be opened stops sipro
 naming the variable), SIGHUP reopens it (logrotate), and the records of calls still up when
 siproc stops are written before it exits. With ``SIPROC_METRICS``, `siproc.calls.metrics` (and the
 ``prometheus-client`` package) is imported and its server started with the SIP transport.
+It sees the phone as a `MonitoredPhone` (what the records, the scrapes and /healthz read)
+and each call as an `observer.RecordedCall`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Protocol
 
-from siproc.calls.observer import CallObserver
+from siproc.calls.account import Account
+from siproc.calls.drain import Drain
+from siproc.calls.observer import CallObserver, RecordedCall
 from siproc.calls.records import CallFacts, RecordFile, RecordFileError
-from siproc.config import ConfigError
+from siproc.config import Config, ConfigError
+from siproc.net.clock import MediaClock
 
 if TYPE_CHECKING:
-    from siproc.calls.call import Call
     from siproc.calls.metrics import ClockFigures, Metrics, MetricsServer
-    from siproc.calls.phone import Phone
 
-__all__ = ["Monitoring"]
+__all__ = ["MonitoredPhone", "Monitoring"]
 
 log = logging.getLogger(__name__)
 
 CLOCK_SAMPLE_INTERVAL = 1.0  # seconds between samples of the main process's media clock
 
 
+class MonitoredPhone(Protocol):
+    """What the monitoring reads of the phone (`siproc.calls.phone.Phone` provides it)."""
+
+    loop: asyncio.AbstractEventLoop
+    config: Config
+    clock: MediaClock  # the main process's media clock (its figures in /metrics)
+    drain: Drain  # /healthz is 503 while draining
+    account: Account  # /healthz and the registration state in /metrics
+
+    @property
+    def stopping(self) -> bool: ...
+    @property
+    def calls(self) -> Collection[RecordedCall]: ...
+
+
 class Monitoring:
     """See the module docstring."""
 
-    def __init__(self, phone: Phone) -> None:
+    def __init__(self, phone: MonitoredPhone) -> None:
         self.phone = phone
         config = phone.config
         self.records: RecordFile | None = None
@@ -85,7 +105,7 @@ class Monitoring:
             log.info("metrics on http://%s:%d/metrics", shown, port)
             self._sample_main_clock()  # calls run here without workers, or before one is up
 
-    async def stop(self, calls: list[Call]) -> None:
+    async def stop(self, calls: list[RecordedCall]) -> None:
         """siproc stops: records for the calls still up, then close everything."""
         self.transport_up = False
         if self.observer is not None:
@@ -123,23 +143,23 @@ class Monitoring:
 
     # -- what the phone tells us -------------------------------------------------------------
 
-    def opened(self, call: Call) -> None:
+    def opened(self, call: RecordedCall) -> None:
         if self.observer is not None:
             self.observer.opened(call)
 
-    def changed(self, call: Call) -> None:
+    def changed(self, call: RecordedCall) -> None:
         if self.observer is not None:
             self.observer.changed(call)
 
-    def ringing(self, call: Call) -> None:
+    def ringing(self, call: RecordedCall) -> None:
         if self.observer is not None:
             self.observer.ringing(call)
 
-    def ended(self, call: Call) -> None:
+    def ended(self, call: RecordedCall) -> None:
         if self.observer is not None:
             self.observer.ended(call)
 
-    def finished(self, call: Call) -> None:
+    def finished(self, call: RecordedCall) -> None:
         if self.observer is not None:
             self.observer.finished(call)
         if self.metrics is not None and call.handler is not None:

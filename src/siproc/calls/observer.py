@@ -10,8 +10,9 @@ them to its sinks: the ``SIPROC_CDR`` file and the metrics (calls/metrics.py). `
 other way (a handler that could not start, the last resort of an internal error, a shutdown
 that gave up waiting) gets its record too: exactly one per call.
 
-The observer reads the call; it never changes it. It is kept apart from `calls/call.py` so that
-the call's state machine can change without the records changing with it.
+The observer reads the call (a `RecordedCall`: what a record needs of it); it never changes
+it. It is kept apart from `calls/call.py` so that the call's state machine can change without
+the records changing with it.
 """
 
 from __future__ import annotations
@@ -21,19 +22,48 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from siproc.calls.call_state import CallState
+from siproc.calls.handler import HandlerProcess
 from siproc.calls.records import CallFacts, ended_by
+from siproc.net.media_stream import MediaStream
+from siproc.sdp.offer_answer import NegotiatedMedia
+from siproc.sip.uri import NameAddr
 
-if TYPE_CHECKING:
-    from siproc.calls.call import Call
-
-__all__ = ["CallObserver", "facts_of"]
+__all__ = ["CallObserver", "RecordedCall", "facts_of"]
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[CallFacts], None]
+
+
+class RecordedCall(Protocol):
+    """What a call's record reads of it (`siproc.calls.call.Call` is one)."""
+
+    call_id: str
+    outgoing: bool
+    local: NameAddr
+    remote: NameAddr
+    request_uri: str
+    referred_by: str
+    recordings: list[str]
+    stream: MediaStream
+    handler: HandlerProcess | None
+    handler_done: bool
+
+    @property
+    def state(self) -> CallState: ...
+    @property
+    def negotiated(self) -> NegotiatedMedia | None: ...
+    @property
+    def end_status(self) -> int | None: ...
+    @property
+    def end_reason(self) -> str: ...
+    @property
+    def limit_reached(self) -> str: ...
+    @property
+    def transfer_target(self) -> str | None: ...
 
 
 @dataclass(slots=True)
@@ -62,23 +92,23 @@ class CallObserver:
         self.sinks = list(sinks)
         self._stopping = stopping
         self.clock = clock
-        self._times: weakref.WeakKeyDictionary[Call, _Times] = weakref.WeakKeyDictionary()
+        self._times: weakref.WeakKeyDictionary[RecordedCall, _Times] = weakref.WeakKeyDictionary()
 
-    def _of(self, call: Call) -> _Times:
+    def _of(self, call: RecordedCall) -> _Times:
         times = self._times.get(call)
         if times is None:
             times = self._times[call] = _Times(self.clock())
         return times
 
-    def opened(self, call: Call) -> None:
+    def opened(self, call: RecordedCall) -> None:
         self._of(call)
 
-    def ringing(self, call: Call) -> None:
+    def ringing(self, call: RecordedCall) -> None:
         times = self._of(call)
         if times.ringing is None:
             times.ringing = self.clock()
 
-    def changed(self, call: Call) -> None:
+    def changed(self, call: RecordedCall) -> None:
         times = self._of(call)
         now = self.clock()
         match call.state:
@@ -86,7 +116,7 @@ class CallObserver:
                 if times.ringing is None:
                     times.ringing = now
                 # an SDP answer in it is early media (RFC 3960 section 2): the phone tells
-                # us again once it is applied (calls/outgoing.py)
+                # us again once it is applied (Call._apply_answer)
                 if call.negotiated is not None and times.early_media is None:
                     times.early_media = now
             case CallState.EARLY_MEDIA if times.early_media is None:
@@ -106,7 +136,7 @@ class CallObserver:
             case _:
                 pass
 
-    def ended(self, call: Call) -> None:
+    def ended(self, call: RecordedCall) -> None:
         """The call has ended and its media is closed: record it (once)."""
         times = self._of(call)
         if times.recorded:
@@ -122,17 +152,17 @@ class CallObserver:
             except Exception as exc:  # a full disk must not keep the call from ending
                 log.error("call %s: its record could not be written: %s", call.call_id[:12], exc)
 
-    def finished(self, call: Call) -> None:
+    def finished(self, call: RecordedCall) -> None:
         """The phone forgets the call: record it if `ended` was never called."""
         self.ended(call)
 
-    def flush(self, calls: Sequence[Call]) -> None:
+    def flush(self, calls: Sequence[RecordedCall]) -> None:
         """siproc stops now: a record for every call that still has none."""
         for call in calls:
             self.ended(call)
 
 
-def facts_of(call: Call, times: _Times) -> CallFacts:
+def facts_of(call: RecordedCall, times: _Times) -> CallFacts:
     """The facts of ``call`` (ended) with its ``times``."""
     assert times.ended is not None
     status = call.end_status or 500
@@ -157,11 +187,7 @@ def facts_of(call: Call, times: _Times) -> CallFacts:
     stats = call.stream.stats
     handler = call.handler
     code = handler.returncode if handler is not None and times.handler_gone else None
-    target = None
-    if call.transferor is not None:
-        target = str(call.transferor.target.uri)
-    elif call.transferee is not None:
-        target = str(call.transferee.target)
+    target = call.transfer_target
     return CallFacts(
         call_id=call.call_id,
         direction="out" if call.outgoing else "in",

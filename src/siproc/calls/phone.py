@@ -39,7 +39,8 @@ from siproc.calls.environment import header_variable as header_variable  # re-ex
 from siproc.calls.handler import HandlerSpawnError
 from siproc.calls.inbound import RateTable, TokenBucket, admits, refer_allowed, same_address
 from siproc.calls.monitoring import Monitoring
-from siproc.config import SIP_TRACE_LEVEL, Config
+from siproc.calls.services import CallView
+from siproc.config import SIP_TRACE_LEVEL, Config, TlsSettings
 from siproc.logs import worth_logging
 from siproc.media.codecs.catalog import enabled_codecs, telephone_event_spec
 from siproc.net.clock import MediaClock
@@ -99,7 +100,7 @@ class Phone:
         self.handler_argv = handler_argv
         self.base_env = base_environment(os.environ if env is None else env)
         self.loop = asyncio.get_running_loop()
-        self.rng = random.SystemRandom()
+        self.rng: random.Random = random.SystemRandom()
         self.tts = TextToSpeech(config.tts, env=self.base_env)  # SAY (calls/say.py)
         self.timers = Timers(t1=config.timer_t1)
         self.endpoint = Endpoint(
@@ -534,6 +535,14 @@ class Phone:
         return self.config.srtp_insecure_signalling
 
     @property
+    def tls(self) -> TlsSettings:
+        return self.config.tls
+
+    @property
+    def audio_fds(self) -> bool:
+        return self.config.audio_fds
+
+    @property
     def timer_t1(self) -> float:
         return self.timers.t1
 
@@ -546,7 +555,7 @@ class Phone:
             return None
         return DigestSession(self.config.username, self.config.password)
 
-    def handler_env(self, call: Call) -> dict[str, str]:
+    def handler_env(self, call: CallView) -> dict[str, str]:
         invite = call.invite
         return handler_environment(
             self.base_env,
@@ -560,16 +569,19 @@ class Phone:
             invite_headers=invite.headers if invite is not None and not call.outgoing else (),
         )
 
-    def call_changed(self, call: Call) -> None:
+    def call_changed(self, call: CallView) -> None:
+        assert isinstance(call, Call)  # the phone's calls are its own
         self.monitor.changed(call)
         if call.dialog is not None and call.state is not CallState.ENDED:
             self._by_dialog[call.dialog.id] = call
 
-    def call_ended(self, call: Call) -> None:
+    def call_ended(self, call: CallView) -> None:
         """The call has ended and its media is closed; its handler is told next."""
+        assert isinstance(call, Call)
         self.monitor.ended(call)
 
-    def call_finished(self, call: Call) -> None:
+    def call_finished(self, call: CallView) -> None:
+        assert isinstance(call, Call)
         if call not in self.calls:
             return
         self.monitor.finished(call)
@@ -672,7 +684,7 @@ class Phone:
         self._dial(target, headers, what)
 
     def place_referred_call(
-        self, target: SipUri, referred_by: str, on_placed: Callable[[Call | None], None]
+        self, target: SipUri, referred_by: str, on_placed: Callable[[CallView | None], None]
     ) -> None:
         """The new call of a transfer (an accepted REFER, RFC 3515): placed like `CALL`, its
         handler gets SIPROC_REFERRED_BY; ``on_placed`` gets it, or None when it cannot be
@@ -793,14 +805,11 @@ class Phone:
             await call.spawn_handler()
         except Exception as exc:
             log.error("cannot start the handler: %s", _spawn_failure(exc))
-            call.handler_done = True
-            call.stream.close()
-            call._set_state(CallState.ENDED)
-            self.call_finished(call)
+            call.not_started(500, "handler failed to start")
             return
         self.monitor.handler_started(self.loop.time() - began)
         if unreachable is not None:
-            call.finish(503, f"Service Unavailable ({unreachable})")
+            call.not_started(503, f"Service Unavailable ({unreachable})")
             return
         call.log.info("calling %s", uri)
         call.guard(call.start_outgoing)(uri, destination, headers)
@@ -979,11 +988,9 @@ class Phone:
             self.monitor.handler_started(self.loop.time() - began)
         except Exception as exc:
             log.error("cannot start the handler: %s", _spawn_failure(exc))
-            call.handler_done = True
-            if call.state is CallState.INCOMING:
-                assert call.uas is not None
-                call.uas.respond(500, "Server Internal Error (handler failed to start)")
-            call.finish(500, "handler failed to start")
+            call.not_started(
+                500, "handler failed to start", "Server Internal Error (handler failed to start)"
+            )
 
 
 def _refusal_status(exc: Exception) -> int:

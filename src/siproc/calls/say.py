@@ -15,22 +15,25 @@ then the file started last. A SAY whose call ends is dropped silently (DISCONNEC
 The name is put on the way out: :class:`CallSpeech` wraps the stream's ``on_stopped``, which
 reports the cache file's path, and gives it the SAY's name instead (the first SAY still playing
 that file, in the order they started).
+
+A call has one `CallSpeech` from its first SAY on (``Call.say``); it sees the call as a
+`SpeakingCall`, the few things it reads and the one it calls.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from siproc.calls.call_state import CallState
+from siproc.logs import CallLog
 from siproc.media.player import MediaFileError
-from siproc.net.tts import TtsError
+from siproc.net.media_stream import MediaStream
+from siproc.net.tts import TextToSpeech, TtsError
+from siproc.sdp.offer_answer import NegotiatedMedia
 
-if TYPE_CHECKING:
-    from siproc.calls.call import Call
-
-__all__ = ["MAX_RENDERING", "UNKNOWN_RATE", "CallSpeech", "say"]
+__all__ = ["MAX_RENDERING", "UNKNOWN_RATE", "CallSpeech", "SpeakingCall"]
 
 UNKNOWN_RATE = 16000  # Hz rendered for a call whose codec is not agreed yet
 #: Renders one call may have under way (a STOPped SAY's render goes on for the cache and
@@ -38,18 +41,31 @@ UNKNOWN_RATE = 16000  # Hz rendered for a call whose codec is not agreed yet
 MAX_RENDERING = 8
 
 
-def say(call: Call, text: str) -> None:
-    """``SAY <text>`` on ``call`` (the line parsed and unescaped)."""
-    if call.speech is None:
-        call.speech = CallSpeech(call)
-    call.speech.say(text)
+class SpeakingCall(Protocol):
+    """What SAY uses of a call (`siproc.calls.call.Call` is one)."""
+
+    stream: MediaStream
+    log: CallLog
+
+    @property
+    def state(self) -> CallState: ...
+    @property
+    def negotiated(self) -> NegotiatedMedia | None: ...
+    @property
+    def ended(self) -> bool: ...
+    def report_error(self, command: str, reason: str) -> None: ...
 
 
 class CallSpeech:
-    """The SAYs of one call; see the module docstring."""
+    """The SAYs of one call; see the module docstring. ``tts``: the phone's engine and cache;
+    ``loop``: where the renderings run."""
 
-    def __init__(self, call: Call) -> None:
+    def __init__(
+        self, call: SpeakingCall, tts: TextToSpeech, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.call = call
+        self.tts = tts
+        self.loop = loop
         self._count = 0
         self._pending: dict[int, asyncio.Task[None]] = {}  # rendering, in the order given
         self._rendering: set[asyncio.Task[None]] = set()  # also those STOP took off the call
@@ -59,19 +75,20 @@ class CallSpeech:
         call.stream.on_stopped = self._stopped
 
     def say(self, text: str) -> None:
+        """``SAY <text>`` (the line parsed and unescaped)."""
         call = self.call
         self._count += 1
         number = self._count
         if call.state in (CallState.ENDED, CallState.TERMINATING) or call.stream.closed:
             return call.report_error("SAY", f"the call is {call.state.value}")
         try:
-            call.phone.tts.command()
+            self.tts.command()
         except TtsError as exc:
             return call.report_error("SAY", str(exc))
         if len(self._rendering) >= MAX_RENDERING:
             return call.report_error("SAY", f"{MAX_RENDERING} SAYs of this call are being rendered")
         rate = call.stream.sample_rate if call.negotiated is not None else UNKNOWN_RATE
-        task = call.phone.loop.create_task(self._render_and_play(number, text, rate))
+        task = self.loop.create_task(self._render_and_play(number, text, rate))
         self._pending[number] = task
         self._rendering.add(task)
         task.add_done_callback(self._rendering.discard)
@@ -80,7 +97,7 @@ class CallSpeech:
     async def _render_and_play(self, number: int, text: str, rate: int) -> None:
         call = self.call
         try:
-            path, cached = await call.phone.tts.render(text, rate)
+            path, cached = await self.tts.render(text, rate)
         except TtsError as exc:
             if self._pending.pop(number, None) is not None and not call.ended:
                 call.report_error("SAY", str(exc))

@@ -1,73 +1,47 @@
-"""Mid-call session changes of one call: hold and resume, re-INVITE and UPDATE.
+"""Mid-call session changes of one call, the edge of `siproc.sip.session_update`.
 
-Theory of operation. Once a call is connected, either side may change the session with a new
-offer (RFC 3264 section 8): in a re-INVITE (RFC 3261 section 14) or an UPDATE (RFC 3311). The
-offer says what its sender wants to *receive*, so hold is expressed by the side that holds:
-
-- The far end holds us with ``a=sendonly`` (or ``a=inactive``, or the RFC 2543 ``c=0.0.0.0``,
-  RFC 3264 section 8.4). We answer ``recvonly``/``inactive``, the stream stops sending (its
-  direction, :meth:`siproc.net.rtp_socket.RtpStream.configure`) and the handler hears ``HOLD``;
-  an offer that wants to receive again gives ``RESUME`` and sending resumes. Files keep playing
-  in real time while held (they are not paused), so ``STOPPED`` still comes on time.
-- ``HOLD`` sends a re-INVITE whose offer is ``sendonly`` (``inactive`` when the far end holds
-  us already, section 8.4); ``RESUME`` offers ``sendrecv``. While we hold, our answers to the
-  far end's offers keep not receiving. We still send while we hold (``PLAY`` music on hold).
-- Every offer may also move the far end's media (new ``c=``/``m=`` address: the stream follows
-  and forgets the latched source) and refresh the remote target (the dialog takes the new
-  Contact, RFC 3261 section 12.2).
-
-One INVITE transaction at a time per dialog (section 14.1): a re-INVITE that arrives while ours
-is pending gets 491 (section 14.2); our re-INVITE answered 491 is sent again after a random
-2.1-4 s when we own the Call-ID (we placed the call), 0-2 s otherwise (section 14.1). Our 2xx to
-a re-INVITE is retransmitted until its ACK (section 13.3.1.4), and the ACK carries the answer when
-we offered in the 2xx (re-INVITE without SDP). An UPDATE is answered at once (no ACK); an offer in
-an UPDATE before the call is connected gets 500 with Retry-After (RFC 3311 section 5.2), one
-while an offer of ours is pending gets 491.
-
-A non-2xx final response leaves the session as it was (section 14.1) and tells the handler
-``ERROR HOLD|RESUME <status> <reason>``; 481, 408 and a timeout also end the call (the dialog is
-gone or unreachable, section 12.2.1.2).
+What to do is decided by the call's `SessionUpdate` machine (hold and resume, re-INVITE and
+UPDATE, the 491 glare back-off, the retransmission of our 2xx to a re-INVITE): see its module
+docstring for the rules and the RFC sections. This module carries out its actions: it builds
+our SDP (offers and answers; SDES keys only over TLS, RFC 4568 section 8.3), sends our
+re-INVITE in the dialog (`InDialogRequest`, challenges answered), ACKs its 2xx at the remote
+target the 2xx refreshed (RFC 3261 sections 12.2.1.2 and 13.2.2.4, and again for each
+retransmission of it), answers the far end's re-INVITE or UPDATE on its transaction, applies
+SDP answers to the stream and reports what they say back to the machine.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from siproc.calls import protocol
 from siproc.calls.in_dialog import InDialogRequest
-from siproc.calls.retransmit import OkRetransmitter
 from siproc.sdp.model import SdpError, SessionDescription, parse_sdp
-from siproc.sdp.offer_answer import NegotiatedMedia, OfferAnswerError, accept_answer
-from siproc.sip.headers import content_type, make_response
+from siproc.sdp.offer_answer import OfferAnswerError, accept_answer
+from siproc.sip.headers import content_type, make_cancel, make_response
+from siproc.sip.invite_session import ApplyMedia, CommandRefused, Log, Tell, TellHandler
 from siproc.sip.message import Request, Response, serialize
+from siproc.sip.session_update import (
+    AnswerOffer,
+    HangUp,
+    MakeOffer,
+    Reply,
+    ResendReinviteOk,
+    SendReinvite,
+    SessionUpdate,
+    UpdateAction,
+)
 from siproc.sip.transaction import Destination, ServerTransaction
 
 if TYPE_CHECKING:
-    from siproc.calls.call import Call
+    from siproc.calls.services import CallView
 
-__all__ = ["MAX_GLARE_RETRIES", "SessionUpdates"]
+__all__ = ["SessionUpdates"]
 
-#: Our re-INVITE is sent again at most this often after 491 Request Pending (then ERROR).
-MAX_GLARE_RETRIES = 3
-#: RFC 3261 section 14.1: the 491 back-off for the owner of the Call-ID and for the other side.
-GLARE_OWNER_DELAY = (2.1, 4.0)
-GLARE_OTHER_DELAY = (0.0, 2.0)
-#: RFC 3311 section 5.2 / RFC 3261 section 14.2: Retry-After of a 500 to a premature offer.
-RETRY_AFTER_MAX = 10
-#: Final responses to our re-INVITE after which the dialog is over (RFC 3261 section 12.2.1.2).
-DIALOG_GONE = frozenset({408, 481})
-
-
-@dataclass(slots=True)
-class _AwaitingAck:
-    """Our 2xx to a re-INVITE, retransmitted until its ACK (RFC 3261 section 13.3.1.4)."""
-
-    cseq: int
-    offer: SessionDescription | None  # we offered in the 2xx: the ACK brings the answer
-    retransmitter: OkRetransmitter
+_EVENTS: dict[TellHandler, protocol.Event] = {
+    TellHandler.HOLD: protocol.HoldEvent(),
+    TellHandler.RESUME: protocol.ResumeEvent(),
+}
 
 
 def _cseq_number(message: Request | Response) -> int:
@@ -75,71 +49,163 @@ def _cseq_number(message: Request | Response) -> int:
     return int(value[0]) if value and value[0].isdigit() else -1
 
 
-def _offer_direction(offer: SessionDescription) -> str:
-    audio = next((m for m in offer.media if m.media == "audio" and m.port), None)
-    if audio is None:
-        return "inactive"
-    for direction in ("sendrecv", "sendonly", "recvonly", "inactive"):
-        if audio.has_attribute(direction):
-            return direction
-    return "sendrecv"
+def _has_offer(request: Request) -> bool:
+    return bool(request.body) and content_type(request.headers) == "application/sdp"
 
 
 class SessionUpdates:
-    """Hold state and mid-call offer/answer of one call; see the module docstring."""
+    """The edge of one call's `SessionUpdate`; see the module docstring."""
 
-    def __init__(self, call: Call, allow: str) -> None:
+    def __init__(self, call: CallView, allow: str) -> None:
         self.call = call
         self.allow = allow  # our Allow header value
-        self.local_hold = False  # HOLD is in force: our SDP says we do not receive
-        self.remote_hold = False  # the far end does not want to receive (HOLD event sent)
-        self._want: bool | None = None  # HOLD (True) / RESUME (False) being carried out
-        self._client: InDialogRequest | None = None  # our re-INVITE in flight
-        self._client_offer: SessionDescription | None = None
-        self._retry: asyncio.TimerHandle | None = None  # 491 back-off
-        self._glare_retries = 0
+        phone = call.phone
+        self.machine = SessionUpdate(
+            owner=call.outgoing, rng=phone.rng, t1=phone.timer_t1, t2=phone.timer_t2
+        )
+        self._client: InDialogRequest | None = None  # our re-INVITE
+        self._client_offer: SessionDescription | None = None  # in our re-INVITE
         self._ack: tuple[int, bytes, Destination] | None = None  # ACK to our last re-INVITE 2xx
-        self._server: _AwaitingAck | None = None
+        self._server_offer: SessionDescription | None = None  # our offer in a 2xx
+        self._ok: tuple[bytes, Destination] | None = None  # our 2xx to their re-INVITE
+        # the far end's request being answered, while its input is fed
+        self._at_hand: tuple[Request, ServerTransaction, str] | None = None
+        self._sdp: SessionDescription | None = None  # our SDP for the reply at hand
 
-    # -- commands -------------------------------------------------------------------------------
+    @property
+    def local_hold(self) -> bool:
+        return self.machine.local_hold
+
+    @property
+    def remote_hold(self) -> bool:
+        return self.machine.remote_hold
+
+    # -- inputs ---------------------------------------------------------------------------------
 
     def command(self, hold: bool) -> None:
         """``HOLD`` (True) or ``RESUME`` (False) from the handler."""
         call = self.call
-        verb = "HOLD" if hold else "RESUME"
-        if not call.connected or call.dialog is None:
-            return call.report_error(verb, f"not possible while the call is {call.state.value}")
-        if self._want is not None:
-            pending = "HOLD" if self._want else "RESUME"
-            return call.report_error(verb, f"{pending} is still in progress")
-        if self.local_hold == hold:
-            return call.report_error(
-                verb, "the call is " + ("already on hold" if hold else "not on hold")
+        connected = call.connected and call.dialog is not None
+        self.feed(
+            self.machine.command(call.now(), hold, connected=connected, state=call.state.value)
+        )
+
+    def on_reinvite(self, request: Request, tx: ServerTransaction, local_host: str) -> None:
+        """A re-INVITE (RFC 3261 section 14.2)."""
+        call = self.call
+        actions = self.machine.reinvite(
+            call.now(),
+            _cseq_number(request),
+            has_offer=_has_offer(request),
+            connected=call.connected,
+            reliable=tx.reply_to.reliable,
+        )
+        self._answering(request, tx, local_host, actions)
+
+    def on_update(self, request: Request, tx: ServerTransaction, local_host: str) -> None:
+        """An UPDATE (RFC 3311 section 5.2): a target refresh, with or without an offer."""
+        call = self.call
+        actions = self.machine.update(
+            call.now(),
+            has_sdp=bool(request.body),
+            sdp_type=content_type(request.headers) == "application/sdp",
+            connected=call.connected,
+        )
+        self._answering(request, tx, local_host, actions)
+
+    def _answering(
+        self,
+        request: Request,
+        tx: ServerTransaction,
+        local_host: str,
+        actions: list[UpdateAction],
+    ) -> None:
+        self._at_hand = (request, tx, local_host)
+        try:
+            self.feed(actions)
+        finally:
+            self._at_hand = None
+            self._sdp = None
+
+    def on_ack(self, request: Request) -> None:
+        """The ACK to our 2xx to a re-INVITE; it answers our offer if we made one."""
+        call = self.call
+        self.feed(self.machine.ack(call.now(), _cseq_number(request), request.body))
+
+    def reack(self, response: Response) -> bool:
+        """A retransmitted 2xx to our re-INVITE: send its ACK again (section 13.2.2.4)."""
+        ack = self._ack
+        if ack is None or not 200 <= response.status < 300 or _cseq_number(response) != ack[0]:
+            return False
+        self.call.phone.send_raw(ack[1], ack[2])
+        return True
+
+    def close(self) -> None:
+        """The call is over: stop every timer, and CANCEL our re-INVITE if the far end
+        answered it only provisionally (RFC 3261 section 9.1: its transaction then ends 64*T1
+        later; an INVITE in Proceeding would otherwise wait for ever)."""
+        self.machine.close()
+        client, self._client = self._client, None
+        if client is None or client.done or not client.provisional:
+            return
+        if client.request is not None and client.destination is not None:
+            self.call.phone.send_request(
+                make_cancel(client.request), client.destination, lambda event: None
             )
-        self._want = hold
-        self._glare_retries = 0
-        self._maybe_send()
+
+    # -- carrying out ---------------------------------------------------------------------------
+
+    def feed(self, actions: list[UpdateAction]) -> None:
+        call = self.call
+        try:
+            for action in actions:
+                self._carry_out(action)
+        finally:
+            call.rearm()
+
+    def _carry_out(self, action: UpdateAction) -> None:
+        call, machine = self.call, self.machine
+        match action:
+            case SendReinvite(direction=direction):
+                self._send_reinvite(direction)
+            case AnswerOffer(hold=hold):
+                self._answer_offer(hold)
+            case MakeOffer(direction=direction):
+                self._make_offer(direction)
+            case Reply():
+                self._reply(action)
+            case ResendReinviteOk():
+                if self._ok is not None:
+                    call.phone.send_raw(*self._ok)
+            case HangUp(reason=reason):
+                call.hangup(reason=reason)
+            case ApplyMedia(sdp=sdp):
+                offer = self._server_offer if machine.media_for == "ack" else self._client_offer
+                assert offer is not None, "an answer without an offer"
+                try:
+                    negotiated = accept_answer(offer, parse_sdp(sdp), call.phone.codecs)
+                    call.configure_media(negotiated)
+                except (SdpError, OfferAnswerError) as exc:
+                    return self.feed(machine.media_failed(call.now(), str(exc)))
+                self.feed(machine.media_applied(call.now(), remote_hold=negotiated.remote_hold))
+            case CommandRefused(verb=verb, reason=reason):
+                call.report_error(verb, reason)
+            case Tell(event=event):
+                call.event(_EVENTS[event])
+            case Log(level=level, message=message):
+                call.log.log(level, "%s", message)
         return None
 
-    def _maybe_send(self) -> None:
-        """Send our re-INVITE unless an INVITE transaction is in progress (section 14.1)."""
-        if self._want is None or self._client is not None or self._retry is not None:
-            return
-        if self._server is not None:  # the far end's re-INVITE: wait for its ACK
-            return
-        call = self.call
+    def _send_reinvite(self, direction: str) -> None:
+        call, machine = self.call, self.machine
         dialog = call.dialog
         if call.ended or dialog is None:
-            self._want = None
-            return
+            return self.feed(machine.unsent(call.now(), "the dialog is gone"))
         phone = call.phone
-        verb = "HOLD" if self._want else "RESUME"
         try:
             destination = phone.destination_for(dialog.next_hop())
         except OSError as exc:
-            self._want = None
-            return call.report_error(verb, f"the far end cannot be reached: {exc}")
-        direction = ("inactive" if self.remote_hold else "sendonly") if self._want else "sendrecv"
+            return self.feed(machine.unsent(call.now(), f"the far end cannot be reached: {exc}"))
         try:  # SDES keys go only over TLS: the remote target's hop may not be (RFC 4568 8.3)
             offer = call.make_offer(
                 phone.local_host_for(destination),
@@ -147,8 +213,7 @@ class SessionUpdates:
                 secure=destination.transport == "tls",
             )
         except OfferAnswerError as exc:
-            self._want = None
-            return call.report_error(verb, str(exc))
+            return self.feed(machine.unsent(call.now(), str(exc)))
         self._client_offer = offer
         self._client = InDialogRequest(
             phone,
@@ -164,50 +229,23 @@ class SessionUpdates:
             body=offer.serialize(),
             on_2xx_again=self.reack,
         )
-        call.log.info(
-            "re-INVITE to %s the call (%s)", "hold" if self._want else "resume", direction
-        )
         self._client.send()
-
-    def _on_retry(self) -> None:
-        self._retry = None
-        self._maybe_send()
+        hold = direction != "sendrecv"
+        call.log.info("re-INVITE to %s the call (%s)", "hold" if hold else "resume", direction)
+        return None
 
     def _on_final(self, request: Request, response: Response | None) -> None:
-        self._client = None
-        call = self.call
-        # In any state a 2xx is always ACKed; a target we cannot reach ends the call.
-        ok = response is not None and 200 <= response.status < 300
-        if ok and response is not None and not self._acknowledge(request, response):
-            self._want = None
-            return call.send_bye("the far end's new Contact cannot be reached")
-        want, offer = self._want, self._client_offer
-        if not call.connected or want is None or offer is None:
-            self._want = None
-            return
-        verb = "HOLD" if want else "RESUME"
+        call, machine = self.call, self.machine
+        now = call.now()
         if response is None:
-            return self._failed(verb, 408, "Request Timeout (no response)")
-        status = response.status
-        if status >= 300:
-            if status == 491 and self._glare_retries < MAX_GLARE_RETRIES:
-                self._glare_retries += 1
-                low, high = GLARE_OWNER_DELAY if call.outgoing else GLARE_OTHER_DELAY
-                delay = round(random.uniform(low, high), 2)  # units of 10 ms (section 14.1)
-                call.log.info("re-INVITE crossed the far end's (491): again in %.2f s", delay)
-                self._retry = call.later(delay, self._on_retry)
-                return None
-            return self._failed(verb, status, response.reason)
-        try:
-            negotiated = accept_answer(offer, parse_sdp(response.body), call.phone.codecs)
-            call.configure_media(negotiated)
-        except (SdpError, OfferAnswerError) as exc:
-            call.log.warning("unusable SDP answer to our re-INVITE: %s", exc)
-            return self._failed(verb, status, f"unusable SDP answer ({exc})")
-        self._want = None
-        self.local_hold = want
-        call.log.info("call %s by us", "put on hold" if want else "taken off hold")
-        self._applied(negotiated, _offer_direction(offer))
+            status, reason, body = 408, "Request Timeout (no response)", b""
+        else:
+            status, reason, body = response.status, response.reason, response.body
+        # In any state a 2xx is always ACKed; a target we cannot reach ends the call.
+        acked = response is None or status >= 300 or self._acknowledge(request, response)
+        if not acked:
+            return self.feed(machine.unackable(now))
+        self.feed(machine.reinvite_final(now, status, reason, body, connected=call.connected))
         return None
 
     def _acknowledge(self, request: Request, response: Response) -> bool:
@@ -217,8 +255,7 @@ class SessionUpdates:
         call = self.call
         dialog = call.dialog
         assert dialog is not None
-        dialog.update_from_response(response)
-        call.remote_contact = str(dialog.remote_target)
+        dialog.update_from_response(response)  # the remote target it refreshes
         cseq = _cseq_number(request)
         ack = dialog.create_request("ACK", cseq=cseq)
         for name in ("Authorization", "Proxy-Authorization"):
@@ -232,161 +269,62 @@ class SessionUpdates:
         self._ack = (cseq, call.phone.send_ack(ack, destination), destination)
         return True
 
-    def reack(self, response: Response) -> bool:
-        """A retransmitted 2xx to our re-INVITE: send its ACK again (section 13.2.2.4)."""
-        ack = self._ack
-        if ack is None or not 200 <= response.status < 300 or _cseq_number(response) != ack[0]:
-            return False
-        self.call.phone.send_raw(ack[1], ack[2])
-        return True
+    # -- the far end's request at hand ----------------------------------------------------------
 
-    def _failed(self, verb: str, status: int, reason: str) -> None:
-        self._want = None
-        call = self.call
-        call.report_error(verb, f"{status} {reason}".rstrip())
-        if status in DIALOG_GONE:
-            call.log.warning("re-INVITE got %d: the dialog is gone; ending the call", status)
-            call.hangup()
-
-    # -- the far end's offers -------------------------------------------------------------------
-
-    def on_reinvite(self, request: Request, tx: ServerTransaction, local_host: str) -> None:
-        """A re-INVITE (RFC 3261 section 14.2): answer its offer, or offer in our 2xx."""
-        call = self.call
-        phone = call.phone
-        if not call.connected or self._client is not None:
-            phone.respond(tx, make_response(request, 491, "Request Pending"))
-            return
-        self._stop_waiting_for_ack()  # a new INVITE: the ACK to the last 2xx is overdue anyway
+    def _answer_offer(self, hold: bool) -> None:
+        """Answer the far end's offer (RFC 3264 section 6: in force at once)."""
+        assert self._at_hand is not None
+        request, tx, local_host = self._at_hand
+        call, machine = self.call, self.machine
         try:
-            sdp, negotiated = self._answer(request, local_host, tx.reply_to.transport == "tls")
+            self._sdp = call.make_answer(
+                parse_sdp(request.body),
+                local_host,
+                hold=hold,
+                secure=tx.reply_to.transport == "tls",
+            )
         except (SdpError, OfferAnswerError) as exc:
-            phone.respond(tx, make_response(request, 488, f"Not Acceptable Here ({exc})"))
-            return
-        response = self._ok(request, tx, sdp)
-        phone.respond(tx, response)
-        self._server = _AwaitingAck(
-            cseq=_cseq_number(request),
-            offer=sdp if negotiated is None else None,
-            retransmitter=OkRetransmitter(
-                phone,
-                serialize(response),
-                tx.reply_to,
-                keep_going=lambda: not self.call.ended,
-                give_up=self.call.guard(self._no_ack),
-            ),
+            return self.feed(machine.unusable(call.now(), str(exc)))
+        assert call.negotiated is not None
+        self.feed(
+            machine.answered(
+                call.now(),
+                remote_hold=call.negotiated.remote_hold,
+                invite=request.method == "INVITE",
+            )
         )
-        if negotiated is not None:
-            self._applied(negotiated, None)
+        return None
 
-    def on_update(self, request: Request, tx: ServerTransaction, local_host: str) -> None:
-        """An UPDATE (RFC 3311 section 5.2): a target refresh, with or without an offer."""
-        call = self.call
-        phone = call.phone
-        if request.body and content_type(request.headers) != "application/sdp":
-            headers = [("Accept", "application/sdp")]
-            phone.respond(
-                tx, make_response(request, 415, "Unsupported Media Type", headers=headers)
-            )
-            return
-        if not request.body:
-            phone.respond(tx, self._ok(request, tx, None))
-            return
-        if not call.connected:
-            retry = [("Retry-After", str(random.randint(0, RETRY_AFTER_MAX)))]
-            phone.respond(tx, make_response(request, 500, "Server Internal Error", headers=retry))
-            return
-        if self._client is not None or (self._server is not None and self._server.offer):
-            phone.respond(tx, make_response(request, 491, "Request Pending"))
-            return
+    def _make_offer(self, direction: str) -> None:
+        """Our offer in the 2xx to an offer-less re-INVITE (RFC 3264 section 5)."""
+        assert self._at_hand is not None
+        _, tx, local_host = self._at_hand
+        call, machine = self.call, self.machine
         try:
-            sdp, negotiated = self._answer(request, local_host, tx.reply_to.transport == "tls")
-        except (SdpError, OfferAnswerError) as exc:
-            phone.respond(tx, make_response(request, 488, f"Not Acceptable Here ({exc})"))
+            secure = tx.reply_to.transport == "tls"
+            self._sdp = call.make_offer(local_host, direction=direction, secure=secure)
+        except OfferAnswerError as exc:
+            return self.feed(machine.unusable(call.now(), str(exc)))
+        self._server_offer = self._sdp
+        self.feed(machine.answered(call.now(), remote_hold=None))
+        return None
+
+    def _reply(self, reply: Reply) -> None:
+        assert self._at_hand is not None
+        request, tx, _ = self._at_hand
+        call = self.call
+        if reply.status != 200:
+            headers: list[tuple[str, str]] = []
+            if reply.retry_after is not None:
+                headers.append(("Retry-After", str(reply.retry_after)))
+            if reply.status == 415:
+                headers.append(("Accept", "application/sdp"))
+            response = make_response(request, reply.status, reply.reason, headers=headers)
+            call.phone.respond(tx, response)
             return
-        phone.respond(tx, self._ok(request, tx, sdp))
-        if negotiated is not None:
-            self._applied(negotiated, None)
-
-    def _answer(
-        self, request: Request, local_host: str, secure: bool
-    ) -> tuple[SessionDescription, NegotiatedMedia | None]:
-        """Our SDP for the far end's request: the answer to its offer (media applied now,
-        RFC 3264 section 6), or, without one, our offer (negotiated when the ACK answers)."""
-        call = self.call
-        if request.body and content_type(request.headers) == "application/sdp":
-            answer = call.make_answer(
-                parse_sdp(request.body), local_host, hold=self.local_hold, secure=secure
-            )
-            return answer, call.negotiated
-        direction = ("inactive" if self.remote_hold else "sendonly") if self.local_hold else None
-        return call.make_offer(local_host, direction=direction or "sendrecv", secure=secure), None
-
-    def _ok(
-        self, request: Request, tx: ServerTransaction, sdp: SessionDescription | None
-    ) -> Response:
-        call = self.call
-        dialog = call.dialog
-        if dialog is not None:  # the dialog took the new Contact in check_request()
-            call.remote_contact = str(dialog.remote_target)
         headers = [("Contact", f"<{call.contact_for(tx.reply_to)}>"), ("Allow", self.allow)]
-        body = sdp.serialize() if sdp is not None else b""
-        return make_response(request, 200, "OK", headers=headers, body=body)
-
-    def _no_ack(self) -> None:
-        self._server = None
-        self.call.log.warning("no ACK for our 2xx to the re-INVITE: ending the call")
-        self.call.hangup()
-
-    def _stop_waiting_for_ack(self) -> None:
-        waiting, self._server = self._server, None
-        if waiting is not None:
-            waiting.retransmitter.stop()
-
-    def on_ack(self, request: Request) -> None:
-        """The ACK to our 2xx to a re-INVITE; it answers our offer if we made one."""
-        waiting = self._server
-        if waiting is None or _cseq_number(request) != waiting.cseq:
-            return
-        self._stop_waiting_for_ack()
-        call = self.call
-        if waiting.offer is not None:
-            try:
-                answer = parse_sdp(request.body)
-                negotiated = accept_answer(waiting.offer, answer, call.phone.codecs)
-                call.configure_media(negotiated)
-            except (SdpError, OfferAnswerError) as exc:
-                call.log.warning(
-                    "no usable SDP answer in the ACK: the session is unchanged (%s)", exc
-                )
-            else:
-                self._applied(negotiated, _offer_direction(waiting.offer))
-        self._maybe_send()
-
-    # -- hold state -----------------------------------------------------------------------------
-
-    def _applied(self, negotiated: NegotiatedMedia, our_offer: str | None) -> None:
-        """A new offer/answer is in force: report the far end's hold or resume. ``our_offer``
-        is the direction we offered, None when the far end offered. An answer to our offer
-        shows the far end's wish to receive only when we offered to send."""
-        if our_offer is not None and our_offer not in ("sendrecv", "sendonly"):
-            return
-        held = negotiated.remote_hold
-        if held == self.remote_hold:
-            return
-        self.remote_hold = held
-        call = self.call
-        call.log.info(  # the media stream logs its packet count when sending pauses
-            "%s by the remote end: sending %s",
-            "put on hold" if held else "taken off hold",
-            "paused" if held else "resumed",
-        )
-        call.event(protocol.HoldEvent() if held else protocol.ResumeEvent())
-
-    def close(self) -> None:
-        """The call is over: stop every timer."""
-        self._stop_waiting_for_ack()
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
-        self._want = None
+        body = self._sdp.serialize() if reply.sdp and self._sdp is not None else b""
+        response = make_response(request, 200, "OK", headers=headers, body=body)
+        call.phone.respond(tx, response)
+        if request.method == "INVITE":
+            self._ok = (serialize(response), tx.reply_to)

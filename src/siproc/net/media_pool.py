@@ -56,8 +56,9 @@ from siproc.media.player import FilePlayer, MediaFileError
 from siproc.media.recorder import CallRecorder, RecordFileError
 from siproc.media.rtcp import RTCP_MIN_INTERVAL
 from siproc.net.media_channel import Channel, Message
+from siproc.net.media_stream import MediaStream
 from siproc.net.media_stream_edge import StreamSpec
-from siproc.net.rtp_socket import DIRECTIONS, RtpStream, bind_rtp_pair
+from siproc.net.rtp_socket import DIRECTIONS, bind_rtp_pair
 from siproc.net.rtp_state import DEFAULT_RATE, Address, RtpStats
 from siproc.sdp.sdes import SrtpParams
 
@@ -206,8 +207,10 @@ class RemoteStream:
         """APLAY / ARECORD / ASTOP in the worker; failures come back through ``on_error``."""
         self._send("sound", verb, device)
 
-    def bot_start(self, spec: StreamSpec) -> None:
-        """STREAM: the worker connects to the bot; events come back through ``on_bot``."""
+    def bot_start(self, spec: StreamSpec, report: Callable[[str, str], None]) -> None:
+        """STREAM: the worker connects to the bot; its events (kind, text) come back to
+        ``report``."""
+        self.on_bot = report
         self._send("bot_start", spec)
 
     def bot_stop(self) -> None:
@@ -331,7 +334,7 @@ class RemoteStream:
         return f"RemoteStream({self.local_host}:{self.local_port} in worker {self._worker.index})"
 
 
-MediaStream = RtpStream | RemoteStream  # what a call's media is: here, or in a worker
+# what a call's media is (here, or in a worker): net/media_stream.py
 
 
 def worker_environment(env: Mapping[str, str]) -> dict[str, str]:

@@ -46,7 +46,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -80,6 +80,10 @@ from siproc.net.rtp_state import (
     SymmetricRtpLatch,
 )
 from siproc.sdp.sdes import SrtpParams
+
+if TYPE_CHECKING:
+    from siproc.net.alsa import SoundCards
+    from siproc.net.media_stream_edge import BotStream, StreamSpec
 
 __all__ = [
     "DIRECTIONS",
@@ -231,6 +235,12 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         self.on_stopped: Callable[[str], None] | None = None
         self.on_rtp: Callable[[RtpHeader, memoryview], None] | None = None
         self.on_rtp_timeout: Callable[[], None] | None = None  # see watch_rtp()
+        # errors found after the command that caused them (a sound card that fails later);
+        # on_lost is never called here (only a media worker's stream can be lost)
+        self.on_error: Callable[[str, str], None] | None = None
+        self.on_lost: Callable[[], None] | None = None
+        self._sound_cards: SoundCards | None = None  # APLAY / ARECORD / ASTOP, once used
+        self._bot: BotStream | None = None  # STREAM, when it runs in this process
         self._rtp_timeout = 0.0  # watch_rtp(): seconds; 0: not watching
         self._rtp_check_at = 0.0  # when the received count is looked at next
         self._rtp_seen = (-1, 0.0)  # (packets received, when that count was first seen)
@@ -499,6 +509,53 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
         self._sinks.clear()
         self._mixer.close()
         self.stop_recording()
+
+    def sound_card(self, verb: str, device: str) -> None:
+        """APLAY / ARECORD / ASTOP (net/alsa.py): bridges that are taps of this stream (closed
+        with it). Opening happens off the loop; every failure, now or later, goes to
+        ``on_error`` as it does for a media worker's stream."""
+        from siproc.net.alsa import SoundCardError, SoundCards  # (pyalsaaudio is optional)
+
+        if self._sound_cards is None:
+            self._sound_cards = SoundCards(self, self._loop, self._report_error, self.log)
+        cards = self._sound_cards
+        try:
+            match verb:
+                case "APLAY":
+                    cards.aplay(device)
+                case "ARECORD":
+                    cards.arecord(device)
+                case _:
+                    cards.astop(device)
+        except SoundCardError as exc:
+            self._report_error(verb, str(exc))
+
+    def bot_start(self, spec: StreamSpec, report: Callable[[str, str], None]) -> None:
+        """STREAM: a WebSocket to a voice bot in this process's loop, a tap of this stream
+        (net/media_stream_edge.py; closed with it); its events (kind, text) go to ``report``.
+        A stream still running from before ends quietly."""
+        from siproc.net.media_stream_edge import BotStream  # (websockets: only when used)
+
+        if self._bot is not None:
+            self._bot.close()
+        self._bot = BotStream(self._loop, self, spec, report, self.log)
+        self._bot.start()
+
+    def audio_fds(self, to_handler: int, from_handler: int) -> None:
+        """SIPROC_AUDIO_FDS: the handler's audio pipes (net/audio_pipes.py), a sink and a live
+        source of this stream, closed with it; the stream owns both descriptors from now on."""
+        from siproc.net.audio_pipes import HandlerAudio
+
+        HandlerAudio(self._loop, self, to_handler, from_handler, self.log).attach()
+
+    def bot_stop(self) -> None:
+        """STREAM STOP: ``stop`` to the bot, then ``STOPPED handler`` through its report."""
+        if self._bot is not None:
+            self._bot.stop("handler")
+
+    def _report_error(self, verb: str, reason: str) -> None:
+        if self.on_error is not None:
+            self.on_error(verb, reason)
 
     def log_as(self, call: str) -> None:
         """Prefix this stream's log lines with ``[call <call>]``."""

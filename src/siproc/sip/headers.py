@@ -260,3 +260,18 @@ def make_response(
 
 def split_header_list(value: str) -> list[str]:
     return split_list(value)
+
+
+def make_cancel(invite: Request) -> Request:
+    """The CANCEL of ``invite`` (RFC 3261 section 9.1): its Request-URI, top Via (the same
+    branch, so it matches the INVITE's transaction), Route, From, To, Call-ID and CSeq number."""
+    headers = Headers()
+    headers.add("Via", invite.headers.get_raw("Via")[0])
+    for route in invite.headers.get_raw("Route"):
+        headers.add("Route", route)
+    headers.add("Max-Forwards", "70")
+    for name in ("From", "To", "Call-ID"):
+        headers.add(name, invite.headers.get(name) or "")
+    cseq = (invite.headers.get("CSeq") or "1").split()[0]
+    headers.add("CSeq", f"{cseq} CANCEL")
+    return Request("CANCEL", invite.uri, headers)

@@ -27,7 +27,8 @@ HOLD_FOR = 1.5
 #           PLAY a440.wav, RESUME (refused: not on hold); after HOLD_AT: HOLD twice (the second
 #           is refused: in progress), 0.5 s later HOLD again (refused: already on hold); after
 #           HOLD_FOR: RESUME; 1 s later HANGUP
-#   held    ANSWER; PLAY b880.wav on CONNECTED
+#   held    ANSWER after 0.5 s (the holder's first HOLD must find its call still calling: an
+#           answer within milliseconds raced it); PLAY b880.wav on CONNECTED
 HANDLER = rf"""
 role=$1; mode=$2
 log="$role.log"
@@ -38,7 +39,7 @@ on_term() {{
 trap on_term TERM
 case "$mode" in
   holder) echo HOLD ;;
-  held) echo ANSWER ;;
+  held) sleep 0.5; echo ANSWER ;;  # alice's first HOLD is read while her call is not up
 esac
 while read -r line; do
   echo "EVENT $line" >> "$log"

@@ -9,7 +9,7 @@ import gc
 import pytest
 
 from siproc.net import memory_trim
-from siproc.net.memory_trim import FREELIST_SIZE, MemoryTrim
+from siproc.net.memory_trim import FREELIST_SIZE, PIPE_SCOPES, MemoryTrim
 from tests.virtual_loop import VirtualLoop
 
 DELAY = 33.0
@@ -82,8 +82,9 @@ def test_trim_collects_cycles_and_keeps_a_full_reserve(loop: VirtualLoop) -> Non
         assert not any(type(o) is Node for o in gc.get_objects())
     finally:
         gc.enable()
-    handles, timers, iters = trim._reserve  # type: ignore[misc]
+    handles, timers, iters, pipes = trim._reserve  # type: ignore[misc]
     assert len(handles) == len(timers) == len(iters) == FREELIST_SIZE  # type: ignore[arg-type]
+    assert pipes == []  # only uvloop has free lists of pipe coroutine scopes
 
 
 def test_without_malloc_trim_the_rest_still_runs(
@@ -134,5 +135,8 @@ def test_swap_gives_uvloop_free_lists_the_reserve_s_memory() -> None:
         assert len(ids & load_ids) <= 4
         trim._collect()
         assert trim.trims == 1
+        assert len(trim._reserve[3]) == 2 * PIPE_SCOPES  # type: ignore[arg-type]
+        trim.close()
+        assert trim._reserve == []
     finally:
         loop.close()

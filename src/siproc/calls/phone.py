@@ -229,6 +229,7 @@ class Phone:
 
     async def _shutdown(self) -> None:
         self._stopping = True
+        self.memory.close()
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         for call in list(self.calls):

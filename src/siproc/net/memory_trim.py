@@ -8,9 +8,10 @@ its top, so a few hundred small objects allocated during the load and still aliv
 tens of arenas. Measured with a pool walk after 1000 calls (bench/footprint.py), the pinning
 objects are almost all in caches and free lists, not in siproc's own state:
 
-* uvloop's free lists (Cython ``@freelist(250)``) of ``Handle`` and ``TimerHandle`` and
-  ``_asyncio``'s of future iterators (255): their last 250 freed objects are kept for reuse,
-  and after a load these are spread over the whole heap;
+* uvloop's free lists (Cython ``@freelist(250)``) of ``Handle`` and ``TimerHandle`` (and of
+  the closure scopes of its pipe coroutines, 8) and ``_asyncio``'s of future iterators (255):
+  their last freed objects are kept for reuse, and after a load these are spread over the whole
+  heap;
 * CPython's method cache (4096 entries) keeps a strong reference to each attribute name it
   caches, including names that are fresh strings (pickle's ``find_class`` looks up the class
   name read from each message of a media worker);
@@ -33,7 +34,7 @@ import contextvars
 import gc
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Final
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 # >= uvloop's DEFAULT_FREELIST_SIZE (250, includes/consts.pxi) and CPython's FI_FREELIST_MAXLEN
 # (255, Modules/_asynciomodule.c): taking this many empties each free list
 FREELIST_SIZE: Final = 256
+# >= the free lists (8) of the closure scopes of uvloop's connect_read_pipe/connect_write_pipe
+# coroutines (calls/handler.py runs both for each handler)
+PIPE_SCOPES: Final = 16
 FAR_FUTURE: Final = 86400.0  # seconds: the reserve's timer handles are cancelled at once
 
 
@@ -76,10 +80,23 @@ class MemoryTrim:
         self._trim: Callable[[], object] | None = None
         self._trim_looked_up = False
         self.trims = 0  # trims done (tests, logs)
+        # only uvloop keeps free lists of pipe coroutine scopes
+        self._pipes = type(loop).__module__.startswith("uvloop")
 
     def prime(self) -> None:
         """Allocate the reserve; call once the phone is up and idle."""
         self._reserve = self._take()
+
+    def close(self) -> None:
+        """Drop the reserve and any pending trim (shutdown)."""
+        self._used = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._release(self._reserve)
+
+    def __del__(self) -> None:
+        self._release(self._reserve)  # its coroutines closed: no "never awaited" warnings
 
     def busy(self) -> None:
         """A call started: no trim while it runs."""
@@ -109,7 +126,21 @@ class MemoryTrim:
             timer.cancel()
         future = loop.create_future()
         iters = [future.__await__() for _ in range(FREELIST_SIZE)]
-        return [handles, timers, iters]
+        # never run; a coroutine's closure scope lives until it is closed (`_release`)
+        pipes: list[Coroutine[object, object, object]] = []
+        for _ in range(PIPE_SCOPES if self._pipes else 0):
+            pipes.append(loop.connect_read_pipe(asyncio.Protocol, None))
+            pipes.append(loop.connect_write_pipe(asyncio.Protocol, None))
+        return [handles, timers, iters, pipes]
+
+    @staticmethod
+    def _release(taken: list[object]) -> None:
+        """Free what `_take` took, now (the coroutines closed first: never awaited)."""
+        for group in taken:
+            for item in group:  # type: ignore[attr-defined]
+                if isinstance(item, Coroutine):
+                    item.close()
+        taken.clear()
 
     def _swap(self) -> None:
         """Step 1: free what only the method cache and reference cycles hold; then empty the
@@ -121,8 +152,8 @@ class MemoryTrim:
         sys._clear_type_cache()
         gc.collect()
         drained = self._take()
-        self._reserve.clear()  # into the free lists, now empty
-        drained.clear()  # freed for good, but the cancelled handles still queued
+        self._release(self._reserve)  # into the free lists, now empty
+        self._release(drained)  # freed for good, but the cancelled handles still queued
         self._loop.call_later(0.05, self._collect)
 
     def _collect(self) -> None:

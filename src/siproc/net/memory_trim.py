@@ -34,6 +34,7 @@ import contextvars
 import gc
 import logging
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import Final
 
@@ -80,6 +81,7 @@ class MemoryTrim:
         self._trim: Callable[[], object] | None = None
         self._trim_looked_up = False
         self.trims = 0  # trims done (tests, logs)
+        self._spent = 0.0  # seconds the trim's first step took
         # only uvloop keeps free lists of pipe coroutine scopes
         self._pipes = type(loop).__module__.startswith("uvloop")
 
@@ -149,16 +151,19 @@ class MemoryTrim:
         ready queue until its next turn, hence step 2 a moment later."""
         self._timer = None
         self._used = False
+        started = time.perf_counter()
         sys._clear_type_cache()
         gc.collect()
         drained = self._take()
         self._release(self._reserve)  # into the free lists, now empty
         self._release(drained)  # freed for good, but the cancelled handles still queued
+        self._spent = time.perf_counter() - started
         self._loop.call_later(0.05, self._collect)
 
     def _collect(self) -> None:
         """Step 2: a full collection (it empties CPython's own free lists), a new reserve (out
         of uvloop's and asyncio's free lists: the old reserve's memory), and glibc's trim."""
+        started = time.perf_counter()
         gc.collect()
         self._reserve = self._take()
         if not self._trim_looked_up:
@@ -167,4 +172,5 @@ class MemoryTrim:
         if self._trim is not None:
             self._trim()
         self.trims += 1
-        log.debug("quiet for %g s after calls: memory trimmed (%d)", self.delay, self.trims)
+        spent = self._spent + time.perf_counter() - started
+        log.debug("quiet for %g s after calls: memory trimmed in %.0f ms", self.delay, 1e3 * spent)

@@ -165,6 +165,7 @@ class MemoryTrim:
         of uvloop's and asyncio's free lists: the old reserve's memory), and glibc's trim."""
         started = time.perf_counter()
         gc.collect()
+        self._release(self._reserve)  # (empty unless step 2 runs twice)
         self._reserve = self._take()
         if not self._trim_looked_up:
             self._trim_looked_up = True

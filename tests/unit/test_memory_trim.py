@@ -11,7 +11,12 @@ import warnings
 import pytest
 
 from siproc.net import memory_trim
-from siproc.net.memory_trim import FREELIST_SIZE, PIPE_SCOPES, MemoryTrim
+from siproc.net.memory_trim import (
+    FUTURE_ITER_FREELIST,
+    HANDLE_FREELIST,
+    PIPE_SCOPES,
+    MemoryTrim,
+)
 from tests.virtual_loop import VirtualLoop
 
 DELAY = 33.0
@@ -85,7 +90,8 @@ def test_trim_collects_cycles_and_keeps_a_full_reserve(loop: VirtualLoop) -> Non
     finally:
         gc.enable()
     handles, timers, iters, pipes = trim._reserve  # type: ignore[misc]
-    assert len(handles) == len(timers) == len(iters) == FREELIST_SIZE  # type: ignore[arg-type]
+    assert len(handles) == len(timers) == HANDLE_FREELIST  # type: ignore[arg-type]
+    assert len(iters) == FUTURE_ITER_FREELIST  # type: ignore[arg-type]
     assert pipes == []  # only uvloop has free lists of pipe coroutine scopes
 
 
@@ -119,7 +125,7 @@ def test_swap_gives_uvloop_free_lists_the_reserve_s_memory() -> None:
         turn()
         reserve_timers = {id(t) for t in trim._reserve[1]}  # type: ignore[attr-defined]
         # a load: timer handles made, then freed, refill the free list with their memory
-        load = [loop.call_later(3600, lambda: None) for _ in range(2 * FREELIST_SIZE)]
+        load = [loop.call_later(3600, lambda: None) for _ in range(2 * HANDLE_FREELIST)]
         for timer in load:
             timer.cancel()
         load_ids = {id(t) for t in load}
@@ -128,7 +134,7 @@ def test_swap_gives_uvloop_free_lists_the_reserve_s_memory() -> None:
         trim._swap()
         turn()
         # the free list now holds the reserve: new timer handles take its memory, none the load's
-        after = [loop.call_later(3600, lambda: None) for _ in range(FREELIST_SIZE // 2)]
+        after = [loop.call_later(3600, lambda: None) for _ in range(HANDLE_FREELIST // 2)]
         ids = {id(t) for t in after}
         for timer in after:
             timer.cancel()

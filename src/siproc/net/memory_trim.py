@@ -40,12 +40,14 @@ from typing import Final
 
 log = logging.getLogger(__name__)
 
-# >= uvloop's DEFAULT_FREELIST_SIZE (250, includes/consts.pxi) and CPython's FI_FREELIST_MAXLEN
-# (255, Modules/_asynciomodule.c): taking this many empties each free list
-FREELIST_SIZE: Final = 256
-# >= the free lists (8) of the closure scopes of uvloop's connect_read_pipe/connect_write_pipe
-# coroutines (calls/handler.py runs both for each handler)
-PIPE_SCOPES: Final = 16
+# The sizes of the free lists, exactly: uvloop's DEFAULT_FREELIST_SIZE (includes/consts.pxi),
+# CPython's FI_FREELIST_MAXLEN (Modules/_asynciomodule.c) and Cython's closure-scope free
+# lists (8; uvloop's connect_read_pipe/connect_write_pipe, one each per handler). Taking
+# exactly this many empties a full free list and allocates nothing fresh: fresh objects taken
+# while the load's arenas are still there could land in them and pin them again.
+HANDLE_FREELIST: Final = 250
+FUTURE_ITER_FREELIST: Final = 255
+PIPE_SCOPES: Final = 8
 FAR_FUTURE: Final = 86400.0  # seconds: the reserve's timer handles are cancelled at once
 
 
@@ -116,18 +118,20 @@ class MemoryTrim:
         self._timer = self._loop.call_later(self.delay, self._swap)
 
     def _take(self) -> list[object]:
-        """FREELIST_SIZE each of the objects whose free lists pin memory: first from the free
-        lists (emptying them), then fresh."""
+        """As many of each object whose free list pins memory as its free list holds: out of
+        the free list while it has some, then fresh."""
         loop = self._loop
         context = self._context
-        handles = [loop.call_soon(_noop, context=context) for _ in range(FREELIST_SIZE)]
+        handles = [loop.call_soon(_noop, context=context) for _ in range(HANDLE_FREELIST)]
         for handle in handles:
             handle.cancel()
-        timers = [loop.call_later(FAR_FUTURE, _noop, context=context) for _ in range(FREELIST_SIZE)]
+        timers = [
+            loop.call_later(FAR_FUTURE, _noop, context=context) for _ in range(HANDLE_FREELIST)
+        ]
         for timer in timers:
             timer.cancel()
         future = loop.create_future()
-        iters = [future.__await__() for _ in range(FREELIST_SIZE)]
+        iters = [future.__await__() for _ in range(FUTURE_ITER_FREELIST)]
         # never run; a coroutine's closure scope lives until it is closed (`_release`)
         pipes: list[Coroutine[object, object, object]] = []
         for _ in range(PIPE_SCOPES if self._pipes else 0):

@@ -265,6 +265,38 @@ def check(
     return problems, notes
 
 
+# The sans-I/O cores (DESIGN.md): no event loop, no sockets, no processes, no clock of their own
+# (they take `now`). Run-time imports only: a TYPE_CHECKING import does nothing.
+SANS_IO: tuple[str, ...] = ("sip", "sdp", "media")
+IO_MODULES: frozenset[str] = frozenset(
+    {"asyncio", "socket", "subprocess", "time", "threading", "selectors", "signal"}
+)
+
+
+def io_imports(src: Path, package: str = PACKAGE, sans_io: Sequence[str] = SANS_IO) -> list[str]:
+    """One line per run-time import of an I/O or clock module (`IO_MODULES`) in a sans-I/O
+    component."""
+    problems = []
+    for name, path in module_names(src, package).items():
+        if component(name, package) not in sans_io:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for stmt, type_only in _walk(tree.body, False):
+            if type_only:
+                continue
+            if isinstance(stmt, ast.Import):
+                roots = [alias.name.split(".")[0] for alias in stmt.names]
+            else:
+                roots = [] if stmt.level else [(stmt.module or "").split(".")[0]]
+            for root in roots:
+                if root in IO_MODULES:
+                    problems.append(
+                        f"sans-I/O {name} imports {root} (line {stmt.lineno}): take `now` and "
+                        "return bytes and events; the edges in net/ and calls/ do the I/O"
+                    )
+    return sorted(problems)
+
+
 def describe_layers(layers: Sequence[Sequence[str]] = LAYERS) -> str:
     lines = ["Layers (a module may import its own component and lower layers; highest first):"]
     for i, layer in reversed(list(enumerate(layers))):
@@ -274,6 +306,7 @@ def describe_layers(layers: Sequence[Sequence[str]] = LAYERS) -> str:
         allowed = ", ".join(f"{a} -> {b}" for a, b in sorted(SAME_LAYER_ALLOWED))
         lines.append(f"  allowed inside a layer: {allowed}")
     lines.append(f"No import cycle inside {PACKAGE}.{ACYCLIC} (TYPE_CHECKING imports count).")
+    lines.append(f"No {', '.join(sorted(IO_MODULES))} in the sans-I/O {', '.join(SANS_IO)}.")
     return "\n".join(lines)
 
 
@@ -290,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for e in tolerated:
             print(f"  {e}")
     problems, notes = check(edges)
+    problems += io_imports(src)
     for note in notes:
         print(f"note: {note}")
     if problems:

@@ -131,3 +131,24 @@ def test_the_real_tree_obeys_the_layers(capsys: pytest.CaptureFixture[str]) -> N
     assert "import graph OK" in out and "  2  sip, media" in out
     assert not ci.KNOWN_CYCLE_EDGES  # no cycle in calls/, and none tolerated
     assert "KNOWN_CYCLE_EDGES" not in out
+
+
+def test_a_sans_io_core_importing_the_clock_or_a_socket_is_found(tmp_path: Path) -> None:
+    src = _tree(
+        tmp_path,
+        {
+            "siproc/sip/a.py": "import time\nfrom asyncio import sleep\n",
+            "siproc/sip/b.py": (
+                "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import socket\n"
+            ),
+            "siproc/net/c.py": "import socket\n",  # an edge: allowed
+        },
+    )
+    problems = ci.io_imports(src)
+    assert len(problems) == 2 and all("siproc.sip.a imports" in p for p in problems)
+    assert any("imports time" in p for p in problems)
+    assert any("imports asyncio" in p for p in problems)
+
+
+def test_the_real_sans_io_cores_import_no_io() -> None:
+    assert ci.io_imports(ROOT / "src") == []

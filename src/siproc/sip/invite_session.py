@@ -14,7 +14,8 @@ are decided here, where they can be tested without sockets or clocks.
 Every state change goes through one table, `TRANSITIONS`: ``(state, trigger) -> state``. An
 input that has no row for the current state is not applicable and is ignored (a stray ACK, a
 CANCEL that crossed our 200, a second BYE); a handler command without a row is refused with
-`CommandRefused`. So the table is the whole of what can happen to a call's signalling.
+`CommandRefused`. So the table is the whole of what can happen to a call's signalling. The walk
+itself (and the record of the rows taken, for the coverage test) is `siproc.sip.state_table`.
 
 `ApplyMedia` is always the last action of its list: the edge applies the far end's SDP answer
 to the stream and reports back with `media_applied` or `media_failed`, whose actions depend on
@@ -53,6 +54,7 @@ from siproc.sip.session_actions import (
     Tell,
     TellHandler,
 )
+from siproc.sip.state_table import TableMachine
 
 __all__ = [
     "TRANSITIONS",
@@ -80,6 +82,8 @@ __all__ = [
     "Trigger",
     "reason_phrase",
 ]
+
+_log = logging.getLogger(__name__)
 
 _REASONS = {
     480: "Temporarily Unavailable",
@@ -252,7 +256,7 @@ class Timer(Enum):
     MAX_DURATION = "maximum duration"
 
 
-class InviteSession:
+class InviteSession(TableMachine[SessionState, Trigger]):
     """The signalling of one call; see the module docstring.
 
     ``offer_in_invite`` (UAS): the far end's INVITE had an SDP offer; without one we offer in
@@ -272,8 +276,9 @@ class InviteSession:
     ) -> None:
         if not 0 < t1 <= t2:
             raise LocalProtocolError(f"invite session: need 0 < T1 {t1} <= T2 {t2}")
+        initial = S.CALLING if role is Role.UAC else S.INCOMING
+        super().__init__(TRANSITIONS, initial, log=_log, log_as=f"call {name}")
         self.role = role
-        self.state = S.CALLING if role is Role.UAC else S.INCOMING
         self.t1 = t1
         self.t2 = t2
         self.offer_in_invite = offer_in_invite
@@ -285,7 +290,6 @@ class InviteSession:
         # duration"): a call record says ended_by timeout even when the far end's answer to
         # our CANCEL (487) does not say why
         self.limit_reached = ""
-        self.taken: list[tuple[SessionState, Trigger]] = []  # every row this session used
         self._deadlines: dict[Timer, float] = {}
         self._ok_interval = t1
         self._provisional = False  # UAC: a provisional response came, a CANCEL may go out
@@ -296,24 +300,6 @@ class InviteSession:
         self._told: set[TellHandler] = set()
         self._bye_after_ack = False  # UAS: hung up while our 2xx waits for its ACK
         self._bye_reason = "hung up"
-
-    # -- the table ------------------------------------------------------------------------------
-
-    def can(self, trigger: Trigger) -> bool:
-        return (self.state, trigger) in TRANSITIONS
-
-    def _step(self, trigger: Trigger) -> bool:
-        """Take the table's row for ``trigger``; False (and no change) when there is none."""
-        new = TRANSITIONS.get((self.state, trigger))
-        if new is None:
-            return False
-        self.taken.append((self.state, trigger))
-        if new is not self.state:
-            logging.getLogger(__name__).debug(
-                "call %s: %s -> %s (%s)", self.name, self.state.value, new.value, trigger.value
-            )
-            self.state = new
-        return True
 
     def _end(self, trigger: Trigger, status: int, reason: str) -> list[Action]:
         """Take ``trigger``'s row, which must lead to ENDED: the call is over."""

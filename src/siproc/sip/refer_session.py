@@ -52,6 +52,7 @@ from siproc.sip.refer import (
     terminated,
 )
 from siproc.sip.session_update import HangUp, Reply
+from siproc.sip.state_table import Table, TableMachine
 from siproc.sip.uri import SipUri
 
 __all__ = [
@@ -175,23 +176,12 @@ class PlaceCall:
 ReferAction = SendRefer | SendNotify | PlaceCall | Reply | HangUp | CommandRefused | Log
 
 
-class _Machine:
-    """The table walk both roles share."""
+class _Machine(TableMachine[ReferState, ReferTrigger]):
+    """What both roles share: the table walk from IDLE and one deadline."""
 
-    table: dict[tuple[ReferState, ReferTrigger], ReferState]
-
-    def __init__(self) -> None:
-        self.state = RS.IDLE
-        self.taken: list[tuple[ReferState, ReferTrigger]] = []
+    def __init__(self, table: Table[ReferState, ReferTrigger]) -> None:
+        super().__init__(table, RS.IDLE)
         self._deadline: float | None = None
-
-    def _step(self, trigger: ReferTrigger) -> bool:
-        new = self.table.get((self.state, trigger))
-        if new is None:
-            return False
-        self.taken.append((self.state, trigger))
-        self.state = new
-        return True
 
     def next_deadline(self) -> float | None:
         return self._deadline
@@ -203,10 +193,8 @@ class _Machine:
 class OutgoingRefer(_Machine):
     """The transferor's side; see the module docstring."""
 
-    table = OUTGOING_TRANSITIONS
-
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(OUTGOING_TRANSITIONS)
         self.target = ""
         self.last_status: Sipfrag | None = None
 
@@ -316,10 +304,8 @@ class OutgoingRefer(_Machine):
 class IncomingRefer(_Machine):
     """The transferee's side; see the module docstring."""
 
-    table = INCOMING_TRANSITIONS
-
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(INCOMING_TRANSITIONS)
         self._queue: deque[tuple[Sipfrag, SubscriptionState]] = deque()
         self._in_flight = False
         self._listening = True  # the transferor takes our NOTIFYs

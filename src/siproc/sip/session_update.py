@@ -34,6 +34,7 @@ from enum import Enum
 
 from siproc.sip.errors import LocalProtocolError
 from siproc.sip.invite_session import ApplyMedia, CommandRefused, Log, Tell, TellHandler
+from siproc.sip.state_table import TableMachine
 
 __all__ = [
     "DIALOG_GONE",
@@ -192,7 +193,7 @@ UpdateAction = (
 )
 
 
-class SessionUpdate:
+class SessionUpdate(TableMachine[OfferState, OfferTrigger]):
     """The mid-call offer/answer of one call; see the module docstring.
 
     ``owner``: we placed the call (the Call-ID is ours: the longer 491 back-off);
@@ -202,14 +203,13 @@ class SessionUpdate:
     def __init__(
         self, *, owner: bool, rng: random.Random, t1: float = 0.5, t2: float = 4.0
     ) -> None:
-        self.state = OS.IDLE
+        super().__init__(OFFER_TRANSITIONS, OS.IDLE)
         self.owner = owner
         self.rng = rng
         self.t1 = t1
         self.t2 = t2
         self.local_hold = False  # HOLD is in force: our SDP says we do not receive
         self.remote_hold = False  # the far end does not want to receive (HOLD event sent)
-        self.taken: list[tuple[OfferState, OfferTrigger]] = []
         self._want: bool | None = None  # HOLD (True) / RESUME (False) being carried out
         self._direction = ""  # what our outstanding offer asked for
         self._glare_retries = 0
@@ -220,14 +220,6 @@ class SessionUpdate:
         self._reliable = False
         self._media_for: str | None = None  # "answer" to our re-INVITE, "ack" to our 2xx offer
         self._ok_status = 200  # the 2xx whose answer is being applied
-
-    def _step(self, trigger: OfferTrigger) -> bool:
-        new = OFFER_TRANSITIONS.get((self.state, trigger))
-        if new is None:
-            return False
-        self.taken.append((self.state, trigger))
-        self.state = new
-        return True
 
     @property
     def media_for(self) -> str | None:

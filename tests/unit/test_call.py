@@ -393,3 +393,28 @@ def test_limits_are_what_ended_the_call_in_its_record(tmp_path: Path) -> None:
         (200, "timeout", "maximum call duration"),
         (200, "handler", "hung up"),
     ]
+
+
+def test_dtmf_without_telephone_event_goes_in_info_one_at_a_time() -> None:
+    """calls/dtmf.py carries out sip/info_dtmf.py: one INFO per key, the next one after the
+    previous one's 200; a refused INFO drops the rest and the handler hears it once."""
+    pcmu_only = OFFER.replace(" 0 101\r\n", " 0\r\n").split("a=rtpmap:101")[0]
+    with PhoneSim() as sim:
+        far = FarEnd(sim)
+        far.connect(pcmu_only)
+        handler_says(sim, "DTMF 1*")
+        handler_says(sim, "DTMF 9#")
+        [first] = sent_requests(sim, "INFO")
+        assert first.body == b"Signal=1\r\nDuration=160\r\n"
+        assert first.headers.get("Content-Type") == "application/dtmf-relay"
+        sim.receive(serialize(make_response(first, 200, "OK")))
+        sim.advance(0.1)
+        second = sent_requests(sim, "INFO")[-1]
+        assert second.body.startswith(b"Signal=*\r\n")
+        sim.receive(serialize(make_response(second, 415, "Unsupported Media Type")))
+        sim.advance(0.1)
+        assert len(sent_requests(sim, "INFO")) == 2
+        assert events(sim)[1:] == [
+            "ERROR DTMF SIP INFO refused by the remote end (415 Unsupported Media Type); "
+            "2 more not sent"
+        ]

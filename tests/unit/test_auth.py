@@ -16,6 +16,7 @@ from siproc.sip.auth import (
     Challenge,
     DigestSession,
     build_authorization,
+    challenge_header,
     choose_challenge,
     choose_challenges,
     compute_response,
@@ -540,3 +541,8 @@ def test_fuzz_parse_it_or_raise_auth_error(value: str) -> None:
             challenge, method="M", uri="sip:x", username="u", password="p", cnonce="c", nc=1
         )
         assert "\r" not in answer and "\n" not in answer
+
+
+def test_challenge_header_follows_the_status() -> None:
+    assert challenge_header(401) == "WWW-Authenticate"  # the far end or the registrar
+    assert challenge_header(407) == "Proxy-Authenticate"  # a proxy on the way

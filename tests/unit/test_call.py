@@ -418,3 +418,41 @@ def test_dtmf_without_telephone_event_goes_in_info_one_at_a_time() -> None:
             "ERROR DTMF SIP INFO refused by the remote end (415 Unsupported Media Type); "
             "2 more not sent"
         ]
+
+
+CREDENTIALS = {"SIPROC_USERNAME": "alice", "SIPROC_PASSWORD": "secret"}
+
+
+def test_a_challenged_invite_and_message_are_sent_again_with_credentials() -> None:
+    """407 (a proxy: Proxy-Authenticate, answered in Proxy-Authorization) to the INVITE, 401
+    (the far end: WWW-Authenticate, answered in Authorization) to an in-dialog MESSAGE; each
+    goes again with the next CSeq (RFC 3261 section 22.2)."""
+    with PhoneSim(env=CREDENTIALS, script=script()) as sim:
+        invite = call_bob(sim)
+        answer(sim, invite, 407, "Proxy Authentication Required", to_tag="p",
+               headers=[("Proxy-Authenticate", 'Digest realm="proxy", nonce="n1"')])  # fmt: skip
+        sim.advance(0.1)
+        _, again = sent_requests(sim, "INVITE")
+        assert again.headers.get("CSeq") == "2 INVITE"
+        assert 'realm="proxy"' in (again.headers.get("Proxy-Authorization") or "")
+        assert again.headers.get("Authorization") is None
+        ok = make_response(
+            again, 200, "OK", to_tag="bob", headers=[("Contact", "<sip:bob@127.0.0.1:5098>")],
+            body=OFFER.encode(), content_type="application/sdp",
+        )  # fmt: skip
+        sim.receive(serialize(ok), BOB)
+        sim.advance(0.1)
+        assert events(sim) == ["CONNECTED"]
+        handler_says(sim, "MESSAGE hello")
+        [message] = sent_requests(sim, "MESSAGE")
+        answer(sim, message, 401, "Unauthorized",
+               headers=[("WWW-Authenticate", 'Digest realm="bob", nonce="n2"')])  # fmt: skip
+        sim.advance(0.1)
+        _, resent = sent_requests(sim, "MESSAGE")
+        assert 'realm="bob"' in (resent.headers.get("Authorization") or "")
+        assert int((resent.headers.get("CSeq") or "").split()[0]) > int(
+            (message.headers.get("CSeq") or "").split()[0]
+        )
+        answer(sim, resent, 200, "OK")
+        sim.advance(0.1)
+        assert events(sim) == ["CONNECTED"]  # delivered: no ERROR MESSAGE

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from siproc.sip.auth import DigestSession
+from siproc.sip.auth import DigestSession, challenge_header
 from siproc.sip.dialog import Dialog
 from siproc.sip.message import Request, Response
 from siproc.sip.transaction import Destination, ResponseReceived, TransactionTimeout
@@ -109,8 +109,9 @@ class InDialogRequest:
     def _answer_challenge(self, response: Response) -> bool:
         if self.auth is None or self._attempts >= MAX_AUTH_ATTEMPTS:
             return False
-        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
-        if not self.auth.authorize(response.status, response.headers.get_raw(header)):
+        if not self.auth.authorize(
+            response.status, response.headers.get_raw(challenge_header(response.status))
+        ):
             return False
         self._attempts += 1
         self.send()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from siproc.calls.call_state import ALLOW, CallState
 from siproc.sdp.model import SessionDescription
+from siproc.sip.auth import challenge_header
 from siproc.sip.dialog import Dialog
 from siproc.sip.errors import ParseError, RemoteProtocolError
 from siproc.sip.headers import content_type, make_cancel
@@ -115,8 +116,9 @@ class OutgoingInvite:
         auth = call.digest_session()
         if auth is None or response is None:
             return False
-        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
-        if not auth.authorize(response.status, response.headers.get_raw(header)):
+        if not auth.authorize(
+            response.status, response.headers.get_raw(challenge_header(response.status))
+        ):
             call.log.error("call rejected: %s", auth.failure)
             return False
         assert self.invite is not None

@@ -37,6 +37,7 @@ __all__ = [
     "Challenge",
     "DigestSession",
     "build_authorization",
+    "challenge_header",
     "choose_challenge",
     "choose_challenges",
     "compute_response",
@@ -514,6 +515,12 @@ class DigestSession:
         self.failure = None
 
 
+def challenge_header(status: int) -> str:
+    """Where a 401 or 407 carries its challenges: WWW-Authenticate (401, the far end or
+    registrar) or Proxy-Authenticate (407, a proxy), RFC 3261 sections 22.2 and 22.3."""
+    return "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
+
+
 def _header_for_status(status: int) -> str:
     if status == 401:
         return "Authorization"
@@ -525,7 +532,7 @@ def _header_for_status(status: int) -> str:
 def _no_challenge_reason(
     status: int, realm: str | None, problems: list[str], unsupported: list[Challenge]
 ) -> str:
-    header = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
+    header = challenge_header(status)
     details = list(problems)
     details += [
         f"realm {c.realm!r}: algorithm {c.algorithm!r} / qop {','.join(c.qop)!r} unsupported"

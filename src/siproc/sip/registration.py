@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from siproc.sip.auth import DigestSession
+from siproc.sip.auth import DigestSession, challenge_header
 from siproc.sip.errors import LocalProtocolError, ParseError
 from siproc.sip.headers import message_info, parse_delta_seconds
 from siproc.sip.message import Headers, Request, Response
@@ -246,8 +246,9 @@ class Registration:
     def _answer_challenge(self, response: Response) -> bool:
         if self.auth is None:
             return False
-        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
-        return self.auth.authorize(response.status, response.headers.get_raw(header))
+        return self.auth.authorize(
+            response.status, response.headers.get_raw(challenge_header(response.status))
+        )
 
     def _fail(self, reason: str, now: float) -> Failed:
         self._set_state(RegistrationState.FAILED)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from siproc.sip.headers import make_response
-from siproc.sip.message import Request, serialize
+from siproc.sip.message import Request, Response, serialize
 from siproc.sip.transaction import Destination
 from tests.phone_sim import OFFER, FakeStream, FarEnd, PhoneSim
 
@@ -170,14 +170,19 @@ def call_bob(sim: PhoneSim) -> Request:
     return invite
 
 
+def bob_answers(invite: Request) -> Response:
+    """Bob's 200 to our INVITE, with his Contact and SDP answer."""
+    return make_response(
+        invite, 200, "OK", to_tag="bob", headers=[("Contact", "<sip:bob@127.0.0.1:5098>")],
+        body=OFFER.encode(), content_type="application/sdp",
+    )  # fmt: skip
+
+
 def test_an_outgoing_call_is_acked_and_its_2xx_reacked() -> None:
     with PhoneSim(script=script()) as sim:
         invite = call_bob(sim)
         answer(sim, invite, 180, "Ringing", to_tag="bob")
-        ok = make_response(
-            invite, 200, "OK", to_tag="bob", headers=[("Contact", "<sip:bob@127.0.0.1:5098>")],
-            body=OFFER.encode(), content_type="application/sdp",
-        )  # fmt: skip
+        ok = bob_answers(invite)
         sim.receive(serialize(ok), BOB)
         sim.advance(0.1)
         assert events(sim) == ["RINGING", "CONNECTED"]
@@ -195,10 +200,7 @@ def test_a_2xx_racing_our_cancel_is_acked_then_ended_with_bye() -> None:
         answer(sim, invite, 183, "Session Progress", to_tag="bob")
         sim.advance(0.1)
         assert len(sent_requests(sim, "CANCEL")) == 1  # one, however many 18x came
-        ok = make_response(
-            invite, 200, "OK", to_tag="bob", headers=[("Contact", "<sip:bob@127.0.0.1:5098>")],
-            body=OFFER.encode(), content_type="application/sdp",
-        )  # fmt: skip
+        ok = bob_answers(invite)
         sim.receive(serialize(ok), BOB)
         sim.advance(0.1)
         assert len(sent_requests(sim, "ACK")) == 1
@@ -436,10 +438,7 @@ def test_a_challenged_invite_and_message_are_sent_again_with_credentials() -> No
         assert again.headers.get("CSeq") == "2 INVITE"
         assert 'realm="proxy"' in (again.headers.get("Proxy-Authorization") or "")
         assert again.headers.get("Authorization") is None
-        ok = make_response(
-            again, 200, "OK", to_tag="bob", headers=[("Contact", "<sip:bob@127.0.0.1:5098>")],
-            body=OFFER.encode(), content_type="application/sdp",
-        )  # fmt: skip
+        ok = bob_answers(again)
         sim.receive(serialize(ok), BOB)
         sim.advance(0.1)
         assert events(sim) == ["CONNECTED"]

@@ -257,6 +257,10 @@ class WebSocketClient(asyncio.Protocol):
                 continue
             if not raw or ws.state is State.CLOSED:
                 break
+            if not budget:  # (a slice counts as a message: a big one is parsed in turns too)
+                self._schedule_delivery()
+                break
+            budget -= 1
             chunk = raw.popleft()
             if len(chunk) > READ_SLICE:
                 raw.appendleft(chunk[READ_SLICE:])

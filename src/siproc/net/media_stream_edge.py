@@ -9,7 +9,7 @@ tap of the stream (:mod:`siproc.net.media_taps`): a *sink* that gets the far end
 audio each tick (after the jitter buffer, whatever the codec), a *live source* mixed with
 ``PLAY`` files into what we send, and a DTMF listener. The WebSocket lives in the same process
 and event loop as the media clock, so audio never crosses the worker channel: a frame to the
-bot costs one G.711 encode, one base64 and one small JSON (~15 us), and the bot's audio is
+bot costs one G.711 encode, one base64 and a JSON template (a few us), and the bot's audio is
 decoded where it is mixed. (In the main process instead, every frame would be pickled across
 the channel twice, and 200 calls' JSON would land on the core that runs SIP.)
 

@@ -19,16 +19,37 @@ one per stream is still in flight when the call hangs up), a ``loss:`` verdict, 
 jitter of the media messages' arrival at the bot (what a speech model sees).
 ``--no-capture`` skips dumpcap (no send jitter).
 
-Measured with ``--calls 20 --duration 20`` (2 shared CPUs, load average ~2.5):
+Measured on the shared 2-CPU box (bob's CPU from /proc; before: the websockets asyncio client,
+after: net/websocket_client.py, websockets' sans-I/O protocol on a plain asyncio protocol).
+``--calls 20 --duration 20``, load average ~4 (before) and ~2 (after), same lock hold:
+
+                     N  CPU s/call-min   RTP send jitter p50/p99/max ms  RTP lost to bob  to alice
+    before  STREAM  20           0.415                  0.19/1.00/15.37                0         0
+            plain   20           0.132                   0.38/0.73/7.98                0         0
+    after   STREAM  20           0.369                  0.40/1.62/15.79                0         0
+            plain   20           0.121                   0.33/0.79/5.09                0         0
+
+    (both: 0 missing chunks, 0 lost to a slow bot, 1.0 frame per stream in flight at hang-up)
+
+``--calls 200 --duration 30`` (after; load average 5.5 before the run, 2.3 after):
 
                N  CPU s/call-min   RTP send jitter p50/p99/max ms  RTP lost to bob  to alice
-    STREAM    20           0.360                   0.38/1.37/4.45                0         0
-    plain     20           0.114                   0.47/1.39/2.54                0         0
-      STREAM: to the bot: 20 streams, 19896 media frames sent by bob, 19896 received by the
+    STREAM   200           0.174                  0.29/1.10/30.41                0         0
+    plain    200           0.050                  0.29/0.96/40.61                0         0
+      STREAM: 17.4 CPU s in 31.5 s, 200/200 calls ended 200
+      STREAM: to the bot: 200 streams, 299897 media frames sent by bob, 299897 received by the
               bot, 0 missing chunks, 0 lost to a slow bot
-      STREAM: back: 19896 frames sent by the bot, 19876 played, 20 not played (in flight at
-              hang-up: 1.0 per stream)
-      STREAM: media arrival jitter at the bot: p50 0.59 ms, p99 7.21 ms, max 12.67 ms
+      STREAM: back: 299897 frames sent by the bot, 299410 played, 487 not played (in flight at
+              hang-up: 2.4 per stream)
+      STREAM: media arrival jitter at the bot: p50 0.69 ms, p99 8.70 ms, max 32.88 ms
+      STREAM: loss: SEE ABOVE (2.4 frames per stream unplayed at hang-up, over the 2 allowed:
+              the echo bot, one Python process for 20000 messages a second, answers later)
+
+Bob spends ~21 us of CPU per WebSocket message at 200 calls (0.124 CPU s per call-minute over
+plain, 6000 messages), ~41 us at 20 (fewer messages per wake-up); bench/stream_edge.py
+measures the edge alone (13-20 us per message at 50 streams, load-dependent). Not yet broken
+down: its cProfile puts the largest share in transport.write (one send per call and tick),
+but getrusage shows little system time; perf on a quiet box would settle it.
 
 Keep N and the duration bounded on a shared machine; everything binds to 127.0.0.1. Needs
 dumpcap (``apt-get install -y tshark``) unless ``--no-capture``.

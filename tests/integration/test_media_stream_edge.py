@@ -96,14 +96,14 @@ async def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
 
 
 async def block_the_writer(stream: BotStream) -> None:
-    """Queue far more than the bot's window holds, until the writer waits on a full socket."""
+    """Queue far more than the bot's window holds, until writing pauses on a full socket."""
     for _ in range(5000):
         stream.dtmf("1")
     last = -1
     while len(stream._send_queue) != last:
         last = len(stream._send_queue)
         await asyncio.sleep(0.2)
-    assert last > 0, "the writer sent everything: the bot read after all"
+    assert last > 0, "everything was sent: the bot read after all"
 
 
 @pytest.fixture
@@ -128,17 +128,17 @@ def test_a_bot_that_neither_reads_nor_closes_does_not_keep_the_stream(end: str) 
                 while not stream._ended:
                     stream.write_frame(frame, 8000)
                     await asyncio.sleep(0.005)
-            assert stream._task is not None
-            task = stream._task
-            ended = await wait_for(task.done, 3.0)
-            closed = stream._ws.transport.is_closing()
+            assert stream._client is not None and stream._client.transport is not None
+            transport = stream._client.transport
+            ended = await wait_for(stream.done.done, 3.0)
+            closed = transport.is_closing()
             if not ended:
-                stream._ws.transport.abort()
-                await asyncio.wait_for(task, 1.0)
+                transport.abort()
+                await asyncio.wait_for(stream.done, 1.0)
             return ended, closed, reports
 
     ended, closed, reports = asyncio.run(main())
-    assert ended, "the stream's task still runs 3 s after the stream ended"
+    assert ended, "the stream's connection is still up 3 s after the stream ended"
     assert closed, "the stream's socket is still open"
     expected = {
         "call ended": [],
@@ -224,8 +224,7 @@ def test_a_stream_whose_call_ended_while_it_connected_says_nothing() -> None:
             )
             stream.start()
             rtp.closed = True  # the call ended before the bot answered
-            assert stream._task is not None
-            ended = await wait_for(stream._task.done, 3.0)
+            ended = await wait_for(stream.done.done, 3.0)
             return reports, ended and not rtp.taps
 
     reports, ended = asyncio.run(main())

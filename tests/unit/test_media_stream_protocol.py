@@ -75,6 +75,32 @@ def test_media_counts_chunks_and_timestamps_in_20_ms_steps() -> None:
     assert base64.b64decode(second["media"]["payload"]) == bytes(range(160))
 
 
+@pytest.mark.parametrize("sid", [SID, 'MZ"%d\\\u00e9'])
+def test_media_from_its_template_is_the_json_every_other_message_gets(sid: str) -> None:
+    """media is built from a template (50 a second per call): byte for byte what json.dumps
+    gives for the same message, whatever the streamSid holds."""
+    p = MediaStreamProtocol(sid, "call", {})
+    p.start()
+    for chunk in range(1, 4):
+        payload = bytes(range(chunk, chunk + 160))
+        expected = json.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": str(chunk + 1),
+                "media": {
+                    "track": "inbound",
+                    "chunk": str(chunk),
+                    "timestamp": str((chunk - 1) * 20),
+                    "payload": base64.b64encode(payload).decode(),
+                },
+                "streamSid": sid,
+            },
+            separators=(",", ":"),
+        )
+        assert p.media(payload) == expected
+    assert json.loads(p.dtmf("1"))["sequenceNumber"] == "5"  # one count for all messages
+
+
 def test_dtmf_mark_stop() -> None:
     p = proto()
     assert json.loads(p.dtmf("5")) == {

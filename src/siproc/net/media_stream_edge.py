@@ -9,24 +9,27 @@ tap of the stream (:mod:`siproc.net.media_taps`): a *sink* that gets the far end
 audio each tick (after the jitter buffer, whatever the codec), a *live source* mixed with
 ``PLAY`` files into what we send, and a DTMF listener. The WebSocket lives in the same process
 and event loop as the media clock, so audio never crosses the worker channel: a frame to the
-bot costs one G.711 encode, one base64 and one small JSON (~15 us), and the bot's audio is
+bot costs one G.711 encode, one base64 and a JSON template (a few us), and the bot's audio is
 decoded where it is mixed. (In the main process instead, every frame would be pickled across
 the channel twice, and 200 calls' JSON would land on the core that runs SIP.)
 
-Nothing here may block a media tick. The tick only moves bytes: ``write_frame`` encodes one
-frame and puts it in a :class:`~siproc.media.media_stream_protocol.SendQueue` (bounded: frames
-for a bot that does not read are dropped and counted; after :data:`STALL_SECONDS` of nothing but
-drops the stream ends with ``ERROR STREAM``); ``read_frame`` takes one frame from the
-:class:`~siproc.media.media_stream_protocol.PlayoutQueue` and queues the marks it reached
-(when the bot's rate is not the call's, a mark waits until the resampled audio before it has
-been mixed: the resampler holds ~60 ms back, and is emptied when the bot's audio runs out).
-A writer task sends the queue in order (websockets applies TCP back-pressure to it, never to
-the tick); a reader task parses the bot's messages into the playout queue and stops reading
-while that holds :data:`MAX_QUEUED_SECONDS` of audio (a bot that sends faster than real time
-is paced by TCP, and a ``clear`` behind that audio is read as soon as the queue drains). The
-reader gives the loop a turn every :data:`READ_BATCH` messages, so that a burst from the bot
-does not delay the next tick. The socket's send buffer is kept small
-(:data:`SEND_BUFFER`), so that a bot that stops reading is noticed in seconds, not minutes.
+Nothing here may block a media tick, and a message costs little (bench/stream_edge.py): the
+WebSocket is :class:`~siproc.net.websocket_client.WebSocketClient`, websockets' sans-I/O
+protocol on a plain asyncio protocol, with no task, future or lock per message. The tick only
+moves bytes: ``write_frame`` encodes one frame, puts it in a
+:class:`~siproc.media.media_stream_protocol.SendQueue` and writes what the queue holds at once
+(one write per call and tick; it never blocks: the transport buffers). A bot that does not read
+fills :data:`WRITE_LIMIT` bytes of that buffer (above a small socket send buffer,
+:data:`SEND_BUFFER`, so that it is noticed in seconds, not minutes); writing then pauses and
+the queue is bounded: its media frames are dropped and counted, and after
+:data:`STALL_SECONDS` of nothing but drops the stream ends with ``ERROR STREAM``.
+``read_frame`` takes one frame from the :class:`~siproc.media.media_stream_protocol.PlayoutQueue`
+and queues the marks it reached (when the bot's rate is not the call's, a mark waits until the
+resampled audio before it has been mixed: the resampler holds ~60 ms back, and is emptied when
+the bot's audio runs out). The bot's messages are parsed as they arrive, a batch per loop turn
+(a burst does not delay a tick), into the playout queue; while that holds
+:data:`MAX_QUEUED_SECONDS` of audio (or the bot does not read our mark echoes) no more are
+taken and TCP paces the bot, and a ``clear`` behind that audio is read as soon as it drains.
 
 Events go to ``report(kind, text)``: ``CONNECTED <streamSid>``, ``STOPPED <reason>``,
 ``ERROR <reason>``; the call turns them into handler lines. The end of the call closes the
@@ -66,6 +69,7 @@ from siproc.net.tls import TlsFileError, client_context
 
 if TYPE_CHECKING:
     from siproc.net.rtp_socket import RtpStream
+    from siproc.net.websocket_client import WebSocketClient
 
 __all__ = ["BotStream", "StreamSpec"]
 
@@ -77,7 +81,6 @@ Int16Array = npt.NDArray[np.int16]
 SEND_QUEUE_FRAMES: Final = 50  # media frames waiting for the bot (1 s), then dropped
 STALL_SECONDS: Final = 3.0  # nothing but drops for this long: the bot stopped reading
 MAX_QUEUED_SECONDS: Final = 60.0  # bot audio queued to play, then we stop reading the bot
-READ_BATCH: Final = 20  # bot messages handled before the loop gets a turn
 SEND_BUFFER: Final = 16 * 1024  # bytes of socket send buffer (~1 s of JSON media)
 WRITE_LIMIT: Final = 16 * 1024  # bytes websockets buffers above the socket before it waits
 OPEN_TIMEOUT: Final = 10.0  # seconds to connect, TLS and the WebSocket handshake included
@@ -126,11 +129,10 @@ class BotStream:
         self._send_queue = SendQueue(SEND_QUEUE_FRAMES)
         max_bytes = int(MAX_QUEUED_SECONDS * 1000 / FRAME_MS) * fmt.frame_bytes
         self._playout = PlayoutQueue(fmt.frame_bytes, max_bytes, fmt.silence)
-        self._wake_writer = asyncio.Event()
-        self._room = asyncio.Event()  # the playout queue has room again
-        self._room.set()
-        self._ws: Any = None
-        self._task: asyncio.Task[None] | None = None
+        self._client: WebSocketClient | None = None
+        self._task: asyncio.Task[None] | None = None  # connecting
+        self.done: asyncio.Future[None] = loop.create_future()  # the connection is gone
+        self._paused = False  # the bot's messages wait: the playout queue is full
         self._attached = False
         self._ended = False
         self._end_reason = ""
@@ -146,7 +148,6 @@ class BotStream:
         self._fed = 0.0
         self._emitted = 0
         self._stalled = False
-        self._closing: asyncio.Task[None] | None = None
         self.bad_messages = 0
         self.frames_played = 0
 
@@ -171,8 +172,6 @@ class BotStream:
         self._detach()
         if not error:
             self._send_queue.put_control(self.protocol.stop())
-        self._wake_writer.set()
-        self._room.set()
         self.log.info(
             "stream %s to %s ended (%s): %d frames to the bot, %d lost to a slow bot, "
             "%d frames from it played, %d malformed messages",
@@ -186,82 +185,64 @@ class BotStream:
         )
         if not quiet:
             self._report("ERROR" if error else "STOPPED", reason)
-        if self._ws is None and self._task is not None:  # still connecting
-            self._task.cancel()
-        elif error and self._ws is not None:  # the writer may be stuck on a full socket
-            self._closing = self._loop.create_task(self._close_ws(1011, reason))
-        if self._ws is not None:  # a bot that neither reads nor closes: see _abort
-            self._loop.call_later(2 * CLOSE_TIMEOUT, self._abort)
-
-    def _abort(self) -> None:
-        """The stream ended a while ago and its connection is still up: the bot reads
-        nothing (so neither what is queued, nor ``stop``, nor a close frame gets out: the
-        writer and websockets' close wait on a full socket for ever) and closes nothing.
-        Drop the connection, so that the task and its socket go."""
-        if self._task is None or self._task.done() or self._ws is None:
+        client = self._client
+        if client is None:  # still connecting
+            if self._task is not None:
+                self._task.cancel()
             return
-        self.log.warning(
-            "stream %s: the bot let nothing through for %g s after the end; connection dropped",
-            self.spec.stream_sid,
-            2 * CLOSE_TIMEOUT,
-        )
-        with contextlib.suppress(Exception):
-            self._ws.transport.abort()
+        if not error:  # what is queued, then stop, even past the write limit: it is the end
+            self._flush(force=True)
+        client.close(1011 if error else 1000, reason[:120])
 
     # -- the WebSocket ---------------------------------------------------------------------
 
     async def _run(self) -> None:
         try:
-            ws = await self._connect()
+            client = await self._connect()
         except asyncio.CancelledError:
+            self._finish()
             return
         except Exception as exc:  # refused, DNS, TLS, HTTP status, timeout: all the bot's side
             if not self._ended:
                 self._end(_connect_problem(exc), error=True)
+            self._finish()
             return
-        self._ws = ws
+        self._client = client
+        client.lost.add_done_callback(lambda _: self._finish())
         if self._ended:  # stopped while connecting
-            await self._close_ws(1000, self._end_reason)
+            client.close(1000, self._end_reason[:120])
             return
-        with contextlib.suppress(OSError, AttributeError):
-            sock = ws.transport.get_extra_info("socket")
+        with contextlib.suppress(OSError, AttributeError, TypeError):
+            sock = client.transport.get_extra_info("socket")  # type: ignore[union-attr]
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self._send_queue.put_control(self.protocol.connected())
         self._send_queue.put_control(self.protocol.start())
         self._attach()
         if not self._ended:  # (_attach ends it quietly when the call's media closed meanwhile)
             self._report("CONNECTED", self.spec.stream_sid)
-        writer = self._loop.create_task(self._write(ws))
-        try:
-            await self._read(ws)
-        finally:
-            if not self._ended:
-                self._end(_close_reason(ws), error=not _normal_close(ws))
-            self._wake_writer.set()
-            try:
-                await asyncio.wait_for(writer, CLOSE_TIMEOUT)
-            except (TimeoutError, asyncio.CancelledError):
-                writer.cancel()
-            await self._close_ws(1000 if not self._end_error else 1011, self._end_reason)
+            self._flush()
 
-    async def _connect(self) -> Any:
-        from websockets.asyncio.client import connect  # only when a call streams
+    async def _connect(self) -> WebSocketClient:
+        from websockets.uri import parse_uri  # (websockets: only when a call streams)
 
-        ctx = None
-        if self.spec.url.lower().startswith("wss:"):
-            ctx = await self._tls_context()
-        return await connect(
-            self.spec.url,
-            ssl=ctx,
-            open_timeout=OPEN_TIMEOUT,
-            close_timeout=CLOSE_TIMEOUT,
-            max_size=MAX_MESSAGE,
-            write_limit=WRITE_LIMIT,
-            compression=None,  # media does not compress; deflate would cost CPU per frame
-            proxy=None,
-            user_agent_header="siproc",
-            logger=_ws_log,
-        )
+        from siproc.net.websocket_client import WebSocketClient
+
+        uri = parse_uri(self.spec.url)
+        ctx = await self._tls_context() if uri.secure else None
+        async with asyncio.timeout(OPEN_TIMEOUT):
+            return await WebSocketClient.connect(
+                self._loop,
+                uri,
+                ssl=ctx,
+                on_message=self._on_frame,
+                on_writable=self._flush,
+                on_closed=self._on_closed,
+                max_size=MAX_MESSAGE,
+                write_limit=WRITE_LIMIT,
+                close_timeout=CLOSE_TIMEOUT,
+                user_agent="siproc",
+                logger=_ws_log,
+            )
 
     async def _tls_context(self) -> ssl.SSLContext:
         """The client context, made once per CA file in an executor thread (reading the
@@ -275,40 +256,50 @@ class BotStream:
             _contexts[key] = ctx
         return ctx
 
-    async def _write(self, ws: Any) -> None:
-        queue = self._send_queue
-        try:
-            while True:
-                message = queue.get()
-                self._check_room()
-                if message is None:
-                    if self._ended:  # stop sent: close; the reader then ends
-                        await self._close_ws(1000, self._end_reason)
-                        return
-                    self._wake_writer.clear()
-                    await self._wake_writer.wait()
-                    continue
-                await ws.send(message)
-        except Exception as exc:  # the connection closed under us: the reader says why
-            self.log.debug("stream %s: send failed: %s", self.spec.stream_sid, exc)
+    def _finish(self) -> None:
+        """The connection is gone (or was never made)."""
+        if not self.done.done():
+            self.done.set_result(None)
+        client = self._client
+        if client is not None and client.aborted:
+            self.log.warning(
+                "stream %s: the bot let nothing through for %g s after the end; connection dropped",
+                self.spec.stream_sid,
+                CLOSE_TIMEOUT,
+            )
 
-    async def _read(self, ws: Any) -> None:
-        from websockets.exceptions import ConnectionClosed
+    def _on_closed(self) -> None:
+        """The bot closed (a close frame), or the connection was lost."""
+        client = self._client
+        if not self._ended and client is not None:
+            self._end(_close_reason(client), error=not _normal_close(client))
 
-        handled = 0
-        try:
-            while not self._ended:
-                if self._playout.full or self._send_queue.backlogged:  # flow control: read
-                    self._room.clear()  # on when the audio has played, the bot has read
-                    await self._room.wait()
-                    continue
-                message = await ws.recv()
-                self._on_message(message)
-                handled += 1
-                if handled % READ_BATCH == 0:
-                    await asyncio.sleep(0)  # a burst from the bot must not delay a tick
-        except ConnectionClosed:
+    def _flush(self, force: bool = False) -> None:
+        """Everything queued for the bot, in one write: called when a call's tick queued its
+        frame or a control message, and when a write pause ends. Nothing while the bot does
+        not read (the transport is paused: the queue drops media, counted), unless ``force``."""
+        client = self._client
+        if client is None or not (client.writable or (force and client.open)):
             return
+        queue = self._send_queue
+        if not len(queue):
+            return
+        messages = []
+        while (message := queue.get()) is not None:
+            messages.append(message)
+        client.send(messages)
+        self._check_room()
+
+    def _on_frame(self, data: bytes, text: bool) -> None:
+        """A message from the bot (websocket_client.py): parsed, then flow control."""
+        if text:
+            self._on_message(data.decode())
+        else:
+            self._on_message(data)
+        if self._playout.full or self._send_queue.backlogged:  # read on when there is room
+            assert self._client is not None
+            self._client.pause_receiving()
+            self._paused = True
 
     def _on_message(self, message: str | bytes) -> None:
         try:
@@ -331,14 +322,7 @@ class BotStream:
                 self._from_bot = None  # and what the resampler holds back
                 self._due.clear()
                 self._fed, self._emitted = 0.0, 0
-                self._wake_writer.set()
-
-    async def _close_ws(self, code: int, reason: str) -> None:
-        ws = self._ws
-        if ws is None:
-            return
-        with contextlib.suppress(Exception):
-            await ws.close(code, reason[:120])
+                self._flush()
 
     # -- the taps (called by the media tick: no waiting, no I/O) ------------------------------
 
@@ -387,7 +371,7 @@ class BotStream:
         now = self._loop.time()
         queue = self._send_queue
         if queue.put_media(self.protocol.media(payload), now):
-            self._wake_writer.set()
+            self._flush()
         elif not self._stalled and queue.stalled(now, STALL_SECONDS):
             self._stalled = True  # ended after the tick, not inside it
             reason = f"the bot is not reading ({queue.dropped} frames lost)"
@@ -444,7 +428,7 @@ class BotStream:
         if names:
             for name in names:
                 self._send_queue.put_control(self.protocol.mark(name))
-            self._wake_writer.set()
+            self._flush()
 
     def _flush_from_bot(self, samples: int) -> None:
         """soxr holds back the last ~60 ms of its input until more comes: when the bot's audio
@@ -471,15 +455,17 @@ class BotStream:
         return np.frombuffer(data, dtype="<i2").astype(np.int16), marks
 
     def _check_room(self) -> None:
-        """Let the reader go on when the playout queue has room and the bot has read."""
-        room = not self._playout.full and not self._send_queue.backlogged
-        if room and not self._room.is_set():
-            self._room.set()
+        """Take the bot's messages again when the playout queue has room and the bot has read
+        (in the next loop turn: never inside a tick)."""
+        if self._paused and not self._playout.full and not self._send_queue.backlogged:
+            self._paused = False
+            if self._client is not None:
+                self._client.resume_receiving()
 
     def dtmf(self, digit: str) -> None:
         if not self._ended:
             self._send_queue.put_control(self.protocol.dtmf(digit))
-            self._wake_writer.set()
+            self._flush()
 
 
 def _connect_problem(exc: BaseException) -> str:
@@ -510,15 +496,18 @@ def _connect_problem(exc: BaseException) -> str:
     return f"cannot connect to the bot: {type(exc).__name__}: {exc}"
 
 
-def _normal_close(ws: Any) -> bool:
-    rcvd = getattr(ws, "close_rcvd", None)
+def _normal_close(client: WebSocketClient) -> bool:
+    rcvd = client.close_rcvd
     return rcvd is not None and rcvd.code in (1000, 1001)
 
 
-def _close_reason(ws: Any) -> str:
+def _close_reason(client: WebSocketClient) -> str:
     """Why the bot's side closed: ``bot`` for a normal close, else the code and reason."""
-    rcvd = getattr(ws, "close_rcvd", None)
+    rcvd = client.close_rcvd
     if rcvd is None:
+        sent = client.close_sent
+        if sent is not None and sent.code not in (1000, 1001):  # we failed it: its fault
+            return f"the bot broke the WebSocket protocol: {sent.reason or sent.code}"
         return "the connection to the bot was lost"
     if rcvd.code in (1000, 1001):
         return "bot"

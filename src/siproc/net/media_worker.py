@@ -49,13 +49,12 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from siproc.media.codecs import AudioCodec
 from siproc.media.player import FilePlayer, MediaFileError
 from siproc.media.recorder import RecordFileError
 from siproc.net.alsa import SoundCardError, SoundCards
-from siproc.net.audio_pipes import HandlerAudio
 from siproc.net.clock import MediaClock
 from siproc.net.media_channel import Channel, Message
 from siproc.net.media_priority import PRIORITIES, OverloadGuard, set_priority
@@ -63,9 +62,6 @@ from siproc.net.media_stream_edge import StreamSpec
 from siproc.net.rtp_socket import RtpStream
 from siproc.net.rtp_state import RtpStats
 from siproc.sdp.sdes import SrtpParams
-
-if TYPE_CHECKING:
-    from siproc.net.media_stream_edge import BotStream
 
 __all__ = ["MediaWorker", "main"]
 
@@ -84,7 +80,6 @@ class _Stream:
     codec: AudioCodec | None = None
     players: dict[int, FilePlayer] = field(default_factory=dict)
     sound_cards: SoundCards | None = None
-    bot: BotStream | None = None  # STREAM
 
 
 class MediaWorker:
@@ -238,10 +233,10 @@ class MediaWorker:
             case "sound", [str() as verb_, str() as device] if verb_ in SOUND_VERBS:
                 self._sound(sid, stream, verb_, device)
             case "bot_start", [StreamSpec() as spec]:
-                self._bot_start(sid, stream, spec)
+                # STREAM: the WebSocket runs in this worker's loop (net/media_stream_edge.py)
+                rtp.bot_start(spec, lambda kind, text: self._send("bot", sid, kind, text))
             case "bot_stop", []:
-                if stream.bot is not None:
-                    stream.bot.stop()
+                rtp.bot_stop()
             case "close", []:
                 self._close(sid)
             case _:
@@ -292,26 +287,11 @@ class MediaWorker:
                 self._send("stopped", sid, play_id, name)
                 return
 
-    def _bot_start(self, sid: int, stream: _Stream, spec: StreamSpec) -> None:
-        """STREAM: a WebSocket to a bot in this worker's loop (net/media_stream_edge.py)."""
-        from siproc.net.media_stream_edge import BotStream
-
-        def report(kind: str, text: str) -> None:
-            if kind != "CONNECTED" and stream.bot is bot:
-                stream.bot = None
-            self._send("bot", sid, kind, text)
-
-        if stream.bot is not None:  # the control process allows one; a stale one ends
-            stream.bot.close()
-        bot = BotStream(self._loop, stream.rtp, spec, report, stream.rtp.log)
-        stream.bot = bot
-        bot.start()
-
     def _audio_fds(self, stream: _Stream, fds: list[int]) -> None:
         """SIPROC_AUDIO_FDS: the handler's audio pipes as taps of the stream
         (net/audio_pipes.py); closed with the stream, or by the handler."""
         try:
-            HandlerAudio(self._loop, stream.rtp, fds[0], fds[1], stream.rtp.log).attach()
+            stream.rtp.audio_fds(fds[0], fds[1])
         except Exception:
             log.exception("media worker: the audio fds could not be attached")
             for fd in fds:

@@ -174,13 +174,14 @@ class BotStream:
             self._send_queue.put_control(self.protocol.stop())
         self.log.info(
             "stream %s to %s ended (%s): %d frames to the bot, %d lost to a slow bot, "
-            "%d frames from it played, %d malformed messages",
+            "%d frames from it played, %d still queued, %d malformed messages",
             self.spec.stream_sid,
             self.spec.url,
             reason,
             self.protocol.chunks - self._send_queue.dropped,
             self._send_queue.dropped,
             self.frames_played,
+            -(-self._playout.queued_bytes // self._playout.frame_bytes),
             self.bad_messages,
         )
         if not quiet:

@@ -39,6 +39,7 @@ _VIA_RE = re.compile(
     re.S | re.ASCII,
 )
 _TAG_RE = re.compile(r";\s*tag\s*=", re.IGNORECASE)
+_SPACE_RE = re.compile(r"\s")  # str.isspace(), without a Python loop per character
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +165,7 @@ def _message_info(message: Message) -> MessageInfo:
     if missing:
         raise ParseError(f"missing mandatory header(s): {', '.join(missing)}")
     call_id = headers.get("Call-ID") or ""
-    if not call_id or any(c.isspace() for c in call_id):
+    if not call_id or _SPACE_RE.search(call_id):
         raise ParseError(f"invalid Call-ID {call_id[:60]!r}")
     cseq = parse_cseq(headers.get("CSeq") or "")
     try:

@@ -72,7 +72,8 @@ Figures, per N and callee:
 Then the call setup rate: SIPp short calls (``bench/sipp/uac_short.xml``) at increasing rates
 for ``--setup-seconds`` each against siproc, whose handler answers, waits a second and hangs up;
 for each: failed calls, SIPp's retransmissions (a request sent again because its answer was
-late), the INVITE -> 200 p50/p99 (SIPp's response-time buckets), siproc's CPU per call. The
+late), the INVITE -> 200 p50/p99 (SIPp's response-time buckets), the CPU per call of siproc's main
+process, its handlers, its media workers and SIPp, and how busy the whole machine was. The
 highest clean rate is reported: zero failed calls, zero retransmissions, p99 at most 200 ms.
 
 Everything runs on 127.0.0.1 (DESIGN.md section 5); every wait has a deadline; every process this
@@ -232,6 +233,12 @@ def cpu_sample(pid: int) -> CpuSample:
     # fields[0] is field 3 (state): utime is field 14, stime 15, cutime 16, cstime 17.
     utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
     return CpuSample(time.monotonic(), (utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK)
+
+
+def box_cpu_sample() -> tuple[int, int]:
+    """(all CPU ticks, idle + iowait ticks) of the whole machine, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
 
 
 def media_workers_of(pid: int) -> list[int]:
@@ -1086,6 +1093,9 @@ class SetupResult:
     rtt_p50: str
     rtt_p99: str
     retransmissions: int = 0  # SIPp's: requests it had to send again (a late answer)
+    workers_cpu_per_call_ms: float = math.nan  # siproc's media workers together
+    sipp_cpu_per_call_ms: float = math.nan
+    box_busy: float = math.nan  # share of all CPUs busy (any process) while SIPp ran
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -1113,7 +1123,10 @@ def run_setup_rates(args: argparse.Namespace, workdir: Path) -> list[SetupResult
         for rate in args.setup_rates:
             calls = round(rate * args.setup_seconds)
             started_before = siproc.count("handler started")
+            workers = media_workers_of(siproc.pid)
             before = cpu_sample(siproc.pid)
+            workers_before = group_cpu_sample([siproc.pid, *workers]).own - before.own
+            box_before = box_cpu_sample()
             sipp, stats_csv = start_sipp(
                 run_dir,
                 SIPP_DIR / "uac_short.xml",
@@ -1126,13 +1139,19 @@ def run_setup_rates(args: argparse.Namespace, workdir: Path) -> list[SetupResult
                 timeout=args.setup_seconds + 40,
                 name=f"setup-{rate}",
             )
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                sipp.wait(args.setup_seconds + 60)
+            sipp_cpu = 0.0  # read while it runs: once it has exited it cannot be read
+            deadline = time.monotonic() + args.setup_seconds + 60
+            while sipp.poll() is None and time.monotonic() < deadline:
+                with contextlib.suppress(OSError):
+                    sipp_cpu = cpu_sample(sipp.pid).own
+                time.sleep(0.1)
+            box_after = box_cpu_sample()
             Processes.stop(sipp)
             wait_until(
                 lambda: siproc.count("handler exited") >= siproc.count("handler started"), 20
             )
             after = cpu_sample(siproc.pid)
+            workers_after = group_cpu_sample([siproc.pid, *workers]).own - after.own
             stats = sipp_stats(stats_csv)
             successful = int(stats.get("SuccessfulCall(C)", 0) or 0)
             failed = int(stats.get("FailedCall(C)", 0) or 0)
@@ -1146,6 +1165,9 @@ def run_setup_rates(args: argparse.Namespace, workdir: Path) -> list[SetupResult
                 response_time_bucket(stats, 0.5),
                 response_time_bucket(stats, 0.99),
                 int(stats.get("Retransmissions(C)", 0) or 0),
+                1000 * (workers_after - workers_before) / calls,
+                1000 * sipp_cpu / calls,
+                1 - (box_after[1] - box_before[1]) / max(1, box_after[0] - box_before[0]),
             )
             spawned = siproc.count("handler started") - started_before
             if spawned != calls:
@@ -1375,13 +1397,17 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{'cps':>5}  {'calls':>6}  {'ok':>6}  {'failed':>6}  {'siproc CPU ms/call':>18}"
                 f"  {'handler CPU ms/call':>19}  {'INVITE->200 p50/p99':>20}  {'retrans':>7}"
+                f"  {'workers/SIPp ms/call':>20}  {'box busy':>8}"
             )
             for s in setup:
+                others = f"{fmt(s.workers_cpu_per_call_ms, '.2f')} / "
+                others += fmt(s.sipp_cpu_per_call_ms, ".2f")
                 print(
                     f"{s.rate:>5}  {s.calls:>6}  {s.successful:>6}  {s.failed:>6}  "
                     f"{s.cpu_per_call_ms:>18.2f}  {s.handler_cpu_per_call_ms:>19.2f}  "
                     f"{s.rtt_p50 + ' / ' + s.rtt_p99:>20}  {s.retransmissions:>7}  "
-                    f"{'; '.join(s.notes)}"
+                    f"{others:>20}"
+                    f"  {fmt(100 * s.box_busy, '.0f') + ' %':>8}  {'; '.join(s.notes)}"
                 )
             clean = [s.rate for s in setup if s.clean]
             print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib.util
 import json
 import os
@@ -17,6 +18,10 @@ from siproc.net.fd_limit import raise_fd_limit
 from siproc.net.tls import TlsFileError, check_files
 
 ALSA_NOT_INSTALLED = "ALSA support not installed (pip install siproc[alsa])"
+# Allocations between two young collections (Python's default: 700). Every call allocates a few
+# thousand objects that live about as long as the call; with the default the collector ran
+# every few hundred microseconds at 400 new calls per second (as the media worker's does).
+GC_THRESHOLD = 10_000
 
 DESCRIPTION = """\
 A scriptable SIP softphone: for every incoming or outgoing call it runs HANDLER [ARGS...],
@@ -68,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(config: Config, argv: list[str]) -> int:
     from siproc.calls.phone import Phone
+
+    # What is imported lives as long as siproc: out of the collector's way (gc.freeze), so
+    # that a full collection walks the calls, not every module, function and class (about
+    # 10 % of the main process's CPU at 250 new calls per second went to collections).
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
     async def run() -> int:
         phone = Phone(config, argv)

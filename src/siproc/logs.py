@@ -150,6 +150,12 @@ def setup_logging(level: int, program: str = "siproc", log_format: str = "text")
         else SafeFormatter(f"{program}[%(process)d] %(levelname)s{detail}: %(message)s")
     )
     handler.setFormatter(formatter)
+    # Neither format shows where a line was logged from, the thread or the multiprocessing
+    # process name: leave them out of every record (the logging HOWTO's "Optimization"). The
+    # caller's file and line were most of a record's cost, a walk up the stack per line.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LOG_LEVELS[level])

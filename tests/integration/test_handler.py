@@ -692,6 +692,44 @@ def test_fds_reach_the_child_at_their_numbers_and_nothing_else_does(tmp_path: Pa
     run(main)
 
 
+@pytest.mark.parametrize("close_range", [True, False])
+def test_a_plain_handler_gets_only_stdin_stdout_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, close_range: bool
+) -> None:
+    """posix_spawn without fds (every call's handler): no descriptor of ours reaches it, not
+    even one without close-on-exec (with close_range, and with the /proc scan where there is
+    none); its own session; SIGPIPE at its default."""
+    if not close_range:
+        monkeypatch.setattr(handler_module, "_close_range", False)
+    argv = bash(
+        tmp_path,
+        'for fd in $LEAK; do [ -e /proc/$$/fd/$fd ] && echo "LEAK $fd"; done\n'
+        'echo "SID $(ps -o sid= -p $$) $$"\n'
+        "read -r _\n"
+        "exec yes\n",  # its stdout's reader is gone: SIGPIPE ends it
+    )
+
+    async def main() -> None:
+        inherited = os.dup(0)
+        os.set_inheritable(inherited, True)  # as if siproc had inherited it
+        r, w = os.pipe()  # and descriptors of ours, with close-on-exec
+        sink = Sink()
+        h = await sink.spawn(argv, env={**ENV, "LEAK": f"{inherited} {r} {w}"})
+        os.close(r)
+        os.close(w)
+        await sink.until(lambda: bool(sink.lines) and sink.lines[-1].startswith("SID"))
+        assert not [line for line in sink.lines if line.startswith("LEAK")], sink.lines
+        sid, pid = sink.lines[-1].split()[1:]
+        assert sid == pid == str(h.pid)
+        assert os.get_inheritable(inherited) is not close_range  # close_range: marked here
+        os.close(inherited)
+        h._stdout.close()  # type: ignore[union-attr]  # we stop reading: yes gets SIGPIPE
+        h.send("go")
+        assert await h.wait() == -13
+
+    run(main)
+
+
 def test_fds_with_a_missing_program_is_a_spawn_error(tmp_path: Path) -> None:
     async def main() -> None:
         r, w = os.pipe()

@@ -315,6 +315,27 @@ def test_via_stamping_keeps_the_other_via_values() -> None:
     assert responses(ep.respond(event.transaction, reply, 0.0))[0].headers.get_all("Via") == vias
 
 
+def test_a_stamped_request_keeps_its_parsed_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stamp changes the headers; the parsed view is carried over (the stamped Via in place
+    # of the old one), not parsed again by the transaction layer: one parse per request, and
+    # what is kept equals a fresh parse.
+    from siproc.sip import headers
+
+    parse = headers._message_info
+    parsed: list[object] = []
+    monkeypatch.setattr(headers, "_message_info", lambda m: parsed.append(m) or parse(m))
+    ep = endpoint()
+    via = "SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bKp1;rport, SIP/2.0/UDP 10.0.0.6:5070"
+    source = Destination("udp", "127.0.0.3", 40000)
+    event = request_received(feed(ep, raw("INVITE", via=via), source=source))
+    request = event.request
+    kept = message_info(request)
+    assert parsed == [request]
+    assert kept.top_via.received == "127.0.0.3" and kept.top_via.rport == "40000"
+    assert kept == parse(request)
+    assert event.info.top_via.received is None  # the event has what the request said
+
+
 def test_reply_destination_reliable_transport_uses_the_connection() -> None:
     tcp = Destination("tcp", "127.0.0.9", 50123)
     assert reply_destination(parse_via("SIP/2.0/TCP 10.0.0.1:5060"), tcp) == tcp

@@ -619,3 +619,10 @@ def test_property_stream_feed_never_raises(chunks: list[bytes]) -> None:
         for item in framer.feed(chunk, 0.0):
             assert isinstance(item, Request | Response | ParseError)
     assert framer.keepalives >= 0
+
+
+def test_first_values_gives_each_header_once_with_its_count() -> None:
+    headers = Headers([("Via", "a"), ("f", "<sip:x@y>"), ("Via", "b"), ("To", "<sip:z@y>")])
+    first, counts = headers.first_values()
+    assert first == {"via": "a", "from": "<sip:x@y>", "to": "<sip:z@y>"}  # compact f is From
+    assert counts == {"via": 2, "from": 1, "to": 1}

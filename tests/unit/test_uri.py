@@ -569,3 +569,23 @@ def test_property_parsers_raise_only_parse_error(text: str) -> None:
     for parse in (parse_uri, parse_name_addr, parse_name_addr_list, split_list):
         with contextlib.suppress(ParseError):
             parse(text)
+
+
+def test_character_checks_match_their_character_sets() -> None:
+    # The checks are regular expressions (one pass in C); they must take and refuse exactly
+    # what the sets and str.isspace() say, for every character up to U+3100 (all of Unicode's
+    # whitespace is below it).
+    from siproc.sip import uri
+
+    sets = (uri._USER_CHARS, uri._PASSWORD_CHARS, uri._PARAM_CHARS, uri._HEADER_CHARS)
+    for n in range(0x3100):
+        c = chr(n)
+        token = c in uri.TOKEN_CHARS
+        assert bool(uri._TOKEN_RE.fullmatch(c)) is token, c
+        assert bool(uri._PARAM_VALUE_RE.fullmatch(c)) is (token or c in "[]:"), c
+        assert bool(uri._DISPLAY_NAME_RE.fullmatch(c)) is (token or c.isspace()), c
+        assert bool(uri._NOT_IN_URI_RE.search(c)) is (c.isspace() or c in '<>"'), c
+        for allowed in sets:
+            assert (uri._first_not_in(allowed).search(c) is None) is (c in allowed), (c, allowed)
+    with pytest.raises(ParseError, match="invalid character '@' in user part"):
+        uri._check_chars("ab@c", uri._USER_CHARS, "user part")

@@ -16,7 +16,7 @@ import heapq
 import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from siproc.sdp.crypto import mask_crypto
@@ -276,7 +276,7 @@ class Endpoint:
     def _receive_request(
         self, request: Request, info: MessageInfo, source: Destination, local_host: str, now: float
     ) -> list[Output]:
-        _stamp_via(request, info.top_via, source)
+        _stamp_via(request, info.top_via, source, info)
         key = server_key(request)
         existing = self._servers.get(key)
         if request.method == "ACK":
@@ -492,12 +492,17 @@ class Endpoint:
         return len(self._clients) + len(self._servers)
 
 
-def _stamp_via(request: Request, via: Via, source: Destination) -> None:
+def _stamp_via(
+    request: Request, via: Via, source: Destination, info: MessageInfo | None = None
+) -> None:
     """Add `received` and `rport` to the top Via (RFC 3261 section 18.2.1, RFC 3581 section 4).
 
     Responses copy the Via, so the client learns the address it was seen from (the registrar
     side of NAT discovery). The stamp depends only on the Via and the source, so a
     retransmission gets the same one and RFC 2543 keys (built from the top Via) still match.
+    With `info` (the request's parsed headers before the stamp) the request keeps its parsed
+    view, the stamped Via in place of the old one: what parsing the new headers again gives,
+    without doing it (the transaction layer asks at once, then every layer above).
     """
     stamped = via
     # RFC 3581 section 4: with rport, received is added "even if it is identical" to sent-by.
@@ -511,7 +516,9 @@ def _stamp_via(request: Request, via: Via, source: Destination) -> None:
     index = next(i for i, (name, _) in enumerate(items) if name == "Via")
     rest = split_list(items[index][1])[1:]
     items[index] = ("Via", ", ".join([str(stamped), *rest]))
-    request.headers = Headers(items)
+    request.headers = headers = Headers(items)
+    if info is not None:
+        request.parsed = (headers, headers.version, replace(info, vias=(stamped, *info.vias[1:])))
 
 
 # Server transactions that have not sent a final response: a merged copy of their request is a

@@ -39,6 +39,7 @@ _VIA_RE = re.compile(
     re.S | re.ASCII,
 )
 _TAG_RE = re.compile(r";\s*tag\s*=", re.IGNORECASE)
+_SPACE_RE = re.compile(r"\s")  # str.isspace(), without a Python loop per character
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,16 +158,17 @@ def message_info(message: Message) -> MessageInfo:
 
 def _message_info(message: Message) -> MessageInfo:
     headers = message.headers
+    first, counts = headers.first_values()  # one pass for the checks and the values below
     for name in SINGLE_HEADERS:
-        if len(headers.get_raw(name)) > 1:
+        if counts.get(name.lower(), 0) > 1:
             raise ParseError(f"more than one {name} header")
-    missing = [n for n in ("Via", "CSeq", "From", "To", "Call-ID") if n not in headers]
+    missing = [n for n in ("Via", "CSeq", "From", "To", "Call-ID") if n.lower() not in first]
     if missing:
         raise ParseError(f"missing mandatory header(s): {', '.join(missing)}")
-    call_id = headers.get("Call-ID") or ""
-    if not call_id or any(c.isspace() for c in call_id):
+    call_id = first["call-id"]
+    if not call_id or _SPACE_RE.search(call_id):
         raise ParseError(f"invalid Call-ID {call_id[:60]!r}")
-    cseq = parse_cseq(headers.get("CSeq") or "")
+    cseq = parse_cseq(first["cseq"])
     try:
         vias = tuple(parse_via(v) for v in headers.get_all("Via"))
     except ParseError as exc:
@@ -174,20 +176,20 @@ def _message_info(message: Message) -> MessageInfo:
     if not vias:
         raise ParseError("empty Via header")
     try:
-        from_ = parse_name_addr(headers.get("From") or "")
+        from_ = parse_name_addr(first["from"])
     except ParseError as exc:
         raise ParseError(f"invalid From header: {exc}") from None
     try:
-        to = parse_name_addr(headers.get("To") or "")
+        to = parse_name_addr(first["to"])
     except ParseError as exc:
         raise ParseError(f"invalid To header: {exc}") from None
     max_forwards = None
-    mf = headers.get("Max-Forwards")
+    mf = first.get("max-forwards")
     if mf is not None:
         if not _is_digits(mf.strip()) or len(mf.strip()) > 10 or int(mf) > 255:
             raise ParseError(f"invalid Max-Forwards {mf[:20]!r}")
         max_forwards = int(mf)
-    expires = headers.get("Expires")
+    expires = first.get("expires")
     if expires is not None:
         parse_delta_seconds(expires, "Expires")
     if isinstance(message, Request) and cseq.method != message.method:

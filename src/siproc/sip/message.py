@@ -199,6 +199,19 @@ class Headers:
             return [item for v in values for item in split_list(v)]
         return values
 
+    def first_values(self) -> tuple[dict[str, str], dict[str, int]]:
+        """In one pass: each header's first whole value and how many lines it has, by lookup
+        key (:func:`header_key`): for a parser that asks about many headers at once."""
+        first: dict[str, str] = {}
+        counts: dict[str, int] = {}
+        for _, value, key in self._items:
+            if key in counts:
+                counts[key] += 1
+            else:
+                counts[key] = 1
+                first[key] = value
+        return first, counts
+
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
 

@@ -154,3 +154,18 @@ def test_prometheus_client_is_imported_only_with_siproc_metrics() -> None:
         "assert 'prometheus_client' not in sys.modules, 'imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_scrape_does_not_grow_with_the_number_of_calls() -> None:
+    """Nothing is labelled per call: after 1000 calls the exposition has the lines it had
+    after 10 of the same kinds (a scrape's cost is bounded by the label sets, not the load)."""
+    metrics = Metrics(View())
+    endings = [EndedBy.HANDLER, EndedBy.REMOTE, EndedBy.TIMEOUT]
+    for n in range(1000):
+        metrics.call_ended(replace(FACTS, call_id=f"c{n}", ended_by=endings[n % 3]))
+        metrics.handler_exited(n % 2)
+        if n == 9:
+            after_ten = metrics.exposition().decode().splitlines()
+    after_all = metrics.exposition().decode().splitlines()
+    assert len(after_all) == len(after_ten)
+    assert not any("c999" in line for line in after_all)

@@ -9,6 +9,14 @@ so that the call path does no bookkeeping for it. Media workers send their clock
 the main process over their channel once a second (net/media_worker.py); a scrape reads the
 last ones and never waits for a worker, so it can never hold up a media tick.
 
+Cost: nothing is labelled per call, and every label set is bounded (directions, status
+classes, `EndedBy`, refusal reasons, exit statuses, media clocks), so a scrape's size does not
+grow with the load: at 1000 calls up it is built in about 1 ms on the event loop (4 ms in the
+worst case of all 320 exit statuses seen), counting the calls by (direction, state) included.
+The counters' children are looked up once and kept (``labels()`` validates and locks each
+time). With all calls up the control process does nothing for the metrics between scrapes;
+bench/load.py --cdr-metrics measures it.
+
 `MetricsServer` is a minimal HTTP/1.0 server on the event loop: ``GET /metrics`` (Prometheus
 text format) and ``GET /healthz`` (200 ``ok`` when the SIP transport is up and, with a
 registrar, we are registered, and we are not draining; else 503 with the reason:

@@ -30,24 +30,32 @@ process's difference, as a share of all of siproc's CPU, is their cost ("cost"),
 difference of all of siproc ("more") carries the workers' run-to-run noise:
 
     python bench/load.py --calls 1000 --duration 20 --setup-rates "" --peers siproc --cdr-metrics \\
-        --repeat 2
+        --repeat 2 --hook-time
 
-Measured so (2 CPUs shared with other work, load average 6-30: the lead retakes on a quiet
-box), before and after the per-call savings of calls/records.py and calls/metrics.py:
+``--hook-time`` also adds up, in siproc's control process, the CPU time (thread time) of the
+monitoring hooks themselves (bench/hook_time/sitecustomize.py wraps them): the one figure here
+that the box's noise does not move. Measured so (2 CPUs shared with other work, load average
+1-15 during the runs: the lead retakes on a quiet box), before and after the per-call savings
+of calls/records.py and calls/metrics.py (CPU s per call-minute, means of 2 pairs):
 
-    before  steady: all 0.0775 -> 0.0747 (-3.7 %), control 0.0008 -> 0.0006, cost -0.29 %
-            total:  all 0.0918 -> 0.0901 (-1.8 %), control 0.0086 -> 0.0092, cost +0.56 %
-    after   steady: all 0.0615 -> 0.0672 (+9.2 %), control 0.0000 -> 0.0000, cost +0.04 %
-            total:  all 0.0778 -> 0.0831 (+6.8 %), control 0.0083 -> 0.0082, cost -0.12 %
+    before  steady: all 0.0655 -> 0.0661 (+0.8 %), control 0.0003 -> 0.0001, cost -0.34 %
+            total:  all 0.0816 -> 0.0837 (+2.6 %), control 0.0076 -> 0.0086, cost +1.16 %
+            hooks: 178 and 166 ms of CPU, 0.67 and 0.57 % of all of siproc's CPU; a call's
+            end (record + counters) 119-132 us, a scrape 1.42-1.49 ms
+    after   steady: all 0.0687 -> 0.0729 (+6.1 %), control 0.0000 -> 0.0001, cost +0.08 %
+            total:  all 0.0862 -> 0.0860 (-0.3 %), control 0.0079 -> 0.0084, cost +0.59 %
+            hooks: 131 and 131 ms of CPU, 0.47 and 0.44 % of all of siproc's CPU; a call's
+            end 87 us, a scrape 1.33 ms
 
-With all calls up the control process is idle either way (a scrape every 5 s and the media
-clocks' figures once a second); a call costs it some tens of microseconds at its end (its
-record line 17 us, was 35; its counters 2 us, were 5). The whole-siproc difference swung
-from -20 % to +11 % between single pairs of identical runs here, in both directions: on a
-shared box only the control process's figure can show a 3 % effect. A scrape in the steady
-window answers in about 12 ms to this script's client (the server builds it in 1-3 ms);
-during the ramp it waits for a loop busy starting 150 handlers a second (up to 0.3-2 s),
-which is the scrape being delayed, not delaying anything.
+So records and metrics cost about 0.5 % of siproc's CPU per call-minute at N=1000, nearly all
+of it once per call at its end; with all calls up the control process does about 0.4 ms of
+their work a second (a scrape every 5 s, the media clocks' figures once a second), 0.03 % of
+siproc's CPU. The whole-siproc difference ("more") swung from -20 % to +21 % between pairs of
+identical runs here, in both directions, from the media workers, which run the same code
+either way: on a shared box it cannot show a 3 % effect. A scrape in the steady window answers
+this script's client in 3-30 ms (160-190 ms once, at load average 15; the server builds it in
+1.3 ms of CPU); during the ramp it waits for a loop busy starting 150 handlers a second
+(0.3-2 s), which is the scrape being delayed, not delaying anything.
 
 With ``--srtp`` (siproc only) the calls are SRTP both ways (SDES, RFC 4568; issue 8, item 6):
 siproc runs with SIPROC_SRTP=mandatory (SIPROC_SRTP_INSECURE_SIGNALLING=yes: keys over UDP on
@@ -726,6 +734,7 @@ class LoadResult:
     cdr_metrics: bool = False  # SIPROC_CDR and SIPROC_METRICS on, /metrics scraped
     control_steady: float = math.nan  # CPU s per call-minute of siproc's control process alone
     control_total: float = math.nan
+    hook_cpu: float = math.nan  # --hook-time: CPU s in the monitoring hooks, whole run
 
     @property
     def label(self) -> str:
@@ -838,6 +847,12 @@ def run_load(
                 SIPROC_CDR=str(run_dir / "cdr.jsonl"), SIPROC_METRICS=f"127.0.0.1:{metrics_port}"
             )
             scraper = Scraper(f"http://127.0.0.1:{metrics_port}/metrics", args.scrape_interval)
+        if args.hook_time:  # bench/hook_time/sitecustomize.py: CPU in the monitoring hooks
+            path = os.environ.get("PYTHONPATH", "")
+            env.update(
+                HOOK_TIME_DIR=str(run_dir),
+                PYTHONPATH=f"{BENCH_DIR / 'hook_time'}{os.pathsep + path if path else ''}",
+            )
         siproc = SiprocProcess(args.python, run_dir, handler, max(calls * 2, 100), env)
         pid, target = siproc.pid, siproc.port
     else:
@@ -990,6 +1005,17 @@ def run_load(
             result.notes.append(f"RECORD refused {refused} times")
         if ended < calls:
             result.notes.append(f"only {ended} call-end lines in siproc's log")
+        hooks = run_dir / f"hooks-{siproc.pid}.json"
+        if args.hook_time and hooks.exists():
+            import json
+
+            totals: dict[str, list[int]] = json.loads(hooks.read_text())
+            result.hook_cpu = sum(ns for _, ns in totals.values()) / 1e9
+            per = ", ".join(
+                f"{name} {ns / count / 1000:.1f} us x {count}"
+                for name, (count, ns) in sorted(totals.items(), key=lambda kv: -kv[1][1])
+            )
+            result.notes.append(f"monitoring hooks {1000 * result.hook_cpu:.1f} ms CPU ({per})")
         if scraper is not None:
             cdr = run_dir / "cdr.jsonl"
             lines = len(cdr.read_text().splitlines()) if cdr.exists() else 0
@@ -1301,6 +1327,13 @@ def print_cdr_comparison(results: list[LoadResult]) -> None:
         "(more: all of siproc, media workers included, whose share is run-to-run noise; "
         "cost: the control process's difference as a share of all of siproc's CPU)"
     )
+    for r in results:
+        if r.cdr_metrics and not math.isnan(r.hook_cpu):
+            share = 100 * r.hook_cpu / (r.cpu_total * r.calls * r.duration / 60)
+            print(
+                f"N={r.calls} with CDR+metrics: their hooks took {1000 * r.hook_cpu:.0f} ms of "
+                f"CPU, {share:.2f} % of all of siproc's CPU over the run (--hook-time)"
+            )
 
 
 def print_details(results: list[LoadResult]) -> None:
@@ -1355,6 +1388,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--scrape-interval", type=float, default=5.0, help="seconds between scrapes (5)"
+    )
+    parser.add_argument(
+        "--hook-time",
+        action="store_true",
+        help="siproc's control process adds up the CPU time of its monitoring hooks "
+        "(bench/hook_time/sitecustomize.py): the cost of --cdr-metrics without the noise",
     )
     parser.add_argument(
         "--repeat",

@@ -11,11 +11,12 @@ last ones and never waits for a worker, so it can never hold up a media tick.
 
 Cost: nothing is labelled per call, and every label set is bounded (directions, status
 classes, `EndedBy`, refusal reasons, exit statuses, media clocks), so a scrape's size does not
-grow with the load: at 1000 calls up it is built in about 1 ms on the event loop (4 ms in the
+grow with the load: at 1000 calls up it is built in about 1.3 ms on the event loop (4 ms in the
 worst case of all 320 exit statuses seen), counting the calls by (direction, state) included.
 The counters' children are looked up once and kept (``labels()`` validates and locks each
-time). With all calls up the control process does nothing for the metrics between scrapes;
-bench/load.py --cdr-metrics measures it.
+time). With all calls up the control process does nothing for the metrics between scrapes
+but take the media clocks' figures once a second (bench/load.py --cdr-metrics --hook-time
+measures it all: about 0.5 % of siproc's CPU at 1000 calls, nearly all at the calls' ends).
 
 `MetricsServer` is a minimal HTTP/1.0 server on the event loop: ``GET /metrics`` (Prometheus
 text format) and ``GET /healthz`` (200 ``ok`` when the SIP transport is up and, with a

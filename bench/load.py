@@ -21,11 +21,41 @@ from SIPp's one media socket), then BYE. The callee is, in turn:
 
 With ``--cdr-metrics`` (siproc only; issue 11) each N runs siproc twice, one run after the
 other: plain, then writing a call detail record per call (``SIPROC_CDR``) and serving
-``SIPROC_METRICS``, which a thread scrapes every ``--scrape-interval`` seconds. A last table
-puts their CPU s per call-minute side by side with the difference in per cent (the target:
-under 3 % more at N=1000):
+``SIPROC_METRICS``, which a thread scrapes every ``--scrape-interval`` seconds (``--repeat K``:
+K such pairs, every other one in reverse order; the table shows the means). A last table puts
+their CPU s per call-minute side by side (the target: under 3 % more at N=1000), for all of
+siproc and for its control process alone. Records and metrics live in the control process; the
+media workers get no SIPROC_ variable and run the same code either way, so the control
+process's difference, as a share of all of siproc's CPU, is their cost ("cost"), while the
+difference of all of siproc ("more") carries the workers' run-to-run noise:
 
-    python bench/load.py --calls 1000 --duration 20 --setup-rates "" --peers siproc --cdr-metrics
+    python bench/load.py --calls 1000 --duration 20 --setup-rates "" --peers siproc --cdr-metrics \\
+        --repeat 2 --hook-time
+
+``--hook-time`` also adds up, in siproc's control process, the CPU time (thread time) of the
+monitoring hooks themselves (bench/hook_time/sitecustomize.py wraps them): the one figure here
+that the box's noise does not move. Measured so (2 CPUs shared with other work, load average
+1-15 during the runs: the lead retakes on a quiet box), before and after the per-call savings
+of calls/records.py and calls/metrics.py (CPU s per call-minute, means of 2 pairs):
+
+    before  steady: all 0.0655 -> 0.0661 (+0.8 %), control 0.0003 -> 0.0001, cost -0.34 %
+            total:  all 0.0816 -> 0.0837 (+2.6 %), control 0.0076 -> 0.0086, cost +1.16 %
+            hooks: 178 and 166 ms of CPU, 0.67 and 0.57 % of all of siproc's CPU; a call's
+            end (record + counters) 119-132 us, a scrape 1.42-1.49 ms
+    after   steady: all 0.0687 -> 0.0729 (+6.1 %), control 0.0000 -> 0.0001, cost +0.08 %
+            total:  all 0.0862 -> 0.0860 (-0.3 %), control 0.0079 -> 0.0084, cost +0.59 %
+            hooks: 131 and 131 ms of CPU, 0.47 and 0.44 % of all of siproc's CPU; a call's
+            end 87 us, a scrape 1.33 ms
+
+So records and metrics cost about 0.5 % of siproc's CPU per call-minute at N=1000, nearly all
+of it once per call at its end; with all calls up the control process does about 0.4 ms of
+their work a second (a scrape every 5 s, the media clocks' figures once a second), 0.03 % of
+siproc's CPU. The whole-siproc difference ("more") swung from -20 % to +21 % between pairs of
+identical runs here, in both directions, from the media workers, which run the same code
+either way: on a shared box it cannot show a 3 % effect. A scrape in the steady window answers
+this script's client in 3-30 ms (160-190 ms once, at load average 15; the server builds it in
+1.3 ms of CPU); during the ramp it waits for a loop busy starting 150 handlers a second
+(0.3-2 s), which is the scrape being delayed, not delaying anything.
 
 With ``--srtp`` (siproc only) the calls are SRTP both ways (SDES, RFC 4568; issue 8, item 6):
 siproc runs with SIPROC_SRTP=mandatory (SIPROC_SRTP_INSECURE_SIGNALLING=yes: keys over UDP on
@@ -225,6 +255,7 @@ class CpuSample:
     when: float
     own: float  # utime + stime, seconds
     children: float  # cutime + cstime of reaped children, seconds
+    control: float = 0.0  # group samples: the first process's own (siproc without its workers)
 
 
 def cpu_sample(pid: int) -> CpuSample:
@@ -253,7 +284,7 @@ def group_cpu_sample(pids: Sequence[int]) -> CpuSample:
     for pid in pids[1:]:
         with contextlib.suppress(OSError):
             own += cpu_sample(pid).own
-    return CpuSample(first.when, own, first.children)
+    return CpuSample(first.when, own, first.children, first.own)
 
 
 def status_kib(pid: int, key: str) -> int:
@@ -708,6 +739,9 @@ class LoadResult:
     window: float = 0.0
     notes: list[str] = field(default_factory=list)
     cdr_metrics: bool = False  # SIPROC_CDR and SIPROC_METRICS on, /metrics scraped
+    control_steady: float = math.nan  # CPU s per call-minute of siproc's control process alone
+    control_total: float = math.nan
+    hook_cpu: float = math.nan  # --hook-time: CPU s in the monitoring hooks, whole run
 
     @property
     def label(self) -> str:
@@ -724,6 +758,7 @@ class Scraper:
         self.count = 0
         self.failures = 0
         self.seconds = 0.0
+        self.scrapes: list[tuple[float, float]] = []  # (monotonic start, seconds) of each
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -737,6 +772,23 @@ class Scraper:
     def mean_ms(self) -> float:
         return 1000 * self.seconds / self.count if self.count else math.nan
 
+    def summary(self, window: tuple[float, float]) -> str:
+        """Scrape times, all and in the steady ``window`` apart: a scrape during the ramp
+        waits for a loop busy starting handlers (that is what a scrape then measures)."""
+
+        def median_max(times: list[float]) -> str:
+            if not times:
+                return "-"
+            times = sorted(times)
+            return f"{1000 * times[len(times) // 2]:.1f}/{1000 * times[-1]:.1f}"
+
+        steady = [s for began, s in self.scrapes if window[0] <= began <= window[1]]
+        return (
+            f"/metrics scraped {self.count} times ({self.failures} failed), median/max "
+            f"{median_max([s for _, s in self.scrapes])} ms, in the steady window "
+            f"{median_max(steady)} ms ({len(steady)} scrapes)"
+        )
+
     def _run(self) -> None:
         import urllib.request
 
@@ -748,8 +800,10 @@ class Scraper:
             except OSError:
                 self.failures += 1
                 continue
+            took = time.monotonic() - began
             self.count += 1
-            self.seconds += time.monotonic() - began
+            self.seconds += took
+            self.scrapes.append((began, took))
 
 
 def run_load(
@@ -766,6 +820,10 @@ def run_load(
     rate = args.rate or min(200.0, max(5.0, calls / (duration / 3)))
     ramp = calls / rate
     run_dir = workdir / f"{result.label}-{calls}"
+    for n in range(2, 100):  # --repeat: a directory per run
+        if not run_dir.exists():
+            break
+        run_dir = workdir / f"{result.label}-{calls}-{n}"
     run_dir.mkdir()
     shutil.copy(workdir / "tone.ul", run_dir / "tone.ul")
     rec_dir = run_dir / "rec"
@@ -796,6 +854,12 @@ def run_load(
                 SIPROC_CDR=str(run_dir / "cdr.jsonl"), SIPROC_METRICS=f"127.0.0.1:{metrics_port}"
             )
             scraper = Scraper(f"http://127.0.0.1:{metrics_port}/metrics", args.scrape_interval)
+        if args.hook_time:  # bench/hook_time/sitecustomize.py: CPU in the monitoring hooks
+            path = os.environ.get("PYTHONPATH", "")
+            env.update(
+                HOOK_TIME_DIR=str(run_dir),
+                PYTHONPATH=f"{BENCH_DIR / 'hook_time'}{os.pathsep + path if path else ''}",
+            )
         siproc = SiprocProcess(args.python, run_dir, handler, max(calls * 2, 100), env)
         pid, target = siproc.pid, siproc.port
     else:
@@ -847,6 +911,7 @@ def run_load(
             scraper.start()
         window_start = t0 + min(ramp + 2.0, duration - 1.0)
         window_end = t0 + duration - 0.5
+        steady_window = (window_start, window_end)
         if window_end - window_start < 3:
             result.notes.append(
                 f"steady window only {window_end - window_start:.1f} s: raise --duration"
@@ -912,9 +977,11 @@ def run_load(
         a, b = samples["a"], samples["b"]
         result.window = b.when - a.when
         result.cpu_steady = (b.own - a.own) / (calls * result.window / 60)
+        result.control_steady = (b.control - a.control) / (calls * result.window / 60)
         sa, sb = sipp_cpu["a"], sipp_cpu["b"]
         result.sipp_cpu_pct = 100 * (sb.own - sa.own) / (sb.when - sa.when)
     result.cpu_total = (end_cpu.own - start_cpu.own) / minutes
+    result.control_total = (end_cpu.control - start_cpu.control) / minutes
     result.handler_cpu = (end_cpu.children - start_cpu.children) / calls
     result.rss_idle_kib = idle_rss
     if rss:
@@ -945,12 +1012,22 @@ def run_load(
             result.notes.append(f"RECORD refused {refused} times")
         if ended < calls:
             result.notes.append(f"only {ended} call-end lines in siproc's log")
+        hooks = run_dir / f"hooks-{siproc.pid}.json"
+        if args.hook_time and hooks.exists():
+            import json
+
+            totals: dict[str, list[int]] = json.loads(hooks.read_text())
+            result.hook_cpu = sum(ns for _, ns in totals.values()) / 1e9
+            per = ", ".join(
+                f"{name} {ns / count / 1000:.1f} us x {count}"
+                for name, (count, ns) in sorted(totals.items(), key=lambda kv: -kv[1][1])
+            )
+            result.notes.append(f"monitoring hooks {1000 * result.hook_cpu:.1f} ms CPU ({per})")
         if scraper is not None:
             cdr = run_dir / "cdr.jsonl"
             lines = len(cdr.read_text().splitlines()) if cdr.exists() else 0
             result.notes.append(
-                f"CDR: {lines} records for {calls} calls; /metrics scraped {scraper.count} times "
-                f"({scraper.failures} failed), {fmt(scraper.mean_ms(), '.1f')} ms each"
+                f"CDR: {lines} records for {calls} calls; {scraper.summary(steady_window)}"
             )
         if args.srtp:  # received counts only packets that authenticated (else packets_invalid)
             keyed = siproc.count("SRTP on (")
@@ -1232,28 +1309,53 @@ def more(without: float, with_: float) -> float:
 
 
 def print_cdr_comparison(results: list[LoadResult]) -> None:
-    """--cdr-metrics: siproc's CPU per call-minute without and with records and metrics."""
+    """--cdr-metrics: siproc's CPU per call-minute without and with records and metrics, the
+    mean of the --repeat runs; all of siproc, and its control process alone. The media workers
+    get no SIPROC_ variable (net/media_pool.py, worker_environment) and run the same code either
+    way: what they add to the difference is run-to-run noise. Records and metrics live in the
+    control process, so its difference, taken as a share of all of siproc's CPU, is their cost.
+    """
     header = (
-        f"{'N':>5}  {'CPU s/call-min without':>22}  {'with CDR+metrics':>16}  "
-        f"{'more':>7}  {'(total) without':>15}  {'with':>6}  {'more':>7}"
+        f"{'N':>5}  {'window':>6}  {'runs':>4}  {'all: without':>12}  {'with':>7}  {'more':>7}  "
+        f"{'control: without':>16}  {'with':>7}  {'cost':>7}"
     )
     print(header)
     print("-" * len(header))
-    for plain in results:
-        if plain.peer != "siproc" or plain.cdr_metrics:
+
+    def mean(values: list[float]) -> float:
+        values = [v for v in values if not math.isnan(v)]
+        return sum(values) / len(values) if values else math.nan
+
+    for calls in sorted({r.calls for r in results if r.peer == "siproc"}):
+        runs = [r for r in results if r.peer == "siproc" and r.calls == calls]
+        plain = [r for r in runs if not r.cdr_metrics]
+        cdr = [r for r in runs if r.cdr_metrics]
+        if not plain or not cdr:
             continue
-        for cdr in results:
-            if cdr.peer == "siproc" and cdr.cdr_metrics and cdr.calls == plain.calls:
-                steady, total = (
-                    more(plain.cpu_steady, cdr.cpu_steady),
-                    more(plain.cpu_total, cdr.cpu_total),
-                )
-                print(
-                    f"{plain.calls:>5}  {fmt(plain.cpu_steady, '.4f'):>22}  "
-                    f"{fmt(cdr.cpu_steady, '.4f'):>16}  {fmt(steady, '+.1f'):>6}%  "
-                    f"{fmt(plain.cpu_total, '.4f'):>15}  {fmt(cdr.cpu_total, '.4f'):>6}  "
-                    f"{fmt(total, '+.1f'):>6}%"
-                )
+        for window in ("steady", "total"):
+            all_without = mean([getattr(r, f"cpu_{window}") for r in plain])
+            all_with = mean([getattr(r, f"cpu_{window}") for r in cdr])
+            control_without = mean([getattr(r, f"control_{window}") for r in plain])
+            control_with = mean([getattr(r, f"control_{window}") for r in cdr])
+            cost = 100 * (control_with - control_without) / all_without if all_without else math.nan
+            print(
+                f"{calls:>5}  {window:>6}  {min(len(plain), len(cdr)):>4}  "
+                f"{fmt(all_without, '.4f'):>12}  {fmt(all_with, '.4f'):>7}  "
+                f"{fmt(more(all_without, all_with), '+.1f'):>6}%  "
+                f"{fmt(control_without, '.4f'):>16}  {fmt(control_with, '.4f'):>7}  "
+                f"{fmt(cost, '+.2f'):>6}%"
+            )
+    print(
+        "(more: all of siproc, media workers included, whose share is run-to-run noise; "
+        "cost: the control process's difference as a share of all of siproc's CPU)"
+    )
+    for r in results:
+        if r.cdr_metrics and not math.isnan(r.hook_cpu):
+            share = 100 * r.hook_cpu / (r.cpu_total * r.calls * r.duration / 60)
+            print(
+                f"N={r.calls} with CDR+metrics: their hooks took {1000 * r.hook_cpu:.0f} ms of "
+                f"CPU, {share:.2f} % of all of siproc's CPU over the run (--hook-time)"
+            )
 
 
 def print_details(results: list[LoadResult]) -> None:
@@ -1310,6 +1412,19 @@ def main(argv: list[str] | None = None) -> int:
         "--scrape-interval", type=float, default=5.0, help="seconds between scrapes (5)"
     )
     parser.add_argument(
+        "--hook-time",
+        action="store_true",
+        help="siproc's control process adds up the CPU time of its monitoring hooks "
+        "(bench/hook_time/sitecustomize.py): the cost of --cdr-metrics without the noise",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="--cdr-metrics: run each pair this many times, every other one in reverse order; "
+        "the comparison shows the means (1)",
+    )
+    parser.add_argument(
         "--srtp", action="store_true", help="SRTP both ways (siproc only; SIPp plays a pcap)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -1359,8 +1474,14 @@ def main(argv: list[str] | None = None) -> int:
                     limit = BARESIP_MAX_CALLS[record]
                     skipped.append((calls, peer, f"libre's 1024-fd limit: ~{limit} calls"))
                     continue
-                # --cdr-metrics: plain, then with records and metrics, for the comparison
-                for cdr_metrics in (False, True) if args.cdr_metrics else (False,):
+                # --cdr-metrics: plain, then with records and metrics, for the comparison;
+                # --repeat: again, the other way round every second time (drift cancels)
+                order: list[bool] = [False]
+                if args.cdr_metrics:
+                    order = []
+                    for n in range(args.repeat):
+                        order += [False, True] if n % 2 == 0 else [True, False]
+                for cdr_metrics in order:
                     label = f"{peer}{' with CDR+metrics' if cdr_metrics else ''}"
                     print(f"  running N={calls} against {label} ...", file=sys.stderr, flush=True)
                     started = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -79,6 +80,24 @@ def test_call_counters_and_rtp_figures_move_when_a_call_ends() -> None:
     assert got[("siproc_rtp_jitter_seconds_count", ())] == 2
 
 
+def test_each_ending_counts_in_its_own_series_only() -> None:
+    """The counters' children are looked up once per label set and kept: a later call with
+    other labels must still get a series of its own, and the first one must not move."""
+    metrics = Metrics(View())
+    metrics.call_ended(FACTS)
+    metrics.call_ended(replace(FACTS, status=486, ended_by=EndedBy.REMOTE, direction="in"))
+    metrics.call_ended(replace(FACTS, ended_by=EndedBy.REMOTE))
+    metrics.call_ended(FACTS)
+    got = samples(metrics)
+    calls = {labels: v for (name, labels), v in got.items() if name == "siproc_calls_total"}
+    assert calls == {
+        (("direction", "out"), ("ended_by", "handler"), ("status_class", "2xx")): 2,
+        (("direction", "in"), ("ended_by", "remote"), ("status_class", "4xx")): 1,
+        (("direction", "out"), ("ended_by", "remote"), ("status_class", "2xx")): 1,
+    }
+    assert got[("siproc_rtp_packets_total", (("direction", "sent"),))] == 200
+
+
 def test_states_are_read_at_scrape_time() -> None:
     view = View()
     metrics = Metrics(view)
@@ -95,14 +114,20 @@ def test_states_are_read_at_scrape_time() -> None:
 
 def test_every_refusal_reason_and_handler_exit_is_counted() -> None:
     metrics = Metrics(View())
-    metrics.refused.labels("rate_limit").inc()
+    metrics.refuse("rate_limit")
+    metrics.refuse("rate_limit")
+    metrics.refuse("max_calls")
     metrics.handler_exited(0)
     metrics.handler_exited(-9)
+    metrics.handler_exited(0)
+    metrics.handler_exited(9)
     got = samples(metrics)
-    assert got[("siproc_refused_requests_total", (("reason", "rate_limit"),))] == 1
+    assert got[("siproc_refused_requests_total", (("reason", "rate_limit"),))] == 2
+    assert got[("siproc_refused_requests_total", (("reason", "max_calls"),))] == 1
     assert got[("siproc_refused_requests_total", (("reason", "policy"),))] == 0  # shown at 0
     assert got[("siproc_handler_exits_total", (("status", "signal 9"),))] == 1
-    assert got[("siproc_handler_exits_total", (("status", "0"),))] == 1
+    assert got[("siproc_handler_exits_total", (("status", "9"),))] == 1
+    assert got[("siproc_handler_exits_total", (("status", "0"),))] == 2
 
 
 def test_http_answers() -> None:
@@ -129,3 +154,18 @@ def test_prometheus_client_is_imported_only_with_siproc_metrics() -> None:
         "assert 'prometheus_client' not in sys.modules, 'imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_scrape_does_not_grow_with_the_number_of_calls() -> None:
+    """Nothing is labelled per call: after 1000 calls the exposition has the lines it had
+    after 10 of the same kinds (a scrape's cost is bounded by the label sets, not the load)."""
+    metrics = Metrics(View())
+    endings = [EndedBy.HANDLER, EndedBy.REMOTE, EndedBy.TIMEOUT]
+    for n in range(1000):
+        metrics.call_ended(replace(FACTS, call_id=f"c{n}", ended_by=endings[n % 3]))
+        metrics.handler_exited(n % 2)
+        if n == 9:
+            after_ten = metrics.exposition().decode().splitlines()
+    after_all = metrics.exposition().decode().splitlines()
+    assert len(after_all) == len(after_ten)
+    assert not any("c999" in line for line in after_all)

@@ -8,7 +8,7 @@ import json
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -79,6 +79,16 @@ def test_a_record_is_one_line_of_json_with_every_documented_field() -> None:
 def test_a_call_never_answered_lasts_zero_seconds() -> None:
     facts = replace(FACTS, answered=None, status=486, reason="Busy Here")
     assert json.loads(record_line(facts))["duration"] == 0
+
+
+def test_the_fields_keep_their_order_and_values() -> None:
+    """A record lists the fields in the order of `CallFacts`, then ``duration``; values the
+    line does not reformat are the facts' own (a reader may rely on the order of a line)."""
+    record = json.loads(record_line(replace(FACTS, rtt_ms=12.345, transfer_target="sip:c@h")))
+    assert list(record) == [f.name for f in fields(CallFacts)] + ["duration"]
+    assert record["rtt_ms"] == 12.35 and record["transfer_target"] == "sip:c@h"
+    assert (record["packets_sent"], record["packets_lost"], record["srtp"]) == (3000, 10, False)
+    assert record["local_name"] == "" and record["referred_by"] is None
 
 
 def test_facts_that_cannot_be_are_refused() -> None:

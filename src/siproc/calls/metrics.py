@@ -9,6 +9,15 @@ so that the call path does no bookkeeping for it. Media workers send their clock
 the main process over their channel once a second (net/media_worker.py); a scrape reads the
 last ones and never waits for a worker, so it can never hold up a media tick.
 
+Cost: nothing is labelled per call, and every label set is bounded (directions, status
+classes, `EndedBy`, refusal reasons, exit statuses, media clocks), so a scrape's size does not
+grow with the load: at 1000 calls up it is built in about 1.3 ms on the event loop (4 ms in the
+worst case of all 320 exit statuses seen), counting the calls by (direction, state) included.
+The counters' children are looked up once and kept (``labels()`` validates and locks each
+time). With all calls up the control process does nothing for the metrics between scrapes
+but take the media clocks' figures once a second (bench/load.py --cdr-metrics --hook-time
+measures it all: about 0.5 % of siproc's CPU at 1000 calls, nearly all at the calls' ends).
+
 `MetricsServer` is a minimal HTTP/1.0 server on the event loop: ``GET /metrics`` (Prometheus
 text format) and ``GET /healthz`` (200 ``ok`` when the SIP transport is up and, with a
 registrar, we are registered, and we are not draining; else 503 with the reason:
@@ -30,7 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from siproc.calls.records import CallFacts
+from siproc.calls.records import CallFacts, EndedBy
 
 __all__ = ["ClockFigures", "Metrics", "MetricsServer", "PhoneView", "status_class"]
 
@@ -88,8 +97,7 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        for reason in REFUSAL_REASONS:
-            self.refused.labels(reason)
+        self._refused = {reason: self.refused.labels(reason) for reason in REFUSAL_REASONS}
         self.registration_failures = Counter(
             "siproc_registration_failures", "REGISTER attempts that failed", registry=r
         )
@@ -117,21 +125,44 @@ class Metrics:
             buckets=JITTER_BUCKETS,
             registry=r,
         )
+        self._rtp_sent = self.rtp_packets.labels("sent")
+        self._rtp_received = self.rtp_packets.labels("received")
+        self._rtp_lost = self.rtp_packets.labels("lost")
+        # The children of labelled counters, once looked up (``labels()`` validates and locks
+        # each time). Every label set is bounded: 2 directions x 6 classes x 7 EndedBy; exit
+        # statuses 0-255 and signals; nothing per call, so a scrape's size never grows with
+        # the number of calls.
+        self._calls: dict[tuple[str, str, EndedBy], Counter] = {}
+        self._exits: dict[int, Counter] = {}
         r.register(_StateCollector(view))
 
     # -- events -----------------------------------------------------------------------------
 
     def call_ended(self, facts: CallFacts) -> None:
-        self.calls.labels(facts.direction, status_class(facts.status), facts.ended_by.value).inc()
-        self.rtp_packets.labels("sent").inc(facts.packets_sent)
-        self.rtp_packets.labels("received").inc(facts.packets_received)
-        self.rtp_packets.labels("lost").inc(facts.packets_lost)
+        key = (facts.direction, status_class(facts.status), facts.ended_by)
+        child = self._calls.get(key)
+        if child is None:
+            child = self._calls[key] = self.calls.labels(key[0], key[1], key[2].value)
+        child.inc()
+        self._rtp_sent.inc(facts.packets_sent)
+        self._rtp_received.inc(facts.packets_received)
+        self._rtp_lost.inc(facts.packets_lost)
         if facts.packets_received:
             self.jitter.observe(facts.jitter_ms / 1000)
 
+    def refuse(self, reason: str) -> None:
+        """A request refused before any handler ran; ``reason`` is one of REFUSAL_REASONS."""
+        child = self._refused.get(reason)
+        if child is None:
+            child = self._refused[reason] = self.refused.labels(reason)
+        child.inc()
+
     def handler_exited(self, returncode: int) -> None:
-        label = str(returncode) if returncode >= 0 else f"signal {-returncode}"
-        self.handler_exits.labels(label).inc()
+        child = self._exits.get(returncode)
+        if child is None:
+            label = str(returncode) if returncode >= 0 else f"signal {-returncode}"
+            child = self._exits[returncode] = self.handler_exits.labels(label)
+        child.inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

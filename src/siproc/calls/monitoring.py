@@ -170,7 +170,7 @@ class Monitoring:
     def refused(self, reason: str) -> None:
         """A request refused before any handler ran (metrics.REFUSAL_REASONS)."""
         if self.metrics is not None:
-            self.metrics.refused.labels(reason).inc()
+            self.metrics.refuse(reason)
 
     def handler_started(self, seconds: float) -> None:
         if self.metrics is not None:
@@ -211,11 +211,12 @@ class _View:
         self.monitoring = monitoring
 
     def active_calls(self) -> dict[tuple[str, str], int]:
-        counts = Counter(
-            ("out" if c.outgoing else "in", c.state.value.replace(" ", "_"))
-            for c in self.monitoring.phone.calls
-        )
-        return dict(counts)
+        # count first, name after: one tuple per call, one label pair per (direction, state)
+        counts = Counter((c.outgoing, c.state) for c in self.monitoring.phone.calls)
+        return {
+            ("out" if outgoing else "in", state.value.replace(" ", "_")): count
+            for (outgoing, state), count in counts.items()
+        }
 
     def registration(self) -> tuple[str, bool]:
         reg = self.monitoring.phone.account.registration

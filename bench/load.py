@@ -54,6 +54,35 @@ whole-run p99 (the ramp: 150 calls/s each spawning a handler and, with SRTP, two
 sessions) is over 5 ms for both, and SRTP's second run lost 341 packets (kernel receive
 drops) and skipped 34 media-clock ticks there.
 
+Issue 8, item 6, looked into (2 CPUs shared, the other sessions' load off, ``--calls 1000
+--duration 20 --setup-rates "" --peers siproc``): the libsrtp sessions were not it (20 us per
+stream's two). Two things were. (1) SIPp's pcap player, which --srtp needs, runs a thread per
+call (rtp_stream does not): 1000 threads waking 50 times a second take half a core and make
+the callee's own figures worse, SRTP or not; ``--pcap`` is the control run that shows it.
+(2) The skipped ticks came at the end of the calls, not the ramp: the busy control process sent
+a worker 150-200 ``close`` commands in one datagram, and the worker, finishing a recording per
+close with an ``fsync``, spent 150-200 ms on them in one go (its clock then skips). Now a
+worker takes no command when its next tick is under 2 ms away (net/media_channel.py pacing),
+recordings close without the ``fsync``, and the SRTP hot paths call libsrtp directly
+(bench/srtp.py: protect 1.16 -> 0.80 us, unprotect 1.20 -> 0.91 us in place). N=1000, CPU
+s/call-min steady (total), loss, jitter p50/p99/max (whole run), steady p99, skipped ticks:
+
+    before  SRTP           0.081 (0.103), 0.062%, 0.37/8.82/157.27 ms, 7.77 ms, 20 skipped
+                           0.082 (0.117), 0,      0.36/7.58/206.82 ms, 2.32 ms, 23 skipped
+    before  --pcap plain   0.078 (0.115), 0,      0.34/8.30/225.44 ms, 7.20 ms, 30 skipped
+    before  plain          0.056 (0.070), 0,      0.32/2.38/20.96 ms,  1.40 ms, 0
+    after   SRTP           0.078 (0.100), 0,      0.35/1.78/6.47 ms,   1.93 ms, 0
+                           0.078 (0.106), 0,      0.34/1.46/7.73 ms,   1.42 ms, 0
+    after   --pcap plain   0.074 (0.114), 0,      0.35/2.22/100.83 ms, 7.85 ms, 0
+    after   plain          0.073 (0.088), 0,      0.38/1.78/14.14 ms,  1.88 ms, 0
+
+The box was shared (another session's load between runs moves CPU s/call-min by 0.01-0.02:
+the plain runs before and after run the same code but for the recorder). One run of each;
+the --pcap run after had one 100 ms stall in its steady window (no tick skipped), not seen in
+the SRTP runs: not explained yet.
+Left: SRTP runs see 400-800 kernel drops on the control process's SIP socket during the ramp
+(SIPp retransmits; no call failed); plain runs see none.
+
 Figures, per N and callee:
 
 * CPU seconds per call-minute of the callee process, siproc's media workers included

@@ -84,6 +84,35 @@ whole-run p99 (the ramp: 150 calls/s each spawning a handler and, with SRTP, two
 sessions) is over 5 ms for both, and SRTP's second run lost 341 packets (kernel receive
 drops) and skipped 34 media-clock ticks there.
 
+Issue 8, item 6, looked into (2 CPUs shared, the other sessions' load off, ``--calls 1000
+--duration 20 --setup-rates "" --peers siproc``): the libsrtp sessions were not it (20 us per
+stream's two). Two things were. (1) SIPp's pcap player, which --srtp needs, runs a thread per
+call (rtp_stream does not): 1000 threads waking 50 times a second take half a core and make
+the callee's own figures worse, SRTP or not; ``--pcap`` is the control run that shows it.
+(2) The skipped ticks came at the end of the calls, not the ramp: the busy control process sent
+a worker 150-200 ``close`` commands in one datagram, and the worker, finishing a recording per
+close with an ``fsync``, spent 150-200 ms on them in one go (its clock then skips). Now a
+worker takes no command when its next tick is under 2 ms away (net/media_channel.py pacing),
+recordings close without the ``fsync``, and the SRTP hot paths call libsrtp directly
+(bench/srtp.py: protect 1.16 -> 0.80 us, unprotect 1.20 -> 0.91 us in place). N=1000, CPU
+s/call-min steady (total), loss, jitter p50/p99/max (whole run), steady p99, skipped ticks:
+
+    before  SRTP           0.081 (0.103), 0.062%, 0.37/8.82/157.27 ms, 7.77 ms, 20 skipped
+                           0.082 (0.117), 0,      0.36/7.58/206.82 ms, 2.32 ms, 23 skipped
+    before  --pcap plain   0.078 (0.115), 0,      0.34/8.30/225.44 ms, 7.20 ms, 30 skipped
+    before  plain          0.056 (0.070), 0,      0.32/2.38/20.96 ms,  1.40 ms, 0
+    after   SRTP           0.078 (0.100), 0,      0.35/1.78/6.47 ms,   1.93 ms, 0
+                           0.078 (0.106), 0,      0.34/1.46/7.73 ms,   1.42 ms, 0
+    after   --pcap plain   0.074 (0.114), 0,      0.35/2.22/100.83 ms, 7.85 ms, 0
+    after   plain          0.073 (0.088), 0,      0.38/1.78/14.14 ms,  1.88 ms, 0
+
+The box was shared (another session's load between runs moves CPU s/call-min by 0.01-0.02:
+the plain runs before and after run the same code but for the recorder). One run of each;
+the --pcap run after had one 100 ms stall in its steady window (no tick skipped), not seen in
+the SRTP runs: not explained yet.
+Left: SRTP runs see 400-800 kernel drops on the control process's SIP socket during the ramp
+(SIPp retransmits; no call failed); plain runs see none.
+
 Figures, per N and callee:
 
 * CPU seconds per call-minute of the callee process, siproc's media workers included
@@ -309,14 +338,16 @@ class DropWatch:
     """Kernel receive drops (last column of /proc/net/udp) of one process's UDP sockets.
 
     Sockets vanish when calls end, so the counters are sampled during the run and the highest
-    value seen per socket is kept."""
+    value seen per socket is kept, with the process that held it (``by_pid``): the first pid is
+    the control process (its SIP sockets), the others are media workers (RTP/RTCP)."""
 
     def __init__(self, pids: Sequence[int]) -> None:
         self.pids = pids
         self.max_drops: dict[int, int] = {}
+        self.owner: dict[int, int] = {}
 
     def sample(self) -> None:
-        mine = set().union(*(socket_inodes(pid) for pid in self.pids))
+        owner = {inode: pid for pid in reversed(self.pids) for inode in socket_inodes(pid)}
         for table in ("/proc/net/udp", "/proc/net/udp6"):
             with contextlib.suppress(OSError), open(table) as lines:
                 next(lines, None)
@@ -325,12 +356,21 @@ class DropWatch:
                     if len(parts) < 13:
                         continue
                     inode, drops = int(parts[9]), int(parts[12])
-                    if inode in mine and drops > self.max_drops.get(inode, 0):
+                    if inode in owner and drops > self.max_drops.get(inode, 0):
                         self.max_drops[inode] = drops
+                        self.owner.setdefault(inode, owner[inode])
 
     @property
     def total(self) -> int:
         return sum(self.max_drops.values())
+
+    def by_pid(self) -> dict[int, int]:
+        """Drops per owning process, and the number of sockets that dropped, in pid order."""
+        found: dict[int, int] = {}
+        for inode, drops in self.max_drops.items():
+            pid = self.owner[inode]
+            found[pid] = found.get(pid, 0) + drops
+        return {pid: found[pid] for pid in self.pids if pid in found}
 
 
 # --------------------------------------------------------------------------------------------
@@ -498,13 +538,18 @@ def make_audio(workdir: Path, seconds: float) -> tuple[Path, Path]:
     return ulaw, play
 
 
-def make_srtp_load(workdir: Path, ulaw: Path) -> Path:
+def make_srtp_load(workdir: Path, ulaw: Path, *, protect: bool = True) -> Path:
     """--srtp: ``srtp.pcap``, the u-law file as 20 ms PCMU packets protected with SIPp's fixed
     key (one SSRC; sequence numbers from 1, timestamps from 0), and ``uac_srtp.xml``, the
     scenario of ``uac_rtp.xml`` offering RTP/SAVP with that key and playing the pcap instead of
     the raw file. SIPp keeps the pcap's RTP headers (PEERS.md), and every siproc stream has its
     own SRTP receive context and replay window, so one pcap serves every call. Returns the
-    scenario."""
+    scenario.
+
+    --pcap (``protect=False``): the same pcap player with the packets in the clear and the
+    scenario's plain RTP/AVP offer: the control run for --srtp. SIPp's pcap player runs a
+    thread per call (``rtp_stream`` runs in its main loop), so it loads the box differently;
+    only the pcap control tells what SRTP itself costs siproc."""
     import pylibsrtp
 
     policy = pylibsrtp.Policy(
@@ -521,17 +566,17 @@ def make_srtp_load(workdir: Path, ulaw: Path) -> Path:
             "!BBHII", 0x80, 0x80 if index == 0 else 0, (index + 1) & 0xFFFF, index * frame,
             SRTP_SSRC,
         ) + audio[index * frame : (index + 1) * frame]  # fmt: skip
-        records.append(_pcap_udp_record(index * PTIME, session.protect(rtp)))
+        records.append(_pcap_udp_record(index * PTIME, session.protect(rtp) if protect else rtp))
     pcap = workdir / "srtp.pcap"
     # classic pcap, microseconds, Ethernet (SIPp's pcap player takes Ethernet or Linux cooked)
     pcap.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + b"".join(records))
     template = (SIPP_DIR / "uac_rtp.xml").read_text()
-    edits = [
+    edits = [] if not protect else [
         ("m=audio [media_port] RTP/AVP 0 101\n",
          f"m=audio [media_port] RTP/SAVP 0 101\n      a=crypto:1 {SRTP_SUITE} inline:"
          f"{base64.b64encode(SRTP_MASTER).decode()}\n"),
-        ('<exec rtp_stream="tone.ul,1,0"/>', f'<exec play_pcap_audio="{pcap}"/>'),
     ]  # fmt: skip
+    edits.append(('<exec rtp_stream="tone.ul,1,0"/>', f'<exec play_pcap_audio="{pcap}"/>'))
     for old, new in edits:
         if template.count(old) != 1:
             raise SystemExit(f"load.py --srtp: {old.strip()!r} is not once in uac_rtp.xml")
@@ -895,7 +940,7 @@ def run_load(
         pause_ms = round((duration + TAIL_SLACK) * 1000)
         sipp, stats_csv = start_sipp(
             run_dir,
-            workdir / "uac_srtp.xml" if args.srtp else SIPP_DIR / "uac_rtp.xml",
+            workdir / "uac_srtp.xml" if args.srtp or args.pcap else SIPP_DIR / "uac_rtp.xml",
             target,
             calls=calls,
             rate=rate,
@@ -996,6 +1041,16 @@ def run_load(
         result.failed += unfinished
     result.expected = calls * round(duration * PACKETS_PER_SECOND)
     result.sock_drops = drops.total
+    if drops.total:
+        where = drops.by_pid()
+        result.notes.append(
+            "socket drops by process: "
+            + ", ".join(
+                f"{'control' if pid == pids[0] else 'worker'} {pid}: {n}"
+                for pid, n in where.items()
+            )
+            + f" ({sum(1 for d in drops.max_drops.values() if d)} sockets)"
+        )
     if siproc is not None:
         ended, _, received = siproc.rtp_counters()
         result.received = received
@@ -1427,8 +1482,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--srtp", action="store_true", help="SRTP both ways (siproc only; SIPp plays a pcap)"
     )
+    parser.add_argument(
+        "--pcap",
+        action="store_true",
+        help="plain RTP, but SIPp plays it as --srtp does (pcap, a thread per call): the "
+        "control run for --srtp",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
+    if args.srtp and args.pcap:
+        parser.error("--pcap is the plain control of --srtp: one or the other")
     calls_list = [int(x) for x in args.calls.split(",") if x.strip()]
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     if not set(peers) <= {"siproc", "baresip"}:
@@ -1447,8 +1510,8 @@ def main(argv: list[str] | None = None) -> int:
         _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the callees
         ulaw, play = make_audio(workdir, args.duration)
-        if args.srtp:
-            make_srtp_load(workdir, ulaw)
+        if args.srtp or args.pcap:
+            make_srtp_load(workdir, ulaw, protect=args.srtp)
         loop = subprocess.run(
             [args.python, "-c", "import uvloop"], capture_output=True, check=False
         ).returncode
@@ -1467,8 +1530,8 @@ def main(argv: list[str] | None = None) -> int:
         skipped: list[tuple[int, str, str]] = []
         for calls in calls_list:
             for peer in peers:
-                if peer == "baresip" and (args.srtp or args.cdr_metrics):
-                    skipped.append((calls, peer, "--srtp/--cdr-metrics: siproc only"))
+                if peer == "baresip" and (args.srtp or args.pcap or args.cdr_metrics):
+                    skipped.append((calls, peer, "--srtp/--pcap/--cdr-metrics: siproc only"))
                     continue
                 if peer == "baresip" and calls > BARESIP_MAX_CALLS[record]:
                     limit = BARESIP_MAX_CALLS[record]
@@ -1494,7 +1557,13 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
         print()
-        srtp = f", SRTP ({SRTP_SUITE}, SDES)" if args.srtp else ""
+        srtp = (
+            f", SRTP ({SRTP_SUITE}, SDES)"
+            if args.srtp
+            else ", SIPp pcap player"
+            if args.pcap
+            else ""
+        )
         print(f"Load: SIPp UAC, G.711 u-law both ways{srtp}, {args.duration:g} s talk per call")
         print_table(results, skipped)
         print_details(results)

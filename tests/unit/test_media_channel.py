@@ -9,6 +9,7 @@ import os
 import pickle
 import socket
 import struct
+from collections.abc import Callable
 
 import pytest
 
@@ -207,3 +208,96 @@ def test_an_undecodable_frame_is_dropped_and_the_next_ones_arrive() -> None:
         end.close()
 
     asyncio.run(main())
+
+
+def test_a_paced_receiver_holds_the_rest_in_order_and_stops_reading_until_resumed() -> None:
+    """A media worker (net/media_worker.py) takes no command while its tick is near: the
+    rest of the datagram waits, nothing new is read (no busy loop on a readable socket), and
+    each resumption hands out at least one message, so commands always move."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        a, b = Channel.pair()
+        got: list[Message] = []
+        resumes: list[Callable[[], None]] = []
+        budget = {"left": 3}
+
+        def pause_when() -> bool:
+            budget["left"] -= 1
+            return budget["left"] < 0
+
+        sender = Channel(loop, a, lambda m, f: None, lambda: None)
+        receiver = Channel(
+            loop,
+            b,
+            lambda m, f: got.append(m),
+            lambda: None,
+            pause_when=pause_when,
+            resume_later=resumes.append,
+        )
+        for i in range(10):
+            sender.send(("close", i))
+        await _until(lambda: resumes)
+        assert got == [("close", i) for i in range(3)]
+        assert receiver.paused == 1
+        sender.send(("late", 0))  # a second datagram: not read while paused
+        await asyncio.sleep(0.02)
+        assert len(got) == 3 and len(resumes) == 1
+        for expected in range(3, 10):  # the tick is always near now: one message per resume
+            resumes.pop()()
+            assert got[-1] == ("close", expected)
+        budget["left"] = 100  # the next tick is far: the rest goes at once
+        resumes.pop()()
+        await _until(lambda: got[-1] == ("late", 0))
+        assert got == [("close", i) for i in range(10)] + [("late", 0)]
+        assert not resumes
+        sender.close()
+        receiver.close()
+
+    asyncio.run(main())
+
+
+def test_a_paced_receiver_closed_while_holding_closes_the_held_descriptors() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        a, b = Channel.pair()
+        got: list[tuple[Message, list[int]]] = []
+        resumes: list[Callable[[], None]] = []
+        sender = Channel(loop, a, lambda m, f: None, lambda: None)
+        receiver = Channel(
+            loop,
+            b,
+            lambda m, f: got.append((m, f)),
+            lambda: None,
+            pause_when=lambda: True,
+            resume_later=resumes.append,
+        )
+        fds, _ports = _udp_fds(4)
+        sender.send(("open", 0), fds[:2])
+        sender.send(("open", 1), fds[2:])
+        await _until(lambda: resumes)
+        assert len(got) == 0  # the tick was near at once: nothing yet
+        resumes.pop()()
+        assert [m for m, _ in got] == [("open", 0)]
+        for fd in got[0][1]:
+            os.close(fd)
+        before = len(os.listdir("/proc/self/fd"))
+        receiver.close()  # its socket, and the second open's two descriptors, held
+        assert len(os.listdir("/proc/self/fd")) == before - 3
+        resumes.pop()()  # a late resumption after close does nothing
+        assert [m for m, _ in got] == [("open", 0)]
+        sender.close()
+
+    asyncio.run(main())
+
+
+def test_pause_when_and_resume_later_go_together() -> None:
+    a, b = Channel.pair()
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(ValueError, match="go together"):
+            Channel(loop, a, lambda m, f: None, lambda: None, pause_when=lambda: False)
+    finally:
+        a.close()
+        b.close()
+        loop.close()

@@ -180,6 +180,24 @@ def test_each_format_records_readable_audio(
         assert dominant(data[:, 1]) == pytest.approx(880, abs=5)
 
 
+@pytest.mark.parametrize("name", ["r.wav", "r.flac", "r.ogg"])
+def test_close_finalises_the_file_without_an_fsync(
+    tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """soundfile's close() would sf_write_sync (an fsync) first: in a media worker closing many
+    calls at once that stalled the clock. The file is whole all the same."""
+    synced: list[object] = []
+    monkeypatch.setattr(soundfile.SoundFile, "flush", lambda self: synced.append(self))
+    path = tmp_path / name
+    rec = CallRecorder.open(str(path), RATE)
+    for rx, tx in zip(tone(440, 40), tone(880, 40), strict=True):
+        rec.write(rx, tx)
+    rec.close()
+    rec.close()  # idempotent
+    assert synced == []
+    assert soundfile.info(str(path)).frames == 40 * N
+
+
 def test_an_existing_file_is_replaced(tmp_path: Path) -> None:
     path = tmp_path / "again.wav"
     path.write_bytes(b"old content" * 1000)

@@ -55,6 +55,9 @@ class FakeLoop:
         heapq.heappush(self._timers, (when, next(self._seq), handle, callback))
         return handle
 
+    def call_soon(self, callback: Callable[[], None]) -> FakeHandle:
+        return self.call_at(self.now, callback)
+
     def block(self, seconds: float) -> None:
         """The loop is busy: time passes, no timer runs."""
         self.now += seconds
@@ -195,6 +198,35 @@ def test_clock_starts_and_stops_with_streams() -> None:
     clock.add(a)  # restarts from a new origin
     loop.run_until(1.0 + 0.02 + 1e-9)
     assert a.times[3:] == pytest.approx([1.0, 1.02])
+
+
+def test_clock_after_next_tick_runs_once_after_the_tick_and_at_once_when_stopped() -> None:
+    """What a media worker's commands wait for (net/media_channel.py pacing)."""
+    loop = FakeLoop(0.0)
+    clock = make_clock(loop)
+    seen: list[str] = []
+    clock.after_next_tick(lambda: seen.append("stopped"))  # no tick to wait for
+    assert clock.next_due is None
+    loop.run_until(0.0)
+    assert seen == ["stopped"]
+
+    class Stream:
+        def tick(self, now: float) -> None:
+            seen.append(f"tick {now:.2f}")
+            if not clock.defer(lambda now: seen.append("deferred")):
+                raise AssertionError("a tick defers")
+
+    stream = Stream()
+    clock.add(stream)
+    assert clock.next_due == pytest.approx(0.0)
+    clock.after_next_tick(lambda: seen.append("after"))
+    loop.run_until(0.02 + 1e-9)
+    assert seen[1:] == ["tick 0.00", "deferred", "after", "tick 0.02", "deferred"]
+    assert clock.next_due == pytest.approx(0.04)
+    clock.after_next_tick(lambda: seen.append("after stop"))
+    clock.remove(stream)  # stopped before its next tick: the work is not lost
+    loop.run_until(0.1)
+    assert seen[-1] == "after stop"
 
 
 def test_clock_remove_from_inside_tick() -> None:

@@ -173,3 +173,47 @@ def test_a_reinvite_with_the_same_keys_keeps_the_crypto_context() -> None:
     assert bob2.unprotect(alice.protect(rtp(5))) is None  # the old key no longer works
     assert bob2.drops is bob.drops and bob2.drops.auth == 1
     assert alice.unprotect(bob2.protect(rtp(9))) == rtp(9)
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_unprotect_in_place_decrypts_in_the_receive_buffer_and_drops_like_unprotect(
+    suite: CryptoSuite,
+) -> None:
+    """The receive path's call: the packet is decrypted where it lies; what fails is -1 and
+    counted by reason, as unprotect() counts it; the same buffer serves every packet."""
+    alice, bob = pair(suite)
+    buf = bytearray(4096)
+    packets = [alice.protect(rtp(seq, bytes([seq]) * 160)) for seq in range(1, 40)]
+    for seq, protected in enumerate(packets, 1):
+        buf[: len(protected)] = protected
+        size = bob.unprotect_in_place(buf, len(protected))
+        assert bytes(buf[:size]) == rtp(seq, bytes([seq]) * 160)
+    buf[: len(packets[5])] = packets[5]  # a replay
+    assert bob.unprotect_in_place(buf, len(packets[5])) == -1
+    forged = bytearray(alice.protect(rtp(50)))
+    forged[20] ^= 1
+    buf[: len(forged)] = forged
+    assert bob.unprotect_in_place(buf, len(forged)) == -1
+    buf[:3] = b"\x80\x00\x00"
+    assert bob.unprotect_in_place(buf, 3) == -1  # too short for an RTP header
+    assert (bob.drops.replay, bob.drops.auth, bob.drops.total) == (1, 1, 3)
+    other = bytearray(4096)  # another buffer (a stream's, after a re-INVITE): bound anew
+    fresh = alice.protect(rtp(60))
+    other[: len(fresh)] = fresh
+    assert bytes(other[: bob.unprotect_in_place(other, len(fresh))]) == rtp(60)
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_protect_through_libsrtp_directly_is_what_the_session_gives(suite: CryptoSuite) -> None:
+    """SrtpContext.protect calls libsrtp itself (no pylibsrtp method per packet): same bytes
+    as pylibsrtp's Session with the same key, packet after packet (the buffer is reused)."""
+    key, other = MasterKey.generate(suite), MasterKey.generate(suite)
+    ours = SrtpContext(suite, key, other)
+    reference = SrtpContext(suite, key, other)._tx  # the pylibsrtp Session of that key
+    for seq in (1, 2, 3, 65535, 0):
+        packet = rtp(seq, bytes([seq % 256]) * (20 + seq % 7))
+        assert ours.protect(packet) == reference.protect(packet)
+    largest = rtp(9, bytes(1500 - 144 - 12))  # the most pylibsrtp took: the same here
+    assert ours.protect(largest) == reference.protect(largest)
+    with pytest.raises(SrtpError, match="1357 bytes"):
+        ours.protect(largest + b"\x00")

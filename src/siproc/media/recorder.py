@@ -25,6 +25,12 @@ call (about 8 KB for G.711 mono), never one per packet.
   AIFF, CAF ...) libsndfile also rewrites the header after every block
   (``SFC_SET_UPDATE_HEADER_AUTO``), so even if siproc itself were killed the file would be
   valid, missing at most the last half second.
+* Closing finalises the file without an ``fsync``: soundfile's ``close()`` asks libsndfile for
+  ``sf_write_sync`` first, which is an ``fsync``, and a media worker closing a hundred calls'
+  recordings at once on a busy disk then stalled every call's audio (up to 200 ms: issue 8,
+  item 6). The data are in the file system when the file is closed, which is what a crash of
+  siproc needs; like any other file written without ``fsync``, the last seconds may be lost
+  to a power cut.
 """
 
 from __future__ import annotations
@@ -278,7 +284,7 @@ class CallRecorder:
         sound, self._sound = self._sound, None
         if sound is not None:
             with contextlib.suppress(RuntimeError, OSError):
-                sound.close()
+                _close_without_sync(sound)
         fd, self._fd = self._fd, None
         if fd is not None:
             with contextlib.suppress(OSError):
@@ -287,6 +293,22 @@ class CallRecorder:
     def __repr__(self) -> str:
         kind = "stereo" if self.stereo else "mono"
         return f"CallRecorder({self.path!r}, {self.format}/{self.subtype}, {self.rate} Hz {kind})"
+
+
+def _close_without_sync(sound: soundfile.SoundFile) -> None:
+    """``sf_close`` (header final, descriptor closed) without soundfile's ``sf_write_sync``
+    before it, which is an ``fsync`` (see the module's docstring). Best effort: another
+    soundfile version closes the usual way."""
+    try:
+        lib, handle = soundfile._snd, sound._file
+    except AttributeError:  # pragma: no cover - another soundfile version
+        sound.close()
+        return
+    if handle is None:
+        return
+    sound._file = None
+    if lib.sf_close(handle) != 0:
+        raise RuntimeError("sf_close failed")
 
 
 def _update_header_after_each_write(sound: soundfile.SoundFile) -> None:

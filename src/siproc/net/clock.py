@@ -116,6 +116,7 @@ class MediaClock:
         self._deferred: list[Callable[[float], None]] | None = None  # a list in phase 1
         self._backlog: list[tuple[Callable[[float], None], float]] = []  # postponed once
         self.postponed = 0  # deferred works postponed to the next tick, since creation
+        self._after_tick: list[Callable[[], None]] = []  # after_next_tick()
         self.busy = 0.0  # seconds spent in ticks, since creation (media_priority.py)
         self.lag_max = 0.0  # seconds: the latest a tick ran since `take_lag_max` (metrics)
 
@@ -179,6 +180,23 @@ class MediaClock:
         deferred.append(work)
         return True
 
+    @property
+    def next_due(self) -> float | None:
+        """When the next tick is due (the loop's clock, :func:`time.monotonic`), None while
+        the clock is stopped."""
+        if self._handle is None:
+            return None
+        return self._start + self._n * self.interval
+
+    def after_next_tick(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once, at the end of the next tick (after its deferred work), or
+        from the loop at once while the clock is stopped: work that must not delay a tick
+        (a media worker's burst of commands, net/media_channel.py) waits for one to end."""
+        if self._handle is None:
+            self._loop.call_soon(callback)
+        else:
+            self._after_tick.append(callback)
+
     def take_lag_max(self) -> float:
         """The latest a tick ran since the last call (seconds), and start again from 0."""
         lag, self.lag_max = self.lag_max, 0.0
@@ -213,6 +231,9 @@ class MediaClock:
             self._handle.cancel()
             self._handle = None
             log.debug("media clock stopped after %d ticks", self.ticks)
+            after, self._after_tick = self._after_tick, []
+            for callback in after:  # no next tick to wait for
+                self._loop.call_soon(callback)
 
     def _on_tick(self) -> None:
         began = _monotonic()
@@ -220,6 +241,13 @@ class MediaClock:
             self._tick()
         finally:
             self.busy += _monotonic() - began
+        if self._after_tick:
+            after, self._after_tick = self._after_tick, []
+            for callback in after:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("work after a media tick failed")
 
     def _tick(self) -> None:
         now = self._loop.time()

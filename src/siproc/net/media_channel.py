@@ -22,9 +22,17 @@ sent (the receiving process has its own), or when the channel closes.
 
 Receiving reads every waiting datagram when the socket is readable and hands each message in
 it to ``on_message``, in order; the peer closing its end (exit, crash, kill) calls
-``on_closed`` once, from the loop. Descriptors the kernel had to drop (the receiver at its
-limit of open files) make the messages of that datagram arrive without any, which their
-handlers refuse.
+``on_closed`` once, from the loop. A media worker paces what it takes (``pause_when`` and
+``resume_later``): when ``pause_when()`` says its next media tick is near, the channel stops
+after the current message, keeps the rest (in order), stops reading the socket and goes on
+when ``resume_later`` calls back, after the tick, with at least one message per resumption so
+that the commands always move. A burst of commands (the control process, busy, sends 150 calls'
+``close`` in one datagram, each finishing a recording) then fills the gaps between ticks
+instead of delaying the next ticks by 150 ms, which the clock would have to skip (issue 8,
+item 6: bench/load.py --srtp at N=1000 skipped 20-30 ticks when calls ended).
+
+Descriptors the kernel had to drop (the receiver at its limit of open files) make the messages
+of that datagram arrive without any, which their handlers refuse.
 """
 
 from __future__ import annotations
@@ -66,7 +74,15 @@ class Channel:
         sock: socket.socket,
         on_message: Callable[[Message, list[int]], None],
         on_closed: Callable[[], None],
+        *,
+        pause_when: Callable[[], bool] | None = None,
+        resume_later: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
+        """``pause_when`` and ``resume_later`` (both or neither): hand out no more messages
+        while ``pause_when()`` is true, and go on when ``resume_later`` calls its argument
+        back (see the module's docstring)."""
+        if (pause_when is None) != (resume_later is None):
+            raise ValueError("pause_when and resume_later go together")
         sock.setblocking(False)
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
             with contextlib.suppress(OSError):
@@ -78,6 +94,11 @@ class Channel:
         self._queue: collections.deque[tuple[bytes, Sequence[int]]] = collections.deque()
         self._writing = False  # waiting for room in the socket buffer
         self._scheduled = False  # a flush is due in this turn of the loop
+        self._pause_when = pause_when
+        self._resume_later = resume_later
+        # The rest of a datagram not handed out yet (paused): data, fds, offset, fds used.
+        self._held: tuple[bytes, list[int], int, int, bool] | None = None
+        self.paused = 0  # times the channel paused, since creation
         self.closed = False
         loop.add_reader(sock.fileno(), self._readable)
 
@@ -144,7 +165,7 @@ class Channel:
             self._loop.remove_writer(self._sock.fileno())
 
     def _readable(self) -> None:
-        while not self.closed:
+        while not self.closed and self._held is None:
             try:
                 data, ancillary, flags, _addr = self._sock.recvmsg(_RECEIVE_BUFFER, _FDS_SPACE)
             except (BlockingIOError, InterruptedError):
@@ -164,12 +185,38 @@ class Channel:
                 return
             self._deliver(data, fds, lost_fds=bool(flags & socket.MSG_CTRUNC))
 
-    def _deliver(self, data: bytes, fds: list[int], *, lost_fds: bool) -> None:
+    def _resume(self) -> None:
+        """After a pause: the held messages first (at least one), then the socket again."""
+        held, self._held = self._held, None
+        if held is None or self.closed:
+            return
+        data, fds, offset, used, lost_fds = held
+        self._deliver(data, fds, lost_fds=lost_fds, offset=offset, used=used, first=True)
+        if self._held is None and not self.closed:
+            self._loop.add_reader(self._sock.fileno(), self._readable)
+            self._readable()
+
+    def _deliver(
+        self,
+        data: bytes,
+        fds: list[int],
+        *,
+        lost_fds: bool,
+        offset: int = 0,
+        used: int = 0,
+        first: bool = False,
+    ) -> None:
         """Hand each message of one datagram to ``on_message`` with its descriptors (none when
-        the kernel dropped them). A frame that does not decode is dropped, the others go on."""
+        the kernel dropped them), from ``offset`` (``used``: descriptors handed out before).
+        A frame that does not decode is dropped, the others go on. With pacing, the rest is
+        held when ``pause_when()`` turns true (``first``: one message goes out anyway)."""
         view = memoryview(data)
-        offset = used = 0
+        pause_when = self._pause_when
         while offset < len(view) and not self.closed:
+            if pause_when is not None and not first and pause_when():
+                self._pause(data, fds, offset, used, lost_fds)
+                return
+            first = False
             if len(view) - offset < _FRAME.size:
                 log.error("media channel: %d stray bytes dropped", len(view) - offset)
                 break
@@ -193,6 +240,14 @@ class Channel:
         if not lost_fds:
             _close_fds(fds[used:])  # none, unless a frame was cut short
 
+    def _pause(self, data: bytes, fds: list[int], offset: int, used: int, lost: bool) -> None:
+        """Hold the rest of ``data`` and stop reading until ``resume_later`` calls back."""
+        assert self._resume_later is not None
+        self._held = (data, fds, offset, used, lost)
+        self.paused += 1
+        self._loop.remove_reader(self._sock.fileno())
+        self._resume_later(self._resume)
+
     def _lost(self) -> None:
         """The other end is gone: close, and say so from the loop (never from inside a
         ``send`` of the caller's)."""
@@ -214,6 +269,9 @@ class Channel:
         for _data, fds in self._queue:
             _close_fds(fds)
         self._queue.clear()
+        held, self._held = self._held, None
+        if held is not None and not held[4]:  # the descriptors of messages not handed out
+            _close_fds(held[1][held[3] :])
         self._sock.close()
 
     @property

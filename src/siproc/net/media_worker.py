@@ -31,6 +31,10 @@ name``,
 ``record_failed sid path reason``, ``bot sid kind text`` (STREAM: CONNECTED, STOPPED, ERROR),
 ``closed sid stats``.
 
+Commands are paced (net/media_channel.py): a worker takes no further command when its next
+tick is less than :data:`COMMAND_MARGIN` away, and goes on after that tick, so a burst of
+commands (hundreds of calls set up or ended at once) never makes the clock late.
+
 A worker stops when its channel closes (the control process quit, or died: the worker then
 finishes every recording, so nothing recorded is lost) or on SIGTERM; it ignores SIGINT, which
 a terminal sends to the whole process group: the control process decides when calls end.
@@ -48,6 +52,7 @@ import random
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -70,6 +75,10 @@ log = logging.getLogger(__name__)
 SOUND_VERBS: Final = frozenset({"APLAY", "ARECORD", "ASTOP"})
 CLOCK_REPORT_INTERVAL: Final = 1.0  # seconds between two ``clock`` reports
 GC_THRESHOLD: Final = 10_000  # allocations between young collections (Python's default: 700)
+# Seconds before a tick is due from which the worker takes no further command: about what the
+# dearest one (a close that finishes a recording, ~0.5 ms; an open) costs on a busy machine.
+COMMAND_MARGIN: Final = 0.002
+_monotonic: Final = time.monotonic  # the loop's clock, as in net/clock.py
 
 
 @dataclass(slots=True)
@@ -93,7 +102,14 @@ class MediaWorker:
         self._rng = random.SystemRandom()
         self._streams: dict[int, _Stream] = {}
         self.done = asyncio.Event()
-        self._channel = Channel(loop, sock, self._on_message, self.stop)
+        self._channel = Channel(
+            loop,
+            sock,
+            self._on_message,
+            self.stop,
+            pause_when=self._tick_near,
+            resume_later=self.clock.after_next_tick,
+        )
         self._send("ready", 0)
         self._reported_ticks = -1
         loop.call_later(CLOCK_REPORT_INTERVAL, self._report_clock)
@@ -126,6 +142,11 @@ class MediaWorker:
             self._guard.seconds,
             got,
         )
+
+    def _tick_near(self) -> bool:
+        """Is the next media tick too near for another command (COMMAND_MARGIN)?"""
+        due = self.clock.next_due
+        return due is not None and _monotonic() >= due - COMMAND_MARGIN
 
     def _report_clock(self) -> None:
         """Once a second while the clock ticks: its figures to the control process, which

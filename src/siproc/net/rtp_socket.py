@@ -736,16 +736,15 @@ class RtpStream(RtcpEdge, MediaTaps, DtmfEdge):
             return
         srtp = self._srtp
         if srtp is not None and not (size >= 2 and 192 <= buf[1] <= 223):  # SRTP, not SRTCP
-            plain = srtp.unprotect(self._rview[:size])
-            if plain is None:  # forged, replayed, plain RTP or garbage: counted, not latched
+            size = srtp.unprotect_in_place(buf, size)  # decrypted where it lies: no copy
+            if size < 0:  # forged, replayed, plain RTP or garbage: counted, not latched
                 self.stats.packets_invalid += 1
                 return
-            size = len(plain)
-            if size < RTP_HEADER_SIZE or plain[0] != 0x80:
-                self._plain_datagram(memoryview(plain), source, arrival)
+            if size < RTP_HEADER_SIZE or buf[0] != 0x80:
+                self._plain_datagram(self._rview[:size], source, arrival)
                 return
-            _, b1, seq, timestamp, ssrc = _unpack_header(plain)
-            payload = memoryview(plain)[RTP_HEADER_SIZE:]
+            _, b1, seq, timestamp, ssrc = _unpack_header(buf)
+            payload = self._rview[RTP_HEADER_SIZE:size]
             self._accept_rtp(b1, seq, timestamp, ssrc, payload, size, source, arrival, None)
             return
         # 0x80: V=2, P=0, X=0, CC=0. Second octet 192..223 is RTCP (RFC 5761 section 4).

@@ -14,7 +14,8 @@ Figures:
 * after load: SIPp places ``--calls`` calls (G.711 RTP both ways for ``--duration`` seconds, the
   handler of ``bench/load.py`` playing and recording); when every handler has exited, the idle
   figure again after ``--quiet`` seconds (media workers stop after SIPROC_MEDIA_IDLE seconds
-  without calls), and the peak (VmHWM) of each process.
+  without calls; the main process trims its memory 64*T1 + 1 = 33 s after the last call,
+  net/memory_trim.py), and the peak (VmHWM) of each process.
 
 Targets (issue 12): all siproc processes together under 60 MiB idle, ready in under 0.4 s, and
 after 1000 calls back within 20% of the first idle figure. The same figures for baresip idle are
@@ -57,6 +58,7 @@ from load import (  # noqa: E402
 from load import free_port as load_free_port  # noqa: E402
 
 READY = b"ready on SIP port"
+TRIM_AFTER = 64 * 0.5 + 1  # net/memory_trim.py: 64*T1 + 1 s after the last call (T1 = 500 ms)
 
 
 @dataclass
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=1000, help="calls of the load (0: none)")
     parser.add_argument("--duration", type=float, default=10.0, help="talk seconds per call")
     parser.add_argument("--quiet", type=float, default=0, help="seconds idle after the load "
-                        "before reading (default: SIPROC_MEDIA_IDLE + 2)")  # fmt: skip
+                        "before reading (default: 2 s after the later of SIPROC_MEDIA_IDLE and "
+                        "the memory trim)")  # fmt: skip
     parser.add_argument("--media-workers", type=int, help="SIPROC_MEDIA_WORKERS")
     parser.add_argument("--media-idle", type=float, default=5.0, help="SIPROC_MEDIA_IDLE")
     parser.add_argument("--no-baresip", action="store_true", help="skip baresip's figures")
@@ -211,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.calls:
                 ok, failed = run_calls(args, workdir, siproc)
                 loaded = memory_of(siproc.proc.pid)
-                quiet = args.quiet or args.media_idle + 2
+                quiet = args.quiet or max(args.media_idle, TRIM_AFTER) + 2
                 time.sleep(quiet)
                 after = memory_of(siproc.proc.pid)
                 growth = 100 * (after.total / idle.total - 1)

@@ -81,6 +81,27 @@ def test_a_call_answered_acked_and_hung_up_by_the_caller() -> None:
         assert sim.idle() == []
 
 
+def test_memory_is_trimmed_once_the_last_calls_transactions_are_over() -> None:
+    with PhoneSim() as sim:
+        far = FarEnd(sim)
+        far.send("INVITE", OFFER)
+        sim.advance(0.1)
+        far.learn_tag()
+        far.send("ACK", cseq=1)
+        sim.advance(0.1)
+        sim.advance(60)  # a long call: no trim while it runs
+        assert sim.phone.memory.trims == 0
+        far.send("BYE")
+        sim.advance(1)
+        assert sim.handlers[0].events[-1] == "DISCONNECTED 200 remote hangup"
+        assert sim.phone.memory.trims == 0  # the BYE's transaction waits for retransmissions
+        sim.advance(64 * T1 + 1)
+        assert sim.idle() == []
+        assert sim.phone.memory.trims == 1
+        sim.advance(600)  # quiet since: once is enough
+        assert sim.phone.memory.trims == 1
+
+
 def test_no_ack_ends_the_call_with_a_bye_and_releases_everything() -> None:
     with PhoneSim() as sim:
         far = FarEnd(sim)

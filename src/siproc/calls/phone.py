@@ -47,6 +47,7 @@ from siproc.net.clock import MediaClock
 from siproc.net.hosts import HostCache, ip_literal, source_key
 from siproc.net.locate import ServerLocator, dns_srv
 from siproc.net.media_pool import MediaPool, MediaStream
+from siproc.net.memory_trim import MemoryTrim
 from siproc.net.rtp_socket import RtpStream
 from siproc.net.sip_transport import SipTransport
 from siproc.net.tls import client_context, server_context
@@ -157,6 +158,8 @@ class Phone:
         self._flood_refused = 0  # INVITEs refused by the flood limits (likewise)
         self._prune_at = 0.0  # next RateTable.prune()
         self._all_calls_gone.set()
+        # memory of a busy spell handed back when the last call's transactions are over (64*T1)
+        self.memory = MemoryTrim(self.loop, 64 * config.timer_t1 + 1.0)
         self.drain = Drain(config.drain_timeout)  # DRAIN, SIGUSR1 (calls/drain.py)
         self._drain_timer: asyncio.TimerHandle | None = None
         # SIPROC_CDR and SIPROC_METRICS (calls/monitoring.py): raises ConfigError at start-up
@@ -193,6 +196,7 @@ class Phone:
             await self.media.started()  # SIPROC_MEDIA_IDLE=0; otherwise they start with calls
         await self.monitor.start()
         log.info("siproc %s ready on SIP port %d", __version__, self.transport.port)
+        self.memory.prime()
         # The registrar is located off the loop; a name that does not resolve yet is retried
         # with the registration's backoff while siproc serves (calls/account.py).
         self.account.start()
@@ -230,6 +234,7 @@ class Phone:
 
     async def _shutdown(self) -> None:
         self._stopping = True
+        self.memory.close()
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         for call in list(self.calls):
@@ -595,6 +600,7 @@ class Phone:
             del self._by_invite_tx[tx]
         if not self.calls:
             self._all_calls_gone.set()
+            self.memory.quiet()
         if self.drain.calls_changed(len(self.calls)):
             self.request_shutdown(self.drain.why)
 
@@ -618,6 +624,7 @@ class Phone:
         self.calls.add(call)
         self._by_call_id[call.call_id] = call
         self._all_calls_gone.clear()
+        self.memory.busy()
 
     def identity(self) -> NameAddr:
         if self.config.identity is not None:

@@ -55,6 +55,7 @@ from siproc.media.codecs import AudioCodec
 from siproc.media.player import FilePlayer, MediaFileError
 from siproc.media.recorder import CallRecorder, RecordFileError
 from siproc.media.rtcp import RTCP_MIN_INTERVAL
+from siproc.net.child_exit import wait_exit
 from siproc.net.media_channel import Channel, Message
 from siproc.net.media_stream import MediaStream
 from siproc.net.media_stream_edge import StreamSpec
@@ -572,8 +573,8 @@ class MediaPool:
         self.worker_gone(worker)
 
     def worker_gone(self, worker: _Worker) -> None:
-        """A worker's channel closed: take it out of service and reap its process (in the
-        executor: it may take a moment to exit) so that no zombie is left."""
+        """A worker's channel closed: take it out of service and reap its process (watched
+        with a pidfd: it may take a moment to exit) so that no zombie is left."""
         if worker in self._workers:
             self._workers.remove(worker)
         if self.closing or worker in self._gone:
@@ -581,7 +582,7 @@ class MediaPool:
         self._gone.append(worker)
 
         async def reap() -> None:
-            await self.loop.run_in_executor(None, worker.process.wait)
+            await wait_exit(self.loop, worker.process)
             with contextlib.suppress(ValueError):
                 self._gone.remove(worker)
 

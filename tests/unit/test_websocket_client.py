@@ -275,3 +275,24 @@ def test_a_refused_handshake_fails_the_opening() -> None:
             client.opened.result()
     finally:
         loop.close()
+
+
+def test_our_close_while_paused_still_reads_the_servers_close(peer: Peer) -> None:
+    """The caller paused (its playout queue is full), then closes (the call ended): the
+    messages still waiting are not handed over, and the server's close frame behind them is
+    read, so the close handshake completes instead of timing out into an abort."""
+    peer.client.pause_receiving()
+    for i in range(3):
+        peer.server.send_text(str(i).encode())
+    peer.to_client()
+    assert not peer.transport.reading
+    peer.client.close(1000, "call ended")
+    peer.turn()
+    assert peer.transport.reading  # the server's answer can come in
+    assert [f.opcode for f in peer.to_server()] == [Opcode.CLOSE]
+    peer.to_client()  # the server's close frame
+    assert peer.client.close_rcvd is not None and peer.client.close_rcvd.code == 1000
+    assert peer.got == []  # nothing after our close
+    peer.client.resume_receiving()
+    peer.turn()
+    assert peer.got == []

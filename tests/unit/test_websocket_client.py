@@ -296,3 +296,18 @@ def test_our_close_while_paused_still_reads_the_servers_close(peer: Peer) -> Non
     peer.client.resume_receiving()
     peer.turn()
     assert peer.got == []
+
+
+def test_messages_and_a_close_before_the_end_of_stream_are_all_read(peer: Peer) -> None:
+    """TLS hands over the last data and the end of the stream in one go, whether reading is
+    paused or not: what came before the end is parsed first, the close frame included."""
+    n = 3 * websocket_client.READ_SLICE // 1000  # more than a loop turn parses
+    for _ in range(n):
+        peer.server.send_text(b"x" * 1000)
+    peer.server.send_close(CloseCode.NORMAL_CLOSURE, "bye")
+    peer.to_client()
+    assert peer.client._raw  # (the point: bytes not parsed yet when the end comes)
+    peer.client.eof_received()  # right behind the data, as asyncio's SSL transport does
+    peer.client.connection_lost(None)
+    assert peer.client.close_rcvd is not None and peer.client.close_rcvd.code == 1000
+    assert peer.closed_calls == 1

@@ -370,12 +370,25 @@ class WebSocketClient(asyncio.Protocol):
         else:
             self._update_reading()
 
+    def _parse_all(self) -> None:
+        """The end of the stream came: parse what came before it first, whatever the batch or
+        a pause (asyncio's TLS transport hands over the last data and the end at once), so
+        that a close frame among it counts. Messages not handed over yet are dropped."""
+        raw, ws = self._raw, self.ws
+        while raw and ws.state is not State.CLOSED:
+            ws.receive_data(raw.popleft())
+            self._take_events()
+        raw.clear()
+
     def eof_received(self) -> bool | None:
+        self._parse_all()
         self.ws.receive_eof()
         self._take_events()
         return None  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None  # nothing more is written (the writes are dropped)
+        self._parse_all()
         self.ws.receive_eof()  # (idempotent) the state is CLOSED now
         self._flush_nothing()
         if self._close_timer is not None:

@@ -275,3 +275,39 @@ def test_a_refused_handshake_fails_the_opening() -> None:
             client.opened.result()
     finally:
         loop.close()
+
+
+def test_our_close_while_paused_still_reads_the_servers_close(peer: Peer) -> None:
+    """The caller paused (its playout queue is full), then closes (the call ended): the
+    messages still waiting are not handed over, and the server's close frame behind them is
+    read, so the close handshake completes instead of timing out into an abort."""
+    peer.client.pause_receiving()
+    for i in range(3):
+        peer.server.send_text(str(i).encode())
+    peer.to_client()
+    assert not peer.transport.reading
+    peer.client.close(1000, "call ended")
+    peer.turn()
+    assert peer.transport.reading  # the server's answer can come in
+    assert [f.opcode for f in peer.to_server()] == [Opcode.CLOSE]
+    peer.to_client()  # the server's close frame
+    assert peer.client.close_rcvd is not None and peer.client.close_rcvd.code == 1000
+    assert peer.got == []  # nothing after our close
+    peer.client.resume_receiving()
+    peer.turn()
+    assert peer.got == []
+
+
+def test_messages_and_a_close_before_the_end_of_stream_are_all_read(peer: Peer) -> None:
+    """TLS hands over the last data and the end of the stream in one go, whether reading is
+    paused or not: what came before the end is parsed first, the close frame included."""
+    n = 3 * websocket_client.READ_SLICE // 1000  # more than a loop turn parses
+    for _ in range(n):
+        peer.server.send_text(b"x" * 1000)
+    peer.server.send_close(CloseCode.NORMAL_CLOSURE, "bye")
+    peer.to_client()
+    assert peer.client._raw  # (the point: bytes not parsed yet when the end comes)
+    peer.client.eof_received()  # right behind the data, as asyncio's SSL transport does
+    peer.client.connection_lost(None)
+    assert peer.client.close_rcvd is not None and peer.client.close_rcvd.code == 1000
+    assert peer.closed_calls == 1

@@ -94,6 +94,7 @@ class WebSocketClient(asyncio.Protocol):
         self._close_timer: asyncio.TimerHandle | None = None
         self.aborted = False  # the close handshake timed out
         self._failed = False  # we failed the connection (invalid UTF-8)
+        self._closing = False  # close() was called: no more messages are handed over
 
     @classmethod
     async def connect(
@@ -177,9 +178,14 @@ class WebSocketClient(asyncio.Protocol):
         self._flush()
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
-        """Send a close frame (once) and give the server ``close_timeout`` to close TCP."""
+        """Send a close frame (once) and give the server ``close_timeout`` to close TCP.
+        From now on no message is handed over, and what the server sends is read whether the
+        caller had paused or not: its close frame answers ours."""
         if self.transport is None:
             return
+        self._closing = True
+        self._messages.clear()
+        self.resume_receiving()
         if self.ws.state is State.OPEN:
             self.ws.send_close(code, reason)
             self._flush()
@@ -311,6 +317,8 @@ class WebSocketClient(asyncio.Protocol):
                 self._message(data, self._fragment_text)
 
     def _message(self, data: bytes, text: bool) -> None:
+        if self._closing:
+            return
         if text:
             try:
                 data.decode()
@@ -362,12 +370,25 @@ class WebSocketClient(asyncio.Protocol):
         else:
             self._update_reading()
 
+    def _parse_all(self) -> None:
+        """The end of the stream came: parse what came before it first, whatever the batch or
+        a pause (asyncio's TLS transport hands over the last data and the end at once), so
+        that a close frame among it counts. Messages not handed over yet are dropped."""
+        raw, ws = self._raw, self.ws
+        while raw and ws.state is not State.CLOSED:
+            ws.receive_data(raw.popleft())
+            self._take_events()
+        raw.clear()
+
     def eof_received(self) -> bool | None:
+        self._parse_all()
         self.ws.receive_eof()
         self._take_events()
         return None  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None  # nothing more is written (the writes are dropped)
+        self._parse_all()
         self.ws.receive_eof()  # (idempotent) the state is CLOSED now
         self._flush_nothing()
         if self._close_timer is not None:

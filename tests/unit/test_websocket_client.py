@@ -27,6 +27,10 @@ class FakeTransport:
         self.reading = True
         self.aborted = False
         self.closing = False
+        self.buffered = 0  # what get_write_buffer_size says
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
 
     def set_write_buffer_limits(self, high: int) -> None:
         self.high = high
@@ -158,6 +162,20 @@ def test_a_ping_is_answered_with_a_pong(peer: Peer) -> None:
     frames = peer.to_server()
     assert [(f.opcode, f.data) for f in frames] == [(Opcode.PONG, b"are you there")]
     assert peer.got == []
+
+
+def test_a_bot_that_pings_without_reading_is_dropped(peer: Peer) -> None:
+    """Pongs are written past the write pause; a bot that never reads them is cut off at
+    BACKLOG_FACTOR write limits of unread bytes instead of growing the buffer without end."""
+    peer.client.pause_writing()
+    peer.transport.buffered = websocket_client.BACKLOG_FACTOR * 16384  # at the cap: kept
+    peer.server.send_ping(b"1")
+    peer.to_client()
+    assert not peer.transport.aborted and not peer.client.overflowed
+    peer.transport.buffered += 1
+    peer.server.send_ping(b"2")
+    peer.to_client()
+    assert peer.transport.aborted and peer.client.overflowed
 
 
 def test_invalid_utf8_fails_the_connection_with_1007(peer: Peer) -> None:

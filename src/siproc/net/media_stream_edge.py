@@ -509,6 +509,8 @@ def _close_reason(client: WebSocketClient) -> str:
         sent = client.close_sent
         if sent is not None and sent.code not in (1000, 1001):  # we failed it: its fault
             return f"the bot broke the WebSocket protocol: {sent.reason or sent.code}"
+        if client.overflowed:
+            return "the bot is not reading (it pings, and leaves the pongs unread)"
         return "the connection to the bot was lost"
     if rcvd.code in (1000, 1001):
         return "bot"

@@ -49,6 +49,7 @@ __all__ = ["READ_BATCH", "READ_SLICE", "WebSocketClient"]
 
 READ_BATCH: Final = 20  # messages handed over before the loop gets a turn
 READ_SLICE: Final = 16 * 1024  # bytes parsed at once (a burst is parsed in steps too)
+BACKLOG_FACTOR: Final = 8  # write limits of unread pongs before a bot is dropped
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class WebSocketClient(asyncio.Protocol):
         self._delivering: asyncio.Handle | None = None  # a delivery waits for a loop turn
         self._close_timer: asyncio.TimerHandle | None = None
         self.aborted = False  # the close handshake timed out
+        self.overflowed = False  # the bot read nothing while asking for pongs: dropped
         self._failed = False  # we failed the connection (invalid UTF-8)
         self._closing = False  # close() was called: no more messages are handed over
 
@@ -207,6 +209,7 @@ class WebSocketClient(asyncio.Protocol):
             return
         if writes[-1]:
             transport.write(writes[0] if len(writes) == 1 else b"".join(writes))
+            self._check_backlog(transport)
             return
         data = b"".join(writes)  # SEND_EOF (b"") last: half-close after the data
         if data:
@@ -215,6 +218,19 @@ class WebSocketClient(asyncio.Protocol):
             transport.write_eof()
         else:  # TLS
             transport.close()
+
+    def _check_backlog(self, transport: asyncio.Transport) -> None:
+        """Media stops at the write pause, but pongs (and our close) are written whatever the
+        bot reads: a bot that pings without reading would grow the buffer without end. Past
+        :data:`BACKLOG_FACTOR` times the write limit the connection is dropped (its fault)."""
+        if transport.get_write_buffer_size() > BACKLOG_FACTOR * self._write_limit:
+            log.warning(
+                "the bot does not read what it asks for (%d bytes unread, pings unanswered): "
+                "connection dropped",
+                transport.get_write_buffer_size(),
+            )
+            self.overflowed = True
+            transport.abort()
 
     def _expect_close(self) -> None:
         if self._close_timer is None and self.transport is not None:

@@ -217,3 +217,27 @@ def test_protect_through_libsrtp_directly_is_what_the_session_gives(suite: Crypt
     assert ours.protect(largest) == reference.protect(largest)
     with pytest.raises(SrtpError, match="1357 bytes"):
         ours.protect(largest + b"\x00")
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_without_the_binding_the_session_methods_give_the_same_packets(suite: CryptoSuite) -> None:
+    """Another pylibsrtp (no libsrtp context reachable): protect and unprotect_in_place fall
+    back to the Session methods, with the same packets, results and drop counters."""
+    key, other = MasterKey.generate(suite), MasterKey.generate(suite)
+    direct, fallback = SrtpContext(suite, key, other), SrtpContext(suite, key, other)
+    fallback._tx_ctx = fallback._rx_ctx = None
+    peer = SrtpContext(suite, other, key)
+    for seq in (1, 2, 3):
+        assert fallback.protect(rtp(seq)) == direct.protect(rtp(seq))
+    buf = bytearray(4096)
+    one, two, three = (peer.protect(rtp(seq)) for seq in (1, 2, 3))
+    for packet in (one, three[:-1], two, one):  # good, cut short, good, replayed
+        results = []
+        for context in (direct, fallback):
+            buf[: len(packet)] = packet
+            size = context.unprotect_in_place(buf, len(packet))
+            results.append(bytes(buf[:size]) if size >= 0 else None)
+        assert results[0] == results[1]
+    assert results[0] is None
+    assert fallback.drops == direct.drops
+    assert (direct.drops.auth, direct.drops.replay, direct.drops.total) == (1, 1, 2)

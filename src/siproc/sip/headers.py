@@ -147,13 +147,27 @@ def message_info(message: Message) -> MessageInfo:
 
     The result is kept on the message until its headers change, since every layer asks.
     """
+    cached = current_info(message)
+    if cached is not None and cached.vias:  # (a view kept before our Via: parse, which raises)
+        return cached
+    info = _message_info(message)
+    message.parsed = (message.headers, message.headers.version, info)
+    return info
+
+
+def current_info(message: Message) -> MessageInfo | None:
+    """The parsed view kept on ``message`` if its headers have not changed since, else None."""
     cached = message.parsed
     if cached is not None and cached[0] is message.headers and cached[1] == message.headers.version:
         assert isinstance(cached[2], MessageInfo)
         return cached[2]
-    info = _message_info(message)
+    return None
+
+
+def keep_info(message: Message, info: MessageInfo) -> None:
+    """Keep ``info`` as ``message``'s parsed view: for a message we build ourselves from the
+    values of its mandatory headers, so that the layers below need not parse them back."""
     message.parsed = (message.headers, message.headers.version, info)
-    return info
 
 
 def _message_info(message: Message) -> MessageInfo:

@@ -378,6 +378,9 @@ def test_our_in_dialog_request_is_not_parsed_back(
     assert parsed == [request]  # only the refused parse above
     fresh = parse_message(data)
     assert kept == message_info(fresh) and kept.top_via.branch == branch
+    # (From and To as written parse to the values kept, not only through name_addr's memory)
+    assert kept.from_ == parse_name_addr(fresh.headers.get("From") or "")
+    assert kept.to == parse_name_addr(fresh.headers.get("To") or "")
     assert kept.cseq.method == method
 
 

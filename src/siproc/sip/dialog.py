@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from siproc.sip.errors import LocalProtocolError, ParseError, RemoteProtocolError
-from siproc.sip.headers import CSeq, MessageInfo, keep_info, message_info
+from siproc.sip.headers import CSeq, MessageInfo, keep_info, message_info, remember_name_addr
 from siproc.sip.message import Headers, Request, Response
 from siproc.sip.uri import NameAddr, SipUri, parse_name_addr, parse_name_addr_list
 
@@ -151,9 +151,9 @@ class Dialog:
             headers.add("Route", str(route))
         headers.add("Max-Forwards", "70")
         local = self.local.with_params(tag=self.local_tag)
-        headers.add("From", str(local))
+        headers.add("From", remember_name_addr(local))
         remote = self.remote.with_params(tag=self.remote_tag) if self.remote_tag else self.remote
-        headers.add("To", str(remote))
+        headers.add("To", remember_name_addr(remote))
         headers.add("Call-ID", self.call_id)
         headers.add("CSeq", f"{number} {method}")
         request = Request(method, str(uri), headers)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -51,6 +52,19 @@ LOG_FORMATS = ("text", "json")
 _CONTROL = re.compile(rf"(?![\n\t])[{CONTROL_CHARACTERS}]")
 
 
+# This process's pid for the log lines (`setup_logging` turns off logging's getpid per record);
+# a forked child learns its own.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class SafeFormatter(logging.Formatter):
     """A formatter whose messages cannot forge log lines: control characters (a CR, an ESC
     sequence, a NUL from a peer's text) are written as ``\\xNN``/``\\uNNNN``, and every line
@@ -58,6 +72,8 @@ class SafeFormatter(logging.Formatter):
     own lines start at the margin. Tracebacks are left as they are."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
+        if record.process is None:  # (see _pid)
+            record.process = _pid
         text = super().formatMessage(record)
         sip = getattr(record, "sip", None)
         if sip:
@@ -95,7 +111,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "program": self.program,
-            "pid": record.process,
+            "pid": _pid if record.process is None else record.process,
         }
         call = getattr(record, "call", None)
         if call is not None:
@@ -152,10 +168,12 @@ def setup_logging(level: int, program: str = "siproc", log_format: str = "text")
     handler.setFormatter(formatter)
     # Neither format shows where a line was logged from, the thread or the multiprocessing
     # process name: leave them out of every record (the logging HOWTO's "Optimization"). The
-    # caller's file and line were most of a record's cost, a walk up the stack per line.
+    # caller's file and line were most of a record's cost, a walk up the stack per line. The
+    # pid the formatters take from _pid, not from a getpid per record.
     logging._srcfile = None
     logging.logThreads = False
     logging.logMultiprocessing = False
+    logging.logProcesses = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LOG_LEVELS[level])

@@ -336,6 +336,54 @@ def test_a_stamped_request_keeps_its_parsed_headers(monkeypatch: pytest.MonkeyPa
     assert event.info.top_via.received is None  # the event has what the request said
 
 
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("method", ["BYE", "INFO", "ACK"])
+def test_our_in_dialog_request_is_not_parsed_back(
+    monkeypatch: pytest.MonkeyPatch, method: str, strict: bool
+) -> None:
+    # Dialog.create_request keeps the values it wrote as the request's parsed view; our Via and
+    # the User-Agent carry it on, so our BYE's client transaction parses nothing, and what it
+    # reads equals a parse of the bytes sent. Without its Via the request is still refused.
+    from siproc.sip import headers
+
+    parse = headers._message_info
+    parsed: list[object] = []
+    monkeypatch.setattr(headers, "_message_info", lambda m: parsed.append(m) or parse(m))
+    route = "<sip:p1.example.com>" if strict else "<sip:p1.example.com;lr>"
+    invite = Request("INVITE", "sip:bob@example.com")
+    for name, value in (
+        ("Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKinv1"),
+        ("Record-Route", route),
+        ("From", '"A \\"x\\" b" <sip:alice@example.com;transport=tcp>;tag=atag;x=Y'),
+        ("To", "Bob <sip:bob@example.com>"),
+        ("Call-ID", "dlg-9@192.0.2.1"),
+        ("CSeq", "7 INVITE"),
+        ("Contact", "<sip:alice@192.0.2.1:5062>"),
+    ):
+        invite.headers.add(name, value)
+    dialog = Dialog.from_uas(invite, "btag")
+    parsed.clear()  # (the INVITE's)
+    request = dialog.create_request(method, cseq=7 if method == "ACK" else None)
+    with pytest.raises(headers.ParseError, match="Via"):
+        message_info(request)
+    ep = endpoint()
+    branch = ep.add_via(request, UAC, "127.0.0.1", 5060)
+    if method == "ACK":
+        data = ep.send_stateless(request, UAC).data
+    else:
+        tx, outputs = ep.send_request(request, UAC, 0.0)
+        assert tx.key[0] == branch
+        data = sent(outputs)[0].data
+    kept = message_info(request)
+    assert parsed == [request]  # only the refused parse above
+    fresh = parse_message(data)
+    assert kept == message_info(fresh) and kept.top_via.branch == branch
+    # (From and To as written parse to the values kept, not only through name_addr's memory)
+    assert kept.from_ == parse_name_addr(fresh.headers.get("From") or "")
+    assert kept.to == parse_name_addr(fresh.headers.get("To") or "")
+    assert kept.cseq.method == method
+
+
 def test_reply_destination_reliable_transport_uses_the_connection() -> None:
     tcp = Destination("tcp", "127.0.0.9", 50123)
     assert reply_destination(parse_via("SIP/2.0/TCP 10.0.0.1:5060"), tcp) == tcp

@@ -459,3 +459,61 @@ def test_property_message_info_and_make_response_on_any_header_value(name: str, 
         message_info(request)
     response = make_response(request, 400, "Bad Request", to_tag="t")
     assert response.headers.get("CSeq") == request.headers.get("CSeq")
+
+
+# -- From/To kept parsed by their text (name_addr) -------------------------------------------------
+
+
+def test_name_addr_keeps_a_parsed_value_by_its_text() -> None:
+    from siproc.sip import headers
+    from siproc.sip.uri import parse_name_addr
+
+    text = '"Kept" <sip:kept@example.com>;tag=k1'
+    first = headers.name_addr(text)
+    assert first == parse_name_addr(text)
+    assert headers.name_addr(text) is first  # not parsed again
+    assert (
+        headers.name_addr(text + ";x=1") is not first
+        and headers.name_addr(text + ";x=1").param("x") == "1"
+    )
+
+
+def test_name_addr_keeps_no_error_and_stays_bounded() -> None:
+    from siproc.sip import headers
+
+    for _ in range(2):  # refused every time: nothing kept
+        with pytest.raises(ParseError):
+            headers.name_addr("<sip:broken@example.com")
+    assert "<sip:broken@example.com" not in headers._name_addrs
+    for n in range(headers.NAME_ADDR_CACHE * 2 + 5):
+        headers.name_addr(f"<sip:u{n}@example.com>;tag={n}")
+        assert len(headers._name_addrs) <= headers.NAME_ADDR_CACHE
+
+
+def test_the_ack_reuses_the_invites_from_and_the_answer_to_our_request_its_values() -> None:
+    from siproc.sip import headers
+
+    def parse(text: str) -> Request:
+        message = parse_message(text.encode())
+        assert isinstance(message, Request)
+        return message
+
+    common = "Call-ID: nc-1\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKnc1\r\n"
+    invite = parse(
+        "INVITE sip:b@example.com SIP/2.0\r\n" + common + "From: <sip:a@example.com>;tag=nc"
+        "\r\nTo: <sip:b@example.com>\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+    ack = parse(
+        "ACK sip:b@example.com SIP/2.0\r\n" + common + "From: <sip:a@example.com>;tag=nc"
+        "\r\nTo: <sip:b@example.com>;tag=b1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert message_info(ack).from_ is message_info(invite).from_
+    # What we write with remember_name_addr comes back as that very value.
+    ours = message_info(ack).to.with_params(tag="b2")
+    text = headers.remember_name_addr(ours)
+    assert text == str(ours)
+    answer = parse_message(
+        f"SIP/2.0 200 OK\r\n{common}From: {text}\r\nTo: <sip:a@example.com>;tag=nc\r\n"
+        "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n".encode()
+    )
+    assert message_info(answer).from_ is ours

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from siproc.logs import SafeFormatter
 
 
@@ -97,3 +99,22 @@ def test_json_traceback_is_a_field() -> None:
     line = JsonFormatter().format(rec)
     assert len(line.splitlines()) == 1
     assert "ValueError: boom" in json.loads(line)["exception"]
+
+
+def test_the_pid_comes_without_a_getpid_per_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    # setup_logging turns off logging's own getpid per record; both formats still show the pid,
+    # and a forked child shows its own.
+    import json
+    import os
+
+    from siproc import logs
+
+    monkeypatch.setattr(logging, "logProcesses", False)
+    assert record("x").process is None
+    assert SafeFormatter("[%(process)d] %(message)s").format(record("x")) == f"[{os.getpid()}] x"
+    assert json.loads(logs.JsonFormatter().format(record("x")))["pid"] == os.getpid()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        os._exit(0 if logs._pid == os.getpid() else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

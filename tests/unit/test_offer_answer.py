@@ -174,6 +174,26 @@ a=rtpmap:112 pcmu/8000
     assert neg.telephone_event_pt is None
 
 
+def test_answers_to_the_same_offer_share_their_codecs_and_keep_the_offers_fmtp() -> None:
+    # The codec variants of an answer (the offer's number, spelling and fmtp on our codec) are
+    # made once per combination and shared (immutable), with what dataclasses.replace gave.
+    offer = offer_with("""
+m=audio 5004 RTP/AVP 112 101
+a=rtpmap:112 OPUS/48000/2
+a=fmtp:112 maxplaybackrate=16000
+a=rtpmap:101 telephone-event/48000
+""")
+    ans, neg = answer(offer, [OPUS])
+    again, neg_again = answer(offer, [OPUS])
+    assert neg.codec == CodecSpec("OPUS", 48000, 2, 112, "maxplaybackrate=16000")
+    assert neg_again.codec is neg.codec
+    assert fmtp(ans.media[0]) == {112: "useinbandfec=1", 101: "0-16"}  # ours in our SDP
+    assert rtpmap(ans.media[0])[101] == ("telephone-event", 48000, 1)
+    assert str(again) == str(ans)
+    other = offer.replace("maxplaybackrate=16000", "maxplaybackrate=8000")
+    assert answer(other, [OPUS])[1].codec.fmtp == "maxplaybackrate=8000"
+
+
 def test_answer_without_telephone_event_support() -> None:
     ans, neg = answer_offer(
         sdp(BARESIP_OFFER),

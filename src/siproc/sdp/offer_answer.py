@@ -29,6 +29,7 @@ Only ``RTP/AVP`` and ``RTP/SAVP`` audio is negotiated; other streams are rejecte
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -278,7 +279,7 @@ def offer_telephone_events(
 def _session(
     address: str, session_id: int, session_version: int, media: list[MediaDescription]
 ) -> SessionDescription:
-    conn = Connection.for_address(address)
+    conn = _connection(address)
     origin = Origin("-", session_id, session_version, "IN", conn.addrtype, address)
     return SessionDescription(origin=origin, session_name="-", connection=conn, media=media)
 
@@ -359,7 +360,7 @@ def answer_offer(
     answered_events: list[CodecSpec] = []
     if telephone_event is not None and event is not None:
         answered_events = [
-            replace(telephone_event, payload_type=pt, clock_rate=clock)
+            _variant(telephone_event, telephone_event.name, clock, pt, telephone_event.fmtp)
             for pt, clock in sorted(events.items(), key=lambda item: item[0] != event[0])
         ]
 
@@ -414,9 +415,23 @@ def _first_common(
             continue
         for pt, (encoding, clock, channels) in offered:
             if ours.matches(encoding, clock, channels):
-                local = replace(ours, name=encoding, payload_type=pt)
-                return local, replace(local, fmtp=params.get(pt))
+                local = _variant(ours, encoding, ours.clock_rate, pt, ours.fmtp)
+                return local, _variant(ours, encoding, ours.clock_rate, pt, params.get(pt))
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _variant(
+    spec: CodecSpec, name: str, clock_rate: int, payload_type: int, fmtp: str | None
+) -> CodecSpec:
+    """``spec`` under another spelling, clock rate, number or fmtp, as ``dataclasses.replace``
+    gives it, once per combination: a CodecSpec is immutable, and every call with the same
+    peer asks for the same few (replace() costs a field walk and a validation each time)."""
+    return CodecSpec(name, clock_rate, spec.channels, payload_type, fmtp)
+
+
+#: ``c=`` for our own address (there are a few), shared by every answer and offer.
+_connection = functools.lru_cache(maxsize=64)(Connection.for_address)
 
 
 def _formats(media: MediaDescription) -> list[tuple[int, tuple[str, int, int]]]:

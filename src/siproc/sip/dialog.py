@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from siproc.sip.errors import LocalProtocolError, ParseError, RemoteProtocolError
-from siproc.sip.headers import MessageInfo, message_info
+from siproc.sip.headers import CSeq, MessageInfo, keep_info, message_info, remember_name_addr
 from siproc.sip.message import Headers, Request, Response
 from siproc.sip.uri import NameAddr, SipUri, parse_name_addr, parse_name_addr_list
 
@@ -150,12 +150,17 @@ class Dialog:
         for route in routes:
             headers.add("Route", str(route))
         headers.add("Max-Forwards", "70")
-        headers.add("From", str(self.local.with_params(tag=self.local_tag)))
+        local = self.local.with_params(tag=self.local_tag)
+        headers.add("From", remember_name_addr(local))
         remote = self.remote.with_params(tag=self.remote_tag) if self.remote_tag else self.remote
-        headers.add("To", str(remote))
+        headers.add("To", remember_name_addr(remote))
         headers.add("Call-ID", self.call_id)
         headers.add("CSeq", f"{number} {method}")
-        return Request(method, str(uri), headers)
+        request = Request(method, str(uri), headers)
+        # The values just written, as parsing them back gives them (the Via comes with
+        # Endpoint.add_via): the BYE's client transaction does not parse our own headers.
+        keep_info(request, MessageInfo(self.call_id, CSeq(number, method), local, remote, (), 70))
+        return request
 
     def next_hop(self) -> SipUri:
         """Where an in-dialog request goes: the first route, else the remote target (8.1.2)."""

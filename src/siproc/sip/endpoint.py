@@ -26,6 +26,8 @@ from siproc.sip.headers import (
     MessageInfo,
     Via,
     content_type,
+    current_info,
+    keep_info,
     make_response,
     media_types,
     message_info,
@@ -383,7 +385,10 @@ class Endpoint:
         branch = self.new_branch()
         sent_by = f"{format_host(local_host)}:{local_port}"
         via = f"SIP/2.0/{destination.transport.upper()} {sent_by};branch={branch};rport"
+        info = current_info(request)
         request.headers.prepend("Via", via)
+        if info is not None:  # a request we built (Dialog.create_request): its view goes on
+            keep_info(request, replace(info, vias=(parse_via(via), *info.vias)))
         return branch
 
     def send_request(
@@ -391,7 +396,10 @@ class Endpoint:
     ) -> tuple[ClientTransaction, list[Output]]:
         """Start a client transaction for `request` (which must already carry our Via)."""
         if "User-Agent" not in request.headers:
+            info = current_info(request)
             request.headers.add("User-Agent", self.user_agent)
+            if info is not None:  # no mandatory header changed
+                keep_info(request, info)
         tx = create_client_transaction(request, destination, self.timers)
         self._clients[tx.key] = tx
         if self.trace:

@@ -147,13 +147,58 @@ def message_info(message: Message) -> MessageInfo:
 
     The result is kept on the message until its headers change, since every layer asks.
     """
+    cached = current_info(message)
+    if cached is not None and cached.vias:  # (a view kept before our Via: parse, which raises)
+        return cached
+    info = _message_info(message)
+    message.parsed = (message.headers, message.headers.version, info)
+    return info
+
+
+def current_info(message: Message) -> MessageInfo | None:
+    """The parsed view kept on ``message`` if its headers have not changed since, else None."""
     cached = message.parsed
     if cached is not None and cached[0] is message.headers and cached[1] == message.headers.version:
         assert isinstance(cached[2], MessageInfo)
         return cached[2]
-    info = _message_info(message)
+    return None
+
+
+def keep_info(message: Message, info: MessageInfo) -> None:
+    """Keep ``info`` as ``message``'s parsed view: for a message we build ourselves from the
+    values of its mandatory headers, so that the layers below need not parse them back."""
     message.parsed = (message.headers, message.headers.version, info)
-    return info
+
+
+#: Most From/To values kept parsed by their text (:func:`name_addr`); the lot is dropped when full.
+NAME_ADDR_CACHE = 1024
+_name_addrs: dict[str, NameAddr] = {}
+
+
+def name_addr(text: str) -> NameAddr:
+    """``parse_name_addr(text)``, kept by the text: a call's messages repeat their From and To
+    (the ACK's From is the INVITE's, the answer to our BYE has the BYE's From and To, see
+    :func:`remember_name_addr`). A value is immutable, so sharing it is safe; errors are not
+    kept (each bad header is parsed again and refused again)."""
+    value = _name_addrs.get(text)
+    if value is None:
+        value = parse_name_addr(text)
+        _keep_name_addr(text, value)
+    return value
+
+
+def remember_name_addr(value: NameAddr) -> str:
+    """``str(value)``, kept for :func:`name_addr`: for a From or To we write, whose answer comes
+    back with the same text (its parse is ``value``: ``parse_name_addr(str(v)) == v``, tested)."""
+    text = str(value)
+    _keep_name_addr(text, value)
+    return text
+
+
+def _keep_name_addr(text: str, value: NameAddr) -> None:
+    if len(_name_addrs) >= NAME_ADDR_CACHE:
+        _name_addrs.clear()
+    _name_addrs[text] = value
 
 
 def _message_info(message: Message) -> MessageInfo:
@@ -176,11 +221,11 @@ def _message_info(message: Message) -> MessageInfo:
     if not vias:
         raise ParseError("empty Via header")
     try:
-        from_ = parse_name_addr(first["from"])
+        from_ = name_addr(first["from"])
     except ParseError as exc:
         raise ParseError(f"invalid From header: {exc}") from None
     try:
-        to = parse_name_addr(first["to"])
+        to = name_addr(first["to"])
     except ParseError as exc:
         raise ParseError(f"invalid To header: {exc}") from None
     max_forwards = None
@@ -225,7 +270,7 @@ def has_tag(name_addr_text: str) -> bool:
     falls back to a plain search.
     """
     try:
-        return parse_name_addr(name_addr_text).tag is not None
+        return name_addr(name_addr_text).tag is not None
     except ParseError:
         return bool(_TAG_RE.search(name_addr_text))
 

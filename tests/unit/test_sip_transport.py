@@ -4,9 +4,12 @@ exercised in tests/integration; the per-source key is net/hosts.py's)."""
 from __future__ import annotations
 
 import logging
+import socket
+from pathlib import Path
 
 import pytest
 
+from siproc.net import sip_transport
 from siproc.net.sip_transport import _RateLimitedWarning
 
 LOG = logging.getLogger("test_sip_transport_unit")
@@ -27,3 +30,13 @@ def test_rate_limited_warning_logs_once_per_interval_then_counts(
         "peer a misbehaved",
         "peer d misbehaved (and 2 more like it in the last 10 s)",
     ]
+
+
+def test_the_sip_udp_socket_has_room_for_a_burst() -> None:
+    """The SIP UDP socket asks for a 1 MiB receive buffer (the kernel reports it doubled,
+    capped by net.core.rmem_max): a busy loop's burst of requests is queued, not dropped."""
+    cap = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    sock = sip_transport._listening_socket("127.0.0.1", socket.SOCK_DGRAM, 0)
+    with sock:
+        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    assert got >= 2 * min(sip_transport.UDP_RECEIVE_BUFFER, cap)

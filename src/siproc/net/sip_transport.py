@@ -46,6 +46,7 @@ through `on_transport_error`, which is always called from the event loop, never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import ipaddress
@@ -54,7 +55,7 @@ import os
 import socket
 import ssl
 from collections.abc import Callable
-from typing import cast
+from typing import Final, cast
 
 from siproc.config import DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TCP_MAX_PER_SOURCE
 from siproc.net import hosts
@@ -910,6 +911,8 @@ def _listening_socket(host: str, kind: socket.SocketKind, port: int) -> socket.s
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if sock.family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_DGRAM:
+            _widen_receive_buffer(sock)
         sock.setblocking(False)
         sock.bind((host, port))
         if kind == socket.SOCK_STREAM:
@@ -918,6 +921,18 @@ def _listening_socket(host: str, kind: socket.SocketKind, port: int) -> socket.s
         sock.close()
         raise
     return sock
+
+
+UDP_RECEIVE_BUFFER: Final = 1 << 20  # bytes asked for (Linux doubles it, capped by rmem_max)
+
+
+def _widen_receive_buffer(sock: socket.socket) -> None:
+    """Room for a burst of requests on the one SIP UDP socket: the kernel's default (208 KiB:
+    about 100 INVITEs with their accounting) overflowed while the loop was busy setting up 150
+    SRTP calls a second (bench/load.py --srtp: 579-868 kernel drops, each a retransmission).
+    Best effort: the kernel caps it at net.core.rmem_max."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
 
 
 def _bind_error(

@@ -675,6 +675,17 @@ def start_sipp(
     return proc, stats
 
 
+def sipp_watchdog_trips(workdir: Path) -> list[int]:
+    """How late (ms) SIPp's main loop ran each time its own watchdog tripped (its -trace_err
+    file): SIPp overloaded sends late, and an RTP tail not sent before its BYE is not loss."""
+    found: list[int] = []
+    for log in workdir.glob("*_errors.log"):
+        found += [
+            int(ms) for ms in re.findall(r"timer \d+ms has been tripped \((\d+)\)", log.read_text())
+        ]
+    return found
+
+
 def siproc_env(port: int, max_calls: int, extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIPROC_")}
     env.update(
@@ -740,6 +751,20 @@ class SiprocProcess:
             sent += int(match.group(1))
             received += int(match.group(2))
         return ended, sent, received
+
+    LOST = re.compile(r"call ended: .*\(RTP: \d+ packets sent, (\d+) received\) lost (\d+)")
+
+    def short_calls(self, expected: int) -> tuple[int, int]:
+        """(calls with sequence gaps, calls short of `expected` packets without a gap): the
+        second kind got every packet the peer sent up to its BYE, in order; what is missing
+        is the tail the peer had not sent yet (an overloaded SIPp's pcap player)."""
+        gaps = tail = 0
+        for match in self.LOST.finditer(self.log()):
+            if int(match.group(2)):
+                gaps += 1
+            elif int(match.group(1)) < expected:
+                tail += 1
+        return gaps, tail
 
     def skipped_ticks(self) -> tuple[int, int]:
         """(warnings, ticks) of 'media clock ... late: skipped' in the log."""
@@ -1067,6 +1092,18 @@ def run_load(
             result.notes.append(f"RECORD refused {refused} times")
         if ended < calls:
             result.notes.append(f"only {ended} call-end lines in siproc's log")
+        short = siproc.short_calls(round(duration * PACKETS_PER_SECOND))
+        if short[0] or short[1]:
+            result.notes.append(
+                f"calls short of packets: {short[0]} with gaps in their sequence numbers, "
+                f"{short[1]} short only at the end (the last packets not sent before the BYE)"
+            )
+        trips = sipp_watchdog_trips(run_dir)
+        if trips:
+            result.notes.append(
+                f"SIPp overloaded: its watchdog tripped {len(trips)} times (late by up to "
+                f"{max(trips)} ms), so it sent late or not at all"
+            )
         hooks = run_dir / f"hooks-{siproc.pid}.json"
         if args.hook_time and hooks.exists():
             import json

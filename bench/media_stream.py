@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import math
@@ -103,6 +104,8 @@ Queue = multiprocessing.Queue  # (one type name for the annotations below)
 def bot_process(port_out: Queue, asks: Queue, results: Queue) -> None:  # type: ignore[type-arg]
     """The echo bot: every media frame straight back; per stream, what it got and when."""
     from websockets.asyncio.server import ServerConnection, serve
+    from websockets.exceptions import ConnectionClosed
+    from websockets.protocol import State
 
     streams: list[dict[str, object]] = []
 
@@ -119,8 +122,10 @@ def bot_process(port_out: Queue, asks: Queue, results: Queue) -> None:  # type: 
                 record["times"].append(time.monotonic())  # type: ignore[attr-defined]
                 payload = message["media"]["payload"]
                 reply = {"event": "media", "streamSid": sid, "media": {"payload": payload}}
-                await ws.send(json.dumps(reply))
-                record["sent"] = int(record["sent"]) + 1  # type: ignore[call-overload]
+                if ws.state is State.OPEN:  # bob's close came: read the rest, send no more
+                    with contextlib.suppress(ConnectionClosed):
+                        await ws.send(json.dumps(reply))
+                        record["sent"] = int(record["sent"]) + 1  # type: ignore[call-overload]
             elif message["event"] == "stop":
                 break
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import statistics
 import subprocess
@@ -170,6 +171,66 @@ def run_calls(args: argparse.Namespace, workdir: Path, siproc: Siproc) -> tuple[
     return int(stats.get("SuccessfulCall(C)", 0) or 0), int(stats.get("FailedCall(C)", 0) or 0)
 
 
+def report_probe(probe_dir: Path, pid: int, reads: list[tuple[str, float, int]]) -> None:
+    """The trim's steps (bench/footprint_probe/sitecustomize.py) and the bench's reads in time
+    order, seconds after the idle read; with --trace, what the trim left alive."""
+    steps = []
+    log = probe_dir / f"probe-{pid}.log"
+    if log.exists():
+        for line in log.read_text().splitlines():
+            step, at, kib = line.split()
+            steps.append((f"siproc {step}", float(at), int(kib)))
+    start = reads[0][1]
+    print("probe: (main process VmRSS for siproc's steps, all processes for the bench's reads)")
+    for what, at, kib in sorted(steps + reads, key=lambda item: item[1]):
+        print(f"  {at - start:8.3f} s  {what:<16} {kib / 1024:7.1f} MiB")
+    primed, collected = probe_dir / f"prime-{pid}.json", probe_dir / f"collect-{pid}.json"
+    if primed.exists() and collected.exists():
+        import json
+
+        before, after = json.loads(primed.read_text()), json.loads(collected.read_text())
+        new = sorted(set(after["modules"]) - set(before["modules"]))
+        tops = sorted({name.split(".")[0] for name in new})
+        print(f"modules imported during the load: {len(new)} ({', '.join(tops)})")
+        print(f"threads: {before['threads']} -> {after['threads']}")
+        for name in ("prime", "collect"):
+            stats = (probe_dir / f"{name}-{pid}.mallocstats").read_text().splitlines()
+            keep = [line for line in stats if line.startswith(("# arenas", "# bytes", "Total"))]
+            print(f"pymalloc at {name}: " + "; ".join(" ".join(k.split()) for k in keep))
+        print("main process VmRSS by mapping, idle -> after the trim (KiB, changes over 256):")
+        for where in sorted(set(before["rss"]) | set(after["rss"])):
+            was, now = before["rss"].get(where, 0), after["rss"].get(where, 0)
+            if abs(now - was) > 256:
+                print(f"  {was:8d} -> {now:8d}  {where}")
+    survivors = probe_dir / f"survivors-{pid}.txt"
+    if survivors.exists():
+        print("alive after the trim (bench/footprint_probe/sitecustomize.py):")
+        print(survivors.read_text(), end="")
+    idle_snap = probe_dir / f"idle-{pid}.snap"
+    trims = sorted(probe_dir.glob(f"trim-{pid}-*.snap"))
+    if idle_snap.exists() and trims:
+        import tracemalloc
+
+        ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
+        idle = tracemalloc.Snapshot.load(str(idle_snap)).filter_traces(ignore)
+        after = tracemalloc.Snapshot.load(str(trims[-1])).filter_traces(ignore)
+        print(f"traced: idle {sum(s.size for s in idle.statistics('filename')) / 1024:.0f} KiB, "
+              f"after the trim {sum(s.size for s in after.statistics('filename')) / 1024:.0f} KiB; "
+              "the largest differences by traceback:")  # fmt: skip
+        grown = [s for s in after.compare_to(idle, "lineno") if s.count_diff > 0]
+        grown.sort(key=lambda s: -s.count_diff)
+        print("  blocks more than at idle, by line (small objects pin pymalloc's arenas):")
+        for stat in grown[:25]:
+            frame = stat.traceback[0]
+            print(f"  {stat.count_diff:+7d} blocks {stat.size_diff / 1024:+9.1f} KiB "
+                  f"{frame.filename}:{frame.lineno}")  # fmt: skip
+        print("  by traceback, the largest:")
+        for stat in after.compare_to(idle, "traceback")[:10]:
+            print(f"  {stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks")
+            for line in stat.traceback.format(limit=8):
+                print(f"      {line}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=5, help="starts timed (default 5)")
@@ -182,6 +243,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--media-workers", type=int, help="SIPROC_MEDIA_WORKERS")
     parser.add_argument("--media-idle", type=float, default=5.0, help="SIPROC_MEDIA_IDLE")
     parser.add_argument("--no-baresip", action="store_true", help="skip baresip's figures")
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="log when the memory trim runs "
+        "(bench/footprint_probe/sitecustomize.py) against when RSS is read",
+    )
+    parser.add_argument(
+        "--trace",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="with --probe: "
+        "tracemalloc in the main process; the allocations alive after the trim "
+        "and not at idle, by traceback (slows the load)",
+    )
     parser.add_argument("--python", default=sys.executable)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -191,6 +267,15 @@ def main(argv: list[str] | None = None) -> int:
         env["SIPROC_MEDIA_WORKERS"] = str(args.media_workers)
     with tempfile.TemporaryDirectory(prefix="siproc-footprint-") as tmp:
         workdir = Path(tmp)
+        probe_dir = workdir / "probe"
+        if args.probe or args.trace:
+            probe_dir.mkdir()
+            path = os.environ.get("PYTHONPATH", "")
+            env.update(
+                FOOTPRINT_PROBE_DIR=str(probe_dir),
+                FOOTPRINT_PROBE_TRACE=str(args.trace),
+                PYTHONPATH=f"{BENCH_DIR / 'footprint_probe'}{os.pathsep + path if path else ''}",
+            )
         _, play = make_audio(workdir, args.duration)
         handler = workdir / "handler.sh"
         handler.write_text(SIPROC_HANDLER)
@@ -208,15 +293,18 @@ def main(argv: list[str] | None = None) -> int:
             times.append(siproc.ready_after)
             time.sleep(args.settle)
             idle = memory_of(siproc.proc.pid)
+            reads = [("idle read", time.monotonic(), idle.total)]
             median, worst = statistics.median(times), max(times)
             print(f"ready: median {median:.3f} s, worst {worst:.3f} s ({len(times)} starts)")
             print(f"idle:  {idle.describe()}")
             if args.calls:
                 ok, failed = run_calls(args, workdir, siproc)
                 loaded = memory_of(siproc.proc.pid)
+                reads.append(("handlers gone", time.monotonic(), loaded.total))
                 quiet = args.quiet or max(args.media_idle, TRIM_AFTER) + 2
                 time.sleep(quiet)
                 after = memory_of(siproc.proc.pid)
+                reads.append(("after read", time.monotonic(), after.total))
                 growth = 100 * (after.total / idle.total - 1)
                 peaks = ", ".join(f"{kib / 1024:.1f}" for kib in loaded.peak[1:]) or "-"
                 print(
@@ -228,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"after: {after.describe()} {quiet:g} s after the last call: "
                     f"{growth:+.1f}% on the first idle figure"
                 )
+            if args.probe or args.trace:
+                report_probe(probe_dir, siproc.proc.pid, reads)
             siproc.stop()
             if not args.no_baresip:
                 ready, rss = baresip_idle(workdir, play)

@@ -240,6 +240,8 @@ class PhoneSim:
         self._next_port += 2
         stream = FakeStream(self._next_port)
         self.streams.append(stream)
+        # as the phone keeps a stream it runs itself while a media pool has no worker ready
+        self.phone._inline.add(stream)  # type: ignore[arg-type]
         return stream
 
     @contextlib.contextmanager
@@ -319,6 +321,8 @@ class PhoneSim:
         open_streams = [s for s in self.streams if not s.closed]
         if open_streams:
             held.append(f"{len(open_streams)} open streams")
+        if self.phone._inline:  # a finished call's stream held, and with it the call
+            held.append(f"{len(self.phone._inline)} streams counted as run here")
         running = [h for h in self.handlers if not h.exited]
         if running:
             held.append(f"{len(running)} running handlers")

@@ -591,6 +591,8 @@ class Phone:
             return
         self.monitor.finished(call)
         self.calls.discard(call)
+        # (its media is closed: kept here, it would hold the call until the next call's start)
+        self._inline.discard(call.stream)
         if call.dialog is not None:
             self._by_dialog.pop(call.dialog.id, None)
         if self._by_call_id.get(call.call_id) is call:
@@ -642,6 +644,11 @@ class Phone:
         if self.media is not None:
             self._inline.add(stream)  # a call the pool left to us (media_pool.takes_next)
         return stream
+
+    def _close_unused(self, stream: MediaStream) -> None:
+        """Close a stream no call took (nor holds it here: see `call_finished`)."""
+        stream.close()
+        self._inline.discard(stream)
 
     # -- outgoing calls -------------------------------------------------------------------------
 
@@ -786,7 +793,7 @@ class Phone:
                 stream=stream,
             )
         except BaseException:  # a bug: the RTP pair just opened must not leak with it
-            stream.close()
+            self._close_unused(stream)
             raise
         call.request_uri = str(uri)
         call.referred_by = referred_by
@@ -976,7 +983,7 @@ class Phone:
                 log.exception("refusing call from %s: internal error", info.from_.uri)
             else:
                 log.warning("refusing call from %s: %s", info.from_.uri, exc)
-            stream.close()
+            self._close_unused(stream)
             self.respond(tx, make_response(request, status, _short_reason(status, exc), to_tag=tag))
             return
         self._add_call(call)

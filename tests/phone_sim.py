@@ -188,6 +188,25 @@ class FakeHandler:
         self._exit()
 
 
+class _NoTrim:
+    """In place of the phone's MemoryTrim where a test makes hundreds of phones (the fuzzer):
+    the trim's full garbage collection 33 virtual seconds after each session's last call took
+    most of the harness's time. net/memory_trim.py has its own tests, and test_phone checks
+    when the real one runs."""
+
+    def busy(self) -> None:
+        pass
+
+    def quiet(self) -> None:
+        pass
+
+    def prime(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class PhoneSim:
     """One `Phone` on a `VirtualLoop`; see the module docstring. Use as a context manager."""
 
@@ -195,6 +214,8 @@ class PhoneSim:
         self,
         env: Mapping[str, str] | None = None,
         script: Callable[[dict[str, str]], Sequence[str]] = lambda env: ("ANSWER",),
+        *,
+        memory_trim: bool = True,
     ) -> None:
         random.seed(0)  # calls/session.py draws its 491 back-off from the global generator
         self.loop = VirtualLoop()
@@ -214,6 +235,9 @@ class PhoneSim:
         }
         config = load_config({**base, **(env or {})})
         self.phone = self.loop.run_until_complete(self._make(config))
+        if not memory_trim:  # a full collection per example: the fuzzer's hours, not a finding
+            self.phone.memory.close()
+            self.phone.memory = _NoTrim()  # type: ignore[assignment]
         self._next_port = 20000
 
     async def _make(self, config: Any) -> Phone:

@@ -119,7 +119,7 @@ def test_phone_session(data: st.DataObject) -> None:
     logger.setLevel(logging.WARNING)
     script = data.draw(st.sampled_from(SCRIPTS), label="handler script")
     try:
-        with PhoneSim(ENV, script=lambda env: script) as sim:
+        with PhoneSim(ENV, script=lambda env: script, memory_trim=False) as sim:
             fars: list[FarEnd] = []
             for _ in range(data.draw(st.integers(1, 20), label="steps")):
                 step = data.draw(STEP)

@@ -47,6 +47,22 @@ def test_trims_once_delay_after_the_last_call(loop: VirtualLoop) -> None:
     assert loop.errors == []
 
 
+def test_the_trim_forgets_the_loads_from_and_to_values(loop: VirtualLoop) -> None:
+    """The kept From/To parses (sip/headers.py name_addr) are the load's, one per dialog tag:
+    the trim drops them, so they do not pin the arenas they were made in."""
+    from siproc.sip import headers
+
+    headers.name_addr("<sip:alice@example.com>;tag=load-1")
+    assert headers._name_addrs
+    trim = MemoryTrim(loop, DELAY)
+    trim.prime()
+    trim.busy()
+    trim.quiet()
+    _run_for(loop, DELAY + 1)
+    assert trim.trims == 1
+    assert headers._name_addrs == {}
+
+
 def test_a_call_before_the_delay_puts_the_trim_off(loop: VirtualLoop) -> None:
     trim = MemoryTrim(loop, DELAY)
     trim.busy()

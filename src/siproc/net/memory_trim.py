@@ -38,6 +38,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Final
 
+from siproc.sip.headers import forget_name_addrs
+
 log = logging.getLogger(__name__)
 
 # The sizes of the free lists, exactly: uvloop's DEFAULT_FREELIST_SIZE (includes/consts.pxi),
@@ -157,6 +159,7 @@ class MemoryTrim:
         self._used = False
         started = time.perf_counter()
         sys._clear_type_cache()
+        forget_name_addrs()  # the load's From/To values (1024 dialogs' tags)
         gc.collect()
         drained = self._take()
         self._release(self._reserve)  # into the free lists, now empty

@@ -195,6 +195,13 @@ def remember_name_addr(value: NameAddr) -> str:
     return text
 
 
+def forget_name_addrs() -> None:
+    """Drop the kept From/To values: after a busy spell they are the load's (each carries a
+    dialog's tag), and spread over the heap they pin memory the idle phone could give back
+    (net/memory_trim.py calls this)."""
+    _name_addrs.clear()
+
+
 def _keep_name_addr(text: str, value: NameAddr) -> None:
     if len(_name_addrs) >= NAME_ADDR_CACHE:
         _name_addrs.clear()
